@@ -1,0 +1,256 @@
+"""Windows of trading days → chat examples, and the strict parser that reads an answer back.
+
+Pure functions only (no I/O, no model): the same `user_prompt` / `answer_text` build training
+examples and inference prompts, and `parse_answer` is their inverse.
+
+Window types are counted in trading days, `past:future`. The spec's four are
+1:1 (past day → next day), 5:5 (past week → next week), 20:5 (past month → next week) and
+60:20 (past three months → next month).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+
+DEFAULT_WINDOWS = "1:1,5:5,20:5,60:20"
+
+
+@dataclass(frozen=True)
+class WindowType:
+    past: int
+    future: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.past}:{self.future}"
+
+
+def parse_windows(text: str) -> list[WindowType]:
+    """'1:1,5:5,20:5,60:20' → WindowTypes. Any positive past:future pair is allowed."""
+    windows = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", part)
+        if not match or int(match[1]) < 1 or int(match[2]) < 1:
+            raise ValueError(f"window {part!r} is not 'past:future' in trading days, e.g. 5:5")
+        windows.append(WindowType(int(match[1]), int(match[2])))
+    if len(set(windows)) != len(windows):
+        raise ValueError(f"windows {text!r} repeat a window type")
+    return windows
+
+
+# field name → (label in the prompt, canonical frame column, integer?)
+FIELDS = {
+    "open": ("Open", "Open", False),
+    "high": ("High", "High", False),
+    "low": ("Low", "Low", False),
+    "close": ("Close", "Close", False),
+    "capacity": ("Capacity", "Volume", True),
+    "turnover": ("Turnover", "Turnover", True),
+    "change": ("Change", "Change", False),
+    "transaction": ("Transaction", "Transaction", True),
+}
+# The spec's prompt example (ohlcv) and the three column sets of its experiments (all, turnover, basic).
+FIELD_SETS = {
+    "ohlcv": ["open", "high", "low", "close", "capacity"],
+    "all": ["capacity", "turnover", "open", "high", "low", "close", "change", "transaction"],
+    "turnover": ["turnover", "open", "high", "low", "close", "transaction"],
+    "basic": ["open", "high", "low", "close", "transaction"],
+}
+PRICE_FIELDS = ("open", "high", "low", "close")
+
+
+def parse_fields(text: str) -> list[str]:
+    """A field-set name (ohlcv, all, turnover, basic) or a comma list of field names."""
+    if text in FIELD_SETS:
+        return list(FIELD_SETS[text])
+    fields = [f.strip().lower() for f in text.split(",") if f.strip()]
+    unknown = [f for f in fields if f not in FIELDS]
+    if unknown or not fields:
+        raise ValueError(
+            f"fields {text!r}: unknown {unknown}; use one of {sorted(FIELD_SETS)} or a comma list of {list(FIELDS)}"
+        )
+    missing = [f for f in PRICE_FIELDS if f not in fields]
+    if missing:
+        raise ValueError(f"fields {text!r} must include {list(PRICE_FIELDS)} (a forecast is a candle)")
+    return fields
+
+
+# --------------------------------------------------------------------------- prompt text
+
+
+def format_number(value: float, integer: bool) -> str:
+    if integer:
+        return str(int(round(value)))
+    return repr(round(float(value), 2))  # 141.5, 139.0, 1025.0: the exchange's ticks, no float noise
+
+
+def format_row(date: pd.Timestamp | dt.date, row: pd.Series, fields: list[str]) -> str:
+    parts = [f"Date: {pd.Timestamp(date).strftime('%Y-%m-%d')}"]
+    for name in fields:
+        label, column, integer = FIELDS[name]
+        parts.append(f"{label}: {format_number(row[column], integer)}")
+    return ", ".join(parts)
+
+
+def format_rows(frame: pd.DataFrame, fields: list[str]) -> str:
+    return "\n".join(format_row(date, row, fields) for date, row in frame.iterrows())
+
+
+def user_prompt(name: str, past: pd.DataFrame, future: int, fields: list[str], context: str = "") -> str:
+    """The spec's user turn. `context` (news, signals, the user's own text) sits between prices and question."""
+    ask = "Predict the next date price:\n" if future == 1 else f"Predict the next {future} day price:\n"
+    text = f"Here is past {len(past)} day stock price of {name} company.\n\n{format_rows(past, fields)}\n"
+    if context.strip():
+        text += f"\nContext:\n{context.strip()}\n\n"
+    return text + ask
+
+
+def answer_text(future: pd.DataFrame, fields: list[str]) -> str:
+    """The spec's assistant turn, with the real next trading dates."""
+    return f"The next {len(future)} day price is:\n{format_rows(future, fields)}\n"
+
+
+# --------------------------------------------------------------------------- parsing answers
+
+
+class ForecastParseError(ValueError):
+    """The model's answer is not `answer_text`'s format; the raw text goes with it to the user."""
+
+
+_HEADER = re.compile(r"The next (\d+) day price is:")
+_NUMBER = r"-?\d+(?:\.\d+)?"
+
+
+def _row_pattern(fields: list[str]) -> re.Pattern:
+    parts = [r"Date: (\d{4}-\d{2}-\d{2})"] + [rf"{FIELDS[f][0]}: ({_NUMBER})" for f in fields]
+    return re.compile(r"\s*" + r", ".join(parts) + r"\s*")
+
+
+def parse_answer(text: str, fields: list[str], expected: int | None = None) -> pd.DataFrame:
+    """Strictly read an answer back into a frame (Date index; Open, High, Low, Close, Volume, ...).
+
+    Nothing is repaired: a wrong header, a row out of format, a wrong row count, unordered dates or
+    any text after the rows raises ForecastParseError.
+    """
+    lines = [line for line in text.strip().splitlines()]
+    if not lines:
+        raise ForecastParseError("the answer is empty")
+    header = _HEADER.fullmatch(lines[0].strip())
+    if not header:
+        raise ForecastParseError(f"the first line is not 'The next N day price is:' but {lines[0][:80]!r}")
+    count = int(header[1])
+    if expected is not None and count != expected:
+        raise ForecastParseError(f"the answer announces {count} day(s), {expected} were asked for")
+    rows = [line for line in lines[1:] if line.strip()]
+    if len(rows) != count:
+        raise ForecastParseError(f"the answer announces {count} row(s) but has {len(rows)}")
+    pattern = _row_pattern(fields)
+    records = []
+    for line in rows:
+        match = pattern.fullmatch(line)
+        if not match:
+            raise ForecastParseError(f"row {line[:120]!r} is not in the format {', '.join(['Date'] + fields)}")
+        try:
+            date = pd.Timestamp(dt.date.fromisoformat(match[1]))
+        except ValueError as exc:
+            raise ForecastParseError(f"row date {match[1]!r} is not a calendar date") from exc
+        record = {"Date": date}
+        for name, value in zip(fields, match.groups()[1:]):
+            record[FIELDS[name][1]] = float(value)
+        records.append(record)
+    frame = pd.DataFrame.from_records(records).set_index("Date")
+    if not frame.index.is_monotonic_increasing or frame.index.has_duplicates:
+        raise ForecastParseError("the answer's dates are not strictly increasing")
+    return frame
+
+
+def validate_forecast(forecast: pd.DataFrame, last_input_date: pd.Timestamp | None = None) -> list[str]:
+    """Problems that make a parsed forecast unusable as candles (an empty list means valid)."""
+    problems = []
+    for date, row in forecast.iterrows():
+        day = date.strftime("%Y-%m-%d")
+        if not row["Low"] <= min(row["Open"], row["Close"]):
+            problems.append(f"{day}: low {row['Low']} is above open {row['Open']} or close {row['Close']}")
+        if not max(row["Open"], row["Close"]) <= row["High"]:
+            problems.append(f"{day}: high {row['High']} is below open {row['Open']} or close {row['Close']}")
+        if min(row["Open"], row["High"], row["Low"], row["Close"]) <= 0:
+            problems.append(f"{day}: a price is not positive")
+        if "Volume" in row and not row["Volume"] > 0:
+            problems.append(f"{day}: volume {row['Volume']} is not positive")
+    if last_input_date is not None and len(forecast) and forecast.index[0] <= last_input_date:
+        problems.append(
+            f"the first forecast date {forecast.index[0]:%Y-%m-%d} is not after the last known day {last_input_date:%Y-%m-%d}"
+        )
+    return problems
+
+
+# --------------------------------------------------------------------------- examples and the split
+
+
+def build_examples(
+    frame: pd.DataFrame,
+    name: str,
+    code: str,
+    window: WindowType,
+    fields: list[str],
+    stride: int = 1,
+    context_for=None,
+) -> tuple[list[dict], int]:
+    """Every `past → future` window of one company's frame as a TRL prompt-completion example.
+
+    Returns (examples, skipped): windows with a blank value in a chosen field are skipped, never filled.
+    `context_for(input_end_date) -> str` supplies as-of context (news, signals) when given.
+    """
+    columns = [FIELDS[f][1] for f in fields]
+    span = window.past + window.future
+    examples, skipped = [], 0
+    for start in range(0, len(frame) - span + 1, stride):
+        past = frame.iloc[start : start + window.past]
+        future = frame.iloc[start + window.past : start + span]
+        if past[columns].isna().any().any() or future[columns].isna().any().any():
+            skipped += 1
+            continue
+        context = context_for(past.index[-1]) if context_for else ""
+        examples.append(
+            {
+                "prompt": [{"role": "user", "content": user_prompt(name, past, window.future, fields, context)}],
+                "completion": [{"role": "assistant", "content": answer_text(future, fields)}],
+                "meta": {
+                    "code": code,
+                    "window": window.name,
+                    "input_start": past.index[0].strftime("%Y-%m-%d"),
+                    "input_end": past.index[-1].strftime("%Y-%m-%d"),
+                    "target_start": future.index[0].strftime("%Y-%m-%d"),
+                    "target_end": future.index[-1].strftime("%Y-%m-%d"),
+                    "context": "user" if context else "prices",
+                },
+            }
+        )
+    return examples, skipped
+
+
+def split_cutoff(dates: list[pd.Timestamp], val_fraction: float) -> pd.Timestamp:
+    """The trading date from which the last `val_fraction` of the calendar is held out."""
+    unique = sorted(set(dates))
+    if not 0 < val_fraction < 1:
+        raise ValueError("val_fraction must be between 0 and 1")
+    if len(unique) < 2:
+        raise ValueError("need at least two trading dates to split")
+    return unique[min(len(unique) - 1, max(1, math.floor(len(unique) * (1 - val_fraction))))]
+
+
+def chronological_split(examples: list[dict], cutoff: pd.Timestamp) -> tuple[list[dict], list[dict], int]:
+    """Train: targets end before `cutoff`. Validation: inputs start on or after it. Straddlers dropped.
+
+    So every validation target lies at least `past` trading days after the last training target,
+    and no validation input or target was ever a training target.
+    """
+    cut = cutoff.strftime("%Y-%m-%d")
+    train = [e for e in examples if e["meta"]["target_end"] < cut]
+    val = [e for e in examples if e["meta"]["input_start"] >= cut]
+    return train, val, len(examples) - len(train) - len(val)

