@@ -97,22 +97,31 @@ def format_row(date: pd.Timestamp | dt.date, row: pd.Series, fields: list[str]) 
     return ", ".join(parts)
 
 
-def format_rows(frame: pd.DataFrame, fields: list[str]) -> str:
-    return "\n".join(format_row(date, row, fields) for date, row in frame.iterrows())
+def format_rows(frame: pd.DataFrame, fields: list[str]) -> list[str]:
+    """One prompt line per trading day."""
+    return [format_row(date, row, fields) for date, row in frame.iterrows()]
 
 
-def user_prompt(name: str, past: pd.DataFrame, future: int, fields: list[str], context: str = "") -> str:
+def user_prompt_lines(name: str, lines: list[str], future: int, context: str = "") -> str:
     """The spec's user turn. `context` (news, signals, the user's own text) sits between prices and question."""
     ask = "Predict the next date price:\n" if future == 1 else f"Predict the next {future} day price:\n"
-    text = f"Here is past {len(past)} day stock price of {name} company.\n\n{format_rows(past, fields)}\n"
+    text = f"Here is past {len(lines)} day stock price of {name} company.\n\n" + "\n".join(lines) + "\n"
     if context.strip():
         text += f"\nContext:\n{context.strip()}\n\n"
     return text + ask
 
 
-def answer_text(future: pd.DataFrame, fields: list[str]) -> str:
+def answer_lines(lines: list[str]) -> str:
     """The spec's assistant turn, with the real next trading dates."""
-    return f"The next {len(future)} day price is:\n{format_rows(future, fields)}\n"
+    return f"The next {len(lines)} day price is:\n" + "\n".join(lines) + "\n"
+
+
+def user_prompt(name: str, past: pd.DataFrame, future: int, fields: list[str], context: str = "") -> str:
+    return user_prompt_lines(name, format_rows(past, fields), future, context)
+
+
+def answer_text(future: pd.DataFrame, fields: list[str]) -> str:
+    return answer_lines(format_rows(future, fields))
 
 
 # --------------------------------------------------------------------------- parsing answers
@@ -160,10 +169,11 @@ def parse_answer(text: str, fields: list[str], expected: int | None = None) -> p
         except ValueError as exc:
             raise ForecastParseError(f"row date {match[1]!r} is not a calendar date") from exc
         record = {"Date": date}
-        for name, value in zip(fields, match.groups()[1:]):
+        for name, value in zip(fields, match.groups()[1:], strict=True):
             record[FIELDS[name][1]] = float(value)
         records.append(record)
     frame = pd.DataFrame.from_records(records).set_index("Date")
+    frame.index = pd.DatetimeIndex(pd.to_datetime([d.strftime("%Y-%m-%d") for d in frame.index]), name="Date")
     if not frame.index.is_monotonic_increasing or frame.index.has_duplicates:
         raise ForecastParseError("the answer's dates are not strictly increasing")
     return frame
@@ -184,7 +194,8 @@ def validate_forecast(forecast: pd.DataFrame, last_input_date: pd.Timestamp | No
             problems.append(f"{day}: volume {row['Volume']} is not positive")
     if last_input_date is not None and len(forecast) and forecast.index[0] <= last_input_date:
         problems.append(
-            f"the first forecast date {forecast.index[0]:%Y-%m-%d} is not after the last known day {last_input_date:%Y-%m-%d}"
+            f"the first forecast date {forecast.index[0]:%Y-%m-%d} is not after "
+            f"the last known day {last_input_date:%Y-%m-%d}"
         )
     return problems
 
@@ -208,25 +219,32 @@ def build_examples(
     """
     columns = [FIELDS[f][1] for f in fields]
     span = window.past + window.future
+    blank = frame[columns].isna().any(axis=1).to_numpy().cumsum()
+    lines = [
+        "" if frame[columns].iloc[i].isna().any() else format_row(d, frame.iloc[i], fields)
+        for i, d in enumerate(frame.index)
+    ]
+    days = frame.index.strftime("%Y-%m-%d")
     examples, skipped = [], 0
     for start in range(0, len(frame) - span + 1, stride):
-        past = frame.iloc[start : start + window.past]
-        future = frame.iloc[start + window.past : start + span]
-        if past[columns].isna().any().any() or future[columns].isna().any().any():
+        mid, end = start + window.past, start + span
+        if blank[end - 1] - (blank[start - 1] if start else 0):
             skipped += 1
             continue
-        context = context_for(past.index[-1]) if context_for else ""
+        context = context_for(frame.index[mid - 1]) if context_for else ""
         examples.append(
             {
-                "prompt": [{"role": "user", "content": user_prompt(name, past, window.future, fields, context)}],
-                "completion": [{"role": "assistant", "content": answer_text(future, fields)}],
+                "prompt": [
+                    {"role": "user", "content": user_prompt_lines(name, lines[start:mid], window.future, context)}
+                ],
+                "completion": [{"role": "assistant", "content": answer_lines(lines[mid:end])}],
                 "meta": {
                     "code": code,
                     "window": window.name,
-                    "input_start": past.index[0].strftime("%Y-%m-%d"),
-                    "input_end": past.index[-1].strftime("%Y-%m-%d"),
-                    "target_start": future.index[0].strftime("%Y-%m-%d"),
-                    "target_end": future.index[-1].strftime("%Y-%m-%d"),
+                    "input_start": days[start],
+                    "input_end": days[mid - 1],
+                    "target_start": days[mid],
+                    "target_end": days[end - 1],
                     "context": "user" if context else "prices",
                 },
             }

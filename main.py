@@ -1,7 +1,7 @@
 """Command line: parse the spec's arguments, build the configs once, dispatch. Nothing else lives here.
 
-    python main.py --train 1 --company-list-file data/companies.json     # fetch, build, fine-tune
-    python main.py --train 0 --code 2330 --past 5 --future 5             # forecast + candlestick chart
+python main.py --train 1 --company-list-file data/companies.json     # fetch, build, fine-tune
+python main.py --train 0 --code 2330 --past 5 --future 5             # forecast + candlestick chart
 """
 
 from __future__ import annotations
@@ -12,12 +12,23 @@ import sys
 
 log = logging.getLogger("stock")
 
-# Trainer defaults: the spec's values on a CUDA GPU; on a CPU a short, labelled demonstration
-# (a full run there would take days: ~40 tokens/s for SmolLM2 LoRA on two cores).
-GPU_DEFAULTS = {"batch_size": 8, "gradient_accumulation_steps": 4, "max_steps": 60, "max_seq_length": 4096,
-                "windows": "1:1,5:5,20:5,60:20"}
-CPU_DEMO_DEFAULTS = {"batch_size": 2, "gradient_accumulation_steps": 1, "max_steps": 2, "max_seq_length": 768,
-                     "windows": "1:1,5:5"}
+# Trainer defaults. CUDA: the spec's total batch of 32 and 60 steps, as 16 x 2 rather than 8 x 4 because
+# padding-free batches of 16 measured fastest on the H100 (README, "Measured"). CPU: a short, labelled
+# demonstration (a full run there would take days: ~40 tokens/s for SmolLM2 LoRA on two cores).
+GPU_DEFAULTS = {
+    "batch_size": 16,
+    "gradient_accumulation_steps": 2,
+    "max_steps": 60,
+    "max_seq_length": 4096,
+    "windows": "1:1,5:5,20:5,60:20",
+}
+CPU_DEMO_DEFAULTS = {
+    "batch_size": 2,
+    "gradient_accumulation_steps": 1,
+    "max_steps": 2,
+    "max_seq_length": 768,
+    "windows": "1:1,5:5",
+}
 
 
 def _flag01(text: str) -> bool:
@@ -36,34 +47,83 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--train", type=int, choices=[0, 1], required=True, help="1: training mode, 0: inference mode")
 
     data = p.add_argument_group("data")
-    data.add_argument("--data-dir", default="data", help="where prices (<data-dir>/prices/<code>.csv) and examples are kept; "
-                      "a folder of price CSVs works as the cache too")
-    data.add_argument("--company-list-file", default=None,
-                      help="JSON list of companies to train on, by name_zh or code (default: the spec's 41, data/companies.json)")
+    data.add_argument(
+        "--data-dir",
+        default="data",
+        help="where prices (<data-dir>/prices/<code>.csv) and examples are kept; "
+        "a folder of price CSVs works as the cache too",
+    )
+    data.add_argument(
+        "--company-list-file",
+        default=None,
+        help="JSON list of companies to train on, by name_zh or code (default: the spec's 41, data/companies.json)",
+    )
     data.add_argument("--year", type=int, default=2024, help="collect prices from this year ...")
     data.add_argument("--month", type=int, default=12, help="... and month, up to --end-date")
-    data.add_argument("--end-date", default=None, help="last day of prices to use, YYYY-MM-DD (default: today in Taipei)")
+    data.add_argument(
+        "--end-date", default=None, help="last day of prices to use, YYYY-MM-DD (default: today in Taipei)"
+    )
     data.add_argument("--offline", action="store_true", help="never call the exchanges: use the price cache as it is")
-    data.add_argument("--choose-stock", type=int, default=0,
-                      help="instead of a company list, pick N listed stocks for each of twstock's four buy and four sell points")
-    data.add_argument("--windows", default=None,
-                      help="window types past:future in trading days (GPU default 1:1,5:5,20:5,60:20; CPU demo 1:1,5:5)")
-    data.add_argument("--fields", default="ohlcv",
-                      help="price fields in prompts: ohlcv, all, turnover, basic (the spec's column sets) or a comma list")
+    data.add_argument(
+        "--choose-stock",
+        type=int,
+        default=0,
+        help="instead of a company list, pick N listed stocks for each of twstock's four buy and four sell points",
+    )
+    data.add_argument(
+        "--windows",
+        default=None,
+        help="window types past:future in trading days (GPU default 1:1,5:5,20:5,60:20; CPU demo 1:1,5:5)",
+    )
+    data.add_argument(
+        "--fields",
+        default="ohlcv",
+        help="price fields in prompts: ohlcv, all, turnover, basic (the spec's column sets) or a comma list",
+    )
     data.add_argument("--stride", type=int, default=1, help="trading days between consecutive windows")
-    data.add_argument("--val-fraction", type=float, default=0.1, help="latest share of trading days held out for validation")
-    data.add_argument("--max-val-examples", type=int, default=200, help="validation examples evaluated (spread over the held-out days)")
+    data.add_argument(
+        "--val-fraction", type=float, default=0.1, help="latest share of trading days held out for validation"
+    )
+    data.add_argument(
+        "--max-val-examples",
+        type=int,
+        default=200,
+        help="validation examples evaluated (spread over the held-out days)",
+    )
 
     model = p.add_argument_group("load pretrained model")
-    model.add_argument("--model-name", default=None,
-                       help="Hub id (unsloth/Llama-3.2-3B-Instruct, unsloth/Meta-Llama-3.1-8B-bnb-4bit), HF folder or .gguf; "
-                       "default: the 3B model on CUDA, the bundled SmolLM2-135M on a CPU")
-    model.add_argument("--max-seq-length", type=int, default=None, help="longest training example in tokens (GPU 4096, CPU demo 768)")
-    model.add_argument("--load_in_4bit", "--load-in-4bit", dest="load_in_4bit", type=_flag01, nargs="?", const=True, default=None,
-                       help="load the model in 4 bit (CUDA only; default on with CUDA)")
-    model.add_argument("--load_in_8bit", "--load-in-8bit", dest="load_in_8bit", type=_flag01, nargs="?", const=True, default=False,
-                       help="load the model in 8 bit (CUDA only)")
-    model.add_argument("--model-dir", default="outputs/model", help="where the trained adapter is saved and loaded from")
+    model.add_argument(
+        "--model-name",
+        default=None,
+        help="Hub id (unsloth/Llama-3.2-3B-Instruct, unsloth/Meta-Llama-3.1-8B-bnb-4bit), HF folder or .gguf; "
+        "default: the 3B model on CUDA, the bundled SmolLM2-135M on a CPU",
+    )
+    model.add_argument(
+        "--max-seq-length", type=int, default=None, help="longest training example in tokens (GPU 4096, CPU demo 768)"
+    )
+    model.add_argument(
+        "--load_in_4bit",
+        "--load-in-4bit",
+        dest="load_in_4bit",
+        type=_flag01,
+        nargs="?",
+        const=True,
+        default=None,
+        help="load the model in 4 bit (CUDA only; default on with CUDA)",
+    )
+    model.add_argument(
+        "--load_in_8bit",
+        "--load-in-8bit",
+        dest="load_in_8bit",
+        type=_flag01,
+        nargs="?",
+        const=True,
+        default=False,
+        help="load the model in 8 bit (CUDA only)",
+    )
+    model.add_argument(
+        "--model-dir", default="outputs/model", help="where the trained adapter is saved and loaded from"
+    )
 
     lora = p.add_argument_group("LoRA")
     lora.add_argument("--rank", type=int, default=16, help="LoRA rank r")
@@ -72,21 +132,29 @@ def build_parser() -> argparse.ArgumentParser:
     lora.add_argument("--random-state", type=int, default=3407, help="random seed")
 
     trainer = p.add_argument_group("trainer")
-    trainer.add_argument("--batch-size", type=int, default=None, help="per-device batch size (GPU 8, CPU demo 2)")
-    trainer.add_argument("--gradient-accumulation-steps", type=int, default=None, help="GPU 4, CPU demo 1")
+    trainer.add_argument("--batch-size", type=int, default=None, help="per-device batch size (GPU 16, CPU demo 2)")
+    trainer.add_argument("--gradient-accumulation-steps", type=int, default=None, help="GPU 2, CPU demo 1")
     trainer.add_argument("--num-epochs", type=float, default=1.0, help="epochs (used when --max-steps is 0)")
-    trainer.add_argument("--max-steps", type=int, default=None, help="optimizer steps; 0: train --num-epochs (GPU 60, CPU demo 2)")
+    trainer.add_argument(
+        "--max-steps", type=int, default=None, help="optimizer steps; 0: train --num-epochs (GPU 60, CPU demo 2)"
+    )
     trainer.add_argument("--learning-rate", type=float, default=2e-4)
     trainer.add_argument("--logging-steps", type=int, default=1)
     trainer.add_argument("--optim", default=None, help="optimizer (default adamw_8bit on CUDA, adamw_torch on a CPU)")
     trainer.add_argument("--weight-decay", type=float, default=0.01)
     trainer.add_argument("--lr-scheduler-type", default="linear", help="linear, cosine, constant, ...")
     trainer.add_argument("--warmup-steps", type=int, default=5)
-    trainer.add_argument("--output-dir", default="outputs", help="checkpoints, TensorBoard runs (<output-dir>/runs), charts")
-    trainer.add_argument("--report-to", default="tensorboard", help="tensorboard, none, or any transformers integration")
+    trainer.add_argument(
+        "--output-dir", default="outputs", help="checkpoints, TensorBoard runs (<output-dir>/runs), charts"
+    )
+    trainer.add_argument(
+        "--report-to", default="tensorboard", help="tensorboard, none, or any transformers integration"
+    )
     trainer.add_argument("--save-steps", type=int, default=50, help="checkpoint every N steps (for --resume)")
     trainer.add_argument("--eval-steps", type=int, default=0, help="validation loss every N steps (0: once at the end)")
-    trainer.add_argument("--padding-free", type=_flag01, default=None, help="1/0: padding-free batches (default on with CUDA)")
+    trainer.add_argument(
+        "--padding-free", type=_flag01, default=None, help="1/0: padding-free batches (default on with CUDA)"
+    )
     trainer.add_argument("--packing", type=_flag01, default=False, help="1/0: pack examples into full-length rows")
     trainer.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
 
@@ -109,28 +177,53 @@ def build_configs(args, cuda: bool):
     if not cuda and args.train == 1:
         implicit = [k for k in CPU_DEMO_DEFAULTS if getattr(args, k) is None]
         if implicit:
-            print("CPU DEMONSTRATION: no CUDA GPU, so these defaults are shrunk to finish in minutes: "
-                  + ", ".join(f"{k}={chosen[k]}" for k in implicit)
-                  + ". The forecasts of such a run are not meaningful; train on a GPU, or set the flags yourself.")
+            print(
+                "CPU DEMONSTRATION: no CUDA GPU, so these defaults are shrunk to finish in minutes: "
+                + ", ".join(f"{k}={chosen[k]}" for k in implicit)
+                + ". The forecasts of such a run are not meaningful; train on a GPU, or set the flags yourself."
+            )
     data = DataConfig(
-        data_dir=args.data_dir, company_list_file=args.company_list_file, year=args.year, month=args.month,
-        end_date=args.end_date, offline=args.offline, choose_stock=args.choose_stock, windows=chosen["windows"],
-        fields=args.fields, stride=args.stride, val_fraction=args.val_fraction, max_val_examples=args.max_val_examples,
+        data_dir=args.data_dir,
+        company_list_file=args.company_list_file,
+        year=args.year,
+        month=args.month,
+        end_date=args.end_date,
+        offline=args.offline,
+        choose_stock=args.choose_stock,
+        windows=chosen["windows"],
+        fields=args.fields,
+        stride=args.stride,
+        val_fraction=args.val_fraction,
+        max_val_examples=args.max_val_examples,
     )
     model = ModelConfig(
-        model_name=args.model_name, max_seq_length=chosen["max_seq_length"],
+        model_name=args.model_name,
+        max_seq_length=chosen["max_seq_length"],
         load_in_4bit=cuda and not args.load_in_8bit if args.load_in_4bit is None else args.load_in_4bit,
-        load_in_8bit=args.load_in_8bit, model_dir=args.model_dir,
+        load_in_8bit=args.load_in_8bit,
+        model_dir=args.model_dir,
     )
-    lora = LoraSettings(rank=args.rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                        random_state=args.random_state)
+    lora = LoraSettings(
+        rank=args.rank, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, random_state=args.random_state
+    )
     train = TrainSettings(
-        batch_size=chosen["batch_size"], gradient_accumulation_steps=chosen["gradient_accumulation_steps"],
-        num_epochs=args.num_epochs, max_steps=chosen["max_steps"], learning_rate=args.learning_rate,
-        logging_steps=args.logging_steps, optim=args.optim, weight_decay=args.weight_decay,
-        lr_scheduler_type=args.lr_scheduler_type, warmup_steps=args.warmup_steps, output_dir=args.output_dir,
-        report_to=args.report_to, save_steps=args.save_steps, eval_steps=args.eval_steps,
-        padding_free=args.padding_free, packing=args.packing, resume=args.resume,
+        batch_size=chosen["batch_size"],
+        gradient_accumulation_steps=chosen["gradient_accumulation_steps"],
+        num_epochs=args.num_epochs,
+        max_steps=chosen["max_steps"],
+        learning_rate=args.learning_rate,
+        logging_steps=args.logging_steps,
+        optim=args.optim,
+        weight_decay=args.weight_decay,
+        lr_scheduler_type=args.lr_scheduler_type,
+        warmup_steps=args.warmup_steps,
+        output_dir=args.output_dir,
+        report_to=args.report_to,
+        save_steps=args.save_steps,
+        eval_steps=args.eval_steps,
+        padding_free=args.padding_free,
+        packing=args.packing,
+        resume=args.resume,
     )
     return data, model, lora, train
 

@@ -170,7 +170,7 @@ def parse_price_csv(path: str | os.PathLike) -> pd.DataFrame:
             raw[col] = float("nan")
     frame = raw[CSV_COLUMNS].rename(columns=FRAME_COLUMNS)
     frame.index = pd.DatetimeIndex(pd.to_datetime(raw["date"], format="%Y-%m-%d"), name="Date")
-    frame = frame.drop(columns="date").apply(pd.to_numeric, errors="coerce")
+    frame = frame.drop(columns="date").apply(pd.to_numeric, errors="coerce")[list(FRAME_COLUMNS.values())].astype(float)
     frame = frame[~frame.index.duplicated(keep="last")].sort_index()
     return frame.dropna(subset=["Open", "High", "Low", "Close"])
 
@@ -342,7 +342,9 @@ class ExchangeClient:
             url = self.tpex_url.rstrip("/") + "/www/zh-tw/afterTrading/tradingStock"
             body = self._request(url, {"date": f"{year}/{month:02d}/01", "code": company.code, "response": "json"})
             if str(body.get("stat", "")).lower() != "ok":
-                raise ExchangeUnavailable(f"TPEx answered stat={body.get('stat')!r} for {company.code} {year}-{month:02d}")
+                raise ExchangeUnavailable(
+                    f"TPEx answered stat={body.get('stat')!r} for {company.code} {year}-{month:02d}"
+                )
             return self._parse(TPEXFetcher().purify, body, company, year, month)
         url = self.twse_url.rstrip("/") + "/exchangeReport/STOCK_DAY"
         body = self._request(url, {"date": f"{year}{month:02d}01", "stockNo": company.code, "response": "json"})
@@ -428,7 +430,7 @@ def update_prices(
             if parts:
                 parts = [p[~((p.index.year == y) & (p.index.month == m))] for p in parts]
             parts.append(month)
-            meta["fetched"][key] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+            meta["fetched"][key] = today.isoformat()  # Taipei date: a month fetched before it ended is partial
             if month.empty:
                 meta["empty"] = sorted(set(meta["empty"]) | {key})
             else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -49,6 +49,7 @@ class Forecast:
     raw_answer: str
     forecast: pd.DataFrame | None = None
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     chart: Path | None = None
 
     @property
@@ -114,8 +115,10 @@ class StockPredictor:
             prices[company.code] = market_data.update_prices(company, self.cache, start, end, self.client())
         rows = sum(len(f) for f in prices.values())
         requests = self._client.requests_made if self._client else 0
-        print(f"prices: {len(prices)} companies, {rows:,} trading days ({start} → {end}); "
-              f"{requests} exchange request(s); cache {self.cache.directory}")
+        print(
+            f"prices: {len(prices)} companies, {rows:,} trading days ({start} → {end}); "
+            f"{requests} exchange request(s); cache {self.cache.directory}"
+        )
         return prices
 
     # ----------------------------------------------------------------- stage 2: examples
@@ -171,8 +174,10 @@ class StockPredictor:
         write_jsonl(out / "train.jsonl", train)
         write_jsonl(out / "val.jsonl", val)
         write_json(out / "manifest.json", manifest)
-        print(f"examples: {len(train):,} train / {len(val):,} validation (cutoff {manifest['cutoff']}, "
-              f"{straddling} straddling the cutoff dropped, {skipped} with blank fields skipped) → {out}")
+        print(
+            f"examples: {len(train):,} train / {len(val):,} validation (cutoff {manifest['cutoff']}, "
+            f"{straddling} straddling the cutoff dropped, {skipped} with blank fields skipped) → {out}"
+        )
         return train, val, manifest
 
     # ----------------------------------------------------------------- stage 3: training
@@ -187,8 +192,10 @@ class StockPredictor:
         extra = {"data": asdict(self.data), "dataset": manifest, "companies": [asdict(c) for c in companies]}
         figures = model.train(self.model_cfg, self.lora, self.train_settings, train, val, extra)
         print("training: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
-        print(f"adapter saved to {self.model_cfg.model_dir}; TensorBoard: tensorboard --logdir "
-              f"{Path(self.train_settings.output_dir) / 'runs'}")
+        print(
+            f"adapter saved to {self.model_cfg.model_dir}; TensorBoard: tensorboard --logdir "
+            f"{Path(self.train_settings.output_dir) / 'runs'}"
+        )
         return figures
 
     # ----------------------------------------------------------------- stage 4: inference
@@ -208,7 +215,7 @@ class StockPredictor:
             raise StockToolError("--past and --future must be at least 1")
         loaded = self._model()
         fields = loaded.config.get("dataset", {}).get("fields", self.fields)
-        company = market_data.resolve_company({"code": code})
+        company = _with_english_name(market_data.resolve_company({"code": code}))
         start = self.date_range()[1] - dt.timedelta(days=max(60, past * 3))  # calendar days covering `past`
         frame = market_data.update_prices(company, self.cache, start, self.date_range()[1], self.client())
         if len(frame) < past:
@@ -224,10 +231,26 @@ class StockPredictor:
             result.problems = [f"unparseable answer: {exc}"]
             return result
         result.problems = dataset.validate_forecast(result.forecast, history.index[-1])
-        result.chart = plot_forecast(
-            history, result.forecast, company, Path(self.train_settings.output_dir) / "forecasts"
-        )
+        result.notes = [
+            f"{d:%Y-%m-%d} is a {d:%A}: the exchange does not trade on weekends"
+            for d in result.forecast.index
+            if d.weekday() >= 5
+        ]
+        if not result.problems:  # an impossible candle is reported, never drawn as if it were a forecast
+            result.chart = plot_forecast(
+                history, result.forecast, company, Path(self.train_settings.output_dir) / "forecasts"
+            )
         return result
+
+
+def _with_english_name(company: Company) -> Company:
+    """Add the English name from the shipped company list (twstock has none), for chart titles."""
+    try:
+        entries = json.loads(DEFAULT_COMPANY_FILE.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return company
+    names = {str(e.get("code")): e.get("name_en", "") for e in entries if isinstance(e, dict)}
+    return replace(company, name_en=names.get(company.code, "")) if names.get(company.code) else company
 
 
 def _parse(parser, text: str, flag: str):
@@ -259,7 +282,9 @@ def plot_forecast(past: pd.DataFrame, forecast: pd.DataFrame, company: Company, 
     path = out_dir / f"{company.code}_{past.index[-1]:%Y%m%d}_{len(past)}to{len(forecast)}.png"
     tmp = path.with_name(f".{path.name}.tmp.png")
     boundary = past.index[-1] + (forecast.index[0] - past.index[-1]) / 2
-    title = f"{company.code} {company.name_en or ''}: {len(past)} known + {len(forecast)} forecast days".replace("  ", " ")
+    title = f"{company.code} {company.name_en or ''}: {len(past)} known + {len(forecast)} forecast days".replace(
+        "  ", " "
+    )
     mpf.plot(
         combined,
         type="candle",
@@ -279,6 +304,8 @@ def print_forecast(result: Forecast) -> None:
     print(f"{result.code} {result.name}: last known day {result.past.index[-1]:%Y-%m-%d}")
     if result.forecast is not None:
         print(forecast_table(result))
+    for note in result.notes:
+        print(f"note: {note}")
     if result.problems:
         print("The answer is not a usable forecast:")
         for problem in result.problems:
@@ -286,7 +313,3 @@ def print_forecast(result: Forecast) -> None:
         print("Raw model answer:\n" + result.raw_answer)
     if result.chart:
         print(f"chart: {result.chart}")
-
-
-def load_examples(path: str) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
