@@ -21,6 +21,7 @@ GPU_DEFAULTS = {
     "max_steps": 60,
     "max_seq_length": 4096,
     "windows": "1:1,5:5,20:5,60:20",
+    "max_val_examples": 200,
 }
 CPU_DEMO_DEFAULTS = {
     "batch_size": 2,
@@ -28,6 +29,7 @@ CPU_DEMO_DEFAULTS = {
     "max_steps": 2,
     "max_seq_length": 768,
     "windows": "1:1,5:5",
+    "max_val_examples": 16,
 }
 
 
@@ -87,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--max-val-examples",
         type=int,
-        default=200,
-        help="validation examples evaluated (spread over the held-out days)",
+        default=None,
+        help="validation examples evaluated, spread over the held-out days (GPU 200, CPU demo 16)",
     )
 
     model = p.add_argument_group("load pretrained model")
@@ -194,7 +196,7 @@ def build_configs(args, cuda: bool):
         fields=args.fields,
         stride=args.stride,
         val_fraction=args.val_fraction,
-        max_val_examples=args.max_val_examples,
+        max_val_examples=chosen["max_val_examples"],
     )
     model = ModelConfig(
         model_name=args.model_name,

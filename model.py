@@ -284,8 +284,8 @@ def _throughput_callback(counter: CountingCollator, warmup: int):
             self.marks.append((state.global_step, time.perf_counter(), counter.tokens))
 
         def figures(self) -> dict:
-            marks = [m for m in self.marks if m[0] >= warmup] or self.marks
-            if len(marks) < 2:
+            marks = [m for m in self.marks if m[0] >= warmup]
+            if len(marks) < 3:  # too short to time: the dataloader builds a batch ahead of each step
                 return {}
             (s0, t0, n0), (s1, t1, n1) = marks[0], marks[-1]
             return {
@@ -458,6 +458,7 @@ def train(
         "padding_free": padding_free,
         "packing": settings.packing,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "useful_tokens_per_s_overall": round(counter.tokens / seconds, 1),  # start-up included
         **throughput.figures(),
     }
     if val_keep:

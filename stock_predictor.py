@@ -124,17 +124,22 @@ class StockPredictor:
     # ----------------------------------------------------------------- stage 2: examples
 
     def examples_dir(self) -> Path:
-        """`<data-dir>/examples`, or `outputs/examples` when the data dir is read-only (e.g. shared data)."""
+        """`<data-dir>/examples`; `<output-dir>/examples` when --data-dir is someone else's folder of price
+        CSVs (it is only read) or cannot be written."""
+        fallback = Path(self.train_settings.output_dir) / "examples"
+        if self.cache.directory == Path(self.data.data_dir):
+            return fallback
         preferred = Path(self.data.data_dir) / "examples"
         if is_writable_dir(preferred):
             return preferred
-        fallback = Path(self.train_settings.output_dir) / "examples"
         log.info("%s is not writable; writing examples to %s", preferred, fallback)
         return fallback
 
     def build_dataset(self, companies: list[Company], prices: dict[str, pd.DataFrame]) -> tuple[list, list, dict]:
+        from tqdm import tqdm
+
         examples, skipped = [], 0
-        for company in companies:
+        for company in tqdm(companies, desc="examples", unit="company", disable=len(companies) < 3):
             frame = prices[company.code]
             for window in self.windows:
                 if len(frame) < window.past + window.future:

@@ -59,8 +59,9 @@ def test_no_trade_rows_become_blank_prices(exchange, client_for):
     assert row.open is None and row.close is None and row.change == 0.0
 
 
-def test_html_reply_is_a_failure_not_an_empty_month(exchange, client_for):
-    exchange.routes[("STOCK_DAY", "2330|20241101")] = "<html>請稍後再試</html>"
+@pytest.mark.parametrize("body", ["<html>請稍後再試</html>", ""])
+def test_html_or_empty_reply_is_a_failure_not_an_empty_month(exchange, client_for, body):
+    exchange.routes[("STOCK_DAY", "2330|20241101")] = body
     with pytest.raises(ExchangeUnavailable, match="not JSON"):
         client_for(retries=3).fetch_month(TSMC, 2024, 11)
     assert len(exchange.calls) == 3

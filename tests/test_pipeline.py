@@ -76,11 +76,30 @@ def test_unparseable_answer_is_shown_raw(workdir, monkeypatch, capsys):
 
 
 def test_invalid_candles_are_reported_not_repaired(workdir, monkeypatch, capsys):
-    answer = "The next 1 day price is:\nDate: 2026-05-04, Open: 2200.0, High: 2100.0, Low: 2000.0, Close: 2150.0, Capacity: 1000\n"
+    answer = (
+        "The next 1 day price is:\n"
+        "Date: 2026-05-04, Open: 2200.0, High: 2100.0, Low: 2000.0, Close: 2150.0, Capacity: 1000\n"
+    )
     fake_adapter(monkeypatch, lambda prompt: answer)
     code = cli.main(["--train", "0", "--code", "2330", "--past", "1", "--future", "1", *common(workdir)])
     out = capsys.readouterr().out
     assert code == 3 and "high 2100.0 is below open 2200.0" in out
+
+
+def test_a_folder_of_price_csvs_is_only_read(workdir):
+    from model import TrainSettings
+    from stock_predictor import DataConfig, StockPredictor
+
+    before = sorted(p.name for p in (workdir / "prices").iterdir())
+    predictor = StockPredictor(
+        DataConfig(data_dir=str(workdir / "prices"), company_list_file=str(workdir / "companies.json"),
+                   offline=True, end_date="2026-04-30", windows="5:5"),
+        train_settings=TrainSettings(output_dir=str(workdir / "out")),
+    )  # fmt: skip
+    companies = predictor.companies()
+    train, val, manifest = predictor.build_dataset(companies, predictor.fetch_prices(companies))
+    assert sorted(p.name for p in (workdir / "prices").iterdir()) == before
+    assert (workdir / "out" / "examples" / "train.jsonl").is_file() and manifest["train_examples"] == len(train)
 
 
 @pytest.mark.slow
