@@ -312,7 +312,7 @@ def _examples_for_steps(examples: list[dict], settings: TrainSettings, seed: int
 
     Tokenizing 45k prompts to train on 5k of them costs minutes; the trainer samples randomly anyway.
     """
-    if not settings.max_steps or settings.max_steps <= 0:
+    if not settings.max_steps or settings.max_steps <= 0 or settings.packing:  # packed rows hold many examples
         return examples
     needed = int(settings.max_steps * settings.batch_size * settings.gradient_accumulation_steps * 1.25) + 1
     if len(examples) <= needed:
@@ -364,7 +364,7 @@ def train(
             len(train_examples),
             cfg.max_seq_length,
         )
-    if settings.max_steps and settings.max_steps > 0:
+    if settings.max_steps and settings.max_steps > 0 and not settings.packing:
         keep = keep[: settings.max_steps * settings.batch_size * settings.gradient_accumulation_steps]
     if not keep:
         raise StockToolError(f"no training example fits in --max-seq-length {cfg.max_seq_length} tokens")
@@ -437,7 +437,10 @@ def train(
     resume = None
     if settings.resume:
         resume = _last_checkpoint(settings.output_dir)
-        log.info("resuming from %s", resume) if resume else log.info("--resume: no checkpoint yet, starting fresh")
+        if resume:
+            log.info("resuming from %s", resume)
+        else:
+            log.info("--resume: no checkpoint in %s yet, starting fresh", settings.output_dir)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
