@@ -444,9 +444,3 @@ def update_prices(
     if sliced is None or sliced.empty:
         raise StockToolError(f"no prices for {company.code} {company.name_zh} between {start} and {end}")
     return sliced
-
-
-def load_taiex(price_dir: Path) -> pd.DataFrame | None:
-    """TAIEX.csv (index OHLC, no volume) when the cache has one."""
-    path = price_dir / "TAIEX.csv"
-    return parse_price_csv(path) if path.is_file() else None

@@ -23,7 +23,6 @@ from utils import StockToolError, write_json
 log = logging.getLogger("stock.model")
 
 SPEC_GPU_MODEL = "unsloth/Llama-3.2-3B-Instruct"
-SPEC_MODELS = (SPEC_GPU_MODEL, "unsloth/Meta-Llama-3.1-8B-bnb-4bit")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 STOCK_CONFIG = "stock_config.json"
 
@@ -539,7 +538,7 @@ class LoadedModel:
     config: dict = field(default_factory=dict)
 
 
-def load_for_inference(model_dir: str, cfg: ModelConfig | None = None) -> LoadedModel:
+def load_for_inference(model_dir: str) -> LoadedModel:
     """Base model + the LoRA adapter saved by `train`, ready to generate."""
     config = read_stock_config(model_dir)
     cuda = cuda_available()
@@ -562,19 +561,6 @@ def load_for_inference(model_dir: str, cfg: ModelConfig | None = None) -> Loaded
         FastLanguageModel.for_inference(model)
     model.eval()
     return LoadedModel(model, tokenizer, cuda, config)
-
-
-def load_base_for_inference(cfg: ModelConfig) -> LoadedModel:
-    """The untuned base model (for comparisons), no adapter."""
-    cuda = cuda_available()
-    model_name = cfg.model_name or default_model_name(cuda)[0]
-    model, tokenizer = load_base(cfg, resolve_model_source(model_name), cuda)
-    if cuda:
-        from unsloth import FastLanguageModel
-
-        FastLanguageModel.for_inference(model)
-    model.eval()
-    return LoadedModel(model, tokenizer, cuda, {"base_model": model_name})
 
 
 def generate(loaded: LoadedModel, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8) -> list[str]:

@@ -221,8 +221,9 @@ class StockPredictor:
         loaded = self._model()
         fields = loaded.config.get("dataset", {}).get("fields", self.fields)
         company = _with_english_name(market_data.resolve_company({"code": code}))
-        start = self.date_range()[1] - dt.timedelta(days=max(60, past * 3))  # calendar days covering `past`
-        frame = market_data.update_prices(company, self.cache, start, self.date_range()[1], self.client())
+        end = self.date_range()[1]
+        start = end - dt.timedelta(days=max(60, past * 3))  # calendar days covering `past` trading days
+        frame = market_data.update_prices(company, self.cache, start, end, self.client())
         if len(frame) < past:
             raise StockToolError(f"{code} has only {len(frame)} trading days cached before {frame.index[-1]:%Y-%m-%d}")
         history = frame.iloc[-past:]

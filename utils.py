@@ -61,19 +61,6 @@ def write_jsonl(path: str | os.PathLike, rows) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise StockToolError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-    return rows
-
-
 def is_writable_dir(path: str | os.PathLike) -> bool:
     """True when files can be created in `path` (creating it if needed)."""
     path = Path(path)
