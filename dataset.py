@@ -203,6 +203,22 @@ def validate_forecast(forecast: pd.DataFrame, last_input_date: pd.Timestamp | No
 # --------------------------------------------------------------------------- examples and the split
 
 
+def window_spans(frame: pd.DataFrame, window: WindowType, fields: list[str], stride: int = 1):
+    """([(start, mid, end)], skipped): row ranges of every window, input = [start, mid), target = [mid, end).
+    Windows with a blank value in a chosen field are skipped, never filled."""
+    columns = [FIELDS[f][1] for f in fields]
+    span = window.past + window.future
+    blank = frame[columns].isna().any(axis=1).to_numpy().cumsum()
+    spans, skipped = [], 0
+    for start in range(0, len(frame) - span + 1, stride):
+        end = start + span
+        if blank[end - 1] - (blank[start - 1] if start else 0):
+            skipped += 1
+        else:
+            spans.append((start, start + window.past, end))
+    return spans, skipped
+
+
 def build_examples(
     frame: pd.DataFrame,
     name: str,
@@ -218,19 +234,14 @@ def build_examples(
     `context_for(input_end_date) -> str` supplies as-of context (news, signals) when given.
     """
     columns = [FIELDS[f][1] for f in fields]
-    span = window.past + window.future
-    blank = frame[columns].isna().any(axis=1).to_numpy().cumsum()
     lines = [
         "" if frame[columns].iloc[i].isna().any() else format_row(d, frame.iloc[i], fields)
         for i, d in enumerate(frame.index)
     ]
     days = frame.index.strftime("%Y-%m-%d")
-    examples, skipped = [], 0
-    for start in range(0, len(frame) - span + 1, stride):
-        mid, end = start + window.past, start + span
-        if blank[end - 1] - (blank[start - 1] if start else 0):
-            skipped += 1
-            continue
+    spans, skipped = window_spans(frame, window, fields, stride)
+    examples = []
+    for start, mid, end in spans:
         context = context_for(frame.index[mid - 1]) if context_for else ""
         examples.append(
             {

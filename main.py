@@ -2,6 +2,7 @@
 
 python main.py --train 1 --company-list-file data/companies.json     # fetch, build, fine-tune
 python main.py --train 0 --code 2330 --past 5 --future 5             # forecast + candlestick chart
+python main.py --train 0 --evaluate 1 --test-start 2026-03-02         # walk-forward report vs baselines
 """
 
 from __future__ import annotations
@@ -166,13 +167,38 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--future", type=int, default=5, help="trading days to forecast")
     infer.add_argument("--context", default="", help="extra text (e.g. news) added to the prompt as is")
 
+    ev = p.add_argument_group("evaluation (--evaluate 1)")
+    ev.add_argument(
+        "--evaluate",
+        type=_flag01,
+        default=False,
+        help="1: walk-forward forecasts of --model-dir, its untuned base, an LSTM and naive baselines over the "
+        "test period, with metrics, a backtest and <output-dir>/<run>/report.md (after training with --train 1)",
+    )
+    ev.add_argument(
+        "--test-start", default=None, help="first target day, YYYY-MM-DD (default: the day after the adapter's data)"
+    )
+    ev.add_argument("--test-end", default=None, help="last target day, YYYY-MM-DD (default: --end-date or today)")
+    ev.add_argument("--eval-stride", type=int, default=1, help="trading days between forecast origins")
+    ev.add_argument(
+        "--eval-models",
+        default="tuned,base,lstm",
+        help="models besides the always-run baselines (persistence, drift, moving average): tuned, base, lstm",
+    )
+    ev.add_argument("--eval-batch-size", type=int, default=None, help="prompts generated together (GPU 64, CPU 8)")
+    ev.add_argument("--bootstrap", type=int, default=1000, help="block-bootstrap resamples for 95%% intervals")
+    ev.add_argument("--brokerage", type=float, default=0.001425, help="backtest brokerage per side (0.1425%%)")
+    ev.add_argument("--sell-tax", type=float, default=0.003, help="backtest securities transaction tax on sells")
+    ev.add_argument("--lstm-epochs", type=int, default=30, help="LSTM baseline epochs (early stopping on validation)")
+    ev.add_argument("--eval-name", default=None, help="report folder under --output-dir (default eval_<start>_<end>)")
+
     p.add_argument("--verbose", action="store_true", help="debug logging")
     return p
 
 
 def build_configs(args, cuda: bool):
     from model import LoraSettings, ModelConfig, TrainSettings
-    from stock_predictor import DataConfig
+    from stock_predictor import DataConfig, EvalConfig
 
     defaults = GPU_DEFAULTS if cuda else CPU_DEMO_DEFAULTS
     chosen = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
@@ -227,7 +253,21 @@ def build_configs(args, cuda: bool):
         packing=args.packing,
         resume=args.resume,
     )
-    return data, model, lora, train
+    evaluation = EvalConfig(
+        test_start=args.test_start,
+        test_end=args.test_end,
+        stride=args.eval_stride,
+        models=args.eval_models,
+        windows=args.windows,
+        batch_size=args.eval_batch_size or (64 if cuda else 8),
+        bootstrap=args.bootstrap,
+        brokerage=args.brokerage,
+        sell_tax=args.sell_tax,
+        run_name=args.eval_name,
+        lstm_epochs=args.lstm_epochs,
+        seed=args.random_state,
+    )
+    return data, model, lora, train, evaluation
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,10 +280,13 @@ def main(argv: list[str] | None = None) -> int:
         from stock_predictor import StockPredictor, print_forecast
 
         cuda = model.cuda_available()
-        data, model_cfg, lora, train = build_configs(args, cuda)
+        data, model_cfg, lora, train, evaluation = build_configs(args, cuda)
         predictor = StockPredictor(data, model_cfg, lora, train)
         if args.train == 1:
             predictor.train()
+        if args.evaluate:
+            predictor.evaluate(evaluation)
+        if args.train == 1 or args.evaluate:
             return 0
         result = predictor.inference(code=args.code, past=args.past, future=args.future, context=args.context)
         print_forecast(result)

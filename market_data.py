@@ -48,6 +48,13 @@ class Company:
     name_en: str = ""
     listed: dt.date | None = None
 
+    @classmethod
+    def from_saved(cls, saved: dict) -> Company:
+        """Back from `asdict` + JSON (as in an adapter's stock_config.json)."""
+        listed = saved.get("listed")
+        listed = dt.date.fromisoformat(listed) if isinstance(listed, str) else listed
+        return cls(saved["code"], saved["name_zh"], saved["market"], saved.get("name_en", ""), listed)
+
 
 # --------------------------------------------------------------------------- companies
 

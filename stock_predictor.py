@@ -9,12 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
 import dataset
+import evaluation as ev
 import market_data
 from market_data import Company, ExchangeClient, PriceCache
 from model import LoraSettings, ModelConfig, TrainSettings
@@ -39,6 +41,25 @@ class DataConfig:
     stride: int = 1
     val_fraction: float = 0.1
     max_val_examples: int = 200
+
+
+EVAL_MODELS = ("tuned", "base", "lstm")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    test_start: str | None = None  # None: the day after the adapter's last training day
+    test_end: str | None = None  # None: --end-date, or today
+    stride: int = 1  # trading days between forecast origins
+    models: str = "tuned,base,lstm"  # besides the naive baselines, which always run
+    windows: str | None = None  # None: the adapter's window types
+    batch_size: int = 64  # prompts generated together
+    bootstrap: int = 1000  # block-bootstrap resamples for the 95% intervals
+    brokerage: float = 0.001425  # per side
+    sell_tax: float = 0.003
+    run_name: str | None = None  # None: eval_<test-start>_<test-end> under --output-dir
+    lstm_epochs: int = 30
+    seed: int = 3407
 
 
 @dataclass
@@ -166,6 +187,9 @@ class StockPredictor:
             val = [val[int(i * step)] for i in range(self.data.max_val_examples)]
         manifest = {
             "cutoff": cutoff.strftime("%Y-%m-%d"),
+            "first_date": min(all_dates).strftime("%Y-%m-%d"),
+            "last_date": max(all_dates).strftime("%Y-%m-%d"),  # nothing after it was seen: the leakage guard
+            "stride": self.data.stride,
             "windows": [w.name for w in self.windows],
             "fields": self.fields,
             "companies": [c.code for c in companies],
@@ -247,6 +271,294 @@ class StockPredictor:
                 history, result.forecast, company, Path(self.train_settings.output_dir) / "forecasts"
             )
         return result
+
+    # ----------------------------------------------------------------- stage 5: evaluation
+
+    def evaluate(self, cfg: EvalConfig, generators: dict | None = None) -> dict:
+        """Walk-forward forecasts over the test period by the tuned and untuned LLMs, the LSTM and the naive
+        baselines, on the same windows; metrics with bootstrap intervals, a backtest and a report.
+
+        `generators` maps "tuned"/"base" to `fn(prompts, max_new_tokens) -> answers`, replacing the
+        real models (tests use it); by default the models are loaded from --model-dir.
+        """
+        import report
+
+        wanted = _parse_models(cfg.models)
+        adapter = self._adapter_config(required=bool({"tuned", "base"} & set(wanted)))
+        train_data = _data_config_from(adapter["data"]) if adapter else self.data
+        test_start, test_end, seen_end = self._test_period(cfg, adapter)
+        companies = self._eval_companies(adapter)
+        window_text = cfg.windows or _adapter_windows(adapter) or self.data.windows
+        windows = _parse(dataset.parse_windows, window_text, "--windows")
+        fields = (adapter or {}).get("dataset", {}).get("fields") or self.fields
+        first_day = dt.date(train_data.year, train_data.month, 1)
+        prices = {
+            c.code: market_data.update_prices(c, self.cache, first_day, test_end, self.client()) for c in companies
+        }
+        columns = [dataset.FIELDS[f][1] for f in fields]
+        tests = self._test_windows(companies, prices, windows, test_start, test_end, cfg.stride, columns)
+        print(
+            f"evaluation: {len(tests):,} test windows ({', '.join(w.name for w in windows)}) over "
+            f"{test_start} → {test_end}, {len(companies)} companies; models: baselines + {', '.join(wanted)}"
+        )
+        predictions, answers, timings, lstm_figures = {}, [], {}, {}
+        for name, baseline in ev.BASELINES.items():
+            predictions[name] = [baseline(w) for w in tests]
+        if "lstm" in wanted:
+            cutoff = pd.Timestamp(adapter["dataset"]["cutoff"]) if adapter else None
+            pool_prices = {
+                code: f[f.index <= pd.Timestamp(seen_end or test_start - dt.timedelta(days=1))]
+                for code, f in prices.items()
+            }
+            predictions["lstm"], lstm_figures = self._lstm_forecasts(
+                tests, windows, pool_prices, fields, train_data, cutoff, cfg
+            )
+        for name in ("tuned", "base"):
+            if name in wanted:
+                generate = (generators or {}).get(name) or self._generator(name, cfg.batch_size)
+                predictions[name], model_answers, timings[name] = _llm_forecasts(name, tests, fields, generate)
+                answers += model_answers
+                del generate  # frees the model before the next one loads
+        self._release()
+        rows = ev.add_errors(
+            pd.concat([ev.forecast_rows(m, tests, p) for m, p in predictions.items()], ignore_index=True)
+        )
+        table = ev.metrics_table(rows, n_boot=cfg.bootstrap, seed=cfg.seed)
+        costs = ev.Costs(cfg.brokerage, cfg.sell_tax)
+        one_step = min(windows, key=lambda w: (w.future, w.past)).name
+        backtests = {
+            m: ev.backtest(rows[(rows["model"] == m) & (rows["window"] == one_step) & (rows["step"] == 1)], costs)
+            for m in predictions
+        }
+        run_dir = Path(self.train_settings.output_dir) / (cfg.run_name or f"eval_{test_start}_{test_end}")
+        context = {
+            "test_start": str(test_start),
+            "test_end": str(test_end),
+            "adapter": self.model_cfg.model_dir if adapter else None,
+            "base_model": (adapter or {}).get("base_model"),
+            "adapter_data_last_date": str(seen_end) if seen_end else None,
+            "adapter_training": (adapter or {}).get("dataset"),
+            "companies": [c.code for c in companies],
+            "windows": [w.name for w in windows],
+            "fields": fields,
+            "backtest_window": one_step,
+            "costs": asdict(costs),
+            "config": asdict(cfg),
+            "generation": timings,
+            "lstm": lstm_figures,
+        }
+        paths = report.write_report(run_dir, context, rows, table, backtests, answers)
+        print(report.headline_text(table, backtests, context))
+        print(f"report: {paths['report']} (metrics {paths['metrics']})")
+        return {"table": table, "backtests": backtests, "paths": paths, "context": context}
+
+    def _adapter_config(self, required: bool) -> dict | None:
+        import model
+
+        directory = Path(self.model_cfg.model_dir)
+        if required or (directory / model.STOCK_CONFIG).is_file():
+            return model.read_stock_config(str(directory))
+        return None
+
+    def _test_period(self, cfg: EvalConfig, adapter: dict | None):
+        """(test_start, test_end, last day the adapter saw). Refuses a period the adapter was trained on."""
+        seen = None
+        if adapter:
+            seen = adapter.get("dataset", {}).get("last_date") or adapter.get("data", {}).get("end_date")
+            if not seen:
+                raise StockToolError(
+                    f"{self.model_cfg.model_dir} does not record the last day it was trained on; "
+                    "retrain it with --end-date so that an evaluation can keep to later days"
+                )
+            seen = dt.date.fromisoformat(seen)
+        if cfg.test_start:
+            start = _date(cfg.test_start, "--test-start")
+        elif seen:
+            start = seen + dt.timedelta(days=1)
+        else:
+            raise StockToolError("--test-start is required when no trained adapter is evaluated")
+        end = _date(cfg.test_end, "--test-end") if cfg.test_end else self.date_range()[1]
+        if end < start:
+            raise StockToolError(f"--test-end {end} is before --test-start {start}")
+        if seen and seen >= start:
+            raise StockToolError(
+                f"the adapter in {self.model_cfg.model_dir} was trained on prices up to {seen}, which overlaps the "
+                f"test period from {start}: that would score it on days it has seen. Use --test-start after {seen} "
+                "or retrain with an earlier --end-date"
+            )
+        return start, end, seen
+
+    def _eval_companies(self, adapter: dict | None) -> list[Company]:
+        if self.data.company_list_file or not adapter or not adapter.get("companies"):
+            return self.companies()
+        return [Company.from_saved(c) for c in adapter["companies"]]
+
+    def _test_windows(self, companies, prices, windows, test_start, test_end, stride, columns):
+        if stride < 1:
+            raise StockToolError("--eval-stride must be at least 1")
+        tests = []
+        start, end = pd.Timestamp(test_start), pd.Timestamp(test_end)
+        for window in windows:
+            found = []
+            for c in companies:
+                found += ev.test_windows(prices[c.code], c.code, c.name_zh, window, start, end, stride, columns)
+            if not found:
+                log.warning("no %s test window fits in %s → %s", window.name, test_start, test_end)
+            tests += found
+        if not tests:
+            days = max((int(((f.index >= start) & (f.index <= end)).sum()) for f in prices.values()), default=0)
+            raise StockToolError(
+                f"no test window fits in {test_start} → {test_end}: the price data has {days} trading day(s) there "
+                f"and the shortest window needs {min(w.future for w in windows)} (check --test-start/--test-end, "
+                "--end-date and that prices reach the test period)"
+            )
+        return tests
+
+    def _lstm_forecasts(self, tests, windows, prices, fields, train_data, cutoff, cfg):
+        """Train one LSTM per window type on the LLM's training windows, then forecast the test windows."""
+        import model
+
+        predictions: list = [None] * len(tests)
+        figures = {}
+        if cutoff is None:  # no adapter: the same rule as `build_dataset`, on the days before the test period
+            all_dates = [d for f in prices.values() for d in f.index]
+            cutoff = dataset.split_cutoff(all_dates, train_data.val_fraction) if len(set(all_dates)) > 1 else None
+        for window in windows:
+            train, val = training_windows(prices, window, fields, train_data.stride, cutoff)
+            train_x = [ev.window_features(past) for _, past, _ in train]
+            train_y = [ev.window_targets(future, float(past["Close"].iloc[-1])) for _, past, future in train]
+            val_x = [ev.window_features(past) for _, past, _ in val]
+            val_y = [ev.window_targets(future, float(past["Close"].iloc[-1])) for _, past, future in val]
+            index = [i for i, w in enumerate(tests) if w.window == window]
+            if not index:
+                continue
+            if not train_x:
+                log.warning("LSTM %s: no training window; its forecasts count as failures", window.name)
+                continue
+            fitted = model.fit_lstm(
+                train_x, train_y, val_x, val_y, model.LstmSettings(epochs=cfg.lstm_epochs, seed=cfg.seed)
+            )
+            figures[window.name] = fitted["figures"]
+            out = model.predict_lstm(fitted, [ev.window_features(tests[i].past) for i in index])
+            for i, pred in zip(index, out, strict=True):
+                predictions[i] = ev.targets_to_candles(pred, tests[i].last_close)
+            log.info("LSTM %s: %s", window.name, fitted["figures"])
+        return predictions, figures
+
+    def _generator(self, name: str, batch_size: int):
+        """fn(prompts, max_new_tokens) -> answers for the tuned or the untuned model, loaded on first use."""
+        import model
+
+        self._release()
+        state: dict = {}
+
+        def generate(prompts, max_new_tokens):
+            if "loaded" not in state:
+                state["loaded"] = model.load_for_inference(self.model_cfg.model_dir, adapter=name == "tuned")
+            return model.generate(state["loaded"], prompts, max_new_tokens, batch_size=batch_size)
+
+        return generate
+
+    def _release(self) -> None:
+        import gc
+
+        self._loaded = None
+        gc.collect()
+        if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+            sys.modules["torch"].cuda.empty_cache()
+
+
+def training_windows(prices: dict, window, fields, stride: int, cutoff: pd.Timestamp | None):
+    """([(code, past, future)] train, [...] validation): exactly the windows `build_dataset` gives the LLM
+    (same spans, same cutoff rule), as frames for the LSTM."""
+    train, val = [], []
+    split_at = cutoff if cutoff is not None else pd.Timestamp.max
+    for code, frame in prices.items():
+        spans, _ = dataset.window_spans(frame, window, fields, stride)
+        for start, mid, end in spans:
+            past, future = frame.iloc[start:mid], frame.iloc[mid:end]
+            if future.index[-1] < split_at:
+                train.append((code, past, future))
+            elif past.index[0] >= split_at:
+                val.append((code, past, future))
+    return train, val
+
+
+def _llm_forecasts(name: str, tests, fields, generate):
+    """Prompt, generate (batched, one window type at a time), parse strictly. A failure stays a failure."""
+    import time
+
+    predictions, answers = [None] * len(tests), []
+    started, count = time.perf_counter(), 0
+    for window in sorted({w.window for w in tests}, key=lambda w: (w.future, w.past)):
+        index = [i for i, w in enumerate(tests) if w.window == window]
+        prompts = [
+            [{"role": "user", "content": dataset.user_prompt(tests[i].name, tests[i].past, window.future, fields)}]
+            for i in index
+        ]
+        outputs = generate(prompts, 24 + window.future * 64)
+        count += len(outputs)
+        for i, raw in zip(index, outputs, strict=True):
+            w, problem = tests[i], ""
+            try:
+                parsed = dataset.parse_answer(raw, fields, expected=window.future)
+                problems = dataset.validate_forecast(parsed, w.origin)
+                if problems:
+                    problem = "invalid: " + "; ".join(problems[:3])
+                else:
+                    predictions[i] = parsed[ev.OHLC].to_numpy(dtype=float)
+            except dataset.ForecastParseError as exc:
+                problem = f"unparseable: {exc}"
+            answers.append(
+                {
+                    "model": name,
+                    "code": w.code,
+                    "window": window.name,
+                    "origin": f"{w.origin:%Y-%m-%d}",
+                    "valid": predictions[i] is not None,
+                    "problem": problem,
+                    "answer": raw,
+                }
+            )
+        log.info("%s %s: %d forecasts", name, window.name, len(index))
+    seconds = time.perf_counter() - started
+    valid = sum(p is not None for p in predictions)
+    print(f"{name}: {count:,} forecasts in {seconds:.1f} s ({count / max(seconds, 1e-9):.1f}/s), {valid:,} usable")
+    return (
+        predictions,
+        answers,
+        {
+            "forecasts": count,
+            "seconds": round(seconds, 2),
+            "forecasts_per_s": round(count / max(seconds, 1e-9), 2),
+            "valid": valid,
+        },
+    )
+
+
+def _parse_models(text: str) -> list[str]:
+    models = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in models if m not in EVAL_MODELS]
+    if unknown:
+        raise StockToolError(f"--eval-models: unknown {unknown}; choose from {', '.join(EVAL_MODELS)}")
+    return models
+
+
+def _adapter_windows(adapter: dict | None) -> str | None:
+    names = (adapter or {}).get("dataset", {}).get("windows")
+    return ",".join(names) if names else None
+
+
+def _data_config_from(saved: dict) -> DataConfig:
+    known = {f for f in DataConfig.__dataclass_fields__}
+    return DataConfig(**{k: v for k, v in saved.items() if k in known})
+
+
+def _date(text: str, flag: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise StockToolError(f"{flag} {text!r} is not a date YYYY-MM-DD") from exc
 
 
 def _with_english_name(company: Company) -> Company:

@@ -107,7 +107,7 @@ def test_train_then_forecast_on_the_cpu(workdir, capsys):
     """Two real LoRA steps on SmolLM2 with real prices, then a real forecast (whatever it says)."""
     train_args = ["--train", "1", "--company-list-file", str(workdir / "companies.json"), "--windows", "1:1",
                   "--max-seq-length", "256", "--max-steps", "2", "--batch-size", "2", "--max-val-examples", "4",
-                  "--save-steps", "1", *common(workdir)]  # fmt: skip
+                  "--save-steps", "1", *common(workdir), "--end-date", "2026-04-17"]  # fmt: skip
     assert cli.main(train_args) == 0
     out = capsys.readouterr().out
     assert "prices: 2 companies" in out and "0 exchange request(s)" in out and "val_loss=" in out
@@ -132,3 +132,12 @@ def test_train_then_forecast_on_the_cpu(workdir, capsys):
     out = capsys.readouterr().out
     assert code in (0, 3)  # a 3-step model may not have learnt the format yet; either way it must say which
     assert ("chart: " in out) if code == 0 else ("Raw model answer:" in out)
+
+    # Walk-forward evaluation of the real adapter and its untuned base on the days after its data.
+    eval_args = ["--train", "0", "--evaluate", "1", "--eval-models", "tuned,base", "--bootstrap", "20",
+                 *common(workdir)]  # fmt: skip
+    assert cli.main(eval_args) == 0
+    out = capsys.readouterr().out
+    assert "tuned: 18 forecasts" in out and "base: 18 forecasts" in out  # 2 companies x 9 days of 1:1
+    report = (workdir / "out" / "eval_2026-04-18_2026-04-30" / "report.md").read_text()
+    assert "| 1:1 | LLM + LoRA (tuned) |" in report and "| 1:1 | LLM untuned |" in report

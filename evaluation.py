@@ -1,0 +1,350 @@
+"""Walk-forward evaluation, as pure functions: test windows, naive baselines, metrics, bootstrap, backtest.
+
+Vocabulary from forecasting libraries (darts): a *test window* is one forecast made at an *origin*
+(the last known trading day) for the next `future` trading days, exactly as it could have been made
+that evening. Every model (LLMs, LSTM, baselines) is scored on the same windows.
+
+All of it is numpy/pandas on literal inputs: no I/O, no model, no randomness without a seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dataset import WindowType
+
+OHLC = ["Open", "High", "Low", "Close"]
+BASELINE_LOOKBACK = 20  # trading days of history the drift and moving-average baselines look at
+
+
+@dataclass(frozen=True)
+class TestWindow:
+    code: str
+    name: str
+    window: WindowType
+    history: pd.DataFrame  # every known day up to and including the origin (as-of: nothing later)
+    actual: pd.DataFrame  # the `future` trading days after the origin
+
+    @property
+    def origin(self) -> pd.Timestamp:
+        return self.history.index[-1]
+
+    @property
+    def past(self) -> pd.DataFrame:
+        """The days the LLM's prompt shows."""
+        return self.history.iloc[-self.window.past :]
+
+    @property
+    def last_close(self) -> float:
+        return float(self.history["Close"].iloc[-1])
+
+
+def test_windows(
+    frame: pd.DataFrame,
+    code: str,
+    name: str,
+    window: WindowType,
+    test_start: pd.Timestamp,
+    test_end: pd.Timestamp,
+    stride: int = 1,
+    columns: list[str] | None = None,
+) -> list[TestWindow]:
+    """Forecasts whose every target day lies in [test_start, test_end], origins `stride` days apart.
+
+    The first origin is the last trading day before `test_start`; history is cut at the origin, so a
+    window can never see its own targets. Windows with a blank value in `columns` are skipped.
+    """
+    index = frame.index
+    needed = frame[columns or OHLC].notna().all(axis=1).to_numpy()  # the prompt's fields, all present
+    windows = []
+    first = int(index.searchsorted(test_start))  # first target day
+    for target in range(max(first, window.past), len(frame) - window.future + 1, stride):
+        origin = target - 1
+        last = target + window.future - 1
+        if index[last] > test_end:
+            break
+        if not needed[target - window.past : last + 1].all():
+            continue
+        windows.append(TestWindow(code, name, window, frame.iloc[: origin + 1], frame.iloc[target : last + 1]))
+    return windows
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def persistence(w: TestWindow) -> np.ndarray:
+    """Tomorrow = today: the last known candle repeated for every step (future × OHLC)."""
+    return np.tile(w.history[OHLC].iloc[-1].to_numpy(dtype=float), (w.window.future, 1))
+
+
+def drift(w: TestWindow, lookback: int = BASELINE_LOOKBACK) -> np.ndarray:
+    """The last candle moved along the straight line through the closes of the last `lookback` days."""
+    closes = w.history["Close"].iloc[-(lookback + 1) :].to_numpy(dtype=float)
+    slope = (closes[-1] - closes[0]) / (len(closes) - 1) if len(closes) > 1 else 0.0
+    steps = np.arange(1, w.window.future + 1, dtype=float)[:, None]
+    return persistence(w) + slope * steps
+
+
+def moving_average(w: TestWindow, lookback: int = BASELINE_LOOKBACK) -> np.ndarray:
+    """The mean candle of the last `lookback` days, for every step."""
+    mean = w.history[OHLC].iloc[-lookback:].to_numpy(dtype=float).mean(axis=0)
+    return np.tile(mean, (w.window.future, 1))
+
+
+BASELINES = {"persistence": persistence, "drift": drift, "moving_average": moving_average}
+
+
+# --------------------------------------------------------------------------- features for the LSTM
+
+
+def window_features(past: pd.DataFrame) -> np.ndarray:
+    """(past, 5): log of open/high/low/close over the last close, and log volume over the window's mean."""
+    last_close = float(past["Close"].iloc[-1])
+    prices = np.log(past[OHLC].to_numpy(dtype=float) / last_close)
+    volume = past["Volume"].to_numpy(dtype=float) if "Volume" in past else np.ones(len(past))
+    volume = np.nan_to_num(volume, nan=0.0) + 1.0
+    return np.concatenate([prices, np.log(volume / volume.mean())[:, None]], axis=1).astype(np.float32)
+
+
+def window_targets(future: pd.DataFrame, last_close: float) -> np.ndarray:
+    """(future, 4): log of open/high/low/close over the origin's close."""
+    return np.log(future[OHLC].to_numpy(dtype=float) / last_close).astype(np.float32)
+
+
+def targets_to_candles(log_ratios: np.ndarray, last_close: float) -> np.ndarray:
+    """Invert `window_targets`, then make each row a candle (high the highest, low the lowest)."""
+    candles = last_close * np.exp(np.asarray(log_ratios, dtype=float))
+    high, low = candles.max(axis=1), candles.min(axis=1)
+    candles[:, 1], candles[:, 2] = high, low
+    return candles
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def forecast_rows(model: str, windows: list[TestWindow], predictions: list[np.ndarray | None]) -> pd.DataFrame:
+    """One row per model × window × horizon step. A failed forecast (None) keeps its rows, marked invalid."""
+    records = []
+    for w, pred in zip(windows, predictions, strict=True):
+        actual = w.actual[OHLC].to_numpy(dtype=float)
+        for step in range(w.window.future):
+            row = {
+                "model": model,
+                "code": w.code,
+                "window": w.window.name,
+                "origin": w.origin,
+                "step": step + 1,
+                "target_date": w.actual.index[step],
+                "last_close": w.last_close,
+                "valid": pred is not None,
+            }
+            for i, column in enumerate(OHLC):
+                row[f"actual_{column.lower()}"] = actual[step, i]
+                row[f"pred_{column.lower()}"] = float(pred[step, i]) if pred is not None else math.nan
+            records.append(row)
+    return pd.DataFrame.from_records(records)
+
+
+def add_errors(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per-row errors. Direction is up vs not up relative to the origin's close; an invalid forecast
+    is never right about direction."""
+    rows = rows.copy()
+    for column in ("open", "high", "low", "close"):
+        rows[f"abs_err_{column}"] = (rows[f"pred_{column}"] - rows[f"actual_{column}"]).abs()
+    rows["sq_err_close"] = (rows["pred_close"] - rows["actual_close"]) ** 2
+    rows["ape_close"] = 100 * rows["abs_err_close"] / rows["actual_close"].abs()
+    rows["persist_abs_err_close"] = (rows["last_close"] - rows["actual_close"]).abs()
+    rows["persist_ape_close"] = 100 * rows["persist_abs_err_close"] / rows["actual_close"].abs()
+    rows["actual_up"] = rows["actual_close"] > rows["last_close"]
+    rows["pred_up"] = rows["pred_close"] > rows["last_close"]
+    rows["direction_right"] = rows["valid"] & (rows["pred_up"] == rows["actual_up"])
+    return rows
+
+
+# The columns summed per origin date; every metric below is a ratio of these sums, which is what lets
+# the bootstrap resample dates and recompute each metric exactly.
+_SUMS = [
+    "n",
+    "valid",
+    "abs_err_close",
+    "sq_err_close",
+    "ape_close",
+    "persist_abs_err_close",
+    "persist_ape_close",
+    "abs_err_open",
+    "abs_err_high",
+    "abs_err_low",
+    "direction_right",
+    "actual_up",
+]
+
+
+def _per_date_sums(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(dates, D × len(_SUMS) sums). Error sums and persistence's matched errors use valid rows only."""
+    valid = rows["valid"].to_numpy()
+    table = pd.DataFrame({"origin": rows["origin"].to_numpy(), "n": 1, "valid": valid.astype(float)})
+    for column in _SUMS[2:10]:
+        table[column] = np.where(valid, rows[column].to_numpy(dtype=float), 0.0)
+    table["direction_right"] = rows["direction_right"].to_numpy(dtype=float)
+    table["actual_up"] = rows["actual_up"].to_numpy(dtype=float)
+    grouped = table.groupby("origin", sort=True)[_SUMS].sum()
+    return grouped.index.to_numpy(), grouped.to_numpy(dtype=float)
+
+
+def _metrics_from_sums(s: np.ndarray) -> dict[str, np.ndarray]:
+    """Metrics from column sums; works on one row of sums or on a (boot, k) matrix."""
+    col = {name: s[..., i] for i, name in enumerate(_SUMS)}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        valid = col["valid"]
+        up_rate = col["actual_up"] / col["n"]
+        return {
+            "validity": col["valid"] / col["n"],
+            "mae_close": col["abs_err_close"] / valid,
+            "rmse_close": np.sqrt(col["sq_err_close"] / valid),
+            "mape_close": col["ape_close"] / valid,
+            "mae_open": col["abs_err_open"] / valid,
+            "mae_high": col["abs_err_high"] / valid,
+            "mae_low": col["abs_err_low"] / valid,
+            "persistence_mape_close": col["persist_ape_close"] / valid,
+            "skill_mae": 1 - col["abs_err_close"] / col["persist_abs_err_close"],
+            "skill_mape": 1 - col["ape_close"] / col["persist_ape_close"],
+            "directional_accuracy": col["direction_right"] / col["n"],
+            "majority_rate": np.maximum(up_rate, 1 - up_rate),
+        }
+
+
+def block_bootstrap_indices(n_dates: int, n_boot: int, block: int, seed: int) -> np.ndarray:
+    """(n_boot, ≥n_dates) date indices: circular blocks of `block` consecutive dates, drawn with replacement.
+    Blocks keep the serial correlation of neighbouring days (and of overlapping multi-day targets)."""
+    block = max(1, min(block, n_dates))
+    n_blocks = math.ceil(n_dates / block)
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, n_dates, size=(n_boot, n_blocks))
+    return ((starts[:, :, None] + np.arange(block)) % n_dates).reshape(n_boot, -1)[:, :n_dates]
+
+
+CI_METRICS = ("mape_close", "skill_mape", "skill_mae", "directional_accuracy")
+
+
+def summarize(rows: pd.DataFrame, n_boot: int = 1000, block: int = 5, seed: int = 0) -> dict:
+    """Point metrics and 95% block-bootstrap intervals (over origin dates) for one group of rows."""
+    dates, sums = _per_date_sums(rows)
+    point = {k: _clean(v) for k, v in _metrics_from_sums(sums.sum(axis=0)).items()}
+    point["windows"] = int(rows.drop_duplicates(["code", "origin"]).shape[0])
+    point["forecast_steps"] = int(len(rows))
+    point["dates"] = len(dates)
+    if len(dates) >= 2 and n_boot > 0:
+        idx = block_bootstrap_indices(len(dates), n_boot, block, seed)
+        boot = _metrics_from_sums(sums[idx].sum(axis=1))
+        for name in CI_METRICS:
+            values = boot[name][np.isfinite(boot[name])]
+            point[f"{name}_ci95"] = (
+                [_clean(np.percentile(values, 2.5)), _clean(np.percentile(values, 97.5))] if len(values) else None
+            )
+    return point
+
+
+def _clean(value) -> float | None:
+    value = float(value)
+    return round(value, 6) if math.isfinite(value) else None
+
+
+def metrics_table(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
+    """{model: {window: {"all": summary, "steps": {step: summary}}}}; rows from `add_errors`."""
+    table: dict = {}
+    for (model, window), group in rows.groupby(["model", "window"], sort=False):
+        entry = {"all": summarize(group, n_boot, seed=seed), "steps": {}}
+        for step, by_step in group.groupby("step"):
+            entry["steps"][int(step)] = summarize(by_step, n_boot=0)
+        table.setdefault(model, {})[window] = entry
+    return table
+
+
+def verdict(summary: dict) -> str:
+    """Plain words for a skill interval: better or worse than persistence only when the CI excludes 0."""
+    if not summary.get("validity"):
+        return "no usable forecasts"
+    ci = summary.get("skill_mape_ci95")
+    if not ci or ci[0] is None:
+        return "too few dates to tell"
+    if ci[0] > 0:
+        return "beats persistence"
+    if ci[1] < 0:
+        return "loses to persistence"
+    return "no detectable difference from persistence"
+
+
+# --------------------------------------------------------------------------- backtest
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Taiwan cash-equity costs: brokerage on each side, securities transaction tax on sells."""
+
+    brokerage: float = 0.001425
+    sell_tax: float = 0.003
+
+    @property
+    def exit(self) -> float:
+        return self.brokerage + self.sell_tax
+
+    @property
+    def round_trip(self) -> float:
+        return self.brokerage + self.exit
+
+
+def backtest(rows: pd.DataFrame, costs: Costs = Costs()) -> dict:
+    """Next-day long/flat strategy, equal weight over companies; rows: one model's 1-step forecasts.
+    Daily returns are indexed by the day they are earned (the target day).
+
+    At each origin's close, hold the stock to the next close when the forecast close beats today's by
+    more than a round trip's costs; otherwise (or when the forecast failed) stay in cash. Entering pays
+    brokerage; leaving pays brokerage and the sell tax. Buy-and-hold of the same stocks over the same
+    days is the benchmark.
+    """
+    rows = rows.sort_values(["code", "origin"])
+    rows = rows.assign(
+        signal=rows["valid"] & (rows["pred_close"] > rows["last_close"] * (1 + costs.round_trip)),
+        ret=rows["actual_close"] / rows["last_close"] - 1,
+    )
+    per_code = []
+    trades = 0
+    for _, g in rows.groupby("code", sort=False):
+        held = g["signal"].to_numpy()
+        before = np.concatenate([[False], held[:-1]])
+        after = np.concatenate([held[1:], [False]])
+        entries, exits = held & ~before, held & ~after
+        trades += int(entries.sum())
+        # buy at the origin's close (brokerage), ride the next day's move, sell at that close (brokerage + tax)
+        factor = (1 - entries * costs.brokerage) * (1 + g["ret"].to_numpy()) * (1 - exits * costs.exit)
+        per_code.append(pd.Series(np.where(held, factor - 1, 0.0), index=g["target_date"].to_numpy()))
+    strategy = pd.concat(per_code, axis=1).fillna(0.0).mean(axis=1).sort_index()
+    hold = []
+    for _, g in rows.groupby("code", sort=False):
+        factor = 1 + g["ret"].to_numpy()
+        factor[0] *= 1 - costs.brokerage
+        factor[-1] *= 1 - costs.exit
+        hold.append(pd.Series(factor - 1, index=g["target_date"].to_numpy()))
+    buy_hold = pd.concat(hold, axis=1).fillna(0.0).mean(axis=1).sort_index()
+    return {
+        "strategy": performance(strategy) | {"trades": trades},
+        "buy_and_hold": performance(buy_hold),
+        "daily_returns": {"strategy": strategy, "buy_and_hold": buy_hold},
+    }
+
+
+def performance(daily: pd.Series) -> dict:
+    """Total return, annualised Sharpe (252 trading days, zero risk-free rate), max drawdown."""
+    equity = (1 + daily).cumprod()
+    std = daily.std(ddof=1) if len(daily) > 1 else 0.0
+    drawdown = equity / equity.cummax() - 1
+    return {
+        "total_return": _clean(equity.iloc[-1] - 1) if len(daily) else None,
+        "sharpe": _clean(daily.mean() / std * math.sqrt(252)) if std and std > 0 else None,
+        "max_drawdown": _clean(drawdown.min()) if len(daily) else None,
+        "days": int(len(daily)),
+    }

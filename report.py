@@ -1,0 +1,249 @@
+"""The evaluation report: report.md, metrics.json, forecasts.csv, answers.jsonl and PNG plots.
+
+Everything is written into `<run>.partial` and renamed to `<run>` at the end, so a run that fails
+half-way never leaves a report that looks complete.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from evaluation import verdict
+from utils import atomic_write_text, write_json, write_jsonl
+
+MODEL_ORDER = ["tuned", "base", "lstm", "drift", "moving_average", "persistence"]
+LABELS = {
+    "tuned": "LLM + LoRA (tuned)",
+    "base": "LLM untuned",
+    "lstm": "LSTM",
+    "drift": "drift (20 days)",
+    "moving_average": "moving average (20 days)",
+    "persistence": "persistence (tomorrow = today)",
+}
+
+
+def _ordered(models) -> list[str]:
+    return sorted(models, key=lambda m: MODEL_ORDER.index(m) if m in MODEL_ORDER else len(MODEL_ORDER))
+
+
+def _pct(value, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _num(value, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _ci(ci, scale: float = 1.0, digits: int = 3) -> str:
+    if not ci or ci[0] is None:
+        return ""
+    return f" [{ci[0] * scale:.{digits}f}, {ci[1] * scale:.{digits}f}]"
+
+
+def headline_rows(table: dict, windows: list[str]) -> list[str]:
+    lines = [
+        "| window | model | valid | MAPE close % [95% CI] | skill vs persistence [95% CI] | direction right "
+        "(majority class) | verdict |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for window in windows:
+        for model in _ordered(table):
+            s = table[model].get(window, {}).get("all")
+            if not s:
+                continue
+            mape = "n/a" if s["mape_close"] is None else f"{s['mape_close']:.3f}" + _ci(s.get("mape_close_ci95"))
+            skill = "—" if model == "persistence" else _num(s["skill_mape"]) + _ci(s.get("skill_mape_ci95"))
+            direction = _pct(s["directional_accuracy"], 1) + f" ({_pct(s['majority_rate'], 1)})"
+            judged = "reference" if model == "persistence" else verdict(s)
+            lines.append(
+                f"| {window} | {LABELS.get(model, model)} | {_pct(s['validity'], 1)} | {mape} | {skill} | "
+                f"{direction} | {judged} |"
+            )
+    return lines
+
+
+def backtest_rows(backtests: dict) -> list[str]:
+    lines = [
+        "| strategy | total return | annualised Sharpe | max drawdown | trades |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for model in _ordered(backtests):
+        s = backtests[model]["strategy"]
+        lines.append(
+            f"| {LABELS.get(model, model)} | {_pct(s['total_return'])} | {_num(s['sharpe'], 2)} | "
+            f"{_pct(s['max_drawdown'])} | {s['trades']} |"
+        )
+    hold = next(iter(backtests.values()))["buy_and_hold"]
+    lines.append(
+        f"| buy and hold (same stocks and days) | {_pct(hold['total_return'])} | {_num(hold['sharpe'], 2)} | "
+        f"{_pct(hold['max_drawdown'])} | — |"
+    )
+    return lines
+
+
+def headline_text(table: dict, backtests: dict, context: dict) -> str:
+    return "\n".join(headline_rows(table, context["windows"]) + [""] + backtest_rows(backtests))
+
+
+def render(context: dict, table: dict, backtests: dict) -> str:
+    windows = context["windows"]
+    costs = context["costs"]
+    lines = [
+        f"# Walk-forward evaluation, {context['test_start']} → {context['test_end']}",
+        "",
+        f"{len(context['companies'])} companies; window types {', '.join(windows)} (past:future trading days); "
+        f"origins every {context['config']['stride']} trading day(s). Each forecast was made at an origin's close "
+        "from prices up to that day only, and every target day lies inside the test period.",
+    ]
+    if context.get("adapter"):
+        lines.append(
+            f"Adapter `{context['adapter']}` on `{context['base_model']}`, trained on prices up to "
+            f"{context['adapter_data_last_date']} (before the test period)."
+        )
+    lines += ["", "## Verdict", ""]
+    for model in _ordered(table):
+        if model == "persistence":
+            continue
+        verdicts = [f"{w}: {verdict(table[model][w]['all'])}" for w in windows if w in table[model]]
+        lines.append(f"- **{LABELS.get(model, model)}** — " + "; ".join(verdicts))
+    lines += [
+        "",
+        "## Each model against persistence (all horizon steps together)",
+        "",
+        *headline_rows(table, windows),
+        "",
+        "- *MAPE*: mean absolute percentage error of the close, over the forecasts that were usable.",
+        "- *Skill*: 1 − MAPE of the model / MAPE of persistence on the same usable forecasts; above 0 beats "
+        "'tomorrow = today'. The verdict calls a difference only when the 95% interval excludes 0.",
+        "- *Direction right*: the share of all forecasts (failures count as wrong) that called up vs not-up "
+        "correctly, with the share of the most common actual direction beside it.",
+        "- Intervals: block bootstrap over origin dates (blocks of 5 trading days, "
+        f"{context['config']['bootstrap']} resamples).",
+        "- An unparseable or impossible LLM answer is a failure: it lowers *valid* and *direction right*, is never "
+        "replaced by another forecast, and its raw text is in `answers.jsonl`.",
+        "",
+        f"## Backtest (window {context['backtest_window']}, next day)",
+        "",
+        "Long/flat, equal weight over the companies: hold a stock to the next close when its forecast close "
+        f"beats today's by more than a round trip's costs ({100 * costs['brokerage']:.4f}% brokerage per side, "
+        f"{100 * costs['sell_tax']:.2f}% tax on sells); otherwise, or after a failed forecast, stay in cash.",
+        "",
+        *backtest_rows(backtests),
+        "",
+        "## Plots",
+        "",
+        "![error by horizon step](error_by_step.png)",
+        "",
+        "![predicted vs actual close](predicted_vs_actual.png)",
+        "",
+        "![equity curves](equity.png)",
+        "",
+        "## Details",
+        "",
+        "- Per model × window × horizon step (MAE/RMSE/MAPE of close, MAE of open/high/low, intervals): "
+        "`metrics.json`; every forecast step: `forecasts.csv`; raw LLM answers: `answers.jsonl`.",
+    ]
+    for model, g in context.get("generation", {}).items():
+        lines.append(
+            f"- {LABELS.get(model, model)}: {g['forecasts']:,} forecasts in {g['seconds']} s "
+            f"({g['forecasts_per_s']} forecasts/s, batched)."
+        )
+    for window, f in context.get("lstm", {}).items():
+        lines.append(
+            f"- LSTM {window}: {f['train_windows']:,} training / {f['val_windows']:,} validation windows, "
+            f"{f['epochs']} epochs, {f['seconds']} s on {f['device']}."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir: Path, context: dict, rows: pd.DataFrame, table: dict, backtests: dict, answers) -> dict:
+    run_dir = Path(run_dir)
+    staging = run_dir.with_name(run_dir.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    rows.to_csv(staging / "forecasts.csv", index=False, float_format="%.4f")
+    write_jsonl(staging / "answers.jsonl", answers)
+    summary = {m: {k: v for k, v in b.items() if k != "daily_returns"} for m, b in backtests.items()}
+    write_json(staging / "metrics.json", {"context": context, "metrics": table, "backtest": summary})
+    plot_error_by_step(table, context["windows"], staging / "error_by_step.png")
+    plot_predicted_vs_actual(rows, context["backtest_window"], staging / "predicted_vs_actual.png")
+    plot_equity(backtests, staging / "equity.png")
+    atomic_write_text(staging / "report.md", render(context, table, backtests))
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    staging.replace(run_dir)
+    return {"report": run_dir / "report.md", "metrics": run_dir / "metrics.json", "dir": run_dir}
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_error_by_step(table: dict, windows: list[str], path: Path) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(windows), figsize=(4.5 * len(windows), 3.6), squeeze=False)
+    for ax, window in zip(axes[0], windows, strict=True):
+        for model in _ordered(table):
+            steps = table[model].get(window, {}).get("steps", {})
+            xs = sorted(steps)
+            ys = [steps[x]["mape_close"] for x in xs]
+            if any(y is not None for y in ys):
+                ax.plot(xs, [float("nan") if y is None else y for y in ys], marker=".", label=LABELS.get(model, model))
+        ax.set_title(f"window {window}")
+        ax.set_xlabel("horizon step (trading days ahead)")
+        ax.set_ylabel("MAPE of close, %")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_predicted_vs_actual(rows: pd.DataFrame, window: str, path: Path, samples: int = 3) -> None:
+    plt = _pyplot()
+    one = rows[(rows["window"] == window) & (rows["step"] == 1)]
+    codes = list(dict.fromkeys(one["code"]))
+    codes = (["2330"] if "2330" in codes else []) + [c for c in codes if c != "2330"]
+    codes = codes[:samples]
+    fig, axes = plt.subplots(len(codes), 1, figsize=(10, 3 * len(codes)), squeeze=False)
+    for ax, code in zip(axes[:, 0], codes, strict=True):
+        mine = one[one["code"] == code]
+        actual = mine[mine["model"] == "persistence"].sort_values("target_date")
+        ax.plot(actual["target_date"], actual["actual_close"], color="black", linewidth=2, label="actual")
+        for model in _ordered(mine["model"].unique()):
+            if model == "persistence":
+                continue
+            m = mine[mine["model"] == model].sort_values("target_date")
+            ax.plot(m["target_date"], m["pred_close"], marker=".", linewidth=1, label=LABELS.get(model, model))
+        ax.set_title(f"{code}: next-day close forecasts (window {window})")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_equity(backtests: dict, path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for model in _ordered(backtests):
+        daily = backtests[model]["daily_returns"]["strategy"]
+        ax.plot(daily.index, (1 + daily).cumprod(), label=LABELS.get(model, model))
+    hold = next(iter(backtests.values()))["daily_returns"]["buy_and_hold"]
+    ax.plot(hold.index, (1 + hold).cumprod(), color="black", linestyle="--", label="buy and hold")
+    ax.set_ylabel("equity (start = 1)")
+    ax.set_title("Next-day long/flat strategies after costs")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

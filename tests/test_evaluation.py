@@ -1,0 +1,334 @@
+"""Walk-forward evaluation: test windows (no leakage), baselines, metrics, bootstrap, backtest, report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import dataset
+import evaluation as ev
+import main as cli
+from dataset import WindowType
+from stock_predictor import DataConfig, EvalConfig, StockPredictor, training_windows
+
+
+def frame_of(closes, start="2026-03-02", volume=1000.0) -> pd.DataFrame:
+    """Business-day candles with open = previous close, high/low ±1 around open and close."""
+    index = pd.DatetimeIndex(pd.bdate_range(start, periods=len(closes)), name="Date")
+    closes = np.asarray(closes, dtype=float)
+    opens = np.concatenate([[closes[0]], closes[:-1]])
+    return pd.DataFrame(
+        {
+            "Open": opens,
+            "High": np.maximum(opens, closes) + 1,
+            "Low": np.minimum(opens, closes) - 1,
+            "Close": closes,
+            "Volume": volume,
+        },
+        index=index,
+    )
+
+
+# --------------------------------------------------------------------------- windows and leakage
+
+
+def test_test_windows_keep_every_target_inside_the_period_and_history_before_it():
+    frame = frame_of(range(100, 120))  # 2026-03-02 .. 2026-03-27
+    start, end = pd.Timestamp("2026-03-16"), pd.Timestamp("2026-03-25")
+    windows = ev.test_windows(frame, "1", "A", WindowType(3, 2), start, end)
+    assert [f"{w.origin:%m-%d}" for w in windows] == ["03-13", "03-16", "03-17", "03-18", "03-19", "03-20", "03-23"]
+    for w in windows:
+        assert w.history.index[-1] == w.origin < w.actual.index[0]  # nothing after the origin is known
+        assert start <= w.actual.index[0] and w.actual.index[-1] <= end
+        assert len(w.actual) == 2 and len(w.past) == 3
+        assert w.past.index[-1] == w.origin and w.last_close == frame.loc[w.origin, "Close"]
+    strided = ev.test_windows(frame, "1", "A", WindowType(3, 2), start, end, stride=3)
+    assert [w.origin for w in strided] == [windows[0].origin, windows[3].origin, windows[6].origin]
+
+
+def test_a_window_longer_than_the_history_or_period_yields_nothing():
+    frame = frame_of(range(100, 110))
+    assert ev.test_windows(frame, "1", "A", WindowType(20, 1), frame.index[5], frame.index[-1]) == []
+    assert ev.test_windows(frame, "1", "A", WindowType(1, 5), frame.index[7], frame.index[-1]) == []
+
+
+def test_lstm_trains_on_exactly_the_llms_training_windows(tmp_path):
+    """Same spans, same cutoff: the LSTM's pool is the LLM's train/validation split, window for window."""
+    frames = {"1111": frame_of(np.linspace(50, 80, 60)), "2222": frame_of(np.linspace(90, 60, 60))}
+    for code, frame in frames.items():
+        out = frame.assign(Turnover=1.0, Change=0.0, Transaction=1.0).rename_axis("date")
+        out.rename(columns=str.lower).rename(columns={"volume": "capacity"}).to_csv(tmp_path / f"{code}.csv")
+    from market_data import Company
+    from model import TrainSettings
+
+    predictor = StockPredictor(
+        DataConfig(data_dir=str(tmp_path), windows="5:5", val_fraction=0.2),
+        train_settings=TrainSettings(output_dir=str(tmp_path / "out")),
+    )
+    companies = [Company(code, "n", "twse") for code in frames]
+    train, val, manifest = predictor.build_dataset(companies, frames)
+    pool_train, pool_val = training_windows(
+        frames, WindowType(5, 5), predictor.fields, 1, pd.Timestamp(manifest["cutoff"])
+    )
+
+    def keys(examples):
+        return {(e["meta"]["code"], e["meta"]["input_start"], e["meta"]["target_end"]) for e in examples}
+
+    def pool_keys(pool):
+        return {(code, f"{past.index[0]:%Y-%m-%d}", f"{future.index[-1]:%Y-%m-%d}") for code, past, future in pool}
+
+    assert pool_keys(pool_train) == keys(train) and pool_keys(pool_val) >= keys(val)
+    assert max(future.index[-1] for _, _, future in pool_train) < pd.Timestamp(manifest["cutoff"])
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def test_naive_baselines_on_literal_candles():
+    frame = frame_of([10, 11, 12, 13, 20])
+    w = ev.TestWindow("1", "A", WindowType(2, 3), frame.iloc[:4], frame_of([20, 21, 22], start="2026-03-06"))
+    last = [12.0, 14.0, 11.0, 13.0]  # open, high, low, close of the origin day
+    assert ev.persistence(w).tolist() == [last] * 3
+    assert ev.drift(w, lookback=3).tolist() == [[o + k for o in last] for k in (1, 2, 3)]  # closes 10→13: +1/day
+    assert ev.drift(w, lookback=1).tolist() == [[o + k for o in last] for k in (1, 2, 3)]
+    assert ev.moving_average(w, lookback=2).tolist() == [[11.5, 13.5, 10.5, 12.5]] * 3
+
+
+def test_lstm_targets_round_trip_and_make_proper_candles():
+    past = frame_of([10, 11, 12])
+    features = ev.window_features(past)
+    assert features.shape == (3, 5) and features[-1, 3] == 0.0  # close over itself
+    future = frame_of([12, 13], start="2026-03-05")
+    back = ev.targets_to_candles(ev.window_targets(future, 12.0), 12.0)
+    assert np.allclose(back, future[ev.OHLC].to_numpy())
+    messy = ev.targets_to_candles(np.log(np.array([[1.0, 0.9, 1.1, 1.05]])), 100.0)  # high < low from a net
+    assert messy[0, 1] == pytest.approx(110.0) and messy[0, 2] == pytest.approx(90.0)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def literal_rows():
+    """Two origins × 1 step. Model: right direction once, one failure."""
+    frame = frame_of([100, 110, 100])
+    w1 = ev.TestWindow("1", "A", WindowType(1, 1), frame.iloc[:1], frame.iloc[1:2])  # 100 → 110 (up)
+    w2 = ev.TestWindow("1", "A", WindowType(1, 1), frame.iloc[:2], frame.iloc[2:3])  # 110 → 100 (down)
+    good = np.array([[100.0, 106.0, 99.0, 105.0]])  # close 105 vs actual 110: error 5, says up (right)
+    rows = pd.concat(
+        [
+            ev.forecast_rows("m", [w1, w2], [good, None]),
+            ev.forecast_rows("persistence", [w1, w2], [ev.persistence(w1), ev.persistence(w2)]),
+        ]
+    )
+    return ev.add_errors(rows)
+
+
+def test_metrics_count_failures_and_match_persistence_on_the_same_windows():
+    rows = literal_rows()
+    m = ev.summarize(rows[rows["model"] == "m"], n_boot=0)
+    assert m["validity"] == 0.5 and m["windows"] == 2
+    assert m["mae_close"] == 5.0 and m["rmse_close"] == 5.0
+    assert m["mape_close"] == pytest.approx(100 * 5 / 110)
+    # persistence on the one usable window: |100 - 110| = 10 → skill 1 - 5/10
+    assert m["skill_mae"] == pytest.approx(0.5) and m["skill_mape"] == pytest.approx(0.5)
+    assert m["directional_accuracy"] == 0.5  # right once; the failure counts as wrong
+    assert m["majority_rate"] == 0.5
+    p = ev.summarize(rows[rows["model"] == "persistence"], n_boot=0)
+    assert p["skill_mape"] == 0.0 and p["mae_close"] == 10.0 and p["directional_accuracy"] == 0.5
+
+
+def test_a_model_with_no_usable_forecast_reports_zero_validity_not_an_error():
+    frame = frame_of([100, 110, 100])
+    w = ev.TestWindow("1", "A", WindowType(1, 1), frame.iloc[:1], frame.iloc[1:2])
+    summary = ev.summarize(ev.add_errors(ev.forecast_rows("m", [w], [None])), n_boot=0)
+    assert summary["validity"] == 0.0 and summary["mape_close"] is None and summary["directional_accuracy"] == 0.0
+    assert ev.verdict(summary) == "no usable forecasts"
+
+
+def test_block_bootstrap_uses_circular_blocks_of_consecutive_dates():
+    idx = ev.block_bootstrap_indices(n_dates=7, n_boot=50, block=3, seed=1)
+    assert idx.shape == (50, 7)
+    for row in idx:
+        for b in range(0, 6, 3):
+            assert (row[b + 1] - row[b]) % 7 == 1 and (row[b + 2] - row[b + 1]) % 7 == 1
+    assert (ev.block_bootstrap_indices(7, 50, 3, seed=1) == idx).all()
+
+
+def test_bootstrap_interval_is_tight_for_identical_days_and_brackets_the_point():
+    frame = frame_of([100 + (i % 2) * 10 for i in range(30)])
+    windows = ev.test_windows(frame, "1", "A", WindowType(1, 1), frame.index[1], frame.index[-1])
+    const = [np.array([[w.last_close] * 3 + [w.actual["Close"].iloc[0] * 1.01]]) for w in windows]
+    rows = ev.add_errors(ev.forecast_rows("m", windows, const))
+    s = ev.summarize(rows, n_boot=200)
+    assert s["mape_close_ci95"][0] == pytest.approx(s["mape_close"], rel=1e-6)
+    assert s["mape_close_ci95"][1] == pytest.approx(s["mape_close"], rel=1e-6)
+    noisy = [np.array([[w.last_close] * 3 + [w.actual["Close"].iloc[0] * (1 + 0.01 * (i % 5))]]) for i, w in
+             enumerate(windows)]  # fmt: skip
+    s = ev.summarize(ev.add_errors(ev.forecast_rows("m", windows, noisy)), n_boot=200)
+    assert s["mape_close_ci95"][0] < s["mape_close"] < s["mape_close_ci95"][1]
+
+
+def test_verdict_needs_the_interval_to_exclude_zero():
+    assert ev.verdict({"validity": 1, "skill_mape_ci95": [0.01, 0.2]}) == "beats persistence"
+    assert ev.verdict({"validity": 1, "skill_mape_ci95": [-0.2, -0.01]}) == "loses to persistence"
+    assert ev.verdict({"validity": 1, "skill_mape_ci95": [-0.1, 0.1]}).startswith("no detectable")
+
+
+# --------------------------------------------------------------------------- backtest
+
+
+def test_backtest_with_taiwan_costs_on_literal_days():
+    frame = frame_of([100, 110, 99, 99])
+    windows = ev.test_windows(frame, "1", "A", WindowType(1, 1), frame.index[1], frame.index[-1])
+    # says up, up, up: hold all three days → one entry, one exit
+    up = [np.array([[0, 0, 0, w.last_close * 1.1]]) for w in windows]
+    rows = ev.add_errors(ev.forecast_rows("m", windows, up))
+    costs = ev.Costs(brokerage=0.001, sell_tax=0.003)
+    result = ev.backtest(rows, costs)
+    daily = result["daily_returns"]["strategy"].tolist()
+    assert daily[0] == pytest.approx((1 - 0.001) * 1.1 - 1)
+    assert daily[1] == pytest.approx(99 / 110 - 1)
+    assert daily[2] == pytest.approx(1 * (1 - 0.004) - 1)
+    assert result["strategy"]["trades"] == 1
+    assert result["strategy"]["total_return"] == pytest.approx(0.999 * 1.1 * (99 / 110) * 0.996 - 1, abs=1e-6)
+    assert result["buy_and_hold"]["total_return"] == pytest.approx(result["strategy"]["total_return"], abs=1e-6)
+    assert result["strategy"]["max_drawdown"] == pytest.approx(0.9 * 0.996 - 1, abs=1e-6)
+    # a forecast gain below the round-trip costs, or a failed forecast, keeps the money in cash
+    small = [np.array([[0, 0, 0, w.last_close * 1.004]]) for w in windows[:2]] + [None]
+    flat = ev.backtest(ev.add_errors(ev.forecast_rows("m", windows, small)), costs)
+    assert flat["strategy"]["trades"] == 0 and flat["strategy"]["total_return"] == 0.0
+
+
+def test_performance_figures():
+    perf = ev.performance(pd.Series([0.1, -0.5, 0.2]))
+    assert perf["total_return"] == pytest.approx(1.1 * 0.5 * 1.2 - 1)
+    assert perf["max_drawdown"] == pytest.approx(-0.5)
+    daily = np.array([0.1, -0.5, 0.2])
+    assert perf["sharpe"] == pytest.approx(daily.mean() / daily.std(ddof=1) * math.sqrt(252), rel=1e-5)
+
+
+# --------------------------------------------------------------------------- the evaluation run
+
+
+@pytest.fixture
+def price_dir(tmp_path):
+    """Three synthetic companies' prices in the cache format (2026-01 .. 2026-04)."""
+    directory = tmp_path / "prices"
+    directory.mkdir()
+    rng = np.random.default_rng(0)
+    for code in ("2330", "2317", "6569"):
+        closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, 80)))
+        frame = frame_of(np.round(closes, 1), start="2026-01-02")
+        frame = frame.assign(Turnover=1.0, Change=0.0, Transaction=1.0).rename_axis("date")
+        frame.rename(columns=str.lower).rename(columns={"volume": "capacity"}).to_csv(directory / f"{code}.csv")
+    companies = [{"code": "2330"}, {"code": "2317"}, {"code": "6569"}]
+    (tmp_path / "companies.json").write_text(json.dumps(companies))
+    return tmp_path
+
+
+def fake_adapter_dir(path, last_date="2026-03-31"):
+    path.mkdir(parents=True)
+    (path / "adapter_config.json").write_text("{}")
+    config = {
+        "base_model": "fake",
+        "data": {"year": 2026, "month": 1, "end_date": last_date, "stride": 1, "val_fraction": 0.2},
+        "dataset": {"fields": dataset.FIELD_SETS["ohlcv"], "windows": ["1:1", "5:5"], "cutoff": "2026-03-10",
+                    "last_date": last_date},
+        "companies": [{"code": "2330", "name_zh": "台積電", "market": "twse"},
+                      {"code": "2317", "name_zh": "鴻海", "market": "twse"}],
+    }  # fmt: skip
+    (path / "stock_config.json").write_text(json.dumps(config, ensure_ascii=False))
+    return path
+
+
+def repeat_last_row(prompts, max_new_tokens):
+    """A fake 'tuned' model that answers persistence in the exact answer format."""
+    answers = []
+    for prompt in prompts:
+        text = prompt[0]["content"]
+        last = [line for line in text.splitlines() if line.startswith("Date: ")][-1]
+        future = int(text.split("Predict the next ")[1].split(" ")[0]) if "next date" not in text else 1
+        day = pd.Timestamp(last[6:16])
+        rows = []
+        for _ in range(future):
+            day = day + pd.offsets.BDay()
+            rows.append(f"Date: {day:%Y-%m-%d}" + last[16:])
+        answers.append(dataset.answer_lines(rows))
+    return answers
+
+
+def predictor_for(price_dir, out, **data):
+    from model import ModelConfig, TrainSettings
+
+    return StockPredictor(
+        DataConfig(data_dir=str(price_dir / "prices"), offline=True, end_date="2026-04-30", **data),
+        ModelConfig(model_dir=str(out / "adapter")),
+        train_settings=TrainSettings(output_dir=str(out)),
+    )
+
+
+def test_evaluation_run_scores_llms_lstm_and_baselines_and_writes_a_report(price_dir, tmp_path):
+    fake_adapter_dir(tmp_path / "out" / "adapter")
+    predictor = predictor_for(price_dir, tmp_path / "out")
+    cfg = EvalConfig(test_end="2026-04-24", bootstrap=50, lstm_epochs=2, stride=2)
+    result = predictor.evaluate(
+        cfg, generators={"tuned": repeat_last_row, "base": lambda prompts, n: ["no idea"] * len(prompts)}
+    )
+    table = result["table"]
+    assert set(table) == {"tuned", "base", "lstm", "persistence", "drift", "moving_average"}
+    assert result["context"]["test_start"] == "2026-04-01" and result["context"]["companies"] == ["2330", "2317"]
+    tuned = table["tuned"]["5:5"]["all"]
+    assert tuned["validity"] == 1.0 and tuned["skill_mape"] == 0.0  # it *is* persistence, in words
+    assert tuned["mape_close"] == pytest.approx(table["persistence"]["5:5"]["all"]["mape_close"])
+    assert table["base"]["1:1"]["all"]["validity"] == 0.0  # evaluated to the end and reported, not dropped
+    assert set(table["tuned"]["5:5"]["steps"]) == {1, 2, 3, 4, 5}
+    run = tmp_path / "out" / "eval_2026-04-01_2026-04-24"
+    assert result["paths"]["dir"] == run and not run.with_name(run.name + ".partial").exists()
+    report = (run / "report.md").read_text()
+    assert "| 5:5 | LLM + LoRA (tuned) | 100.0% |" in report and "LLM untuned** — 1:1: no usable forecasts" in report
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["metrics"]["lstm"]["1:1"]["all"]["validity"] == 1.0
+    assert metrics["backtest"]["tuned"]["strategy"]["trades"] == 0  # persistence never clears the costs
+    for name in ("error_by_step.png", "predicted_vs_actual.png", "equity.png"):
+        assert (run / name).read_bytes()[:4] == b"\x89PNG"
+    answers = [json.loads(line) for line in (run / "answers.jsonl").read_text().splitlines()]
+    assert {a["model"] for a in answers} == {"tuned", "base"}
+    assert all(a["problem"].startswith("unparseable") for a in answers if a["model"] == "base")
+    forecasts = pd.read_csv(run / "forecasts.csv", parse_dates=["origin", "target_date"])
+    assert (forecasts["target_date"] >= "2026-04-01").all() and (forecasts["origin"] < forecasts["target_date"]).all()
+
+
+def test_evaluation_refuses_a_test_period_the_adapter_has_seen(price_dir, tmp_path, capsys):
+    fake_adapter_dir(tmp_path / "out" / "adapter", last_date="2026-03-31")
+    args = ["--train", "0", "--evaluate", "1", "--data-dir", str(price_dir / "prices"), "--offline",
+            "--output-dir", str(tmp_path / "out"), "--model-dir", str(tmp_path / "out" / "adapter")]  # fmt: skip
+    assert cli.main([*args, "--test-start", "2026-03-20"]) == 2
+    assert "trained on prices up to 2026-03-31" in capsys.readouterr().err
+    assert cli.main([*args, "--test-start", "2026-04-01", "--test-end", "2026-03-01"]) == 2
+    assert "before --test-start" in capsys.readouterr().err
+    assert cli.main([*args, "--test-start", "2026-06-01", "--test-end", "2026-06-30"]) == 2
+    assert "no test window fits" in capsys.readouterr().err
+    assert not list((tmp_path / "out").glob("eval_*"))
+
+
+def test_evaluation_without_an_adapter(price_dir, tmp_path, capsys):
+    args = ["--train", "0", "--evaluate", "1", "--data-dir", str(price_dir / "prices"), "--offline",
+            "--output-dir", str(tmp_path / "out"), "--model-dir", str(tmp_path / "none"), "--year", "2026",
+            "--month", "1", "--end-date", "2026-04-30", "--company-list-file", str(price_dir / "companies.json"),
+            "--windows", "1:1", "--bootstrap", "20", "--lstm-epochs", "1"]  # fmt: skip
+    assert cli.main(args) == 2
+    assert "no trained adapter in" in capsys.readouterr().err
+    assert cli.main([*args, "--eval-models", "lstm"]) == 2
+    assert "--test-start is required" in capsys.readouterr().err
+    assert cli.main([*args, "--eval-models", "lstm", "--test-start", "2026-04-01"]) == 0
+    out = capsys.readouterr().out
+    assert "| 1:1 | LSTM |" in out and "buy and hold" in out
+    metrics = json.loads((tmp_path / "out" / "eval_2026-04-01_2026-04-30" / "metrics.json").read_text())
+    assert metrics["context"]["companies"] == ["2330", "2317", "6569"]
+    assert metrics["context"]["lstm"]["1:1"]["train_windows"] > 0
+    assert cli.main([*args, "--eval-models", "gpt", "--test-start", "2026-04-01"]) == 2
+    assert "unknown ['gpt']" in capsys.readouterr().err
