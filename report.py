@@ -129,7 +129,9 @@ def render(context: dict, table: dict, backtests: dict) -> str:
         "",
         "Long/flat, equal weight over the companies: hold a stock to the next close when its forecast close "
         f"beats today's by more than a round trip's costs ({100 * costs['brokerage']:.4f}% brokerage per side, "
-        f"{100 * costs['sell_tax']:.2f}% tax on sells); otherwise, or after a failed forecast, stay in cash.",
+        f"{100 * costs['sell_tax']:.2f}% tax on sells); otherwise, or after a failed forecast, stay in cash. "
+        f"It covers the {next(iter(backtests.values()))['buy_and_hold']['days']} trading days that have a "
+        "forecast (with an origin stride above 1, only those days, for buy and hold too).",
         "",
         *backtest_rows(backtests),
         "",
@@ -147,10 +149,10 @@ def render(context: dict, table: dict, backtests: dict) -> str:
         "`metrics.json`; every forecast step: `forecasts.csv`; raw LLM answers: `answers.jsonl`.",
     ]
     for model, g in context.get("generation", {}).items():
-        lines.append(
-            f"- {LABELS.get(model, model)}: {g['forecasts']:,} forecasts in {g['seconds']} s "
-            f"({g['forecasts_per_s']} forecasts/s, batched)."
-        )
+        speed = f" ({g['forecasts_per_s']} forecasts/s, batched)" if g.get("forecasts_per_s") else ""
+        reused = f"; {g['reused']:,} answers reused from an interrupted run" if g.get("reused") else ""
+        label = LABELS.get(model, model)
+        lines.append(f"- {label}: {g['forecasts']:,} forecasts generated in {g['seconds']} s{speed}{reused}.")
     for window, f in context.get("lstm", {}).items():
         lines.append(
             f"- LSTM {window}: {f['train_windows']:,} training / {f['val_windows']:,} validation windows, "

@@ -7,8 +7,11 @@ stage leaves a file behind, so any one can be rerun without refetching or retrai
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
+import os
+import shutil
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -313,10 +316,13 @@ class StockPredictor:
             predictions["lstm"], lstm_figures = self._lstm_forecasts(
                 tests, windows, pool_prices, fields, train_data, cutoff, cfg
             )
+        run_dir = Path(self.train_settings.output_dir) / (cfg.run_name or f"eval_{test_start}_{test_end}")
+        cache_dir = run_dir.with_name(run_dir.name + ".answers")
         for name in ("tuned", "base"):
             if name in wanted:
                 generate = (generators or {}).get(name) or self._generator(name, cfg.batch_size)
-                predictions[name], model_answers, timings[name] = _llm_forecasts(name, tests, fields, generate)
+                cache = AnswerCache(cache_dir / f"{name}.jsonl", self._model_identity(name, adapter, generators))
+                predictions[name], model_answers, timings[name] = _llm_forecasts(name, tests, fields, generate, cache)
                 answers += model_answers
                 del generate  # frees the model before the next one loads
         self._release()
@@ -330,7 +336,6 @@ class StockPredictor:
             m: ev.backtest(rows[(rows["model"] == m) & (rows["window"] == one_step) & (rows["step"] == 1)], costs)
             for m in predictions
         }
-        run_dir = Path(self.train_settings.output_dir) / (cfg.run_name or f"eval_{test_start}_{test_end}")
         context = {
             "test_start": str(test_start),
             "test_end": str(test_end),
@@ -348,6 +353,7 @@ class StockPredictor:
             "lstm": lstm_figures,
         }
         paths = report.write_report(run_dir, context, rows, table, backtests, answers)
+        shutil.rmtree(cache_dir, ignore_errors=True)  # the answers are in the report's answers.jsonl now
         print(report.headline_text(table, backtests, context))
         print(f"report: {paths['report']} (metrics {paths['metrics']})")
         return {"table": table, "backtests": backtests, "paths": paths, "context": context}
@@ -459,6 +465,16 @@ class StockPredictor:
 
         return generate
 
+    def _model_identity(self, name: str, adapter: dict | None, generators: dict | None) -> str:
+        """What the cached answers depend on: the adapter's weights file (tuned) or the base model's name."""
+        if generators and name in generators:
+            return f"{name}:injected"
+        if name == "tuned":
+            weights = Path(self.model_cfg.model_dir) / "adapter_model.safetensors"
+            stat = weights.stat() if weights.is_file() else None
+            return f"tuned:{weights.resolve()}:{stat.st_size if stat else 0}:{stat.st_mtime_ns if stat else 0}"
+        return f"base:{(adapter or {}).get('base_model')}"
+
     def _release(self) -> None:
         import gc
 
@@ -484,22 +500,59 @@ def training_windows(prices: dict, window, fields, stride: int, cutoff: pd.Times
     return train, val
 
 
-def _llm_forecasts(name: str, tests, fields, generate):
-    """Prompt, generate (batched, one window type at a time), parse strictly. A failure stays a failure."""
+class AnswerCache:
+    """Generated answers, appended as each chunk finishes, so an interrupted evaluation resumes where it
+    stopped instead of generating everything again. Keys cover the model's identity, the prompt and the
+    token budget; a torn last line (a crash mid-write) is ignored."""
+
+    def __init__(self, path: Path, identity: str):
+        self.path, self.identity = path, identity
+        self.answers: dict[str, str] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                self.answers[row["key"]] = row["answer"]
+
+    def key(self, prompt: list[dict], max_new_tokens: int) -> str:
+        text = json.dumps([self.identity, max_new_tokens, prompt], ensure_ascii=False)
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+    def add(self, keys: list[str], answers: list[str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            for key, answer in zip(keys, answers, strict=True):
+                fh.write(json.dumps({"key": key, "answer": answer}, ensure_ascii=False) + "\n")
+                self.answers[key] = answer
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _llm_forecasts(name: str, tests, fields, generate, cache: AnswerCache, chunk: int = 256):
+    """Prompt, generate (batched, one window type at a time, cached chunk by chunk), parse strictly.
+    A failure stays a failure."""
     import time
 
     predictions, answers = [None] * len(tests), []
-    started, count = time.perf_counter(), 0
+    started, generated, reused = time.perf_counter(), 0, 0
     for window in sorted({w.window for w in tests}, key=lambda w: (w.future, w.past)):
         index = [i for i, w in enumerate(tests) if w.window == window]
+        max_new = 24 + window.future * 64
         prompts = [
             [{"role": "user", "content": dataset.user_prompt(tests[i].name, tests[i].past, window.future, fields)}]
             for i in index
         ]
-        outputs = generate(prompts, 24 + window.future * 64)
-        count += len(outputs)
-        for i, raw in zip(index, outputs, strict=True):
-            w, problem = tests[i], ""
+        keys = [cache.key(p, max_new) for p in prompts]
+        missing = [j for j, k in enumerate(keys) if k not in cache.answers]
+        reused += len(prompts) - len(missing)
+        for c in range(0, len(missing), chunk):
+            part = missing[c : c + chunk]
+            cache.add([keys[j] for j in part], generate([prompts[j] for j in part], max_new))
+            generated += len(part)
+        for i, key in zip(index, keys, strict=True):
+            w, raw, problem = tests[i], cache.answers[key], ""
             try:
                 parsed = dataset.parse_answer(raw, fields, expected=window.future)
                 problems = dataset.validate_forecast(parsed, w.origin)
@@ -523,17 +576,15 @@ def _llm_forecasts(name: str, tests, fields, generate):
         log.info("%s %s: %d forecasts", name, window.name, len(index))
     seconds = time.perf_counter() - started
     valid = sum(p is not None for p in predictions)
-    print(f"{name}: {count:,} forecasts in {seconds:.1f} s ({count / max(seconds, 1e-9):.1f}/s), {valid:,} usable")
-    return (
-        predictions,
-        answers,
-        {
-            "forecasts": count,
-            "seconds": round(seconds, 2),
-            "forecasts_per_s": round(count / max(seconds, 1e-9), 2),
-            "valid": valid,
-        },
+    rate = generated / seconds if generated and seconds > 0 else None
+    print(
+        f"{name}: {generated:,} forecasts generated in {seconds:.1f} s"
+        + (f" ({rate:.1f}/s)" if rate else "")
+        + (f", {reused:,} reused from an interrupted run" if reused else "")
+        + f"; {valid:,} of {len(tests):,} usable"
     )
+    timing = {"forecasts": generated, "reused": reused, "seconds": round(seconds, 2), "valid": valid}
+    return predictions, answers, timing | {"forecasts_per_s": round(rate, 2) if rate else None}
 
 
 def _parse_models(text: str) -> list[str]:

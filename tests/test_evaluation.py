@@ -332,3 +332,34 @@ def test_evaluation_without_an_adapter(price_dir, tmp_path, capsys):
     assert metrics["context"]["lstm"]["1:1"]["train_windows"] > 0
     assert cli.main([*args, "--eval-models", "gpt", "--test-start", "2026-04-01"]) == 2
     assert "unknown ['gpt']" in capsys.readouterr().err
+
+
+def test_an_interrupted_evaluation_resumes_from_the_answers_it_had(price_dir, tmp_path):
+    fake_adapter_dir(tmp_path / "out" / "adapter")
+    predictor = predictor_for(price_dir, tmp_path / "out")
+    cfg = EvalConfig(test_end="2026-04-24", bootstrap=0, models="tuned")
+    calls = []
+
+    def crashes_on_the_second_window_type(prompts, max_new_tokens):
+        calls.append(len(prompts))
+        if len(calls) == 2:
+            raise RuntimeError("CUDA error: the machine went away")
+        return repeat_last_row(prompts, max_new_tokens)
+
+    with pytest.raises(RuntimeError):
+        predictor.evaluate(cfg, generators={"tuned": crashes_on_the_second_window_type})
+    run = tmp_path / "out" / "eval_2026-04-01_2026-04-24"
+    assert not run.exists() and (run.with_name(run.name + ".answers") / "tuned.jsonl").is_file()
+    first = calls[0]  # the 1:1 prompts, answered before the crash
+
+    calls.clear()
+
+    def counting(prompts, max_new_tokens):
+        calls.append(len(prompts))
+        return repeat_last_row(prompts, max_new_tokens)
+
+    result = predictor.evaluate(cfg, generators={"tuned": counting})
+    assert len(calls) == 1  # only the 5:5 prompts were generated again
+    assert result["context"]["generation"]["tuned"]["reused"] == first
+    assert result["table"]["tuned"]["1:1"]["all"]["validity"] == 1.0
+    assert run.is_dir() and not run.with_name(run.name + ".answers").exists()

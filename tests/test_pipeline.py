@@ -138,6 +138,6 @@ def test_train_then_forecast_on_the_cpu(workdir, capsys):
                  *common(workdir)]  # fmt: skip
     assert cli.main(eval_args) == 0
     out = capsys.readouterr().out
-    assert "tuned: 18 forecasts" in out and "base: 18 forecasts" in out  # 2 companies x 9 days of 1:1
+    assert "tuned: 18 forecasts generated" in out and "base: 18 forecasts" in out  # 2 companies x 9 days of 1:1
     report = (workdir / "out" / "eval_2026-04-18_2026-04-30" / "report.md").read_text()
     assert "| 1:1 | LLM + LoRA (tuned) |" in report and "| 1:1 | LLM untuned |" in report
