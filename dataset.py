@@ -124,6 +124,13 @@ def answer_text(future: pd.DataFrame, fields: list[str]) -> str:
     return answer_lines(format_rows(future, fields))
 
 
+def answer_token_budget(future: int, fields: list[str]) -> int:
+    """New tokens to allow for an answer of `future` rows: a row of the five ohlcv fields is ~67 SmolLM2
+    tokens (it splits numbers into single digits), of all eight ~100; fewer with Llama-3's tokenizer.
+    A cut answer would fail to parse, so the budget errs on the generous side."""
+    return 32 + future * (12 + 16 * len(fields))
+
+
 # --------------------------------------------------------------------------- parsing answers
 
 

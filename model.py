@@ -569,8 +569,11 @@ def load_for_inference(model_dir: str, adapter: bool = True) -> LoadedModel:
     return LoadedModel(model, tokenizer, cuda, config)
 
 
-def generate(loaded: LoadedModel, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8) -> list[str]:
-    """Greedy answers for chat prompts, batched with left padding."""
+def generate(
+    loaded: LoadedModel, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8, min_new_tokens: int = 0
+) -> list[str]:
+    """Greedy answers for chat prompts, batched with left padding. `min_new_tokens` (benchmarks) forces
+    every answer to at least that length, so that batched and one-at-a-time runs do the same work."""
     import torch
 
     tokenizer, model = loaded.tokenizer, loaded.model
@@ -590,6 +593,7 @@ def generate(loaded: LoadedModel, prompts: list[list[dict]], max_new_tokens: int
             output = model.generate(
                 **encoded,
                 max_new_tokens=max_new_tokens,
+                min_new_tokens=min_new_tokens or None,
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
             )

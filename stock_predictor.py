@@ -255,7 +255,7 @@ class StockPredictor:
             raise StockToolError(f"{code} has only {len(frame)} trading days cached before {frame.index[-1]:%Y-%m-%d}")
         history = frame.iloc[-past:]
         prompt = [{"role": "user", "content": dataset.user_prompt(company.name_zh, history, future, fields, context)}]
-        max_new = 24 + future * 64
+        max_new = dataset.answer_token_budget(future, fields)
         raw = model.generate(loaded, [prompt], max_new_tokens=max_new)[0]
         result = Forecast(code, company.name_zh, history, raw)
         try:
@@ -539,7 +539,7 @@ def _llm_forecasts(name: str, tests, fields, generate, cache: AnswerCache, chunk
     started, generated, reused = time.perf_counter(), 0, 0
     for window in sorted({w.window for w in tests}, key=lambda w: (w.future, w.past)):
         index = [i for i, w in enumerate(tests) if w.window == window]
-        max_new = 24 + window.future * 64
+        max_new = dataset.answer_token_budget(window.future, fields)
         prompts = [
             [{"role": "user", "content": dataset.user_prompt(tests[i].name, tests[i].past, window.future, fields)}]
             for i in index

@@ -5,6 +5,10 @@ latest windows of real price CSVs, and generates them twice through `model.gener
 --batch-size prompts together, then one at a time. Prints one JSON line per way and the speed-up.
 
     python benchmarks/generate_speed.py --model-dir outputs/model --prices ../shared/data/prices --window 5:5
+    python benchmarks/generate_speed.py --model-name <HF folder or .gguf> --prices ... --fixed-tokens 250
+
+`--fixed-tokens N` makes every answer exactly N tokens long, both ways: pure generation throughput at a
+forecast's length, for a model (such as an untuned base) whose own answers stop early.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ def prompts_for(prices: Path, window: dataset.WindowType, fields: list[str], cou
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model-dir", required=True)
+    p.add_argument("--model-dir", help="a trained adapter")
+    p.add_argument("--model-name", help="instead of --model-dir: a base model (Hub id, HF folder or .gguf)")
+    p.add_argument("--fixed-tokens", type=int, default=0, help="generate exactly this many tokens per answer")
     p.add_argument("--prices", required=True, help="folder of price CSVs")
     p.add_argument("--window", default="5:5")
     p.add_argument("--count", type=int, default=32, help="prompts, generated both ways")
@@ -45,16 +51,28 @@ def main() -> None:
     p.add_argument("--base", action="store_true", help="the untuned base model instead of the adapter")
     args = p.parse_args()
 
-    loaded = model.load_for_inference(args.model_dir, adapter=not args.base)
+    if args.model_name:
+        cuda = model.cuda_available()
+        cfg = model.ModelConfig(model_name=args.model_name, max_seq_length=8192)
+        base, tokenizer = model.load_base(cfg, model.resolve_model_source(args.model_name), cuda)
+        if cuda:
+            from unsloth import FastLanguageModel
+
+            FastLanguageModel.for_inference(base)
+        loaded = model.LoadedModel(base.eval(), tokenizer, cuda, {})
+    elif args.model_dir:
+        loaded = model.load_for_inference(args.model_dir, adapter=not args.base)
+    else:
+        p.error("give --model-dir or --model-name")
     window = dataset.parse_windows(args.window)[0]
     fields = loaded.config.get("dataset", {}).get("fields", dataset.FIELD_SETS["ohlcv"])
     prompts = prompts_for(Path(args.prices), window, fields, args.count)
-    max_new = 24 + window.future * 64
-    model.generate(loaded, prompts[:2], max_new, batch_size=2)  # warm-up (kernels, caches)
+    max_new = args.fixed_tokens or dataset.answer_token_budget(window.future, fields)
+    model.generate(loaded, prompts[:2], max_new, batch_size=2, min_new_tokens=args.fixed_tokens)  # warm-up
     results = {}
     for batch in (args.batch_size, 1):
         started = time.perf_counter()
-        answers = model.generate(loaded, prompts, max_new, batch_size=batch)
+        answers = model.generate(loaded, prompts, max_new, batch_size=batch, min_new_tokens=args.fixed_tokens)
         seconds = time.perf_counter() - started
         parsed = 0
         for answer in answers:
@@ -71,6 +89,7 @@ def main() -> None:
             "seconds": round(seconds, 2),
             "forecasts_per_s": round(results[batch], 2),
             "parsed": parsed,
+            "new_tokens_each": args.fixed_tokens or "up to " + str(max_new),
             "device": "cuda" if loaded.cuda else "cpu",
         }
         print("BENCH " + json.dumps(figures), flush=True)

