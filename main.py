@@ -3,6 +3,7 @@
 python main.py --train 1 --company-list-file data/companies.json     # fetch, build, fine-tune
 python main.py --train 0 --code 2330 --past 5 --future 5             # forecast + candlestick chart
 python main.py --train 0 --evaluate 1 --test-start 2026-03-02         # walk-forward report vs baselines
+python main.py --train 0 --trade 1 [--execute]                        # plan (and send) orders on the server
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 log = logging.getLogger("stock")
 
@@ -192,13 +194,35 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--lstm-epochs", type=int, default=30, help="LSTM baseline epochs (early stopping on validation)")
     ev.add_argument("--eval-name", default=None, help="report folder under --output-dir (default eval_<start>_<end>)")
 
+    tr = p.add_argument_group("trading server (--trade 1)")
+    tr.add_argument(
+        "--trade",
+        type=_flag01,
+        default=False,
+        help="1: read the account's holdings, forecast them and the company list, plan buy/sell/hold "
+        "(a dry run unless --execute)",
+    )
+    tr.add_argument("--execute", action="store_true", help="send the planned orders (otherwise nothing is sent)")
+    tr.add_argument("--api-url", default=None, help="trading server base URL (default $STOCK_API_URL or the spec's)")
+    tr.add_argument("--api-account", default=None, help="account (default $STOCK_API_ACCOUNT; prefer the variable)")
+    tr.add_argument("--api-password", default=None, help="password (default $STOCK_API_PASSWORD; prefer the variable)")
+    tr.add_argument("--trade-threshold", type=float, default=0.01, help="act when |expected return| exceeds this")
+    tr.add_argument("--max-lots", type=int, default=1, help="lots (1,000 shares) per order at most")
+    tr.add_argument("--max-positions", type=int, default=5, help="stocks held at most")
+    data.add_argument(
+        "--price-source",
+        choices=["twstock", "server"],
+        default="twstock",
+        help="where missing prices come from: the exchanges (twstock) or the trading server (--api-url)",
+    )
+
     p.add_argument("--verbose", action="store_true", help="debug logging")
     return p
 
 
 def build_configs(args, cuda: bool):
     from model import LoraSettings, ModelConfig, TrainSettings
-    from stock_predictor import DataConfig, EvalConfig
+    from stock_predictor import DataConfig, EvalConfig, TradeConfig
 
     defaults = GPU_DEFAULTS if cuda else CPU_DEMO_DEFAULTS
     chosen = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
@@ -223,6 +247,7 @@ def build_configs(args, cuda: bool):
         stride=args.stride,
         val_fraction=args.val_fraction,
         max_val_examples=chosen["max_val_examples"],
+        price_source=args.price_source,
     )
     model = ModelConfig(
         model_name=args.model_name,
@@ -267,7 +292,17 @@ def build_configs(args, cuda: bool):
         lstm_epochs=args.lstm_epochs,
         seed=args.random_state,
     )
-    return data, model, lora, train, evaluation
+    trade = TradeConfig(
+        execute=args.execute,
+        api_url=args.api_url,
+        threshold=args.trade_threshold,
+        max_lots=args.max_lots,
+        max_positions=args.max_positions,
+        past=args.past,
+        future=args.future,
+        journal_dir=str(Path(args.output_dir) / "trades"),
+    )
+    return data, model, lora, train, evaluation, trade
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,13 +315,19 @@ def main(argv: list[str] | None = None) -> int:
         from stock_predictor import StockPredictor, print_forecast
 
         cuda = model.cuda_available()
-        data, model_cfg, lora, train, evaluation = build_configs(args, cuda)
+        data, model_cfg, lora, train, evaluation, trade = build_configs(args, cuda)
+        if args.execute and not args.trade:
+            raise StockToolError("--execute only applies to --trade 1")
         predictor = StockPredictor(data, model_cfg, lora, train)
         if args.train == 1:
             predictor.train()
         if args.evaluate:
             predictor.evaluate(evaluation)
-        if args.train == 1 or args.evaluate:
+        if args.trade:
+            import stock_api
+
+            predictor.trade(trade, stock_api.Credentials.from_env(args.api_account, args.api_password))
+        if args.train == 1 or args.evaluate or args.trade:
             return 0
         result = predictor.inference(code=args.code, past=args.past, future=args.future, context=args.context)
         print_forecast(result)
@@ -295,7 +336,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; rerun with --resume to continue training from the last checkpoint", file=sys.stderr)
+        hint = "; rerun with --resume to continue training from the last checkpoint" if args.train == 1 else ""
+        if args.trade:
+            hint = "; today's journal shows what was sent: a rerun never resends an order marked sending or sent"
+        print("interrupted" + hint, file=sys.stderr)
         return 130
 
 

@@ -44,6 +44,7 @@ class DataConfig:
     stride: int = 1
     val_fraction: float = 0.1
     max_val_examples: int = 200
+    price_source: str = "twstock"  # or "server": the trading server's price history
 
 
 EVAL_MODELS = ("tuned", "base", "lstm")
@@ -63,6 +64,18 @@ class EvalConfig:
     run_name: str | None = None  # None: eval_<test-start>_<test-end> under --output-dir
     lstm_epochs: int = 30
     seed: int = 3407
+
+
+@dataclass(frozen=True)
+class TradeConfig:
+    execute: bool = False  # False: a dry run that prints and journals the plan and sends nothing
+    api_url: str | None = None  # None: $STOCK_API_URL or the spec's server
+    threshold: float = 0.01
+    max_lots: int = 1
+    max_positions: int = 5
+    past: int = 5
+    future: int = 5
+    journal_dir: str = "outputs/trades"
 
 
 @dataclass
@@ -120,10 +133,16 @@ class StockPredictor:
         return market_data.load_company_list(self.data.company_list_file or DEFAULT_COMPANY_FILE)
 
     def client(self) -> ExchangeClient | None:
+        """Where missing months come from: the exchanges through twstock, or the trading server."""
         if self.data.offline:
             return None
         if self._client is None:
-            self._client = ExchangeClient()
+            if self.data.price_source == "server":
+                import stock_api
+
+                self._client = stock_api.ServerPriceSource()
+            else:
+                self._client = ExchangeClient()
         return self._client
 
     def fetch_prices(self, companies: list[Company]) -> dict[str, pd.DataFrame]:
@@ -241,39 +260,112 @@ class StockPredictor:
 
     def inference(self, code: str = "2330", past: int = 5, future: int = 5, context: str = "") -> Forecast:
         """Forecast `future` trading days of `code` from its latest `past` days, print them and chart them."""
+        return self.forecast_many([code], past, future, context)[0]
+
+    def forecast_many(
+        self, codes: list[str], past: int, future: int, context: str = "", charts: bool = True
+    ) -> list[Forecast]:
+        """Latest-days forecasts for several stocks, generated in one batch; valid ones are charted."""
         import model
 
         if past < 1 or future < 1:
             raise StockToolError("--past and --future must be at least 1")
         loaded = self._model()
         fields = loaded.config.get("dataset", {}).get("fields", self.fields)
-        company = _with_english_name(market_data.resolve_company({"code": code}))
         end = self.date_range()[1]
         start = end - dt.timedelta(days=max(60, past * 3))  # calendar days covering `past` trading days
-        frame = market_data.update_prices(company, self.cache, start, end, self.client())
-        if len(frame) < past:
-            raise StockToolError(f"{code} has only {len(frame)} trading days cached before {frame.index[-1]:%Y-%m-%d}")
-        history = frame.iloc[-past:]
-        prompt = [{"role": "user", "content": dataset.user_prompt(company.name_zh, history, future, fields, context)}]
+        companies, histories, prompts = [], [], []
+        for code in codes:
+            company = _with_english_name(market_data.resolve_company({"code": code}))
+            frame = market_data.update_prices(company, self.cache, start, end, self.client())
+            if len(frame) < past:
+                raise StockToolError(
+                    f"{code} has only {len(frame)} trading days cached before {frame.index[-1]:%Y-%m-%d}"
+                )
+            history = frame.iloc[-past:]
+            content = dataset.user_prompt(company.name_zh, history, future, fields, context)
+            companies.append(company), histories.append(history), prompts.append([{"role": "user", "content": content}])
         max_new = dataset.answer_token_budget(future, fields)
-        raw = model.generate(loaded, [prompt], max_new_tokens=max_new)[0]
-        result = Forecast(code, company.name_zh, history, raw)
+        answers = model.generate(loaded, prompts, max_new_tokens=max_new)
+        results = []
+        for company, history, raw in zip(companies, histories, answers, strict=True):
+            result = _read_forecast(company, history, raw, fields, future)
+            if result.ok and charts:  # an impossible candle is reported, never drawn as if it were a forecast
+                result.chart = plot_forecast(
+                    history, result.forecast, company, Path(self.train_settings.output_dir) / "forecasts"
+                )
+            results.append(result)
+        return results
+
+    # ----------------------------------------------------------------- decisions and orders
+
+    def trade(self, cfg: TradeConfig, credentials, api=None) -> list[dict]:
+        """Holdings → forecasts (holdings and candidates) → buy/sell/hold per stock → orders (only with execute).
+
+        Every decision and server reply goes to the day's journal; a decision already sent (or possibly
+        sent) today is never sent again.
+        """
+        import stock_api
+        import trading
+
+        api = api or stock_api.StockApiClient(**({"base_url": cfg.api_url} if cfg.api_url else {}))
+        rules = trading.TradeRules(cfg.threshold, cfg.max_lots, cfg.max_positions)
+        held = {}
+        for h in api.holdings(credentials):
+            held[h.code] = held.get(h.code, 0) + h.shares
+        candidates = [c.code for c in self.companies()]
+        codes = list(dict.fromkeys([c for c in held if held[c] > 0] + candidates))
+        forecasts = {f.code: f for f in self.forecast_many(codes, cfg.past, cfg.future, charts=False)}
+        positions = sum(1 for lots in held.values() if lots > 0)
+        decisions = []
+        for code in codes:
+            f = forecasts[code]
+            problem = "; ".join(f.problems)[:200]
+            d = trading.decide(
+                code, float(f.past["Close"].iloc[-1]), f.forecast if f.ok else None, held.get(code, 0), positions,
+                rules, problem,
+            )  # fmt: skip
+            positions += d.side == "buy"
+            decisions.append(d)
+        journal = trading.TradeJournal(cfg.journal_dir, taipei_today(), credentials.tag)
+        mode = "EXECUTE" if cfg.execute else "DRY RUN (nothing is sent; add --execute to send the orders)"
+        print(f"trade plan, {journal.day} ({mode}); holdings: {held or 'none'}")
+        outcomes = []
+        for d in decisions:
+            line = f"  {d.code} {d.side.upper():4s} {d.lots} lot(s)" + (f" @ {d.price:g}" if d.price else "")
+            print(f"{line:34s} {d.reason}")
+            outcomes.append(self._carry_out(d, cfg.execute, journal, api, credentials))
+        sent = sum(o["status"] == "sent" for o in outcomes)
+        print(f"journal: {journal.path} ({sent} order(s) sent)")
+        return outcomes
+
+    @staticmethod
+    def _carry_out(decision, execute: bool, journal, api, credentials) -> dict:
+        import stock_api
+
+        if decision.side == "hold":
+            return journal.append(decision, "hold")
+        if not execute:
+            return journal.append(decision, "dry-run")
+        earlier = journal.already(decision.code, decision.side)
+        if earlier:
+            print(f"    not sent: this {decision.side} of {decision.code} is already {earlier!r} in today's journal")
+            return journal.append(decision, "duplicate-skipped", earlier=earlier)
+        journal.append(decision, "sending")  # written and synced before the request: a crash cannot double it
+        send = api.buy if decision.side == "buy" else api.sell
         try:
-            result.forecast = dataset.parse_answer(raw, fields, expected=future)
-        except dataset.ForecastParseError as exc:
-            result.problems = [f"unparseable answer: {exc}"]
-            return result
-        result.problems = dataset.validate_forecast(result.forecast, history.index[-1])
-        result.notes = [
-            f"{d:%Y-%m-%d} is a {d:%A}: the exchange does not trade on weekends"
-            for d in result.forecast.index
-            if d.weekday() >= 5
-        ]
-        if not result.problems:  # an impossible candle is reported, never drawn as if it were a forecast
-            result.chart = plot_forecast(
-                history, result.forecast, company, Path(self.train_settings.output_dir) / "forecasts"
-            )
-        return result
+            result = send(credentials, decision.code, decision.lots, decision.price)
+        except stock_api.OrderRefused as exc:
+            print(f"    refused: {exc}")
+            return journal.append(decision, "refused", reply=exc.body)
+        except stock_api.OrderOutcomeUnknown as exc:
+            print(f"    UNKNOWN: {exc}")
+            return journal.append(decision, "unknown", error=str(exc))
+        except stock_api.StockApiError as exc:  # the request never reached the server
+            print(f"    not sent: {exc}")
+            return journal.append(decision, "not-sent", error=str(exc))
+        print(f"    sent: {result.status or result.result}")
+        return journal.append(decision, "sent", reply=result.raw)
 
     # ----------------------------------------------------------------- stage 5: evaluation
 
@@ -610,6 +702,23 @@ def _date(text: str, flag: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError as exc:
         raise StockToolError(f"{flag} {text!r} is not a date YYYY-MM-DD") from exc
+
+
+def _read_forecast(company: Company, history: pd.DataFrame, raw: str, fields: list[str], future: int) -> Forecast:
+    """Parse and validate one answer; problems are recorded, never repaired."""
+    result = Forecast(company.code, company.name_zh, history, raw)
+    try:
+        result.forecast = dataset.parse_answer(raw, fields, expected=future)
+    except dataset.ForecastParseError as exc:
+        result.problems = [f"unparseable answer: {exc}"]
+        return result
+    result.problems = dataset.validate_forecast(result.forecast, history.index[-1])
+    result.notes = [
+        f"{d:%Y-%m-%d} is a {d:%A}: the exchange does not trade on weekends"
+        for d in result.forecast.index
+        if d.weekday() >= 5
+    ]
+    return result
 
 
 def _with_english_name(company: Company) -> Company:
