@@ -207,6 +207,108 @@ def validate_forecast(forecast: pd.DataFrame, last_input_date: pd.Timestamp | No
     return problems
 
 
+# --------------------------------------------------------------------------- context: signals and news
+
+BEST_BUY_WHY = ["量大收紅", "量縮價不跌", "三日均價由下往上", "三日均價大於六日均價"]  # twstock's reasons
+BEST_SELL_WHY = ["量大收黑", "量縮價跌", "三日均價由上往下", "三日均價小於六日均價"]
+
+
+def _moving_average(values: list[float], days: int) -> list[float]:
+    """twstock's `Analytics.moving_average`: left-to-right sums, Python rounding to 2 decimals."""
+    return [round(sum(values[i - days + 1 : i + 1]) / days, 2) for i in range(days - 1, len(values))]
+
+
+def best_four_points(frame: pd.DataFrame) -> list[dict | None]:
+    """twstock's BestFourPoint for every day of `frame`, each from that day and the days before it only.
+
+    Per day: {"buy": [conditions 1-4], "sell": [...], "signal": "buy"/"sell"/None, "why": [reasons]}, or
+    None for the first five days (a six-day average is needed). As in twstock 1.5.1, `best_four_point`
+    says buy when any buy condition holds, else sell when any sell condition holds: its bias-ratio
+    check tests a tuple, which is always true, so it never blocks a signal. We reproduce that, so that
+    the prompt carries exactly what twstock reports.
+    """
+    close = [float(v) for v in frame["Close"]]
+    opens = [float(v) for v in frame["Open"]]
+    volume = [float(v) for v in frame["Volume"]]
+    ma3, ma6 = _moving_average(close, 3), _moving_average(close, 6)  # ma3[i] is day i + 2, ma6[i] day i + 5
+    out: list[dict | None] = []
+    for t in range(len(frame)):
+        if t < 5:
+            out.append(None)
+            continue
+        m3 = ma3[: t - 1]  # the 3-day averages up to day t
+        # twstock's `continuous(ma3) == ±1`: the average moved up (down) today, and not the day before
+        # (a move that is not up counts as down, as in twstock)
+        up_today = m3[-1] > m3[-2]
+        up_before = m3[-2] > m3[-3] if len(m3) >= 3 else None
+        turned_up = up_today and up_before is not True
+        turned_down = not up_today and up_before is not False
+        last_ma3, last_ma6 = m3[-1], ma6[t - 5]
+        buy = [
+            volume[t] > volume[t - 1] and close[t] > opens[t],
+            volume[t] < volume[t - 1] and close[t] > opens[t - 1],
+            turned_up,
+            last_ma3 > last_ma6,
+        ]
+        sell = [
+            volume[t] > volume[t - 1] and close[t] < opens[t],
+            volume[t] < volume[t - 1] and close[t] < opens[t - 1],
+            turned_down,
+            last_ma3 < last_ma6,
+        ]
+        if any(buy):
+            signal, why = "buy", [w for w, b in zip(BEST_BUY_WHY, buy, strict=True) if b]
+        elif any(sell):
+            signal, why = "sell", [w for w, b in zip(BEST_SELL_WHY, sell, strict=True) if b]
+        else:
+            signal, why = None, []
+        out.append({"buy": buy, "sell": sell, "signal": signal, "why": why})
+    return out
+
+
+def signal_text(point: dict | None) -> str:
+    """The prompt's line for one day's best-four-point result."""
+    if point is None:
+        return "twstock best four points: none (fewer than 6 days of history)"
+    if point["signal"] is None:
+        return "twstock best four points: none"
+    return f"twstock best four points: {point['signal']} ({', '.join(point['why'])})"
+
+
+def approx_tokens(text: str) -> int:
+    """A tokenizer-free estimate: one token per CJK character, one per four other characters."""
+    cjk = sum(1 for ch in text if "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff")
+    return cjk + math.ceil((len(text) - cjk) / 4)
+
+
+def news_lines(articles: list[dict], as_of: dt.date, max_articles: int, max_tokens: int) -> list[str]:
+    """Headlines published on or before `as_of` (Taipei date), newest first, within a count and a token budget.
+
+    `articles` carry `taipei_date` (datetime.date), `taipei_time` (for the order within a day) and `title`
+    (optional `description`, `source`). Nothing dated after `as_of` can pass: that is what keeps a
+    window's prompt free of later news.
+    """
+    known = sorted(
+        (a for a in articles if a["taipei_date"] <= as_of),
+        key=lambda a: (a["taipei_date"], a.get("taipei_time") or dt.datetime.min.replace(tzinfo=dt.UTC)),
+        reverse=True,
+    )
+    lines, used = [], 0
+    for article in known[:max_articles]:
+        text = f"- {article['taipei_date']:%Y-%m-%d}"
+        if article.get("source"):
+            text += f" [{article['source']}]"
+        text += f" {article['title'].strip()}"
+        if article.get("description"):
+            text += f": {article['description'].strip()}"
+        cost = approx_tokens(text)
+        if used + cost > max_tokens:
+            break
+        lines.append(text)
+        used += cost
+    return lines
+
+
 # --------------------------------------------------------------------------- examples and the split
 
 
@@ -238,7 +340,8 @@ def build_examples(
     """Every `past → future` window of one company's frame as a TRL prompt-completion example.
 
     Returns (examples, skipped): windows with a blank value in a chosen field are skipped, never filled.
-    `context_for(input_end_date) -> str` supplies as-of context (news, signals) when given.
+    `context_for(input_end_date) -> (text, kind)` supplies as-of context (news, signals) when given; `kind`
+    (e.g. "prices+signals+news") is recorded in the example's meta for ablations.
     """
     columns = [FIELDS[f][1] for f in fields]
     lines = [
@@ -249,7 +352,7 @@ def build_examples(
     spans, skipped = window_spans(frame, window, fields, stride)
     examples = []
     for start, mid, end in spans:
-        context = context_for(frame.index[mid - 1]) if context_for else ""
+        context, kind = context_for(frame.index[mid - 1]) if context_for else ("", "prices")
         examples.append(
             {
                 "prompt": [
@@ -263,7 +366,7 @@ def build_examples(
                     "input_end": days[mid - 1],
                     "target_start": days[mid],
                     "target_end": days[end - 1],
-                    "context": "user" if context else "prices",
+                    "context": kind,
                 },
             }
         )

@@ -209,6 +209,24 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--trade-threshold", type=float, default=0.01, help="act when |expected return| exceeds this")
     tr.add_argument("--max-lots", type=int, default=1, help="lots (1,000 shares) per order at most")
     tr.add_argument("--max-positions", type=int, default=5, help="stocks held at most")
+    ctx = p.add_argument_group("context in the prompts: twstock signals and news (as of each window's last day)")
+    ctx.add_argument("--signals", type=_flag01, default=True, help="1/0: twstock's best four points in the prompt")
+    ctx.add_argument(
+        "--news",
+        type=_flag01,
+        default=True,
+        help="1/0: stored news in the prompt; when training online with NEWSAPI_KEY, collect it first",
+    )
+    ctx.add_argument("--news-language", choices=["zh", "en", "both"], default="both", help="news languages used")
+    ctx.add_argument("--news-max-articles", type=int, default=5, help="headlines per prompt at most")
+    ctx.add_argument("--news-max-tokens", type=int, default=300, help="estimated tokens of news per prompt at most")
+    ctx.add_argument("--news-days", type=int, default=30, help="collect articles of the last N days (free plan ~30)")
+    ctx.add_argument("--news-daily-limit", type=int, default=100, help="newsapi requests a day (free plan 100)")
+    ctx.add_argument("--news-csv", default=None, help="import headlines (code,date,title[,description,source,url])")
+    ctx.add_argument("--newsapi-key", default=None, help="newsapi.org key (default $NEWSAPI_KEY; prefer the variable)")
+    ctx.add_argument(
+        "--market-csv", default=None, help="market-wide daily CSV (code + twstock columns) for --choose-stock offline"
+    )
     data.add_argument(
         "--price-source",
         choices=["twstock", "server"],
@@ -248,6 +266,15 @@ def build_configs(args, cuda: bool):
         val_fraction=args.val_fraction,
         max_val_examples=chosen["max_val_examples"],
         price_source=args.price_source,
+        signals=args.signals,
+        news=args.news,
+        news_languages=args.news_language,
+        news_max_articles=args.news_max_articles,
+        news_max_tokens=args.news_max_tokens,
+        news_days=args.news_days,
+        news_daily_limit=args.news_daily_limit,
+        news_csv=args.news_csv,
+        market_csv=args.market_csv,
     )
     model = ModelConfig(
         model_name=args.model_name,
@@ -318,7 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         data, model_cfg, lora, train, evaluation, trade = build_configs(args, cuda)
         if args.execute and not args.trade:
             raise StockToolError("--execute only applies to --trade 1")
-        predictor = StockPredictor(data, model_cfg, lora, train)
+        import os
+
+        newsapi_key = args.newsapi_key or os.environ.get("NEWSAPI_KEY") or None
+        predictor = StockPredictor(data, model_cfg, lora, train, newsapi_key=newsapi_key)
         if args.train == 1:
             predictor.train()
         if args.evaluate:

@@ -45,6 +45,15 @@ class DataConfig:
     val_fraction: float = 0.1
     max_val_examples: int = 200
     price_source: str = "twstock"  # or "server": the trading server's price history
+    signals: bool = True  # twstock's best four points (as of each window's last day) in the prompt
+    news: bool = True  # stored news (as of each window's last day) in the prompt; collected with NEWSAPI_KEY
+    news_languages: str = "both"  # zh, en or both
+    news_max_articles: int = 5
+    news_max_tokens: int = 300  # estimated: one token per CJK character, one per four other characters
+    news_days: int = 30  # how far back to collect (newsapi's free plan: ~30 days)
+    news_daily_limit: int = 100  # newsapi requests a day (the free plan's limit)
+    news_csv: str | None = None  # headlines to import into the store: code,date,title[,description,source,url]
+    market_csv: str | None = None  # market-wide daily CSV for --choose-stock instead of the exchanges
 
 
 EVAL_MODELS = ("tuned", "base", "lstm")
@@ -102,8 +111,13 @@ class StockPredictor:
         lora: LoraSettings = LoraSettings(),
         train_settings: TrainSettings = TrainSettings(),
         client: ExchangeClient | None = None,
+        newsapi_key: str | None = None,
     ):
         self.data, self.model_cfg, self.lora, self.train_settings = data, model, lora, train_settings
+        self.newsapi_key = newsapi_key  # kept out of the configs: they are saved next to the adapter
+        self.lora_seed = lora.random_state
+        self._chosen: list[Company] | None = None
+        self._market_prices: dict[str, pd.DataFrame] = {}
         self.windows = _parse(dataset.parse_windows, data.windows, "--windows")
         self.fields = _parse(dataset.parse_fields, data.fields, "--fields")
         self.cache = PriceCache(market_data.resolve_price_dir(data.data_dir))
@@ -126,11 +140,125 @@ class StockPredictor:
 
     def companies(self) -> list[Company]:
         if self.data.choose_stock:
-            raise StockToolError(
-                "--choose-stock needs market-wide data and is not available in this version; "
-                "pass --company-list-file (the default is the spec's 41 companies)"
-            )
+            if self._chosen is None:
+                self._chosen = self.choose_stocks()
+            return self._chosen
         return market_data.load_company_list(self.data.company_list_file or DEFAULT_COMPANY_FILE)
+
+    def choose_stocks(self) -> list[Company]:
+        """N listed stocks for each of twstock's four buy and four sell points on the latest market day."""
+        import random
+
+        n, end = self.data.choose_stock, self.date_range()[1]
+        if n < 1:
+            raise StockToolError("--choose-stock must be at least 1")
+        days = 10  # enough trading days for the 6-day average and the turns of the 3-day one
+        full = None
+        if self.data.market_csv:
+            full = market_data.read_market_csv(self.data.market_csv)
+            rows = market_data.last_days(full, end, days)
+            origin = self.data.market_csv
+        elif self.data.offline:
+            raise StockToolError("--choose-stock with --offline needs --market-csv (a market-wide daily CSV)")
+        else:
+            client = self.client() if isinstance(self.client(), ExchangeClient) else ExchangeClient()
+            rows = market_data.collect_market_days(client, self.market_dir(), end, days)
+            origin = f"the exchanges' daily reports ({self.market_dir()})"
+        frames = market_data.market_frames(rows)
+        latest = max(f.index[-1] for f in frames.values() if len(f))
+        points = {}
+        for code, frame in sorted(frames.items()):
+            if len(frame) < 7 or frame.index[-1] != latest or not _is_common_stock(code):
+                continue
+            points[code] = dataset.best_four_points(frame)[-1]
+        rng = random.Random(self.lora_seed)
+        chosen: dict[str, Company] = {}
+        print(f"choose-stock: {len(points):,} listed stocks on {latest:%Y-%m-%d} from {origin}")
+        for side, names in (("buy", dataset.BEST_BUY_WHY), ("sell", dataset.BEST_SELL_WHY)):
+            for i, why in enumerate(names):
+                pool = [c for c, p in points.items() if p and p[side][i]]
+                picks = rng.sample(pool, min(n, len(pool)))
+                named = []
+                for code in picks:
+                    try:
+                        company = chosen.get(code) or market_data.resolve_company({"code": code})
+                    except StockToolError:
+                        continue  # not in twstock's table (a new listing): cannot be fetched by code
+                    chosen[code] = company
+                    named.append(f"{code} {company.name_zh}")
+                print(f"  {side} {i + 1} ({why}): {', '.join(named) or 'none'}  [{len(pool):,} stocks meet it]")
+        if not chosen:
+            raise StockToolError(f"--choose-stock: no stock meets any best-four-point condition on {latest:%Y-%m-%d}")
+        if full is not None:  # the market CSV is also the chosen stocks' price history (used offline)
+            self._market_prices = market_data.market_frames(full[full["code"].isin(list(chosen))])
+        return list(chosen.values())
+
+    def market_dir(self) -> Path:
+        return self._store_dir("market")
+
+    def news_store(self):
+        import news
+
+        return news.NewsStore(self._store_dir("news"))
+
+    def _store_dir(self, name: str) -> Path:
+        """`<data-dir>/<name>`, or `<output-dir>/<name>` when --data-dir is a folder of price CSVs."""
+        if self.cache.directory == Path(self.data.data_dir):
+            return Path(self.train_settings.output_dir) / name
+        return Path(self.data.data_dir) / name
+
+    # ----------------------------------------------------------------- context: signals and news
+
+    def collect_news(self, companies: list[Company]) -> None:
+        """Import --news-csv, then fetch newsapi.org (with a key, online) into the store."""
+        import news
+
+        store = self.news_store()
+        if self.data.news_csv:
+            counts = news.import_csv(self.data.news_csv, store, {c.code: _with_english_name(c) for c in companies})
+            print(
+                f"news: imported {counts['imported']:,} new of {counts['rows']:,} rows from {self.data.news_csv} "
+                f"({counts['unknown_code']:,} for other companies, {counts['bad_rows']:,} unreadable) "
+                f"→ {store.directory}"
+            )
+        if not self.data.news or self.data.offline:
+            return
+        if not self.newsapi_key:
+            log.warning("no NEWSAPI_KEY: news is not collected; prompts use the news already stored (if any)")
+            return
+        collector = news.NewsCollector(self.newsapi_key, store, self.data.news_daily_limit)
+        summary = collector.collect([_with_english_name(c) for c in companies], self.data.news_days)
+        print(
+            f"news: {summary['requests']} newsapi request(s), {summary['new_articles']:,} new article(s) → "
+            f"{store.directory}"
+            + (f"; daily budget reached, skipped: {', '.join(summary['skipped'])}" if summary["skipped"] else "")
+        )
+
+    def context_builder(self, data: DataConfig, prices: dict[str, pd.DataFrame]):
+        """fn(code) → fn(as_of_date) → (context text, kind): the as-of context of `data`'s settings."""
+        languages = ("zh", "en") if data.news_languages == "both" else (data.news_languages,)
+        store = self.news_store() if data.news else None
+        signals = {code: dict(zip(f.index, dataset.best_four_points(f), strict=True)) for code, f in prices.items()}
+
+        def for_code(code: str):
+            articles = store.articles(code, languages) if store else []
+            points = signals.get(code, {})
+
+            def context_for(as_of) -> tuple[str, str]:
+                parts, kind = [], "prices"
+                if data.signals:
+                    parts.append(dataset.signal_text(points.get(pd.Timestamp(as_of))))
+                    kind += "+signals"
+                lines = dataset.news_lines(articles, pd.Timestamp(as_of).date(), data.news_max_articles,
+                                           data.news_max_tokens) if articles else []  # fmt: skip
+                if lines:
+                    parts.append(f"News up to {pd.Timestamp(as_of):%Y-%m-%d} (newest first):\n" + "\n".join(lines))
+                    kind += "+news"
+                return "\n".join(parts), kind
+
+            return context_for
+
+        return for_code
 
     def client(self) -> ExchangeClient | None:
         """Where missing months come from: the exchanges through twstock, or the trading server."""
@@ -155,7 +283,11 @@ class StockPredictor:
             )
         prices = {}
         for company in tqdm(companies, desc="prices", unit="company", disable=len(companies) < 3):
-            prices[company.code] = market_data.update_prices(company, self.cache, start, end, self.client())
+            market = self._market_prices.get(company.code)
+            if self.data.offline and market is not None and self.cache.load(company.code) is None:
+                prices[company.code] = _from_market(market, company, start, end)  # --choose-stock --market-csv
+            else:
+                prices[company.code] = market_data.update_prices(company, self.cache, start, end, self.client())
         rows = sum(len(f) for f in prices.values())
         requests = self._client.requests_made if self._client else 0
         print(
@@ -182,6 +314,7 @@ class StockPredictor:
         from tqdm import tqdm
 
         examples, skipped = [], 0
+        context = self.context_builder(self.data, prices)
         for company in tqdm(companies, desc="examples", unit="company", disable=len(companies) < 3):
             frame = prices[company.code]
             for window in self.windows:
@@ -189,7 +322,7 @@ class StockPredictor:
                     log.warning("%s has %d trading days, too few for window %s", company.code, len(frame), window.name)
                     continue
                 built, bad = dataset.build_examples(
-                    frame, company.name_zh, company.code, window, self.fields, self.data.stride
+                    frame, company.name_zh, company.code, window, self.fields, self.data.stride, context(company.code)
                 )
                 examples += built
                 skipped += bad
@@ -220,6 +353,9 @@ class StockPredictor:
             "dropped_straddling_cutoff": straddling,
             "skipped_blank_fields": skipped,
             "per_window": {w.name: sum(e["meta"]["window"] == w.name for e in train) for w in self.windows},
+            "per_context": {
+                k: sum(e["meta"]["context"] == k for e in train) for k in sorted({e["meta"]["context"] for e in train})
+            },  # fmt: skip
         }
         out = self.examples_dir()
         write_jsonl(out / "train.jsonl", train)
@@ -239,6 +375,7 @@ class StockPredictor:
         model.check_quantization(self.model_cfg, model.cuda_available())
         companies = self.companies()
         prices = self.fetch_prices(companies)
+        self.collect_news(companies)
         train, val, manifest = self.build_dataset(companies, prices)
         extra = {"data": asdict(self.data), "dataset": manifest, "companies": [asdict(c) for c in companies]}
         figures = model.train(self.model_cfg, self.lora, self.train_settings, train, val, extra)
@@ -272,6 +409,7 @@ class StockPredictor:
             raise StockToolError("--past and --future must be at least 1")
         loaded = self._model()
         fields = loaded.config.get("dataset", {}).get("fields", self.fields)
+        trained = _data_config_from(loaded.config["data"]) if "data" in loaded.config else self.data
         end = self.date_range()[1]
         start = end - dt.timedelta(days=max(60, past * 3))  # calendar days covering `past` trading days
         companies, histories, prompts = [], [], []
@@ -283,7 +421,10 @@ class StockPredictor:
                     f"{code} has only {len(frame)} trading days cached before {frame.index[-1]:%Y-%m-%d}"
                 )
             history = frame.iloc[-past:]
-            content = dataset.user_prompt(company.name_zh, history, future, fields, context)
+            # the context the adapter was trained with (signals, news as of the last known day), then the user's
+            built, _ = self.context_builder(trained, {code: frame})(code)(history.index[-1])
+            text = "\n".join(part for part in (built, context.strip()) if part)
+            content = dataset.user_prompt(company.name_zh, history, future, fields, text)
             companies.append(company), histories.append(history), prompts.append([{"role": "user", "content": content}])
         max_new = dataset.answer_token_budget(future, fields)
         answers = model.generate(loaded, prompts, max_new_tokens=max_new)
@@ -410,11 +551,14 @@ class StockPredictor:
             )
         run_dir = Path(self.train_settings.output_dir) / (cfg.run_name or f"eval_{test_start}_{test_end}")
         cache_dir = run_dir.with_name(run_dir.name + ".answers")
+        context = self.context_builder(train_data, prices)  # as the adapter was trained: same signals and news
         for name in ("tuned", "base"):
             if name in wanted:
                 generate = (generators or {}).get(name) or self._generator(name, cfg.batch_size)
                 cache = AnswerCache(cache_dir / f"{name}.jsonl", self._model_identity(name, adapter, generators))
-                predictions[name], model_answers, timings[name] = _llm_forecasts(name, tests, fields, generate, cache)
+                predictions[name], model_answers, timings[name] = _llm_forecasts(
+                    name, tests, fields, generate, cache, context
+                )
                 answers += model_answers
                 del generate  # frees the model before the next one loads
         self._release()
@@ -622,9 +766,9 @@ class AnswerCache:
             os.fsync(fh.fileno())
 
 
-def _llm_forecasts(name: str, tests, fields, generate, cache: AnswerCache, chunk: int = 256):
-    """Prompt, generate (batched, one window type at a time, cached chunk by chunk), parse strictly.
-    A failure stays a failure."""
+def _llm_forecasts(name: str, tests, fields, generate, cache: AnswerCache, context, chunk: int = 256):
+    """Prompt (with the as-of context), generate (batched, one window type at a time, cached chunk by
+    chunk), parse strictly. A failure stays a failure."""
     import time
 
     predictions, answers = [None] * len(tests), []
@@ -632,9 +776,10 @@ def _llm_forecasts(name: str, tests, fields, generate, cache: AnswerCache, chunk
     for window in sorted({w.window for w in tests}, key=lambda w: (w.future, w.past)):
         index = [i for i, w in enumerate(tests) if w.window == window]
         max_new = dataset.answer_token_budget(window.future, fields)
+        contexts = [context(tests[i].code)(tests[i].origin) for i in index]
         prompts = [
-            [{"role": "user", "content": dataset.user_prompt(tests[i].name, tests[i].past, window.future, fields)}]
-            for i in index
+            [{"role": "user", "content": dataset.user_prompt(tests[i].name, tests[i].past, window.future, fields, c)}]
+            for i, (c, _) in zip(index, contexts, strict=True)
         ]
         keys = [cache.key(p, max_new) for p in prompts]
         missing = [j for j, k in enumerate(keys) if k not in cache.answers]
@@ -643,7 +788,7 @@ def _llm_forecasts(name: str, tests, fields, generate, cache: AnswerCache, chunk
             part = missing[c : c + chunk]
             cache.add([keys[j] for j in part], generate([prompts[j] for j in part], max_new))
             generated += len(part)
-        for i, key in zip(index, keys, strict=True):
+        for i, key, (_, kind) in zip(index, keys, contexts, strict=True):
             w, raw, problem = tests[i], cache.answers[key], ""
             try:
                 parsed = dataset.parse_answer(raw, fields, expected=window.future)
@@ -660,6 +805,7 @@ def _llm_forecasts(name: str, tests, fields, generate, cache: AnswerCache, chunk
                     "code": w.code,
                     "window": window.name,
                     "origin": f"{w.origin:%Y-%m-%d}",
+                    "context": kind,
                     "valid": predictions[i] is not None,
                     "problem": problem,
                     "answer": raw,
@@ -693,8 +839,9 @@ def _adapter_windows(adapter: dict | None) -> str | None:
 
 
 def _data_config_from(saved: dict) -> DataConfig:
+    """An adapter's saved data settings; adapters from before signals and news had neither in their prompts."""
     known = {f for f in DataConfig.__dataclass_fields__}
-    return DataConfig(**{k: v for k, v in saved.items() if k in known})
+    return DataConfig(**({"signals": False, "news": False} | {k: v for k, v in saved.items() if k in known}))
 
 
 def _date(text: str, flag: str) -> dt.date:
@@ -702,6 +849,21 @@ def _date(text: str, flag: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError as exc:
         raise StockToolError(f"{flag} {text!r} is not a date YYYY-MM-DD") from exc
+
+
+def _is_common_stock(code: str) -> bool:
+    """A listed common stock per twstock's table (not an ETF, warrant or bond)."""
+    from twstock.codes import codes
+
+    info = codes.get(code)
+    return info is not None and info.type == "股票"
+
+
+def _from_market(frame: pd.DataFrame, company: Company, start: dt.date, end: dt.date) -> pd.DataFrame:
+    sliced = frame.loc[pd.Timestamp(start) : pd.Timestamp(end)]
+    if sliced.empty:
+        raise StockToolError(f"the market CSV has no prices for {company.code} between {start} and {end}")
+    return sliced
 
 
 def _read_forecast(company: Company, history: pd.DataFrame, raw: str, fields: list[str], future: int) -> Forecast:

@@ -1,0 +1,301 @@
+"""Context in the prompts: twstock signals (cross-checked), news (store, newsapi client, CSV import,
+no look-ahead) and --choose-stock on market-wide data."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import threading
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+import dataset
+import market_data
+import news
+from market_data import Company
+from stock_predictor import DataConfig, StockPredictor
+
+TSMC = Company("2330", "台積電", "twse", "TSMC")
+ACER = Company("2353", "宏碁", "twse", "Acer")
+
+
+# --------------------------------------------------------------------------- signals
+
+
+def test_best_four_points_match_twstock_on_real_prices(shared_data):
+    """Our per-day values against twstock's own BestFourPoint on the same real prices (its 31-day window)."""
+    from twstock.analytics import Analytics, BestFourPoint
+
+    class Series(Analytics):  # the three lists twstock's Stock exposes to BestFourPoint
+        def __init__(self, frame):
+            self.price, self.open, self.capacity = list(frame["Close"]), list(frame["Open"]), list(frame["Volume"])
+
+    checked = 0
+    for code in ("2330", "6569"):
+        frame = market_data.parse_price_csv(shared_data / "prices" / f"{code}.csv")
+        ours = dataset.best_four_points(frame)
+        assert ours[:5] == [None] * 5
+        for t in range(5, len(frame)):
+            theirs = BestFourPoint(Series(frame.iloc[max(0, t - 30) : t + 1]))
+            mine = ours[t]
+            assert mine["buy"] == [bool(theirs.best_buy_1()), bool(theirs.best_buy_2()), bool(theirs.best_buy_3()),
+                                   bool(theirs.best_buy_4())]  # fmt: skip
+            assert mine["sell"] == [bool(theirs.best_sell_1()), bool(theirs.best_sell_2()),
+                                    bool(theirs.best_sell_3()), bool(theirs.best_sell_4())]  # fmt: skip
+            expected = theirs.best_four_point()
+            assert (None if mine["signal"] is None else (mine["signal"] == "buy", ", ".join(mine["why"]))) == expected
+            checked += 1
+    assert checked > 800
+
+
+def test_a_days_signal_never_depends_on_later_days(shared_data):
+    frame = market_data.parse_price_csv(shared_data / "prices" / "2330.csv")
+    full = dataset.best_four_points(frame)
+    cut = dataset.best_four_points(frame.iloc[:300])
+    assert cut == full[:300]
+    assert dataset.signal_text(full[299]).startswith("twstock best four points: ")
+    assert "fewer than 6 days" in dataset.signal_text(None)
+
+
+# --------------------------------------------------------------------------- news lines (as of)
+
+
+def test_news_lines_take_only_articles_known_by_the_window_end():
+    articles = [
+        {"publishedAt": "2026-03-12T01:00:00Z", "title": "old", "source": "A"},
+        {"publishedAt": "2026-03-12T15:30:00Z", "title": "after midnight in Taipei"},  # 2026-03-12 23:30 Taipei
+        {"publishedAt": "2026-03-12T16:30:00Z", "title": "next Taipei day"},  # 2026-03-13 00:30 Taipei
+        {"publishedAt": "2026-03-20T00:00:00Z", "title": "much later"},
+    ]
+    for a in articles:
+        a["taipei_time"] = news.taipei_time(a["publishedAt"])
+        a["taipei_date"] = a["taipei_time"].date()
+    lines = dataset.news_lines(articles, dt.date(2026, 3, 12), max_articles=5, max_tokens=500)
+    assert lines == ["- 2026-03-12 after midnight in Taipei", "- 2026-03-12 [A] old"]
+    assert dataset.news_lines(articles, dt.date(2026, 3, 12), max_articles=1, max_tokens=500) == lines[:1]
+    assert dataset.news_lines(articles, dt.date(2026, 3, 12), max_articles=5, max_tokens=12) == lines[:1]
+    assert dataset.approx_tokens("台積電 up") == 3 + 1
+
+
+def test_no_headline_after_a_window_end_reaches_its_prompt(shared_data, tmp_path):
+    """Real January 2024 headlines and prices of 2330: every news line in a prompt is dated ≤ the window's end."""
+    store = news.NewsStore(tmp_path / "news")
+    counts = news.import_csv(shared_data / "news" / "headlines_2024-01.csv", store, {"2330": TSMC})
+    assert counts["imported"] > 100 and counts["unknown_code"] > 0
+    frame = market_data.parse_price_csv(shared_data / "prices" / "2330.csv").loc[:"2024-02-29"]
+    predictor = StockPredictor(DataConfig(data_dir=str(tmp_path)))
+    context = predictor.context_builder(DataConfig(data_dir=str(tmp_path), news_max_articles=20), {"2330": frame})
+    examples, _ = dataset.build_examples(
+        frame, "台積電", "2330", dataset.WindowType(5, 5), dataset.parse_fields("ohlcv"), 1, context("2330")
+    )
+    with_news = [e for e in examples if e["meta"]["context"] == "prices+signals+news"]
+    assert len(with_news) > 10
+    for e in examples:
+        text = e["prompt"][0]["content"]
+        dated = [line[2:12] for line in text.splitlines() if line.startswith("- 20")]
+        assert all(d <= e["meta"]["input_end"] for d in dated), (e["meta"], dated)
+    first = min(e["meta"]["input_end"] for e in with_news)
+    assert first >= "2024-01-01"  # no window before the first headline claims news
+
+
+# --------------------------------------------------------------------------- the store and newsapi.org
+
+
+def test_store_merges_deduplicates_and_keeps_the_spec_format(tmp_path):
+    store = news.NewsStore(tmp_path)
+    a = news.normalize_article({"publishedAt": "2026-03-01T02:00:00Z", "title": "T1", "url": "u1",
+                                "source": {"id": None, "name": "Reuters"}})  # fmt: skip
+    b = news.normalize_article({"publishedAt": "2026-03-02T02:00:00Z", "title": "T2", "url": "u2"})
+    assert store.merge(ACER, "en", [a, b]) == 2
+    assert store.merge(ACER, "en", [a, None]) == 0  # refetching adds nothing twice
+    record = json.loads((tmp_path / "2353.json").read_text())
+    assert set(record) == {"name_zh", "name_en", "news_zh", "news_en", "code"}
+    assert record["name_en"] == "Acer" and [x["title"] for x in record["news_en"]] == ["T2", "T1"]
+    assert record["news_en"][1]["source"] == "Reuters" and record["news_zh"] == []
+
+
+class NewsServer:
+    """Answers /v2/everything in newsapi.org's documented JSON shape (shaped, not recorded: the API is
+    unreachable from here). `replies` is a list of (status, body) used in turn; the last one repeats."""
+
+    def __init__(self):
+        self.replies: list[tuple[int, dict | str]] = []
+        self.calls: list[dict] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                url = urlparse(self.path)
+                server.calls.append({"path": url.path, **{k: v[0] for k, v in parse_qs(url.query).items()},
+                                     "key": self.headers.get("Authorization")})  # fmt: skip
+                status, body = server.replies.pop(0) if len(server.replies) > 1 else server.replies[0]
+                data = (body if isinstance(body, str) else json.dumps(body)).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def newsapi(monkeypatch):
+    server = NewsServer()
+    monkeypatch.setenv("NEWSAPI_BASE_URL", server.url)
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+
+
+def ok(*titles):
+    articles = [
+        {"source": {"id": None, "name": "CNA"}, "author": None, "title": t, "description": "d",
+         "url": f"https://x/{t}", "publishedAt": "2026-04-20T03:00:00Z", "content": "..."}
+        for t in titles
+    ]  # fmt: skip
+    return 200, {"status": "ok", "totalResults": len(articles), "articles": articles}
+
+
+KEY = "nk-0123456789abcdef"
+
+
+def test_collector_queries_both_names_within_the_daily_budget(newsapi, tmp_path):
+    newsapi.replies = [ok("台積電營收"), ok("TSMC sales"), ok("宏碁")]
+    store = news.NewsStore(tmp_path / "news")
+    summary = news.NewsCollector(KEY, store, daily_limit=3).collect([TSMC, ACER], days=30, today=dt.date(2026, 4, 30))
+    assert summary["requests"] == 3 and summary["skipped"] == ["2353 en"] and summary["new_articles"] == 3
+    assert [(c["q"], c["language"], c["from"]) for c in newsapi.calls] == [
+        ('"台積電"', "zh", "2026-03-31"), ('"TSMC"', "en", "2026-03-31"), ('"宏碁"', "zh", "2026-03-31")]  # fmt: skip
+    assert all(c["key"] == KEY and c["path"] == "/v2/everything" for c in newsapi.calls)
+    record = store.load("2330")
+    assert record["news_zh"][0]["title"] == "台積電營收" and record["news_en"][0]["source"] == "CNA"
+    again = news.NewsCollector(KEY, store, daily_limit=3).collect([TSMC], today=dt.date(2026, 4, 30))
+    assert again["requests"] == 0 and again["skipped"] == ["2330 zh", "2330 en"]  # the day's budget is spent
+    assert KEY not in "".join(p.read_text() for p in (tmp_path / "news").iterdir())
+
+
+@pytest.mark.parametrize(
+    "status, body, message",
+    [
+        (401, {"status": "error", "code": "apiKeyInvalid", "message": "Your API key is invalid."}, "refused the key"),
+        (429, {"status": "error", "code": "rateLimited", "message": "You have made too many requests."}, "rate limit"),
+        (
+            426,
+            {
+                "status": "error",
+                "code": "parameterInvalid",
+                "message": "You are trying to request results too far in the past.",
+            },
+            "outside your plan",
+        ),  # fmt: skip
+        (500, "<html>down</html>", "not JSON"),
+    ],
+)
+def test_collector_errors_are_clear_and_lose_nothing(newsapi, tmp_path, status, body, message):
+    store = news.NewsStore(tmp_path / "news")
+    store.merge(TSMC, "zh", [news.normalize_article({"publishedAt": "2026-04-01T00:00:00Z", "title": "kept"})])
+    before = (tmp_path / "news" / "2330.json").read_text()
+    newsapi.replies = [(status, body)]
+    with pytest.raises(news.StockToolError, match=message) as info:
+        news.NewsCollector(KEY, store).collect([TSMC], today=dt.date(2026, 4, 30))
+    assert KEY not in str(info.value)
+    assert (tmp_path / "news" / "2330.json").read_text() == before
+
+
+def test_collector_reports_an_unreachable_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEWSAPI_BASE_URL", "http://127.0.0.1:9")
+    with pytest.raises(news.StockToolError, match="could not be reached"):
+        news.NewsCollector(KEY, news.NewsStore(tmp_path)).collect([TSMC], today=dt.date(2026, 4, 30))
+
+
+def test_csv_import_errors(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("code,when,title\n2330,2026-01-01,x\n")
+    with pytest.raises(news.StockToolError, match=r"lacks column\(s\) \['date'\]"):
+        news.import_csv(bad, news.NewsStore(tmp_path), {"2330": TSMC})
+    rows = tmp_path / "rows.csv"
+    rows.write_text("code,date,title,source\n2330,2026-01-05,Chip news,CNA\n2330,yesterday,x,\n9999,2026-01-05,y,\n")
+    counts = news.import_csv(rows, news.NewsStore(tmp_path / "n"), {"2330": TSMC})
+    assert counts == {"rows": 3, "imported": 1, "unknown_code": 1, "bad_rows": 1}
+    record = news.NewsStore(tmp_path / "n").load("2330")
+    assert record["news_en"][0]["publishedAt"].startswith("2026-01-05T00:00:00+08:00")
+
+
+# --------------------------------------------------------------------------- market-wide data and --choose-stock
+
+
+def test_twse_daily_report_parses_the_recorded_reply(shared_data):
+    body = json.loads((shared_data / "twse_responses" / "twse_MI_INDEX_ALLBUT0999_20260211.json").read_text())
+    rows = market_data.parse_twse_daily(body, dt.date(2026, 2, 11))
+    tsmc = next(r for r in rows if r["code"] == "2330")
+    real = market_data.parse_price_csv(shared_data / "prices" / "2330.csv").loc["2026-02-11"]
+    assert (tsmc["open"], tsmc["high"], tsmc["low"], tsmc["close"]) == (real.Open, real.High, real.Low, real.Close)
+    assert tsmc["capacity"] == real.Volume and tsmc["change"] == real.Change
+    holiday = json.loads((shared_data / "twse_responses" / "twse_MI_INDEX_20260212_nodata.json").read_text())
+    assert market_data.parse_twse_daily(holiday, dt.date(2026, 2, 12)) == []
+
+
+def test_tpex_daily_report_parses_its_documented_shape():
+    """Shaped after TPEx's dailyQuotes JSON (no recorded reply is available here)."""
+    body = {"stat": "ok", "date": "20260211", "tables": [{
+        "fields": ["代號", "名稱", "收盤 ", "漲跌", "開盤 ", "最高 ", "最低", "均價 ", "成交股數  ", "成交金額(元)",
+                   "成交筆數 "],
+        "data": [["6569", "醫揚", "101.50", "-1.50", "103.00", "103.50", "101.00", "102.1", "123,000", "12,558,300",
+                  "150"]]}]}  # fmt: skip
+    [row] = market_data.parse_tpex_daily(body, dt.date(2026, 2, 11))
+    assert row == {"code": "6569", "date": "2026-02-11", "close": 101.5, "change": -1.5, "open": 103.0,
+                   "high": 103.5, "low": 101.0, "capacity": 123000.0, "turnover": 12558300.0,
+                   "transaction": 150.0}  # fmt: skip
+    with pytest.raises(market_data.ExchangeUnavailable):
+        market_data.parse_tpex_daily({"stat": "error"}, dt.date(2026, 2, 11))
+
+
+@pytest.fixture
+def broad(shared_data) -> Path:
+    path = shared_data / "broad" / "twse_tpex_daily_2025-01-02_2026-04-30.csv.gz"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+def test_choose_stock_picks_reproducibly_by_each_point(broad, tmp_path, capsys):
+    def choose(seed):
+        from model import LoraSettings
+
+        predictor = StockPredictor(
+            DataConfig(data_dir=str(tmp_path), offline=True, end_date="2026-04-30", choose_stock=2,
+                       market_csv=str(broad)),
+            lora=LoraSettings(random_state=seed),
+        )  # fmt: skip
+        return predictor, predictor.companies()
+
+    predictor, first = choose(7)
+    out = capsys.readouterr().out
+    assert "choose-stock:" in out and "buy 1 (量大收紅)" in out and "sell 4 (三日均價小於六日均價)" in out
+    assert 2 <= len(first) <= 16
+    assert [c.code for c in choose(7)[1]] == [c.code for c in first]  # --random-state makes it reproducible
+    assert [c.code for c in choose(8)[1]] != [c.code for c in first]
+    # every pick meets the condition it was picked for, on the latest day of the market data
+    rows = market_data.last_days(market_data.read_market_csv(broad), dt.date(2026, 4, 30), 10)
+    frames = market_data.market_frames(rows)
+    for line in out.splitlines()[1:17]:
+        side, number = line.split()[0], int(line.split()[1]) - 1
+        codes = [part.split()[0] for part in line.split("): ")[1].split("  [")[0].split(", ") if part != "none"]
+        for code in codes:
+            assert dataset.best_four_points(frames[code])[-1][side][number], (line, code)
+    prices = predictor.fetch_prices(first)  # offline: the market CSV is the chosen stocks' price history
+    assert all(len(f) > 200 for f in prices.values())
+
+
+def test_choose_stock_offline_needs_market_data(tmp_path):
+    predictor = StockPredictor(DataConfig(data_dir=str(tmp_path), offline=True, choose_stock=1, end_date="2026-04-30"))
+    with pytest.raises(news.StockToolError, match="needs --market-csv"):
+        predictor.companies()
