@@ -4,6 +4,8 @@ python main.py --train 1 --company-list-file data/companies.json     # fetch, bu
 python main.py --train 0 --code 2330 --past 5 --future 5             # forecast + candlestick chart
 python main.py --train 0 --evaluate 1 --test-start 2026-03-02         # walk-forward report vs baselines
 python main.py --train 0 --trade 1 [--execute]                        # plan (and send) orders on the server
+python main.py --train 1 --task instruct --dataset-file a.jsonl,b.jsonl    # financial instruction tuning
+python main.py --train 0 --task instruct --eval-file t.jsonl --compare base,outputs/model   # side by side
 """
 
 from __future__ import annotations
@@ -50,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mode = p.add_argument_group("mode")
     mode.add_argument("--train", type=int, choices=[0, 1], required=True, help="1: training mode, 0: inference mode")
+
+    mode.add_argument(
+        "--task",
+        choices=["stock", "instruct"],
+        default="stock",
+        help="stock: price forecasting; instruct: financial instruction tuning (--dataset-file) and comparison",
+    )
 
     data = p.add_argument_group("data")
     data.add_argument(
@@ -234,18 +243,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="where missing prices come from: the exchanges (twstock) or the trading server (--api-url)",
     )
 
+    ins = p.add_argument_group("financial instructions (--task instruct)")
+    ins.add_argument("--dataset-file", default=None, help="training files, JSON/JSONL: a.jsonl,b.jsonl:0.5 (weights)")
+    ins.add_argument("--prompt-template", choices=["chat", "cornucopia"], default="chat", help="prompt template")
+    ins.add_argument("--skip-bad-rows", action="store_true", help="skip (and count) malformed rows instead of stopping")
+    ins.add_argument("--eval-file", default=None, help="instructions to answer and score (--train 0)")
+    ins.add_argument("--compare", default=None, help="models to run over --eval-file: base,<adapter dir>,... ")
+    ins.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit")
+    ins.add_argument("--eval-limit", type=int, default=0, help="only the first N rows of --eval-file (0: all)")
+
     p.add_argument("--verbose", action="store_true", help="debug logging")
     return p
 
 
 def build_configs(args, cuda: bool):
     from model import LoraSettings, ModelConfig, TrainSettings
-    from stock_predictor import DataConfig, EvalConfig, TradeConfig
+    from stock_predictor import DataConfig, EvalConfig, InstructConfig, TradeConfig
 
     defaults = GPU_DEFAULTS if cuda else CPU_DEMO_DEFAULTS
     chosen = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
     if not cuda and args.train == 1:
         implicit = [k for k in CPU_DEMO_DEFAULTS if getattr(args, k) is None]
+        if args.task == "instruct":
+            implicit = [k for k in implicit if k != "windows"]  # price windows play no part in instruction tuning
         if implicit:
             print(
                 "CPU DEMONSTRATION: no CUDA GPU, so these defaults are shrunk to finish in minutes: "
@@ -329,7 +349,19 @@ def build_configs(args, cuda: bool):
         future=args.future,
         journal_dir=str(Path(args.output_dir) / "trades"),
     )
-    return data, model, lora, train, evaluation, trade
+    instruct = InstructConfig(
+        dataset_files=args.dataset_file,
+        template=args.prompt_template,
+        skip_bad_rows=args.skip_bad_rows,
+        eval_file=args.eval_file,
+        compare=args.compare,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.eval_batch_size or (64 if cuda else 8),
+        limit=args.eval_limit,
+        bootstrap=args.bootstrap,
+        run_name=args.eval_name,
+    )
+    return data, model, lora, train, evaluation, trade, instruct
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,13 +374,19 @@ def main(argv: list[str] | None = None) -> int:
         from stock_predictor import StockPredictor, print_forecast
 
         cuda = model.cuda_available()
-        data, model_cfg, lora, train, evaluation, trade = build_configs(args, cuda)
+        data, model_cfg, lora, train, evaluation, trade, instruct = build_configs(args, cuda)
         if args.execute and not args.trade:
             raise StockToolError("--execute only applies to --trade 1")
         import os
 
         newsapi_key = args.newsapi_key or os.environ.get("NEWSAPI_KEY") or None
         predictor = StockPredictor(data, model_cfg, lora, train, newsapi_key=newsapi_key)
+        if args.task == "instruct":
+            if args.train == 1:
+                predictor.train_instruct(instruct)
+            if args.train == 0 or args.eval_file:
+                predictor.compare(instruct)
+            return 0
         if args.train == 1:
             predictor.train()
         if args.evaluate:

@@ -341,8 +341,10 @@ def train(
     train_examples: list[dict],
     val_examples: list[dict],
     extra_config: dict,
+    extra_files: dict[str, str] | None = None,
 ) -> dict:
-    """Fine-tune with LoRA and save adapter, tokenizer and the resolved config to `cfg.model_dir`.
+    """Fine-tune with LoRA and save adapter, tokenizer and the resolved config to `cfg.model_dir`
+    (with `extra_files`, name → text, beside them).
 
     Returns training figures (losses, steps, useful tokens/s, peak GPU memory).
     """
@@ -469,7 +471,7 @@ def train(
         figures["val_loss"] = round(metrics["eval_loss"], 4)
     if cuda:
         figures["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    save_adapter(model, tokenizer, cfg, lora, settings, model_name, source, figures, extra_config)
+    save_adapter(model, tokenizer, cfg, lora, settings, model_name, source, figures, extra_config, extra_files)
     return figures
 
 
@@ -492,11 +494,15 @@ def _check_answer_only_loss(trainer) -> None:
     log.info("answer-only loss: %d of %d tokens (%.0f%%) carry loss", trained, real, 100 * trained / real)
 
 
-def save_adapter(model, tokenizer, cfg, lora, settings, model_name, source, figures, extra_config) -> None:
+def save_adapter(model, tokenizer, cfg, lora, settings, model_name, source, figures, extra_config, extra_files=None):
     out = Path(cfg.model_dir)
     staging = out.with_name(out.name + ".partial")
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    for name, text in (extra_files or {}).items():
+        (staging / name).write_text(text, encoding="utf-8")
+    weights = staging / "adapter_model.safetensors"
+    figures = figures | {"adapter_bytes": weights.stat().st_size if weights.is_file() else None}
     config = {
         "base_model": model_name,
         "base_model_source": source,
@@ -570,7 +576,7 @@ def load_for_inference(model_dir: str, adapter: bool = True) -> LoadedModel:
 
 
 def generate(
-    loaded: LoadedModel, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8, min_new_tokens: int = 0
+    loaded: LoadedModel, prompts: list, max_new_tokens: int, batch_size: int = 8, min_new_tokens: int = 0
 ) -> list[str]:
     """Greedy answers for chat prompts, batched with left padding. `min_new_tokens` (benchmarks) forces
     every answer to at least that length, so that batched and one-at-a-time runs do the same work."""
@@ -581,13 +587,18 @@ def generate(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     device = next(model.parameters()).device
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    # chat prompts go through the model's chat template; a plain string (e.g. Cornucopia's template) as is
+    texts = [
+        p if isinstance(p, str) else tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
+    plain = all(isinstance(p, str) for p in prompts)
     # similar lengths side by side: less padding per batch; answers go back in the callers' order
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     answers = [""] * len(texts)
     for i in range(0, len(order), batch_size):
         chunk = order[i : i + batch_size]
-        encoded = tokenizer([texts[j] for j in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+        encoded = tokenizer([texts[j] for j in chunk], return_tensors="pt", padding=True, add_special_tokens=plain)
         encoded = encoded.to(device)
         with torch.no_grad():
             output = model.generate(
@@ -698,3 +709,16 @@ def _LstmNet(features: int, hidden: int, layers: int, outputs: int):
             return self.head(output[:, -1])
 
     return LstmNet()
+
+
+def load_untuned(cfg: ModelConfig) -> LoadedModel:
+    """A base model without adapter (--model-name, or the default), ready to generate."""
+    cuda = cuda_available()
+    name = cfg.model_name or default_model_name(cuda)[0]
+    base, tokenizer = load_base(cfg, resolve_model_source(name), cuda)
+    if cuda:
+        from unsloth import FastLanguageModel
+
+        FastLanguageModel.for_inference(base)
+    base.eval()
+    return LoadedModel(base, tokenizer, cuda, {"base_model": name})

@@ -75,6 +75,23 @@ class EvalConfig:
     seed: int = 3407
 
 
+TRAIN_QUESTIONS = "train_questions.txt"  # beside an instruction adapter: fingerprints of its training questions
+
+
+@dataclass(frozen=True)
+class InstructConfig:
+    dataset_files: str | None = None  # training files, "a.jsonl,b.jsonl:0.5" (a weight multiplies a file's rows)
+    template: str = "chat"  # chat (the model's template) or cornucopia (the seed's plain template)
+    skip_bad_rows: bool = False
+    eval_file: str | None = None  # instructions to answer with each model of `compare`
+    compare: str | None = None  # "base,outputs/model,...": None means --model-dir alone
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    limit: int = 0  # the first N rows of eval_file (0: all)
+    bootstrap: int = 1000
+    run_name: str | None = None  # None: compare_<eval file stem> under --output-dir
+
+
 @dataclass(frozen=True)
 class TradeConfig:
     execute: bool = False  # False: a dry run that prints and journals the plan and sends nothing
@@ -508,6 +525,103 @@ class StockPredictor:
         print(f"    sent: {result.status or result.result}")
         return journal.append(decision, "sent", reply=result.raw)
 
+    # ----------------------------------------------------------------- financial instruction tuning
+
+    def train_instruct(self, cfg: InstructConfig) -> dict:
+        """LoRA on Alpaca / conversational / sentiment files mixed by weight; answer-only loss."""
+        import instructions as ins
+        import model
+
+        if not cfg.dataset_files:
+            raise StockToolError("--task instruct --train 1 needs --dataset-file a.jsonl[,b.jsonl:weight ...]")
+        model.check_quantization(self.model_cfg, model.cuda_available())
+        files, sources = [], {}
+        for path, weight in ins.parse_file_weights(cfg.dataset_files):
+            rows, skipped = ins.read_rows(path, cfg.skip_bad_rows)
+            files.append((rows, weight))
+            sources[path] = {"rows": len(rows), "weight": weight, "bad_rows_skipped": skipped}
+        mixed = ins.mix(files, self.lora_seed)
+        train, val = ins.split(mixed, self.data.val_fraction, self.lora_seed)
+        val = val[: self.data.max_val_examples]
+        print(
+            f"instructions: {len(mixed):,} rows from {len(files)} file(s) → {len(train):,} train / {len(val):,} "
+            f"validation (split by question); template {cfg.template}; "
+            + "; ".join(
+                f"{p}: {v['rows']:,} rows × {v['weight']:g}, {v['bad_rows_skipped']} bad skipped"
+                for p, v in sources.items()
+            )  # fmt: skip
+        )
+        extra = {"task": "instruct", "instruct": asdict(cfg), "sources": sources}
+        fingerprints = "".join(f"{f}\n" for f in sorted({ins.fingerprint(r) for r in train}))
+        figures = model.train(
+            self.model_cfg,
+            self.lora,
+            self.train_settings,
+            [ins.to_example(r, cfg.template) for r in train],
+            [ins.to_example(r, cfg.template) for r in val],
+            extra,
+            extra_files={TRAIN_QUESTIONS: fingerprints},
+        )
+        print("training: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+        print(f"adapter saved to {self.model_cfg.model_dir}")
+        return figures
+
+    def compare(self, cfg: InstructConfig) -> dict:
+        """Run each model of --compare over --eval-file: answers JSONL per model, scores with 95% intervals
+        where gold answers exist, and a side-by-side Markdown comparison. Refuses rows an adapter trained on."""
+        import instructions as ins
+        import model
+
+        if not cfg.eval_file:
+            raise StockToolError("--task instruct --train 0 needs --eval-file (instructions to answer)")
+        rows, skipped = ins.read_rows(cfg.eval_file, cfg.skip_bad_rows)
+        rows = rows[: cfg.limit] if cfg.limit else rows
+        names = [n.strip() for n in (cfg.compare or self.model_cfg.model_dir).split(",") if n.strip()]
+        adapters = [n for n in names if n != "base"]
+        for adapter in adapters:  # the overlap guard, before any model is loaded
+            seen_file = Path(adapter) / TRAIN_QUESTIONS
+            if not seen_file.is_file():
+                model.read_stock_config(adapter)  # a clear "no trained adapter" error when it is not one
+                raise StockToolError(f"{adapter} has no {TRAIN_QUESTIONS}: cannot prove the eval rows are unseen")
+            seen = set(seen_file.read_text(encoding="utf-8").split())
+            overlap = [r.origin for r in rows if ins.fingerprint(r) in seen]
+            if overlap:
+                raise StockToolError(
+                    f"{len(overlap)} of {len(rows)} eval rows were in {adapter}'s training data (e.g. {overlap[:3]}); "
+                    "score on rows kept apart"
+                )
+        base_cfg = self.model_cfg
+        if adapters and not self.model_cfg.model_name:
+            saved = model.read_stock_config(adapters[0])
+            base_cfg = replace(self.model_cfg, model_name=saved["base_model"])
+        out_dir = Path(self.train_settings.output_dir) / (cfg.run_name or f"compare_{Path(cfg.eval_file).stem}")
+        results = {}
+        for name in names:
+            loaded = model.load_untuned(base_cfg) if name == "base" else model.load_for_inference(name)
+            template = loaded.config.get("instruct", {}).get("template", cfg.template)
+            prompts = [ins.to_example(r, template)["prompt"] for r in rows]
+            answers = model.generate(loaded, prompts, cfg.max_new_tokens, batch_size=cfg.batch_size)
+            del loaded
+            self._release()
+            label = "base" if name == "base" else Path(name).name
+            write_jsonl(
+                out_dir / f"answers_{label}.jsonl",
+                [
+                    {"origin": r.origin, "question": r.question, "gold": r.gold or r.output, "answer": a, "model": name}
+                    for r, a in zip(rows, answers, strict=True)
+                ],  # fmt: skip
+            )
+            results[label] = {"model": name, "template": template, "scores": ins.score(rows, answers, cfg.bootstrap),
+                              "answers": answers}  # fmt: skip
+        write_json(out_dir / "scores.json", {k: {**v, "answers": None} for k, v in results.items()})
+        text = _comparison_markdown(cfg.eval_file, rows, results, skipped)
+        from utils import atomic_write_text
+
+        atomic_write_text(out_dir / "comparison.md", text)
+        print(text.split("\n## Side by side")[0])
+        print(f"comparison: {out_dir / 'comparison.md'}")
+        return results
+
     # ----------------------------------------------------------------- stage 5: evaluation
 
     def evaluate(self, cfg: EvalConfig, generators: dict | None = None) -> dict:
@@ -849,6 +963,33 @@ def _date(text: str, flag: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError as exc:
         raise StockToolError(f"{flag} {text!r} is not a date YYYY-MM-DD") from exc
+
+
+def _comparison_markdown(eval_file, rows, results: dict, skipped: int) -> str:
+    def ci(pair):
+        return f" [{pair[0]:.3f}, {pair[1]:.3f}]" if pair else ""
+
+    lines = [f"# Comparison on {eval_file}", "", f"{len(rows):,} rows ({skipped} bad rows skipped).", "",
+             "| model | task | n | score [95% CI] | notes |", "| --- | --- | ---: | ---: | --- |"]  # fmt: skip
+    for label, result in results.items():
+        for task, s in result["scores"].items():
+            if task == "free_text":
+                score, notes = f"ROUGE-L {s['rouge_l']:.3f}{ci(s['rouge_l_ci95'])}", ""
+            else:
+                score = f"accuracy {s['accuracy']:.3f}{ci(s['accuracy_ci95'])}"
+                notes = (
+                    f"macro-F1 {s['macro_f1']:.3f}; majority class {s['majority_class_accuracy']:.3f}; "
+                    f"{s['unlabelled_answers']} answers name no label"
+                    if task == "sentiment"
+                    else "exact letters"
+                )
+            lines.append(f"| {label} | {task} | {s['n']:,} | {score} | {notes} |")
+    lines += ["", "## Side by side", ""]
+    for i, row in enumerate(rows[:5]):
+        lines += [f"### {i + 1}. {row.question[:300]}", "", f"- gold: {(row.gold or row.output)[:300]}"]
+        lines += [f"- {label}: {result['answers'][i][:300]!r}" for label, result in results.items()]
+        lines.append("")
+    return "\n".join(lines) + "\n"
 
 
 def _is_common_stock(code: str) -> bool:

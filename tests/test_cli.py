@@ -34,7 +34,7 @@ def test_spec_arguments_reach_the_configs():
         "--optim adamw_torch --weight-decay 0.1 --lr-scheduler-type cosine --output-dir o --report-to none "
         "--max-seq-length 333 --model-dir m --year 2025 --month 3 --data-dir d".split()
     )
-    data, model_cfg, lora, train, _, _ = cli.build_configs(args, cuda=False)
+    data, model_cfg, lora, train, _, _, _ = cli.build_configs(args, cuda=False)
     assert (lora.rank, lora.lora_alpha, lora.lora_dropout, lora.random_state) == (8, 32, 0.05, 7)
     assert (train.batch_size, train.gradient_accumulation_steps, train.num_epochs, train.max_steps) == (3, 5, 2, 9)
     assert (train.learning_rate, train.logging_steps, train.optim, train.weight_decay) == (1e-4, 2, "adamw_torch", 0.1)
@@ -45,7 +45,7 @@ def test_spec_arguments_reach_the_configs():
 
 def test_gpu_defaults_follow_the_spec():
     args = cli.build_parser().parse_args(["--train", "1"])
-    _, model_cfg, _, train, _, _ = cli.build_configs(args, cuda=True)
+    _, model_cfg, _, train, _, _, _ = cli.build_configs(args, cuda=True)
     assert model_cfg.load_in_4bit and train.batch_size * train.gradient_accumulation_steps == 32
     assert train.max_steps == 60 and train.learning_rate == 2e-4 and train.warmup_steps == 5
 

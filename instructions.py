@@ -1,0 +1,268 @@
+"""Financial instruction data: loading (Alpaca, TRL conversational, sentiment rows), prompt templates,
+mixing, the overlap guard, and the scorers of a base-vs-tuned comparison.
+
+Pure functions except the file readers. The same `to_example` builds training examples and inference
+prompts, so a template is identical at training and at inference.
+
+Row kinds:
+- Alpaca: `instruction`, `input`, `output` (Cornucopia's format; exams add `choices`/`answer` letters);
+- TRL conversational: `messages` [{role, content}, ...], the last one the assistant's answer;
+- sentiment: `text`, `label`, `label_set` (turned into an instruction that lists the labels).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils import StockToolError
+
+# Cornucopia's plain template (seed 004), used as is at training and inference with --prompt-template cornucopia.
+CORNUCOPIA = "下面是一个问题，运用金融财经知识来正确回答问题。\n### 问题:\n{question}\n### 回答:\n"
+TEMPLATES = ("chat", "cornucopia")
+
+
+@dataclass(frozen=True)
+class Row:
+    instruction: str
+    input: str
+    output: str
+    kind: str  # alpaca, messages, sentiment
+    gold: str = ""  # exam letters (e.g. "BD") or a sentiment label; empty for free text
+    labels: tuple[str, ...] = ()
+    messages: tuple = ()  # the conversation before the answer, for TRL conversational rows
+    origin: str = ""  # file:line
+
+    @property
+    def question(self) -> str:
+        return self.instruction if not self.input else f"{self.instruction}\n{self.input}"
+
+    @property
+    def task(self) -> str:
+        if self.labels:
+            return "sentiment"
+        if self.gold and re.fullmatch(r"[A-F]+", self.gold):
+            return "multiple_choice"
+        return "free_text"
+
+
+def fingerprint(row: Row) -> str:
+    """The identity of a question for the overlap guard (answer excluded)."""
+    text = json.dumps([row.question.strip(), [list(m) for m in row.messages]], ensure_ascii=False)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def parse_row(record: dict, origin: str) -> Row:
+    """One JSON object → Row; a ValueError says what is missing."""
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    if "messages" in record:
+        messages = record["messages"]
+        if not isinstance(messages, list) or len(messages) < 2 or messages[-1].get("role") != "assistant":
+            raise ValueError("`messages` must be a list ending with the assistant's answer")
+        turns = tuple((str(m["role"]), str(m["content"])) for m in messages[:-1])
+        user = next((c for r, c in reversed(turns) if r == "user"), "")
+        return Row(user, "", str(messages[-1]["content"]), "messages", messages=turns, origin=origin)
+    if "text" in record and "label" in record:
+        labels = tuple(str(x) for x in record.get("label_set") or [])
+        if not labels or str(record["label"]) not in labels:
+            raise ValueError("a sentiment row needs `label_set` containing its `label`")
+        instruction = f"What is the sentiment of this text? Answer with one of: {', '.join(labels)}."
+        if any("\u4e00" <= ch <= "\u9fff" for ch in "".join(labels)):
+            instruction = f"判断以下文本的情感倾向，只回答其中之一：{'、'.join(labels)}。"
+        label = str(record["label"])
+        return Row(instruction, str(record["text"]), label, "sentiment", gold=label, labels=labels, origin=origin)
+    missing = [k for k in ("instruction", "output") if not isinstance(record.get(k), str)]
+    if missing:
+        raise ValueError(f"missing field(s) {missing} (Alpaca rows need instruction, input, output)")
+    gold = str(record.get("answer") or "") if record.get("choices") else ""
+    return Row(record["instruction"], str(record.get("input") or ""), record["output"], "alpaca", gold=gold,
+               origin=origin)  # fmt: skip
+
+
+def read_rows(path: str | Path, skip_bad_rows: bool = False) -> tuple[list[Row], int]:
+    """A JSON array or JSONL file → (rows, skipped). A bad row stops with its file and line, unless skipped."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StockToolError(f"cannot read dataset file {path}: {exc}") from exc
+    records: list[tuple[int, object]] = []
+    if text.lstrip().startswith("["):
+        try:
+            records = list(enumerate(json.loads(text), start=1))
+        except json.JSONDecodeError as exc:
+            raise StockToolError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    else:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append((number, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                if not skip_bad_rows:
+                    raise StockToolError(
+                        f"{path} line {number}: not valid JSON ({exc.msg}); fix it or pass --skip-bad-rows"
+                    ) from exc
+                records.append((number, None))
+    rows, skipped = [], 0
+    for number, record in records:
+        try:
+            if record is None:
+                raise ValueError("not valid JSON")
+            rows.append(parse_row(record, f"{path.name}:{number}"))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            if not skip_bad_rows:
+                raise StockToolError(f"{path} row {number}: {exc}; fix it or pass --skip-bad-rows") from exc
+            skipped += 1
+    if not rows:
+        raise StockToolError(f"{path}: no usable rows" + (f" ({skipped} bad rows skipped)" if skipped else ""))
+    return rows, skipped
+
+
+def parse_file_weights(text: str) -> list[tuple[str, float]]:
+    """'a.jsonl,b.jsonl:0.5' → [(path, weight)]; a weight multiplies a file's rows (0.5: a seeded half)."""
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        path, _, weight = part.rpartition(":") if re.search(r":[0-9.]+$", part) else (part, "", "1")
+        try:
+            w = float(weight)
+        except ValueError:
+            raise StockToolError(f"--dataset-file {part!r}: the weight after ':' is not a number") from None
+        if w <= 0:
+            raise StockToolError(f"--dataset-file {part!r}: the weight must be positive")
+        out.append((path, w))
+    if not out:
+        raise StockToolError("--dataset-file names no file")
+    return out
+
+
+def mix(files: list[tuple[list[Row], float]], seed: int) -> list[Row]:
+    """Rows of each file repeated int(weight) times plus a seeded sample of the fraction, then shuffled."""
+    rng = random.Random(seed)
+    mixed = []
+    for rows, weight in files:
+        whole, part = int(weight), weight - int(weight)
+        mixed += rows * whole + rng.sample(rows, round(len(rows) * part))
+    rng.shuffle(mixed)
+    return mixed
+
+
+def split(rows: list[Row], val_fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
+    """A seeded split by question, so that the same question never sits on both sides."""
+    by_question: dict[str, list[Row]] = {}
+    for row in rows:
+        by_question.setdefault(fingerprint(row), []).append(row)
+    keys = sorted(by_question)
+    random.Random(seed).shuffle(keys)
+    n_val = max(1, int(len(keys) * val_fraction)) if len(keys) > 1 else 0
+    val = [r for k in keys[:n_val] for r in by_question[k]]
+    train = [r for k in keys[n_val:] for r in by_question[k]]
+    return train, val
+
+
+def to_example(row: Row, template: str) -> dict:
+    """TRL prompt-completion: conversational for `chat` (the model's chat template adds its tokens),
+    plain text for `cornucopia`."""
+    if template == "cornucopia":
+        return {"prompt": CORNUCOPIA.format(question=row.question), "completion": row.output}
+    prompt = [{"role": r, "content": c} for r, c in row.messages] or [{"role": "user", "content": row.question}]
+    return {"prompt": prompt, "completion": [{"role": "assistant", "content": row.output}]}
+
+
+# --------------------------------------------------------------------------- scorers (pure)
+
+
+def choice_letters(answer: str) -> str:
+    """The letters an answer commits to: a leading run like 'BD', 'B、D' or '答案：B' (sorted, unique)."""
+    text = answer.strip().upper()
+    match = re.match(r"^(?:答案[是为：:]*\s*|ANSWER[:：]?\s*)?([A-F](?:[\s,、，和及]*[A-F])*)(?![A-Z])", text)
+    return "".join(sorted(set(re.findall(r"[A-F]", match[1])))) if match else ""
+
+
+def sentiment_label(answer: str, labels: tuple[str, ...]) -> str:
+    """The label the answer names first (case-insensitive); '' when it names none."""
+    text = answer.lower()
+    found = [(text.find(label.lower()), label) for label in labels if label.lower() in text]
+    return min(found)[1] if found else ""
+
+
+def _tokens(text: str) -> list[str]:
+    """Characters for Chinese, lower-cased words otherwise (ROUGE-L on either)."""
+    return re.findall(r"[\u4e00-\u9fff]|[a-z0-9]+", text.lower())
+
+
+def rouge_l(candidate: str, reference: str) -> float:
+    """ROUGE-L F1 from the longest common subsequence of tokens."""
+    a, b = _tokens(candidate), _tokens(reference)
+    if not a or not b:
+        return 0.0
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(a), lcs / len(b)
+    return 2 * precision * recall / (precision + recall)
+
+
+def macro_f1(gold: list[str], predicted: list[str], labels: tuple[str, ...]) -> float:
+    scores = []
+    for label in labels:
+        tp = sum(g == label and p == label for g, p in zip(gold, predicted, strict=True))
+        fp = sum(g != label and p == label for g, p in zip(gold, predicted, strict=True))
+        fn = sum(g == label and p != label for g, p in zip(gold, predicted, strict=True))
+        scores.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0) -> list[float] | None:
+    """95% percentile interval of the mean over rows resampled with replacement."""
+    if len(values) < 2:
+        return None
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
+    return [means[int(0.025 * n_boot)], means[min(n_boot - 1, math.ceil(0.975 * n_boot) - 1)]]
+
+
+def score(rows: list[Row], answers: list[str], n_boot: int = 1000) -> dict:
+    """Per task: accuracy (exams: exact letters; sentiment: label) or ROUGE-L, with 95% intervals."""
+    out: dict = {}
+    for task in ("multiple_choice", "sentiment", "free_text"):
+        pairs = [(r, a) for r, a in zip(rows, answers, strict=True) if r.task == task]
+        if not pairs:
+            continue
+        if task == "multiple_choice":
+            hits = [float(choice_letters(a) == "".join(sorted(set(r.gold)))) for r, a in pairs]
+            out[task] = {"n": len(hits), "accuracy": sum(hits) / len(hits), "accuracy_ci95": bootstrap_ci(hits, n_boot)}
+        elif task == "sentiment":
+            predicted = [sentiment_label(a, r.labels) for r, a in pairs]
+            hits = [float(p == r.gold) for (r, _), p in zip(pairs, predicted, strict=True)]
+            labels = tuple(sorted({label for r, _ in pairs for label in r.labels}))
+            majority = max(labels, key=lambda label: sum(r.gold == label for r, _ in pairs))
+            out[task] = {
+                "n": len(hits),
+                "accuracy": sum(hits) / len(hits),
+                "accuracy_ci95": bootstrap_ci(hits, n_boot),
+                "macro_f1": macro_f1([r.gold for r, _ in pairs], predicted, labels),
+                "majority_class_accuracy": sum(r.gold == majority for r, _ in pairs) / len(pairs),
+                "unlabelled_answers": sum(p == "" for p in predicted),
+            }
+        else:
+            values = [rouge_l(a, r.output) for r, a in pairs]
+            out[task] = {
+                "n": len(values),
+                "rouge_l": sum(values) / len(values),
+                "rouge_l_ci95": bootstrap_ci(values, n_boot),
+            }
+    return out
