@@ -251,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--compare", default=None, help="models to run over --eval-file: base,<adapter dir>,... ")
     ins.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit")
     ins.add_argument("--eval-limit", type=int, default=0, help="only the first N rows of --eval-file (0: all)")
+    ins.add_argument(
+        "--build-events",
+        type=_flag01,
+        default=False,
+        help="1: build <data-dir>/events.sqlite from stored news and prices, and instructions from it",
+    )
+    ins.add_argument("--instruct-mix", default="news:0.6,market:0.4", help="shares of news-impact / market rows")
+    ins.add_argument("--instruct-rows", type=int, default=2000, help="instructions built at most")
 
     p.add_argument("--verbose", action="store_true", help="debug logging")
     return p
@@ -381,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
 
         newsapi_key = args.newsapi_key or os.environ.get("NEWSAPI_KEY") or None
         predictor = StockPredictor(data, model_cfg, lora, train, newsapi_key=newsapi_key)
+        if args.build_events:
+            predictor.build_events(args.instruct_mix, args.instruct_rows)
+            if args.task != "instruct":
+                return 0
         if args.task == "instruct":
             if args.train == 1:
                 predictor.train_instruct(instruct)

@@ -608,3 +608,49 @@ def collect_market_days(client: ExchangeClient, directory: Path, end: dt.date, d
     if len(frames) < days:
         raise StockToolError(f"found only {len(frames)} trading day(s) of market-wide data before {end}")
     return pd.concat(frames[::-1], ignore_index=True)
+
+
+# --------------------------------------------------------------------------- TAIEX (the market's return)
+
+
+def parse_fmtqik(body: dict) -> pd.Series:
+    """TWSE FMTQIK (a month of market statistics) → TAIEX closes by date."""
+    if body.get("stat") != "OK":
+        raise ExchangeUnavailable(f"TWSE answered stat={body.get('stat')!r} for FMTQIK")
+    fields = body.get("fields") or []
+    day, close = _column(fields, "日期"), _column(fields, "發行量加權股價指數")
+    values = {}
+    for row in body.get("data", []):
+        y, m, d = (int(x) for x in str(row[day]).split("/"))
+        values[pd.Timestamp(dt.date(y + 1911, m, d))] = _to_number(row[close])
+    return pd.Series(values, name="Close", dtype=float).sort_index()
+
+
+def update_taiex(directory: Path, start: dt.date, end: dt.date, client: ExchangeClient | None) -> pd.Series | None:
+    """TAIEX closes from `<directory>/TAIEX.csv` (date, close[, ...]), months missing fetched from FMTQIK when
+    online and written back. None when there is neither a file nor a client."""
+    path = Path(directory) / "TAIEX.csv"
+    series = pd.Series(dtype=float, name="Close")
+    if path.is_file():
+        raw = pd.read_csv(path, dtype={"date": str})
+        if not {"date", "close"} <= set(raw.columns):
+            raise StockToolError(f"{path} needs columns date and close")
+        series = pd.Series(pd.to_numeric(raw["close"], errors="coerce").to_numpy(),
+                           index=pd.DatetimeIndex(pd.to_datetime(raw["date"])), name="Close").dropna()  # fmt: skip
+    if client is not None:
+        have = {(d.year, d.month) for d in series.index}
+        today = taipei_today()
+        wanted = [
+            (y, m)
+            for y, m in month_range(start, min(end, today))
+            if (y, m) not in have or (y, m) == (today.year, today.month)
+        ]
+        for y, m in wanted:
+            body = client._request(client.twse_url.rstrip("/") + "/exchangeReport/FMTQIK",
+                                   {"date": f"{y}{m:02d}01", "response": "json"})  # fmt: skip
+            month = parse_fmtqik(body)
+            series = pd.concat([series[~((series.index.year == y) & (series.index.month == m))], month]).sort_index()
+        if wanted and os.access(path.parent if path.parent.exists() else Path("."), os.W_OK):
+            out = pd.DataFrame({"date": series.index.strftime("%Y-%m-%d"), "close": series.to_numpy()})
+            atomic_write_text(path, out.to_csv(index=False))
+    return series if len(series) else None

@@ -527,6 +527,50 @@ class StockPredictor:
 
     # ----------------------------------------------------------------- financial instruction tuning
 
+    def build_events(self, mix: str = "news:0.6,market:0.4", rows: int = 2000) -> dict:
+        """The events database from stored news and prices, then news-impact and market-analysis instructions.
+
+        Writes `<data-dir>/events.sqlite` (rebuilt whole, atomically) and
+        `<data-dir>/instructions/events_instructions.jsonl`, ready for `--task instruct --dataset-file`.
+        """
+        import events
+
+        weights = _parse_mix(mix)
+        companies = self.companies()
+        prices = self.fetch_prices(companies)
+        self.collect_news(companies)
+        start, end = self.date_range()
+        taiex = market_data.update_taiex(self.cache.directory, start, end, self.client() if self.data.offline is False
+                                         and isinstance(self.client(), ExchangeClient) else None)  # fmt: skip
+        if taiex is None:
+            log.warning(
+                "no TAIEX closes (%s/TAIEX.csv, or online): market returns are left empty", self.cache.directory
+            )
+        store = self.news_store()
+        items = []
+        for company in companies:
+            for article in store.articles(company.code, ("zh", "en")):
+                items.append({**article, "code": company.code})
+        if not items:
+            raise StockToolError(
+                f"no stored news for these companies in {store.directory}: collect it (NEWSAPI_KEY) or import "
+                "headlines with --news-csv first"
+            )
+        db_path = self._store_dir("events.sqlite")
+        counts = events.build(db_path, items, prices, taiex)
+        names = {c.code: c.name_zh for c in companies}
+        built = events.build_instructions(
+            events.read_impacts(db_path), prices, taiex, names, weights, rows, self.lora_seed
+        )
+        out = self._store_dir("instructions") / "events_instructions.jsonl"
+        write_jsonl(out, built)
+        kinds = {k: sum(r["kind"] == k for r in built) for k in ("news_impact", "market_analysis")}
+        print(
+            f"events: {counts['events']:,} news items, {counts['impacts']:,} impacts (windows 1/5/20) → {db_path}; "
+            f"instructions: {kinds['news_impact']:,} news-impact + {kinds['market_analysis']:,} market-analysis → {out}"
+        )
+        return {"db": db_path, "instructions": out, **counts, **kinds}
+
     def train_instruct(self, cfg: InstructConfig) -> dict:
         """LoRA on Alpaca / conversational / sentiment files mixed by weight; answer-only loss."""
         import instructions as ins
@@ -963,6 +1007,22 @@ def _date(text: str, flag: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError as exc:
         raise StockToolError(f"{flag} {text!r} is not a date YYYY-MM-DD") from exc
+
+
+def _parse_mix(text: str) -> dict:
+    """'news:0.6,market:0.4' → {"news": 0.6, "market": 0.4}."""
+    out = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        kind, _, weight = part.partition(":")
+        if kind not in ("news", "market"):
+            raise StockToolError(f"--instruct-mix {part!r}: kinds are news and market (earnings needs data we lack)")
+        try:
+            out[kind] = float(weight)
+        except ValueError:
+            raise StockToolError(f"--instruct-mix {part!r}: the share after ':' is not a number") from None
+    if not out or sum(out.values()) <= 0:
+        raise StockToolError("--instruct-mix needs a positive share, e.g. news:0.6,market:0.4")
+    return out
 
 
 def _comparison_markdown(eval_file, rows, results: dict, skipped: int) -> str:
