@@ -44,6 +44,8 @@ class Row:
 
     @property
     def task(self) -> str:
+        if self.kind == "forecaster":
+            return "forecaster"
         if self.labels:
             return "sentiment"
         if self.gold and re.fullmatch(r"[A-F]+", self.gold):
@@ -68,6 +70,9 @@ def parse_row(record: dict, origin: str) -> Row:
         turns = tuple((str(m["role"]), str(m["content"])) for m in messages[:-1])
         user = next((c for r, c in reversed(turns) if r == "user"), "")
         return Row(user, "", str(messages[-1]["content"]), "messages", messages=turns, origin=origin)
+    if "movement" in record:  # a news-driven analysis row: gold bin, last week's bin (persistence)
+        return Row(str(record["prompt"]), "", str(record.get("answer") or ""), "forecaster",
+                   gold=str(record["movement"]), labels=(str(record["last_movement"]),), origin=origin)  # fmt: skip
     if "text" in record and "label" in record:
         labels = tuple(str(x) for x in record.get("label_set") or [])
         if not labels or str(record["label"]) not in labels:
@@ -238,6 +243,9 @@ def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0) -> list
 def score(rows: list[Row], answers: list[str], n_boot: int = 1000) -> dict:
     """Per task: accuracy (exams: exact letters; sentiment: label) or ROUGE-L, with 95% intervals."""
     out: dict = {}
+    forecaster = [(r, a) for r, a in zip(rows, answers, strict=True) if r.task == "forecaster"]
+    if forecaster:
+        out["forecaster"] = forecaster_scores([r for r, _ in forecaster], [a for _, a in forecaster])
     for task in ("multiple_choice", "sentiment", "free_text"):
         pairs = [(r, a) for r, a in zip(rows, answers, strict=True) if r.task == task]
         if not pairs:
@@ -266,3 +274,87 @@ def score(rows: list[Row], answers: list[str], n_boot: int = 1000) -> dict:
                 "rouge_l_ci95": bootstrap_ci(values, n_boot),
             }
     return out
+
+
+# ------------------------------------------------------------------ news-driven analysis (FinGPT-Forecaster style)
+
+SECTIONS = ("[Positive Developments]:", "[Potential Concerns]:", "[Prediction & Analysis]:")
+
+
+def movement_bin(ret: float) -> str:
+    """FinGPT-Forecaster's bins: U1…U5 / D1…D5 by whole percent, U5+ / D5+ beyond 5%."""
+    pct = abs(ret) * 100
+    side = "U" if ret >= 0 else "D"
+    return f"{side}5+" if pct >= 5 else f"{side}{int(pct) + 1}"
+
+
+def bin_words(label: str) -> str:
+    direction = "Up" if label[0] == "U" else "Down"
+    return f"{direction} by more than 5%" if label.endswith("+") else f"{direction} by {int(label[1]) - 1}-{label[1]}%"
+
+
+def _bin_index(label: str) -> int:
+    size = 6 if label.endswith("+") else int(label[1])
+    return size if label[0] == "U" else -size
+
+
+def parse_prediction(answer: str) -> str | None:
+    """The bin an answer predicts ('Prediction: Up by 2-3%' → 'U3'), or None without a readable prediction."""
+    match = re.search(r"Prediction:\s*(Up|Down)\s+by\s+(?:more than\s+5\s*%|(\d)\s*-\s*(\d)\s*%)", answer, re.I)
+    if not match:
+        return None
+    side = "U" if match[1].lower() == "up" else "D"
+    return f"{side}5+" if match[2] is None else f"{side}{int(match[3])}"
+
+
+def sections_valid(answer: str) -> bool:
+    """All three sections, in order, and a readable prediction."""
+    positions = [answer.find(s) for s in SECTIONS]
+    return all(p >= 0 for p in positions) and positions == sorted(positions) and parse_prediction(answer) is not None
+
+
+def forecaster_prompt(name: str, code: str, weeks: list[dict], next_week: tuple[str, str]) -> str:
+    """Company introduction, the past weeks' moves and each week's headlines (as of its end), then the ask.
+
+    `weeks`: [{"start", "end", "open_close": (first, last close), "headlines": [str]}], oldest first.
+    """
+    lines = [f"[Company Introduction]:\n{name} (stock code {code}) is listed in Taiwan.", ""]
+    for w in weeks:
+        first, last = w["open_close"]
+        verb = "increased" if last >= first else "decreased"
+        lines.append(f"From {w['start']} to {w['end']}, {name}'s stock price {verb} from {first:g} to {last:g}. "
+                     "Company news during this period are listed below:")  # fmt: skip
+        lines += [f"[Headline]: {h}" for h in w["headlines"]] or ["[Headline]: (none)"]
+        lines.append("")
+    lines.append(
+        f"Based on all the information before {next_week[0]}, let's first analyze the positive developments and "
+        f"potential concerns for {name}. Come up with 2-4 most important factors respectively and keep them "
+        "concise. Most factors should be inferred from company related news. Then make your prediction of the "
+        f"{name} stock price movement for next week ({next_week[0]} to {next_week[1]}). Provide a summary "
+        "analysis to support your prediction."
+    )
+    return "\n".join(lines)
+
+
+def forecaster_scores(rows: list[Row], answers: list[str]) -> dict:
+    """Up/down accuracy against the majority class, bin error against persistence, section validity, ROUGE-L."""
+    n = len(rows)
+    predicted = [parse_prediction(a) for a in answers]
+    valid = [sections_valid(a) for a in answers]
+    right = [p is not None and p[0] == r.gold[0] for r, p in zip(rows, predicted, strict=True)]
+    ups = sum(r.gold[0] == "U" for r in rows)
+    bin_errors = [abs(_bin_index(p) - _bin_index(r.gold)) for r, p in zip(rows, predicted, strict=True) if p]
+    persistence = [abs(_bin_index(r.labels[0]) - _bin_index(r.gold)) for r in rows if r.labels]
+    with_reference = [(r, a) for r, a in zip(rows, answers, strict=True) if r.output]
+    return {
+        "n": n,
+        "section_validity": sum(valid) / n,
+        "direction_accuracy": sum(right) / n,  # an unreadable prediction counts as wrong
+        "direction_accuracy_ci95": bootstrap_ci([float(x) for x in right]),
+        "majority_class_accuracy": max(ups, n - ups) / n,
+        "mean_bin_error": sum(bin_errors) / len(bin_errors) if bin_errors else None,
+        "persistence_mean_bin_error": sum(persistence) / len(persistence) if persistence else None,
+        "rouge_l": sum(rouge_l(a, r.output) for r, a in with_reference) / len(with_reference)
+        if with_reference
+        else None,
+    }

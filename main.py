@@ -257,6 +257,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         help="1: build <data-dir>/events.sqlite from stored news and prices, and instructions from it",
     )
+    ins.add_argument(
+        "--build-forecaster",
+        type=_flag01,
+        default=False,
+        help="1: news-driven analysis rows (FinGPT-Forecaster style) with answers from --teacher-url",
+    )
+    ins.add_argument("--teacher-url", default=None, help="OpenAI-compatible base URL (key: $TEACHER_API_KEY)")
+    ins.add_argument("--teacher-model", default=None, help="the teacher's model name")
+    ins.add_argument("--forecaster-weeks", type=int, default=4, help="past weeks in each prompt")
+    ins.add_argument("--forecaster-samples", type=int, default=200, help="samples (company-weeks) at most")
     ins.add_argument("--instruct-mix", default="news:0.6,market:0.4", help="shares of news-impact / market rows")
     ins.add_argument("--instruct-rows", type=int, default=2000, help="instructions built at most")
 
@@ -389,6 +399,15 @@ def main(argv: list[str] | None = None) -> int:
 
         newsapi_key = args.newsapi_key or os.environ.get("NEWSAPI_KEY") or None
         predictor = StockPredictor(data, model_cfg, lora, train, newsapi_key=newsapi_key)
+        if args.build_forecaster:
+            import teacher
+
+            if not args.teacher_url or not args.teacher_model:
+                raise StockToolError("--build-forecaster 1 needs --teacher-url and --teacher-model")
+            client = teacher.TeacherClient(args.teacher_url, args.teacher_model)
+            predictor.build_forecaster(client, args.forecaster_weeks, args.forecaster_samples)
+            if args.task != "instruct" and not args.build_events:
+                return 0
         if args.build_events:
             predictor.build_events(args.instruct_mix, args.instruct_rows)
             if args.task != "instruct":

@@ -571,6 +571,97 @@ class StockPredictor:
         )
         return {"db": db_path, "instructions": out, **counts, **kinds}
 
+    def build_forecaster(self, teacher, weeks: int = 4, samples: int = 200) -> dict:
+        """News-driven analysis rows (FinGPT-Forecaster style): past weeks' moves and headlines → three sections.
+
+        The teacher sees the real next-week movement, so every training answer's prediction is what happened;
+        answers whose sections or prediction disagree are rejected and counted. Answers are cached as they come
+        (a rerun resumes); the dataset files are written only when every sample has an answer.
+        """
+        import hashlib as _hashlib
+        import random
+
+        import instructions as ins
+
+        companies = self.companies()
+        prices = self.fetch_prices(companies)
+        self.collect_news(companies)
+        store = self.news_store()
+        candidates = []
+        for company in companies:
+            frame = prices[company.code]
+            articles = store.articles(company.code, ("zh", "en"))
+            by_week = [g for _, g in frame.groupby([frame.index.isocalendar().year, frame.index.isocalendar().week])]
+            for k in range(weeks, len(by_week)):
+                past, nxt = by_week[k - weeks : k], by_week[k]
+                described = []
+                for week in past:
+                    start, end = week.index[0].date(), week.index[-1].date()
+                    heads = [a["title"] for a in sorted(articles, key=lambda a: a["taipei_time"], reverse=True)
+                             if start <= a["taipei_date"] <= end][:5]  # fmt: skip
+                    closes = (float(week["Close"].iloc[0]), float(week["Close"].iloc[-1]))
+                    described.append({"start": f"{start}", "end": f"{end}", "headlines": heads, "open_close": closes})
+                last_close = float(past[-1]["Close"].iloc[-1])
+                before_last = float(past[-2]["Close"].iloc[-1]) if weeks > 1 else float(past[-1]["Close"].iloc[0])
+                prompt = ins.forecaster_prompt(
+                    company.name_zh, company.code, described,
+                    (f"{nxt.index[0]:%Y-%m-%d}", f"{nxt.index[-1]:%Y-%m-%d}"),
+                )  # fmt: skip
+                candidates.append({
+                    "code": company.code, "week_end": f"{nxt.index[-1]:%Y-%m-%d}", "prompt": prompt,
+                    "movement": ins.movement_bin(float(nxt["Close"].iloc[-1]) / last_close - 1),
+                    "last_movement": ins.movement_bin(last_close / before_last - 1),
+                    "news": sum(len(d["headlines"]) for d in described),
+                })  # fmt: skip
+        if not candidates:
+            raise StockToolError(
+                f"too little history for {weeks} past weeks plus one; start earlier with --year/--month"
+            )
+        chosen = random.Random(self.lora_seed).sample(candidates, min(samples, len(candidates)))
+        chosen.sort(key=lambda c: (c["week_end"], c["code"]))
+        directory = self._store_dir("instructions")
+        cache = AnswerCache(directory / "forecaster_teacher_cache.jsonl", f"teacher:{teacher.url}:{teacher.model}")
+        system = (
+            "You are a seasoned stock market analyst. Answer in exactly this format:\n"
+            "[Positive Developments]:\n1. ...\n[Potential Concerns]:\n1. ...\n[Prediction & Analysis]:\n"
+            "Prediction: Up/Down by X-Y% (or by more than 5%)\nAnalysis: ..."
+        )
+        failures, rows, rejected = [], [], 0
+        for c in chosen:
+            hint = (f"{c['prompt']}\n\n(For the writer only, never mention it: next week the stock actually moved "
+                    f"{ins.bin_words(c['movement'])}. Your prediction line must read 'Prediction: "
+                    f"{ins.bin_words(c['movement'])}'.)")  # fmt: skip
+            key = _hashlib.sha1(f"{cache.identity}|{hint}".encode()).hexdigest()
+            if key not in cache.answers:
+                try:
+                    cache.add([key], [teacher.chat(system, hint)])
+                except StockToolError as exc:
+                    failures.append(str(exc))
+                    break  # the endpoint is down: stop, keep what is cached, report
+            answer = cache.answers[key]
+            if ins.sections_valid(answer) and ins.parse_prediction(answer) == c["movement"]:
+                rows.append(
+                    {k: c[k] for k in ("prompt", "movement", "last_movement", "code", "week_end")} | {"answer": answer}
+                )
+            else:
+                rejected += 1
+        if failures:
+            raise StockToolError(
+                f"the teacher failed ({failures[0]}); {len(cache.answers):,} answers are cached in {cache.path} and no "
+                "dataset was written: rerun to resume"
+            )
+        cut = sorted(r["week_end"] for r in rows)[int(len(rows) * (1 - self.data.val_fraction))] if rows else ""
+        train = [r for r in rows if r["week_end"] < cut]
+        test = [r for r in rows if r["week_end"] >= cut]
+        write_jsonl(directory / "forecaster_train.jsonl", train)
+        write_jsonl(directory / "forecaster_test.jsonl", test)
+        print(
+            f"forecaster: {len(chosen):,} samples ({sum(c['news'] > 0 for c in chosen):,} with headlines), "
+            f"{teacher.calls} teacher call(s), {rejected} answer(s) rejected (format or prediction); "
+            f"{len(train):,} train / {len(test):,} test (test weeks from {cut}) → {directory}"
+        )
+        return {"train": len(train), "test": len(test), "rejected": rejected, "calls": teacher.calls}
+
     def train_instruct(self, cfg: InstructConfig) -> dict:
         """LoRA on Alpaca / conversational / sentiment files mixed by weight; answer-only loss."""
         import instructions as ins

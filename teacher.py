@@ -1,0 +1,54 @@
+"""A teacher model behind any OpenAI-compatible chat endpoint (`POST {url}/chat/completions`).
+
+Used to write the training answers of the news-driven analysis dataset. The key comes from
+TEACHER_API_KEY and is sent only as the Authorization header. Calls have a timeout and
+are retried with backoff (a chat completion has no side effect), and every answer is cached by the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from utils import StockToolError
+
+
+@dataclass
+class TeacherClient:
+    url: str
+    model: str
+    api_key: str = field(default_factory=lambda: os.environ.get("TEACHER_API_KEY", ""), repr=False)
+    timeout: float = 120.0
+    retries: int = 3
+    backoff: float = 5.0
+    sleep: object = None  # None: time.sleep
+    calls: int = 0
+
+    def chat(self, system: str, user: str) -> str:
+        import requests
+
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        body = {"model": self.model, "temperature": 0,
+                "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]}  # fmt: skip
+        last = "no attempt"
+        for attempt in range(self.retries):
+            if attempt:
+                (self.sleep or time.sleep)(self.backoff * 2 ** (attempt - 1))
+            self.calls += 1
+            try:
+                response = requests.post(f"{self.url.rstrip('/')}/chat/completions", json=body, headers=headers,
+                                         timeout=self.timeout)  # fmt: skip
+            except requests.RequestException as exc:
+                last = type(exc).__name__
+                continue
+            if response.status_code in (401, 403):
+                raise StockToolError(f"the teacher endpoint refused the key (HTTP {response.status_code})")
+            if response.status_code != 200:
+                last = f"HTTP {response.status_code}"
+                continue
+            try:
+                return str(response.json()["choices"][0]["message"]["content"])
+            except (ValueError, KeyError, IndexError, TypeError):
+                last = "a reply that is not a chat completion"
+        raise StockToolError(f"the teacher endpoint {self.url} failed {self.retries} time(s): {last}")
