@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -389,48 +390,15 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         import model
-        from stock_predictor import StockPredictor, print_forecast
+        from stock_predictor import StockPredictor
 
         cuda = model.cuda_available()
         data, model_cfg, lora, train, evaluation, trade, instruct = build_configs(args, cuda)
         if args.execute and not args.trade:
             raise StockToolError("--execute only applies to --trade 1")
-        import os
-
         newsapi_key = args.newsapi_key or os.environ.get("NEWSAPI_KEY") or None
         predictor = StockPredictor(data, model_cfg, lora, train, newsapi_key=newsapi_key)
-        if args.build_forecaster:
-            import teacher
-
-            if not args.teacher_url or not args.teacher_model:
-                raise StockToolError("--build-forecaster 1 needs --teacher-url and --teacher-model")
-            client = teacher.TeacherClient(args.teacher_url, args.teacher_model)
-            predictor.build_forecaster(client, args.forecaster_weeks, args.forecaster_samples)
-            if args.task != "instruct" and not args.build_events:
-                return 0
-        if args.build_events:
-            predictor.build_events(args.instruct_mix, args.instruct_rows)
-            if args.task != "instruct":
-                return 0
-        if args.task == "instruct":
-            if args.train == 1:
-                predictor.train_instruct(instruct)
-            if args.train == 0 or args.eval_file:
-                predictor.compare(instruct)
-            return 0
-        if args.train == 1:
-            predictor.train()
-        if args.evaluate:
-            predictor.evaluate(evaluation)
-        if args.trade:
-            import stock_api
-
-            predictor.trade(trade, stock_api.Credentials.from_env(args.api_account, args.api_password))
-        if args.train == 1 or args.evaluate or args.trade:
-            return 0
-        result = predictor.inference(code=args.code, past=args.past, future=args.future, context=args.context)
-        print_forecast(result)
-        return 0 if result.ok else 3
+        return dispatch(args, predictor, evaluation, trade, instruct)
     except StockToolError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -440,6 +408,46 @@ def main(argv: list[str] | None = None) -> int:
             hint = "; today's journal shows what was sent: a rerun never resends an order marked sending or sent"
         print("interrupted" + hint, file=sys.stderr)
         return 130
+
+
+def dispatch(args, predictor, evaluation, trade, instruct) -> int:
+    """Run the stages the flags ask for, in pipeline order."""
+    from stock_predictor import print_forecast
+    from utils import StockToolError
+
+    built = False
+    if args.build_forecaster:
+        import teacher
+
+        if not args.teacher_url or not args.teacher_model:
+            raise StockToolError("--build-forecaster 1 needs --teacher-url and --teacher-model")
+        predictor.build_forecaster(teacher.TeacherClient(args.teacher_url, args.teacher_model),
+                                   args.forecaster_weeks, args.forecaster_samples)  # fmt: skip
+        built = True
+    if args.build_events:
+        predictor.build_events(args.instruct_mix, args.instruct_rows)
+        built = True
+    if args.task == "instruct":
+        if args.train == 1:
+            predictor.train_instruct(instruct)
+        if args.eval_file or (args.train == 0 and not built):
+            predictor.compare(instruct)
+        return 0
+    if built and args.train == 0:
+        return 0
+    if args.train == 1:
+        predictor.train()
+    if args.evaluate:
+        predictor.evaluate(evaluation)
+    if args.trade:
+        import stock_api
+
+        predictor.trade(trade, stock_api.Credentials.from_env(args.api_account, args.api_password))
+    if args.train == 1 or args.evaluate or args.trade:
+        return 0
+    result = predictor.inference(code=args.code, past=args.past, future=args.future, context=args.context)
+    print_forecast(result)
+    return 0 if result.ok else 3
 
 
 if __name__ == "__main__":
