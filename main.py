@@ -276,8 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_configs(args, cuda: bool):
+    from instruct_tasks import InstructConfig
     from model import LoraSettings, ModelConfig, TrainSettings
-    from stock_predictor import DataConfig, EvalConfig, InstructConfig, TradeConfig
+    from stock_predictor import DataConfig, TradeConfig
+    from walk_forward import EvalConfig
 
     defaults = GPU_DEFAULTS if cuda else CPU_DEMO_DEFAULTS
     chosen = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}

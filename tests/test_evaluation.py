@@ -13,7 +13,8 @@ import dataset
 import evaluation as ev
 import main as cli
 from dataset import WindowType
-from stock_predictor import DataConfig, EvalConfig, StockPredictor, training_windows
+from stock_predictor import DataConfig, StockPredictor
+from walk_forward import EvalConfig, training_windows
 
 
 def frame_of(closes, start="2026-03-02", volume=1000.0) -> pd.DataFrame:

@@ -1,0 +1,309 @@
+"""Financial instruction tuning as pipeline stages: the events database and its instructions, the
+teacher-built news-analysis dataset, LoRA on instruction files, and the base-vs-tuned comparison.
+
+Each function takes the `StockPredictor` for the shared stages (companies, prices, news, model settings);
+the data handling and scoring themselves are in `instructions.py` and `events.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import market_data
+from market_data import ExchangeClient
+from utils import StockToolError, atomic_write_text, write_json, write_jsonl
+from walk_forward import AnswerCache
+
+log = logging.getLogger("stock.instruct")
+
+TRAIN_QUESTIONS = "train_questions.txt"  # beside an instruction adapter: fingerprints of its training questions
+
+
+@dataclass(frozen=True)
+class InstructConfig:
+    dataset_files: str | None = None  # training files, "a.jsonl,b.jsonl:0.5" (a weight multiplies a file's rows)
+    template: str = "chat"  # chat (the model's template) or cornucopia (the seed's plain template)
+    skip_bad_rows: bool = False
+    eval_file: str | None = None  # instructions to answer with each model of `compare`
+    compare: str | None = None  # "base,outputs/model,...": None means --model-dir alone
+    max_new_tokens: int = 256
+    batch_size: int = 8
+    limit: int = 0  # the first N rows of eval_file (0: all)
+    bootstrap: int = 1000
+    run_name: str | None = None  # None: compare_<eval file stem> under --output-dir
+
+
+def build_events(predictor, mix: str = "news:0.6,market:0.4", rows: int = 2000) -> dict:
+    """The events database from stored news and prices, then news-impact and market-analysis instructions.
+
+    Writes `<data-dir>/events.sqlite` (rebuilt whole, atomically) and
+    `<data-dir>/instructions/events_instructions.jsonl`, ready for `--task instruct --dataset-file`.
+    """
+    import events
+
+    weights = _parse_mix(mix)
+    companies = predictor.companies()
+    prices = predictor.fetch_prices(companies)
+    predictor.collect_news(companies)
+    start, end = predictor.date_range()
+    exchange = predictor.client() if isinstance(predictor.client(), ExchangeClient) else None  # None offline
+    taiex = market_data.update_taiex(predictor.cache.directory, start, end, exchange)
+    if taiex is None:
+        log.warning(
+            "no TAIEX closes (%s/TAIEX.csv, or online): market returns are left empty", predictor.cache.directory
+        )
+    store = predictor.news_store()
+    items = []
+    for company in companies:
+        for article in store.articles(company.code, ("zh", "en")):
+            items.append({**article, "code": company.code})
+    if not items:
+        raise StockToolError(
+            f"no stored news for these companies in {store.directory}: collect it (NEWSAPI_KEY) or import "
+            "headlines with --news-csv first"
+        )
+    db_path = predictor.store_dir("events.sqlite")
+    counts = events.build(db_path, items, prices, taiex)
+    names = {c.code: c.name_zh for c in companies}
+    built = events.build_instructions(
+        events.read_impacts(db_path), prices, taiex, names, weights, rows, predictor.lora_seed
+    )
+    out = predictor.store_dir("instructions") / "events_instructions.jsonl"
+    write_jsonl(out, built)
+    kinds = {k: sum(r["kind"] == k for r in built) for k in ("news_impact", "market_analysis")}
+    print(
+        f"events: {counts['events']:,} news items, {counts['impacts']:,} impacts (windows 1/5/20) → {db_path}; "
+        f"instructions: {kinds['news_impact']:,} news-impact + {kinds['market_analysis']:,} market-analysis → {out}"
+    )
+    return {"db": db_path, "instructions": out, **counts, **kinds}
+
+
+def build_forecaster(predictor, teacher, weeks: int = 4, samples: int = 200) -> dict:
+    """News-driven analysis rows (FinGPT-Forecaster style): past weeks' moves and headlines → three sections.
+
+    The teacher sees the real next-week movement, so every training answer's prediction is what happened;
+    answers whose sections or prediction disagree are rejected and counted. Answers are cached as they come
+    (a rerun resumes); the dataset files are written only when every sample has an answer.
+    """
+    import hashlib as _hashlib
+    import random
+
+    import instructions as ins
+
+    companies = predictor.companies()
+    prices = predictor.fetch_prices(companies)
+    predictor.collect_news(companies)
+    store = predictor.news_store()
+    candidates = []
+    for company in companies:
+        frame = prices[company.code]
+        articles = store.articles(company.code, ("zh", "en"))
+        by_week = [g for _, g in frame.groupby([frame.index.isocalendar().year, frame.index.isocalendar().week])]
+        for k in range(weeks, len(by_week)):
+            past, nxt = by_week[k - weeks : k], by_week[k]
+            described = []
+            for week in past:
+                start, end = week.index[0].date(), week.index[-1].date()
+                heads = [a["title"] for a in sorted(articles, key=lambda a: a["taipei_time"], reverse=True)
+                         if start <= a["taipei_date"] <= end][:5]  # fmt: skip
+                closes = (float(week["Close"].iloc[0]), float(week["Close"].iloc[-1]))
+                described.append({"start": f"{start}", "end": f"{end}", "headlines": heads, "open_close": closes})
+            last_close = float(past[-1]["Close"].iloc[-1])
+            before_last = float(past[-2]["Close"].iloc[-1]) if weeks > 1 else float(past[-1]["Close"].iloc[0])
+            prompt = ins.forecaster_prompt(
+                company.name_zh, company.code, described,
+                (f"{nxt.index[0]:%Y-%m-%d}", f"{nxt.index[-1]:%Y-%m-%d}"),
+            )  # fmt: skip
+            candidates.append({
+                "code": company.code, "week_end": f"{nxt.index[-1]:%Y-%m-%d}", "prompt": prompt,
+                "movement": ins.movement_bin(float(nxt["Close"].iloc[-1]) / last_close - 1),
+                "last_movement": ins.movement_bin(last_close / before_last - 1),
+                "news": sum(len(d["headlines"]) for d in described),
+            })  # fmt: skip
+    if not candidates:
+        raise StockToolError(f"too little history for {weeks} past weeks plus one; start earlier with --year/--month")
+    chosen = random.Random(predictor.lora_seed).sample(candidates, min(samples, len(candidates)))
+    chosen.sort(key=lambda c: (c["week_end"], c["code"]))
+    directory = predictor.store_dir("instructions")
+    cache = AnswerCache(directory / "forecaster_teacher_cache.jsonl", f"teacher:{teacher.url}:{teacher.model}")
+    system = (
+        "You are a seasoned stock market analyst. Answer in exactly this format:\n"
+        "[Positive Developments]:\n1. ...\n[Potential Concerns]:\n1. ...\n[Prediction & Analysis]:\n"
+        "Prediction: Up/Down by X-Y% (or by more than 5%)\nAnalysis: ..."
+    )
+    failures, rows, rejected = [], [], 0
+    for c in chosen:
+        hint = (f"{c['prompt']}\n\n(For the writer only, never mention it: next week the stock actually moved "
+                f"{ins.bin_words(c['movement'])}. Your prediction line must read 'Prediction: "
+                f"{ins.bin_words(c['movement'])}'.)")  # fmt: skip
+        key = _hashlib.sha1(f"{cache.identity}|{hint}".encode()).hexdigest()
+        if key not in cache.answers:
+            try:
+                cache.add([key], [teacher.chat(system, hint)])
+            except StockToolError as exc:
+                failures.append(str(exc))
+                break  # the endpoint is down: stop, keep what is cached, report
+        answer = cache.answers[key]
+        if ins.sections_valid(answer) and ins.parse_prediction(answer) == c["movement"]:
+            rows.append(
+                {k: c[k] for k in ("prompt", "movement", "last_movement", "code", "week_end")} | {"answer": answer}
+            )
+        else:
+            rejected += 1
+    if failures:
+        raise StockToolError(
+            f"the teacher failed ({failures[0]}); {len(cache.answers):,} answers are cached in {cache.path} and no "
+            "dataset was written: rerun to resume"
+        )
+    cut = sorted(r["week_end"] for r in rows)[int(len(rows) * (1 - predictor.data.val_fraction))] if rows else ""
+    train = [r for r in rows if r["week_end"] < cut]
+    test = [r for r in rows if r["week_end"] >= cut]
+    write_jsonl(directory / "forecaster_train.jsonl", train)
+    write_jsonl(directory / "forecaster_test.jsonl", test)
+    print(
+        f"forecaster: {len(chosen):,} samples ({sum(c['news'] > 0 for c in chosen):,} with headlines), "
+        f"{teacher.calls} teacher call(s), {rejected} answer(s) rejected (format or prediction); "
+        f"{len(train):,} train / {len(test):,} test (test weeks from {cut}) → {directory}"
+    )
+    return {"train": len(train), "test": len(test), "rejected": rejected, "calls": teacher.calls}
+
+
+def train_instruct(predictor, cfg: InstructConfig) -> dict:
+    """LoRA on Alpaca / conversational / sentiment files mixed by weight; answer-only loss."""
+    import instructions as ins
+    import model
+
+    if not cfg.dataset_files:
+        raise StockToolError("--task instruct --train 1 needs --dataset-file a.jsonl[,b.jsonl:weight ...]")
+    model.check_quantization(predictor.model_cfg, model.cuda_available())
+    files, sources = [], {}
+    for path, weight in ins.parse_file_weights(cfg.dataset_files):
+        rows, skipped = ins.read_rows(path, cfg.skip_bad_rows)
+        files.append((rows, weight))
+        sources[path] = {"rows": len(rows), "weight": weight, "bad_rows_skipped": skipped}
+    mixed = ins.mix(files, predictor.lora_seed)
+    train, val = ins.split(mixed, predictor.data.val_fraction, predictor.lora_seed)
+    val = val[: predictor.data.max_val_examples]
+    print(
+        f"instructions: {len(mixed):,} rows from {len(files)} file(s) → {len(train):,} train / {len(val):,} "
+        f"validation (split by question); template {cfg.template}; "
+        + "; ".join(
+            f"{p}: {v['rows']:,} rows × {v['weight']:g}, {v['bad_rows_skipped']} bad skipped"
+            for p, v in sources.items()
+        )  # fmt: skip
+    )
+    extra = {"task": "instruct", "instruct": asdict(cfg), "sources": sources}
+    fingerprints = "".join(f"{f}\n" for f in sorted({ins.fingerprint(r) for r in train}))
+    figures = model.train(
+        predictor.model_cfg,
+        predictor.lora,
+        predictor.train_settings,
+        [ins.to_example(r, cfg.template) for r in train],
+        [ins.to_example(r, cfg.template) for r in val],
+        extra,
+        extra_files={TRAIN_QUESTIONS: fingerprints},
+    )
+    print("training: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+    print(f"adapter saved to {predictor.model_cfg.model_dir}")
+    return figures
+
+
+def compare(predictor, cfg: InstructConfig) -> dict:
+    """Run each model of --compare over --eval-file: answers JSONL per model, scores with 95% intervals
+    where gold answers exist, and a side-by-side Markdown comparison. Refuses rows an adapter trained on."""
+    import instructions as ins
+    import model
+
+    if not cfg.eval_file:
+        raise StockToolError("--task instruct --train 0 needs --eval-file (instructions to answer)")
+    rows, skipped = ins.read_rows(cfg.eval_file, cfg.skip_bad_rows)
+    rows = rows[: cfg.limit] if cfg.limit else rows
+    names = [n.strip() for n in (cfg.compare or predictor.model_cfg.model_dir).split(",") if n.strip()]
+    adapters = [n for n in names if n != "base"]
+    for adapter in adapters:  # the overlap guard, before any model is loaded
+        seen_file = Path(adapter) / TRAIN_QUESTIONS
+        if not seen_file.is_file():
+            model.read_stock_config(adapter)  # a clear "no trained adapter" error when it is not one
+            raise StockToolError(f"{adapter} has no {TRAIN_QUESTIONS}: cannot prove the eval rows are unseen")
+        seen = set(seen_file.read_text(encoding="utf-8").split())
+        overlap = [r.origin for r in rows if ins.fingerprint(r) in seen]
+        if overlap:
+            raise StockToolError(
+                f"{len(overlap)} of {len(rows)} eval rows were in {adapter}'s training data (e.g. {overlap[:3]}); "
+                "score on rows kept apart"
+            )
+    base_cfg = predictor.model_cfg
+    if adapters and not predictor.model_cfg.model_name:
+        saved = model.read_stock_config(adapters[0])
+        base_cfg = replace(predictor.model_cfg, model_name=saved["base_model"])
+    out_dir = Path(predictor.train_settings.output_dir) / (cfg.run_name or f"compare_{Path(cfg.eval_file).stem}")
+    results = {}
+    for name in names:
+        loaded = model.load_untuned(base_cfg) if name == "base" else model.load_for_inference(name)
+        template = loaded.config.get("instruct", {}).get("template", cfg.template)
+        prompts = [ins.to_example(r, template)["prompt"] for r in rows]
+        answers = model.generate(loaded, prompts, cfg.max_new_tokens, batch_size=cfg.batch_size)
+        del loaded
+        predictor.release()
+        label = "base" if name == "base" else Path(name).name
+        write_jsonl(
+            out_dir / f"answers_{label}.jsonl",
+            [
+                {"origin": r.origin, "question": r.question, "gold": r.gold or r.output, "answer": a, "model": name}
+                for r, a in zip(rows, answers, strict=True)
+            ],  # fmt: skip
+        )
+        results[label] = {"model": name, "template": template, "scores": ins.score(rows, answers, cfg.bootstrap),
+                          "answers": answers}  # fmt: skip
+    write_json(out_dir / "scores.json", {k: {**v, "answers": None} for k, v in results.items()})
+    text = _comparison_markdown(cfg.eval_file, rows, results, skipped)
+
+    atomic_write_text(out_dir / "comparison.md", text)
+    print(text.split("\n## Side by side")[0])
+    print(f"comparison: {out_dir / 'comparison.md'}")
+    return results
+
+
+def _parse_mix(text: str) -> dict:
+    """'news:0.6,market:0.4' → {"news": 0.6, "market": 0.4}."""
+    out = {}
+    for part in (piece.strip() for piece in text.split(",") if piece.strip()):
+        kind, _, weight = part.partition(":")
+        if kind not in ("news", "market"):
+            raise StockToolError(f"--instruct-mix {part!r}: kinds are news and market (earnings needs data we lack)")
+        try:
+            out[kind] = float(weight)
+        except ValueError:
+            raise StockToolError(f"--instruct-mix {part!r}: the share after ':' is not a number") from None
+    if not out or sum(out.values()) <= 0:
+        raise StockToolError("--instruct-mix needs a positive share, e.g. news:0.6,market:0.4")
+    return out
+
+
+def _comparison_markdown(eval_file, rows, results: dict, skipped: int) -> str:
+    def ci(pair):
+        return f" [{pair[0]:.3f}, {pair[1]:.3f}]" if pair else ""
+
+    lines = [f"# Comparison on {eval_file}", "", f"{len(rows):,} rows ({skipped} bad rows skipped).", "",
+             "| model | task | n | score [95% CI] | notes |", "| --- | --- | ---: | ---: | --- |"]  # fmt: skip
+    for label, result in results.items():
+        for task, s in result["scores"].items():
+            if task == "free_text":
+                score, notes = f"ROUGE-L {s['rouge_l']:.3f}{ci(s['rouge_l_ci95'])}", ""
+            else:
+                score = f"accuracy {s['accuracy']:.3f}{ci(s['accuracy_ci95'])}"
+                notes = (
+                    f"macro-F1 {s['macro_f1']:.3f}; majority class {s['majority_class_accuracy']:.3f}; "
+                    f"{s['unlabelled_answers']} answers name no label"
+                    if task == "sentiment"
+                    else "exact letters"
+                )
+            lines.append(f"| {label} | {task} | {s['n']:,} | {score} | {notes} |")
+    lines += ["", "## Side by side", ""]
+    for i, row in enumerate(rows[:5]):
+        lines += [f"### {i + 1}. {row.question[:300]}", "", f"- gold: {(row.gold or row.output)[:300]}"]
+        lines += [f"- {label}: {result['answers'][i][:300]!r}" for label, result in results.items()]
+        lines.append("")
+    return "\n".join(lines) + "\n"

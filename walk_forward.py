@@ -1,0 +1,379 @@
+"""Walk-forward evaluation as a pipeline stage: test windows for every company and window type, forecasts
+by the tuned and untuned LLMs (batched, cached), the LSTM and the naive baselines, then metrics, a
+backtest and the report. The arithmetic is in `evaluation.py`; the report in `report.py`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+import dataset
+import evaluation as ev
+import market_data
+from market_data import Company
+from stock_predictor import _data_config_from, _parse  # noqa: E402  (shared parsing of saved settings)
+from utils import StockToolError
+
+log = logging.getLogger("stock.evaluate")
+
+EVAL_MODELS = ("tuned", "base", "lstm")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    test_start: str | None = None  # None: the day after the adapter's last training day
+    test_end: str | None = None  # None: --end-date, or today
+    stride: int = 1  # trading days between forecast origins
+    models: str = "tuned,base,lstm"  # besides the naive baselines, which always run
+    windows: str | None = None  # None: the adapter's window types
+    batch_size: int = 64  # prompts generated together
+    bootstrap: int = 1000  # block-bootstrap resamples for the 95% intervals
+    brokerage: float = 0.001425  # per side
+    sell_tax: float = 0.003
+    run_name: str | None = None  # None: eval_<test-start>_<test-end> under --output-dir
+    lstm_epochs: int = 30
+    seed: int = 3407
+
+
+def evaluate(predictor, cfg: EvalConfig, generators: dict | None = None) -> dict:
+    """Walk-forward forecasts over the test period by the tuned and untuned LLMs, the LSTM and the naive
+    baselines, on the same windows; metrics with bootstrap intervals, a backtest and a report.
+
+    `generators` maps "tuned"/"base" to `fn(prompts, max_new_tokens) -> answers`, replacing the
+    real models (tests use it); by default the models are loaded from --model-dir.
+    """
+    import report
+
+    wanted = _parse_models(cfg.models)
+    adapter = _adapter_config(predictor, required=bool({"tuned", "base"} & set(wanted)))
+    train_data = _data_config_from(adapter["data"]) if adapter else predictor.data
+    test_start, test_end, seen_end = _test_period(predictor, cfg, adapter)
+    companies = _eval_companies(predictor, adapter)
+    window_text = cfg.windows or _adapter_windows(adapter) or predictor.data.windows
+    windows = _parse(dataset.parse_windows, window_text, "--windows")
+    fields = (adapter or {}).get("dataset", {}).get("fields") or predictor.fields
+    first_day = dt.date(train_data.year, train_data.month, 1)
+    prices = {
+        c.code: market_data.update_prices(c, predictor.cache, first_day, test_end, predictor.client())
+        for c in companies
+    }
+    columns = [dataset.FIELDS[f][1] for f in fields]
+    tests = _test_windows(predictor, companies, prices, windows, test_start, test_end, cfg.stride, columns)
+    print(
+        f"evaluation: {len(tests):,} test windows ({', '.join(w.name for w in windows)}) over "
+        f"{test_start} → {test_end}, {len(companies)} companies; models: baselines + {', '.join(wanted)}"
+    )
+    predictions, answers, timings, lstm_figures = {}, [], {}, {}
+    for name, baseline in ev.BASELINES.items():
+        predictions[name] = [baseline(w) for w in tests]
+    if "lstm" in wanted:
+        cutoff = pd.Timestamp(adapter["dataset"]["cutoff"]) if adapter else None
+        pool_prices = {
+            code: f[f.index <= pd.Timestamp(seen_end or test_start - dt.timedelta(days=1))]
+            for code, f in prices.items()
+        }
+        predictions["lstm"], lstm_figures = _lstm_forecasts(
+            predictor, tests, windows, pool_prices, fields, train_data, cutoff, cfg
+        )
+    run_dir = Path(predictor.train_settings.output_dir) / (cfg.run_name or f"eval_{test_start}_{test_end}")
+    cache_dir = run_dir.with_name(run_dir.name + ".answers")
+    context = predictor.context_builder(train_data, prices)  # as the adapter was trained: same signals and news
+    for name in ("tuned", "base"):
+        if name in wanted:
+            generate = (generators or {}).get(name) or _generator(predictor, name, cfg.batch_size)
+            cache = AnswerCache(cache_dir / f"{name}.jsonl", _model_identity(predictor, name, adapter, generators))
+            predictions[name], model_answers, timings[name] = _llm_forecasts(
+                name, tests, fields, generate, cache, context
+            )
+            answers += model_answers
+            del generate  # frees the model before the next one loads
+    predictor.release()
+    rows = ev.add_errors(
+        pd.concat([ev.forecast_rows(m, tests, pred) for m, pred in predictions.items()], ignore_index=True)
+    )
+    table = ev.metrics_table(rows, n_boot=cfg.bootstrap, seed=cfg.seed)
+    costs = ev.Costs(cfg.brokerage, cfg.sell_tax)
+    one_step = min(windows, key=lambda w: (w.future, w.past)).name
+    backtests = {
+        m: ev.backtest(rows[(rows["model"] == m) & (rows["window"] == one_step) & (rows["step"] == 1)], costs)
+        for m in predictions
+    }
+    context = {
+        "test_start": str(test_start),
+        "test_end": str(test_end),
+        "adapter": predictor.model_cfg.model_dir if adapter else None,
+        "base_model": (adapter or {}).get("base_model"),
+        "adapter_data_last_date": str(seen_end) if seen_end else None,
+        "adapter_training": (adapter or {}).get("dataset"),
+        "companies": [c.code for c in companies],
+        "windows": [w.name for w in windows],
+        "fields": fields,
+        "backtest_window": one_step,
+        "costs": asdict(costs),
+        "config": asdict(cfg),
+        "generation": timings,
+        "lstm": lstm_figures,
+    }
+    paths = report.write_report(run_dir, context, rows, table, backtests, answers)
+    shutil.rmtree(cache_dir, ignore_errors=True)  # the answers are in the report's answers.jsonl now
+    print(report.headline_text(table, backtests, context))
+    print(f"report: {paths['report']} (metrics {paths['metrics']})")
+    return {"table": table, "backtests": backtests, "paths": paths, "context": context}
+
+
+def _adapter_config(predictor, required: bool) -> dict | None:
+    import model
+
+    directory = Path(predictor.model_cfg.model_dir)
+    if required or (directory / model.STOCK_CONFIG).is_file():
+        return model.read_stock_config(str(directory))
+    return None
+
+
+def _test_period(predictor, cfg: EvalConfig, adapter: dict | None):
+    """(test_start, test_end, last day the adapter saw). Refuses a period the adapter was trained on."""
+    seen = None
+    if adapter:
+        seen = adapter.get("dataset", {}).get("last_date") or adapter.get("data", {}).get("end_date")
+        if not seen:
+            raise StockToolError(
+                f"{predictor.model_cfg.model_dir} does not record the last day it was trained on; "
+                "retrain it with --end-date so that an evaluation can keep to later days"
+            )
+        seen = dt.date.fromisoformat(seen)
+    if cfg.test_start:
+        start = _date(cfg.test_start, "--test-start")
+    elif seen:
+        start = seen + dt.timedelta(days=1)
+    else:
+        raise StockToolError("--test-start is required when no trained adapter is evaluated")
+    end = _date(cfg.test_end, "--test-end") if cfg.test_end else predictor.date_range()[1]
+    if end < start:
+        raise StockToolError(f"--test-end {end} is before --test-start {start}")
+    if seen and seen >= start:
+        raise StockToolError(
+            f"the adapter in {predictor.model_cfg.model_dir} was trained on prices up to {seen}, which overlaps the "
+            f"test period from {start}: that would score it on days it has seen. Use --test-start after {seen} "
+            "or retrain with an earlier --end-date"
+        )
+    return start, end, seen
+
+
+def _eval_companies(predictor, adapter: dict | None) -> list[Company]:
+    if predictor.data.company_list_file or not adapter or not adapter.get("companies"):
+        return predictor.companies()
+    return [Company.from_saved(c) for c in adapter["companies"]]
+
+
+def _test_windows(predictor, companies, prices, windows, test_start, test_end, stride, columns):
+    if stride < 1:
+        raise StockToolError("--eval-stride must be at least 1")
+    tests = []
+    start, end = pd.Timestamp(test_start), pd.Timestamp(test_end)
+    for window in windows:
+        found = []
+        for c in companies:
+            found += ev.test_windows(prices[c.code], c.code, c.name_zh, window, start, end, stride, columns)
+        if not found:
+            log.warning("no %s test window fits in %s → %s", window.name, test_start, test_end)
+        tests += found
+    if not tests:
+        days = max((int(((f.index >= start) & (f.index <= end)).sum()) for f in prices.values()), default=0)
+        raise StockToolError(
+            f"no test window fits in {test_start} → {test_end}: the price data has {days} trading day(s) there "
+            f"and the shortest window needs {min(w.future for w in windows)} (check --test-start/--test-end, "
+            "--end-date and that prices reach the test period)"
+        )
+    return tests
+
+
+def _lstm_forecasts(predictor, tests, windows, prices, fields, train_data, cutoff, cfg):
+    """Train one LSTM per window type on the LLM's training windows, then forecast the test windows."""
+    import model
+
+    predictions: list = [None] * len(tests)
+    figures = {}
+    if cutoff is None:  # no adapter: the same rule as `build_dataset`, on the days before the test period
+        all_dates = [d for f in prices.values() for d in f.index]
+        cutoff = dataset.split_cutoff(all_dates, train_data.val_fraction) if len(set(all_dates)) > 1 else None
+    for window in windows:
+        train, val = training_windows(prices, window, fields, train_data.stride, cutoff)
+        train_x = [ev.window_features(past) for _, past, _ in train]
+        train_y = [ev.window_targets(future, float(past["Close"].iloc[-1])) for _, past, future in train]
+        val_x = [ev.window_features(past) for _, past, _ in val]
+        val_y = [ev.window_targets(future, float(past["Close"].iloc[-1])) for _, past, future in val]
+        index = [i for i, w in enumerate(tests) if w.window == window]
+        if not index:
+            continue
+        if not train_x:
+            log.warning("LSTM %s: no training window; its forecasts count as failures", window.name)
+            continue
+        fitted = model.fit_lstm(
+            train_x, train_y, val_x, val_y, model.LstmSettings(epochs=cfg.lstm_epochs, seed=cfg.seed)
+        )
+        figures[window.name] = fitted["figures"]
+        out = model.predict_lstm(fitted, [ev.window_features(tests[i].past) for i in index])
+        for i, pred in zip(index, out, strict=True):
+            predictions[i] = ev.targets_to_candles(pred, tests[i].last_close)
+        log.info("LSTM %s: %s", window.name, fitted["figures"])
+    return predictions, figures
+
+
+def _generator(predictor, name: str, batch_size: int):
+    """fn(prompts, max_new_tokens) -> answers for the tuned or the untuned model, loaded on first use."""
+    import model
+
+    predictor.release()
+    state: dict = {}
+
+    def generate(prompts, max_new_tokens):
+        if "loaded" not in state:
+            state["loaded"] = model.load_for_inference(predictor.model_cfg.model_dir, adapter=name == "tuned")
+        return model.generate(state["loaded"], prompts, max_new_tokens, batch_size=batch_size)
+
+    return generate
+
+
+def _model_identity(predictor, name: str, adapter: dict | None, generators: dict | None) -> str:
+    """What the cached answers depend on: the adapter's weights file (tuned) or the base model's name."""
+    if generators and name in generators:
+        return f"{name}:injected"
+    if name == "tuned":
+        weights = Path(predictor.model_cfg.model_dir) / "adapter_model.safetensors"
+        stat = weights.stat() if weights.is_file() else None
+        return f"tuned:{weights.resolve()}:{stat.st_size if stat else 0}:{stat.st_mtime_ns if stat else 0}"
+    return f"base:{(adapter or {}).get('base_model')}"
+
+
+def training_windows(prices: dict, window, fields, stride: int, cutoff: pd.Timestamp | None):
+    """([(code, past, future)] train, [...] validation): exactly the windows `build_dataset` gives the LLM
+    (same spans, same cutoff rule), as frames for the LSTM."""
+    train, val = [], []
+    split_at = cutoff if cutoff is not None else pd.Timestamp.max
+    for code, frame in prices.items():
+        spans, _ = dataset.window_spans(frame, window, fields, stride)
+        for start, mid, end in spans:
+            past, future = frame.iloc[start:mid], frame.iloc[mid:end]
+            if future.index[-1] < split_at:
+                train.append((code, past, future))
+            elif past.index[0] >= split_at:
+                val.append((code, past, future))
+    return train, val
+
+
+class AnswerCache:
+    """Generated answers, appended as each chunk finishes, so an interrupted evaluation resumes where it
+    stopped instead of generating everything again. Keys cover the model's identity, the prompt and the
+    token budget; a torn last line (a crash mid-write) is ignored."""
+
+    def __init__(self, path: Path, identity: str):
+        self.path, self.identity = path, identity
+        self.answers: dict[str, str] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                self.answers[row["key"]] = row["answer"]
+
+    def key(self, prompt: list[dict], max_new_tokens: int) -> str:
+        text = json.dumps([self.identity, max_new_tokens, prompt], ensure_ascii=False)
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+    def add(self, keys: list[str], answers: list[str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            for key, answer in zip(keys, answers, strict=True):
+                fh.write(json.dumps({"key": key, "answer": answer}, ensure_ascii=False) + "\n")
+                self.answers[key] = answer
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _llm_forecasts(name: str, tests, fields, generate, cache: AnswerCache, context, chunk: int = 256):
+    """Prompt (with the as-of context), generate (batched, one window type at a time, cached chunk by
+    chunk), parse strictly. A failure stays a failure."""
+    import time
+
+    predictions, answers = [None] * len(tests), []
+    started, generated, reused = time.perf_counter(), 0, 0
+    for window in sorted({w.window for w in tests}, key=lambda w: (w.future, w.past)):
+        index = [i for i, w in enumerate(tests) if w.window == window]
+        max_new = dataset.answer_token_budget(window.future, fields)
+        contexts = [context(tests[i].code)(tests[i].origin) for i in index]
+        prompts = [
+            [{"role": "user", "content": dataset.user_prompt(tests[i].name, tests[i].past, window.future, fields, c)}]
+            for i, (c, _) in zip(index, contexts, strict=True)
+        ]
+        keys = [cache.key(prompt, max_new) for prompt in prompts]
+        missing = [j for j, k in enumerate(keys) if k not in cache.answers]
+        reused += len(prompts) - len(missing)
+        for c in range(0, len(missing), chunk):
+            part = missing[c : c + chunk]
+            cache.add([keys[j] for j in part], generate([prompts[j] for j in part], max_new))
+            generated += len(part)
+        for i, key, (_, kind) in zip(index, keys, contexts, strict=True):
+            w, raw, problem = tests[i], cache.answers[key], ""
+            try:
+                parsed = dataset.parse_answer(raw, fields, expected=window.future)
+                problems = dataset.validate_forecast(parsed, w.origin)
+                if problems:
+                    problem = "invalid: " + "; ".join(problems[:3])
+                else:
+                    predictions[i] = parsed[ev.OHLC].to_numpy(dtype=float)
+            except dataset.ForecastParseError as exc:
+                problem = f"unparseable: {exc}"
+            answers.append(
+                {
+                    "model": name,
+                    "code": w.code,
+                    "window": window.name,
+                    "origin": f"{w.origin:%Y-%m-%d}",
+                    "context": kind,
+                    "valid": predictions[i] is not None,
+                    "problem": problem,
+                    "answer": raw,
+                }
+            )
+        log.info("%s %s: %d forecasts", name, window.name, len(index))
+    seconds = time.perf_counter() - started
+    valid = sum(pred is not None for pred in predictions)
+    rate = generated / seconds if generated and seconds > 0 else None
+    print(
+        f"{name}: {generated:,} forecasts generated in {seconds:.1f} s"
+        + (f" ({rate:.1f}/s)" if rate else "")
+        + (f", {reused:,} reused from an interrupted run" if reused else "")
+        + f"; {valid:,} of {len(tests):,} usable"
+    )
+    timing = {"forecasts": generated, "reused": reused, "seconds": round(seconds, 2), "valid": valid}
+    return predictions, answers, timing | {"forecasts_per_s": round(rate, 2) if rate else None}
+
+
+def _parse_models(text: str) -> list[str]:
+    models = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in models if m not in EVAL_MODELS]
+    if unknown:
+        raise StockToolError(f"--eval-models: unknown {unknown}; choose from {', '.join(EVAL_MODELS)}")
+    return models
+
+
+def _adapter_windows(adapter: dict | None) -> str | None:
+    names = (adapter or {}).get("dataset", {}).get("windows")
+    return ",".join(names) if names else None
+
+
+def _date(text: str, flag: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise StockToolError(f"{flag} {text!r} is not a date YYYY-MM-DD") from exc
