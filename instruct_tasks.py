@@ -259,7 +259,6 @@ def compare(predictor, cfg: InstructConfig) -> dict:
                           "answers": answers}  # fmt: skip
     write_json(out_dir / "scores.json", {k: {**v, "answers": None} for k, v in results.items()})
     text = _comparison_markdown(cfg.eval_file, rows, results, skipped)
-
     atomic_write_text(out_dir / "comparison.md", text)
     print(text.split("\n## Side by side")[0])
     print(f"comparison: {out_dir / 'comparison.md'}")
