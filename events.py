@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from news import taipei_time
 from utils import TAIPEI, StockToolError
 
 SCHEMA_VERSION = 1
@@ -105,9 +106,7 @@ def build(path: Path, events: list[dict], prices: dict[str, pd.DataFrame], taiex
             db.executescript(SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             for item in events:
-                published = dt.datetime.fromisoformat(item["publishedAt"].replace("Z", "+00:00"))
-                if published.tzinfo is None:
-                    published = published.replace(tzinfo=TAIPEI)
+                published = taipei_time(item["publishedAt"])
                 eid = event_id(item["code"], item["publishedAt"], item["title"])
                 inserted = db.execute(
                     "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -87,7 +87,6 @@ def build_forecaster(predictor, teacher, weeks: int = 4, samples: int = 200) -> 
     answers whose sections or prediction disagree are rejected and counted. Answers are cached as they come
     (a rerun resumes); the dataset files are written only when every sample has an answer.
     """
-    import hashlib as _hashlib
     import random
 
     import instructions as ins
@@ -138,7 +137,7 @@ def build_forecaster(predictor, teacher, weeks: int = 4, samples: int = 200) -> 
         hint = (f"{c['prompt']}\n\n(For the writer only, never mention it: next week the stock actually moved "
                 f"{ins.bin_words(c['movement'])}. Your prediction line must read 'Prediction: "
                 f"{ins.bin_words(c['movement'])}'.)")  # fmt: skip
-        key = _hashlib.sha1(f"{cache.identity}|{hint}".encode()).hexdigest()
+        key = cache.key([{"role": "system", "content": system}, {"role": "user", "content": hint}], 0)
         if key not in cache.answers:
             try:
                 cache.add([key], [teacher.chat(system, hint)])

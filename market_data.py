@@ -173,6 +173,12 @@ def parse_price_csv(path: str | os.PathLike) -> pd.DataFrame:
     missing = [c for c in ("date", "open", "high", "low", "close", "capacity") if c not in raw.columns]
     if missing:
         raise StockToolError(f"price file {path} lacks column(s) {missing}; expected {CSV_COLUMNS}")
+    return canonical_frame(raw)
+
+
+def canonical_frame(raw: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the twstock columns (date as YYYY-MM-DD text) → the canonical frame, days with prices only."""
+    raw = raw.copy()
     for col in CSV_COLUMNS:
         if col not in raw.columns:
             raw[col] = float("nan")
@@ -461,7 +467,10 @@ def update_prices(
 MARKET_COLUMNS = ["code", *CSV_COLUMNS]
 
 
-def _to_number(text) -> float:
+def to_number(text) -> float:
+    """An exchange's or server's number ('45,851,963', '--', '', None) → float, NaN when there is none."""
+    if text is None:
+        return float("nan")
     text = str(text).replace(",", "").strip()
     if text in ("", "--", "---", "----", "X"):
         return float("nan")
@@ -509,8 +518,8 @@ def parse_twse_daily(body: dict, day: dt.date) -> list[dict]:
         sign = -1.0 if "-" in re.sub(r"<[^>]*>", "", str(r[idx["sign"]])) else 1.0  # "<p style= color:green>-</p>"
         rows.append(
             {"code": str(r[idx["code"]]).strip(), "date": day.isoformat(),
-             **{k: _to_number(r[i]) for k, i in idx.items() if k not in ("code", "sign", "change")},
-             "change": sign * _to_number(r[idx["change"]])}
+             **{k: to_number(r[i]) for k, i in idx.items() if k not in ("code", "sign", "change")},
+             "change": sign * to_number(r[idx["change"]])}
         )  # fmt: skip
     return rows
 
@@ -536,7 +545,7 @@ def parse_tpex_daily(body: dict, day: dt.date) -> list[dict]:
     }
     return [
         {"code": str(r[idx["code"]]).strip(), "date": day.isoformat(),
-         **{k: _to_number(r[i]) for k, i in idx.items() if k != "code"}}
+         **{k: to_number(r[i]) for k, i in idx.items() if k != "code"}}
         for r in tables[0]["data"]
     ]  # fmt: skip
 
@@ -556,13 +565,7 @@ def fetch_market_day(client: ExchangeClient, day: dt.date) -> list[dict]:
 
 def market_frames(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Market-wide rows (code + twstock columns) → canonical frame per code, trading days only."""
-    frames = {}
-    for code, group in rows.groupby("code", sort=False):
-        index = pd.DatetimeIndex(pd.to_datetime(group["date"]), name="Date")
-        frame = group.rename(columns=FRAME_COLUMNS).set_index(index)
-        frame = frame[list(FRAME_COLUMNS.values())].apply(pd.to_numeric, errors="coerce").astype(float).sort_index()
-        frames[str(code)] = frame.dropna(subset=["Open", "High", "Low", "Close"])
-    return frames
+    return {str(code): canonical_frame(group) for code, group in rows.groupby("code", sort=False)}
 
 
 def read_market_csv(path: str | os.PathLike) -> pd.DataFrame:
@@ -622,7 +625,7 @@ def parse_fmtqik(body: dict) -> pd.Series:
     values = {}
     for row in body.get("data", []):
         y, m, d = (int(x) for x in str(row[day]).split("/"))
-        values[pd.Timestamp(dt.date(y + 1911, m, d))] = _to_number(row[close])
+        values[pd.Timestamp(dt.date(y + 1911, m, d))] = to_number(row[close])
     return pd.Series(values, name="Close", dtype=float).sort_index()
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import math
 import os
 import time
 from collections import namedtuple
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from market_data import ExchangeUnavailable, rows_to_frame, to_number
 from utils import TAIPEI, StockToolError
 
 log = logging.getLogger("stock.api")
@@ -168,7 +168,7 @@ class StockApiClient:
     def price_history(self, code: str, start: dt.date, stop: dt.date) -> pd.DataFrame:
         """The server's daily prices for [start, stop] as the canonical frame (oldest first)."""
         path = f"api_get_stock_info_from_date_json/{code}/{start:%Y%m%d}/{stop:%Y%m%d}"
-        return rows_frame(self.fetch_rows(path, f"prices of {code}"))
+        return rows_to_frame(self.fetch_rows(path, f"prices of {code}"))
 
     def fetch_rows(self, path: str, what: str) -> list[Row]:
         rows = []
@@ -178,14 +178,14 @@ class StockApiClient:
                 rows.append(
                     Row(
                         day,
-                        _number(item.get("capacity")),
-                        _number(item.get("turnover")),
-                        _number(item["open"]),
-                        _number(item["high"]),
-                        _number(item["low"]),
-                        _number(item["close"]),
-                        _number(item.get("change")),
-                        _number(item.get("transaction")),
+                        to_number(item.get("capacity")),
+                        to_number(item.get("turnover")),
+                        to_number(item["open"]),
+                        to_number(item["high"]),
+                        to_number(item["low"]),
+                        to_number(item["close"]),
+                        to_number(item.get("change")),
+                        to_number(item.get("transaction")),
                     )
                 )
             except (KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -240,8 +240,6 @@ class ServerPriceSource:
         return self.client.requests_made
 
     def fetch_month(self, company, year: int, month: int) -> list[Row]:
-        from market_data import ExchangeUnavailable
-
         start = dt.date(year, month, 1)
         stop = (start + dt.timedelta(days=32)).replace(day=1) - dt.timedelta(days=1)
         path = f"api_get_stock_info_from_date_json/{company.code}/{start:%Y%m%d}/{stop:%Y%m%d}"
@@ -249,15 +247,3 @@ class ServerPriceSource:
             return self.client.fetch_rows(path, f"prices of {company.code} {year}-{month:02d}")
         except StockApiError as exc:
             raise ExchangeUnavailable(str(exc)) from exc
-
-
-def rows_frame(rows: list[Row]) -> pd.DataFrame:
-    from market_data import rows_to_frame
-
-    return rows_to_frame(rows)
-
-
-def _number(value) -> float:
-    if value is None or value == "":
-        return math.nan
-    return float(str(value).replace(",", ""))

@@ -7,6 +7,7 @@ stage leaves a file behind, so any one can be rerun without refetching or retrai
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import sys
@@ -560,14 +561,19 @@ def _read_forecast(company: Company, history: pd.DataFrame, raw: str, fields: li
     return result
 
 
-def _with_english_name(company: Company) -> Company:
-    """Add the English name from the shipped company list (twstock has none), for chart titles."""
+@functools.cache
+def _shipped_english_names() -> dict[str, str]:
     try:
         entries = json.loads(DEFAULT_COMPANY_FILE.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
-        return company
-    names = {str(e.get("code")): e.get("name_en", "") for e in entries if isinstance(e, dict)}
-    return replace(company, name_en=names.get(company.code, "")) if names.get(company.code) else company
+        return {}
+    return {str(e.get("code")): e.get("name_en", "") for e in entries if isinstance(e, dict) and e.get("name_en")}
+
+
+def _with_english_name(company: Company) -> Company:
+    """Add the English name from the shipped company list (twstock has none) when the company has none."""
+    name = _shipped_english_names().get(company.code)
+    return replace(company, name_en=name) if name and not company.name_en else company
 
 
 def _parse(parser, text: str, flag: str):

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 
+from utils import append_jsonl
+
 DAILY_LIMIT = 0.10  # TWSE/TPEx daily price limit
 BLOCKING = {"sending", "sent", "refused", "unknown"}
 
@@ -126,9 +128,5 @@ class TradeJournal:
             **{k: v for k, v in asdict(decision).items() if not (isinstance(v, float) and math.isnan(v))},
             **extra,
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_jsonl(self.path, [record])
         return record

@@ -61,6 +61,17 @@ def write_jsonl(path: str | os.PathLike, rows) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
+def append_jsonl(path: str | os.PathLike, rows) -> Path:
+    """Append JSON lines and sync them to disk: what is written survives a crash right after."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+        fh.flush()
+        os.fsync(fh.fileno())
+    return path
+
+
 def is_writable_dir(path: str | os.PathLike) -> bool:
     """True when files can be created in `path` (creating it if needed)."""
     path = Path(path)

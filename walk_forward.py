@@ -9,7 +9,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import evaluation as ev
 import market_data
 from market_data import Company
 from stock_predictor import _data_config_from, _parse  # noqa: E402  (shared parsing of saved settings)
-from utils import StockToolError
+from utils import StockToolError, append_jsonl
 
 log = logging.getLogger("stock.evaluate")
 
@@ -291,13 +290,8 @@ class AnswerCache:
         return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
     def add(self, keys: list[str], answers: list[str]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
-            for key, answer in zip(keys, answers, strict=True):
-                fh.write(json.dumps({"key": key, "answer": answer}, ensure_ascii=False) + "\n")
-                self.answers[key] = answer
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_jsonl(self.path, [{"key": k, "answer": a} for k, a in zip(keys, answers, strict=True)])
+        self.answers.update(zip(keys, answers, strict=True))
 
 
 def _llm_forecasts(name: str, tests, fields, generate, cache: AnswerCache, context, chunk: int = 256):

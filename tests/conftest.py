@@ -36,8 +36,48 @@ def recorded(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-class ExchangeServer:
-    """A real HTTP server on 127.0.0.1 answering STOCK_DAY / tradingStock requests from a routing table.
+class LocalServer:
+    """A real HTTP server on 127.0.0.1 for the tests. Subclasses answer `respond(method, path, headers, body)`
+    with (status, text); `root` is its base URL."""
+
+    def __init__(self):
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _serve(self, method: str):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length).decode("utf-8") if length else ""
+                status, text = owner.respond(method, self.path, self.headers, body)
+                data = text.encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                self._serve("GET")
+
+            def do_POST(self):  # noqa: N802
+                self._serve("POST")
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.root = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def respond(self, method: str, path: str, headers, body: str) -> tuple[int, str]:
+        raise NotImplementedError
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class ExchangeServer(LocalServer):
+    """Answers STOCK_DAY / tradingStock requests from a routing table.
 
     `routes[(endpoint, key)]` is a body (str), an int HTTP status, or a list of those (one per call);
     key is `stockNo|YYYYMM01` for TWSE and `code|YYYY/MM/01` for TPEx.
@@ -46,41 +86,21 @@ class ExchangeServer:
     def __init__(self):
         self.routes: dict[tuple[str, str], object] = {}
         self.calls: list[tuple[str, str]] = []
-        server = self
+        super().__init__()
+        self.url = self.root + "/"
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                url = urlparse(self.path)
-                q = {k: v[0] for k, v in parse_qs(url.query).items()}
-                if url.path.endswith("/exchangeReport/STOCK_DAY"):
-                    key = ("STOCK_DAY", f"{q.get('stockNo')}|{q.get('date')}")
-                else:
-                    key = ("tradingStock", f"{q.get('code')}|{q.get('date')}")
-                server.calls.append(key)
-                answer = server.routes.get(key, json.dumps({"stat": "很抱歉，沒有符合條件的資料!"}))
-                if isinstance(answer, list):
-                    answer = answer.pop(0) if len(answer) > 1 else answer[0]
-                if isinstance(answer, int):
-                    self.send_response(answer)
-                    self.end_headers()
-                    return
-                body = answer.encode("utf-8")
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def respond(self, method, path, headers, body):
+        url = urlparse(path)
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        if url.path.endswith("/exchangeReport/STOCK_DAY"):
+            key = ("STOCK_DAY", f"{q.get('stockNo')}|{q.get('date')}")
+        else:
+            key = ("tradingStock", f"{q.get('code')}|{q.get('date')}")
+        self.calls.append(key)
+        answer = self.routes.get(key, json.dumps({"stat": "很抱歉，沒有符合條件的資料!"}))
+        if isinstance(answer, list):
+            answer = answer.pop(0) if len(answer) > 1 else answer[0]
+        return (answer, "") if isinstance(answer, int) else (200, answer)
 
 
 @pytest.fixture
@@ -106,3 +126,28 @@ def client_for(exchange):
         )
 
     return make
+
+
+def candles(closes, start="2026-03-02", volume=1000.0):
+    """Business-day candles with open = previous close, high/low 1 beyond open and close."""
+    import numpy as np
+    import pandas as pd
+
+    index = pd.DatetimeIndex(pd.bdate_range(start, periods=len(closes)), name="Date")
+    closes = np.asarray(closes, dtype=float)
+    opens = np.concatenate([[closes[0]], closes[:-1]])
+    return pd.DataFrame(
+        {"Open": opens, "High": np.maximum(opens, closes) + 1, "Low": np.minimum(opens, closes) - 1,
+         "Close": closes, "Volume": volume},
+        index=index,
+    )  # fmt: skip
+
+
+def write_price_csv(directory: Path, code: str, frame) -> Path:
+    """A canonical frame as a price-cache CSV (blank turnover/change/transaction filled with dummies)."""
+    from market_data import frame_to_csv_text
+
+    full = frame.assign(Turnover=1.0, Change=0.0, Transaction=1.0)
+    path = Path(directory) / f"{code}.csv"
+    path.write_text(frame_to_csv_text(full), encoding="utf-8")
+    return path

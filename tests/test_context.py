@@ -4,9 +4,7 @@ no look-ahead) and --choose-stock on market-wide data."""
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
-import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -15,6 +13,7 @@ import pytest
 import dataset
 import market_data
 import news
+from conftest import LocalServer
 from market_data import Company
 from stock_predictor import DataConfig, StockPredictor
 
@@ -117,33 +116,22 @@ def test_store_merges_deduplicates_and_keeps_the_spec_format(tmp_path):
     assert record["news_en"][1]["source"] == "Reuters" and record["news_zh"] == []
 
 
-class NewsServer:
+class NewsServer(LocalServer):
     """Answers /v2/everything in newsapi.org's documented JSON shape (shaped, not recorded: the API is
     unreachable from here). `replies` is a list of (status, body) used in turn; the last one repeats."""
 
     def __init__(self):
         self.replies: list[tuple[int, dict | str]] = []
         self.calls: list[dict] = []
-        server = self
+        super().__init__()
+        self.url = self.root
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                url = urlparse(self.path)
-                server.calls.append({"path": url.path, **{k: v[0] for k, v in parse_qs(url.query).items()},
-                                     "key": self.headers.get("Authorization")})  # fmt: skip
-                status, body = server.replies.pop(0) if len(server.replies) > 1 else server.replies[0]
-                data = (body if isinstance(body, str) else json.dumps(body)).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def respond(self, method, path, headers, body):
+        url = urlparse(path)
+        self.calls.append({"path": url.path, **{k: v[0] for k, v in parse_qs(url.query).items()},
+                           "key": headers.get("Authorization")})  # fmt: skip
+        status, reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        return status, reply if isinstance(reply, str) else json.dumps(reply)
 
 
 @pytest.fixture
@@ -151,8 +139,7 @@ def newsapi(monkeypatch):
     server = NewsServer()
     monkeypatch.setenv("NEWSAPI_BASE_URL", server.url)
     yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
+    server.close()
 
 
 def ok(*titles):

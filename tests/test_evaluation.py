@@ -12,27 +12,11 @@ import pytest
 import dataset
 import evaluation as ev
 import main as cli
+from conftest import candles as frame_of
+from conftest import write_price_csv
 from dataset import WindowType
 from stock_predictor import DataConfig, StockPredictor
 from walk_forward import EvalConfig, training_windows
-
-
-def frame_of(closes, start="2026-03-02", volume=1000.0) -> pd.DataFrame:
-    """Business-day candles with open = previous close, high/low ±1 around open and close."""
-    index = pd.DatetimeIndex(pd.bdate_range(start, periods=len(closes)), name="Date")
-    closes = np.asarray(closes, dtype=float)
-    opens = np.concatenate([[closes[0]], closes[:-1]])
-    return pd.DataFrame(
-        {
-            "Open": opens,
-            "High": np.maximum(opens, closes) + 1,
-            "Low": np.minimum(opens, closes) - 1,
-            "Close": closes,
-            "Volume": volume,
-        },
-        index=index,
-    )
-
 
 # --------------------------------------------------------------------------- windows and leakage
 
@@ -61,8 +45,7 @@ def test_lstm_trains_on_exactly_the_llms_training_windows(tmp_path):
     """Same spans, same cutoff: the LSTM's pool is the LLM's train/validation split, window for window."""
     frames = {"1111": frame_of(np.linspace(50, 80, 60)), "2222": frame_of(np.linspace(90, 60, 60))}
     for code, frame in frames.items():
-        out = frame.assign(Turnover=1.0, Change=0.0, Transaction=1.0).rename_axis("date")
-        out.rename(columns=str.lower).rename(columns={"volume": "capacity"}).to_csv(tmp_path / f"{code}.csv")
+        write_price_csv(tmp_path, code, frame)
     from market_data import Company
     from model import TrainSettings
 
@@ -223,9 +206,7 @@ def price_dir(tmp_path):
     rng = np.random.default_rng(0)
     for code in ("2330", "2317", "6569"):
         closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, 80)))
-        frame = frame_of(np.round(closes, 1), start="2026-01-02")
-        frame = frame.assign(Turnover=1.0, Change=0.0, Transaction=1.0).rename_axis("date")
-        frame.rename(columns=str.lower).rename(columns={"volume": "capacity"}).to_csv(directory / f"{code}.csv")
+        write_price_csv(directory, code, frame_of(np.round(closes, 1), start="2026-01-02"))
     companies = [{"code": "2330"}, {"code": "2317"}, {"code": "6569"}]
     (tmp_path / "companies.json").write_text(json.dumps(companies))
     return tmp_path

@@ -3,16 +3,15 @@ against a local OpenAI-compatible server."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
 import shutil
-import threading
 
 import pytest
 
 import instructions as ins
 import main as cli
+from conftest import LocalServer
 
 
 def test_bins_words_and_predictions():
@@ -40,49 +39,34 @@ def test_forecaster_scores_against_majority_and_persistence():
     assert s["section_validity"] == 0.0 and s["rouge_l"] is None
 
 
-class Teacher:
+class Teacher(LocalServer):
     """An OpenAI-compatible /chat/completions that answers in the format with the prediction it is told."""
 
     def __init__(self):
         self.calls = 0
         self.fail_after: int | None = None
         self.wrong_every = 0
-        server = self
+        super().__init__()
+        self.url = self.root + "/v1"
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.calls += 1
-                if server.fail_after is not None and server.calls > server.fail_after:
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                user = body["messages"][-1]["content"]
-                told = re.search(r"must read 'Prediction: ([^']+)'", user)[1]
-                if server.wrong_every and server.calls % server.wrong_every == 0:
-                    told = "Up by more than 5%" if "Down" in told else "Down by more than 5%"
-                answer = (f"[Positive Developments]:\n1. Demand.\n[Potential Concerns]:\n1. Costs.\n"
-                          f"[Prediction & Analysis]:\nPrediction: {told}\nAnalysis: news-driven.")  # fmt: skip
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def respond(self, method, path, headers, body):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            return 500, ""
+        user = json.loads(body)["messages"][-1]["content"]
+        told = re.search(r"must read 'Prediction: ([^']+)'", user)[1]
+        if self.wrong_every and self.calls % self.wrong_every == 0:
+            told = "Up by more than 5%" if "Down" in told else "Down by more than 5%"
+        answer = (f"[Positive Developments]:\n1. Demand.\n[Potential Concerns]:\n1. Costs.\n"
+                  f"[Prediction & Analysis]:\nPrediction: {told}\nAnalysis: news-driven.")  # fmt: skip
+        return 200, json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]})
 
 
 @pytest.fixture
 def teacher():
     t = Teacher()
     yield t
-    t.httpd.shutdown()
-    t.httpd.server_close()
+    t.close()
 
 
 def test_dataset_from_real_prices_and_headlines_with_resume(shared_data, tmp_path, teacher, capsys, monkeypatch):

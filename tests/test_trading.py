@@ -8,9 +8,7 @@ slower than the timeout, malformed JSON.
 from __future__ import annotations
 
 import datetime as dt
-import http.server
 import json
-import threading
 import time
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -24,100 +22,73 @@ import main as cli
 import model
 import stock_api
 import trading
+from conftest import LocalServer, candles, write_price_csv
 from utils import TAIPEI
 
 ACCOUNT, PASSWORD = "student-0042", "s3cret-pw-XYZ"
 
 
-class TradingServer:
+class TradingServer(LocalServer):
     def __init__(self, prices: dict[str, pd.DataFrame], holdings: list[dict]):
         self.prices, self.holdings = prices, holdings
         self.orders: list[dict] = []
         self.requests: list[str] = []
         self.failures: dict[str, list] = {}  # path → failure modes for the next calls: 500, "failed", "slow", "junk"
-        server = self
+        super().__init__()
+        self.url = self.root + "/stock/api/v1"
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _reply(self, status: int, body: str):
-                data = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    def _failure(self, name: str) -> tuple[int, str] | None:
+        modes = self.failures.get(name)
+        mode = modes.pop(0) if modes else None
+        if mode == 500:
+            return 500, "internal error"
+        if mode == "failed":
+            return 200, json.dumps({"result": "failed", "status": "not allowed now"})
+        if mode == "slow":
+            time.sleep(1.0)
+            return 200, json.dumps({"result": "success", "data": [], "status": "late"})
+        if mode == "junk":
+            return 200, "<html>oops"
+        return None
 
-            def _failure(self, name: str) -> bool:
-                modes = server.failures.get(name)
-                mode = modes.pop(0) if modes else None
-                if mode == 500:
-                    self._reply(500, "internal error")
-                elif mode == "failed":
-                    self._reply(200, json.dumps({"result": "failed", "status": "not allowed now"}))
-                elif mode == "slow":
-                    time.sleep(1.0)
-                    self._reply(200, json.dumps({"result": "success", "data": [], "status": "late"}))
-                elif mode == "junk":
-                    self._reply(200, "<html>oops")
-                return mode is not None
+    def respond(self, method, path, headers, body):
+        return self._history(path) if method == "GET" else self._post(path, body)
 
-            def do_GET(self):  # noqa: N802
-                parts = self.path.split("/")
-                server.requests.append("GET " + "/".join(parts[-4:]))
-                if self._failure("history"):
-                    return
-                code, start, stop = parts[-3], parts[-2], parts[-1]
-                frame = server.prices.get(code)
-                rows = []
-                if frame is not None:
-                    window = frame.loc[pd.Timestamp(start) : pd.Timestamp(stop)]
-                    for day, r in window.iloc[::-1].iterrows():  # newest first, as the server sends them
-                        stamp = int(dt.datetime(day.year, day.month, day.day, tzinfo=TAIPEI).timestamp())
-                        rows.append({"date": stamp, "open": r.Open, "high": r.High, "low": r.Low, "close": r.Close,
-                                     "capacity": int(r.Volume), "stock_code_id": code})  # fmt: skip
-                self._reply(200, json.dumps({"result": "success", "data": rows}))
+    def _history(self, path: str):
+        parts = path.split("/")
+        self.requests.append("GET " + "/".join(parts[-4:]))
+        failure = self._failure("history")
+        if failure:
+            return failure
+        code, start, stop = parts[-3], parts[-2], parts[-1]
+        frame = self.prices.get(code)
+        rows = []
+        if frame is not None:
+            window = frame.loc[pd.Timestamp(start) : pd.Timestamp(stop)]
+            for day, r in window.iloc[::-1].iterrows():  # newest first, as the server sends them
+                stamp = int(dt.datetime(day.year, day.month, day.day, tzinfo=TAIPEI).timestamp())
+                rows.append({"date": stamp, "open": r.Open, "high": r.High, "low": r.Low, "close": r.Close,
+                             "capacity": int(r.Volume), "stock_code_id": code})  # fmt: skip
+        return 200, json.dumps({"result": "success", "data": rows})
 
-            def do_POST(self):  # noqa: N802
-                name = self.path.rsplit("/", 1)[-1]
-                form = {
-                    k: v[0] for k, v in parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode()).items()
-                }
-                server.requests.append(f"POST {name}")
-                if name in ("buy", "sell"):
-                    server.orders.append({"side": name, **form})  # received, whatever the reply
-                if self._failure(name):
-                    return
-                if form.get("account") != ACCOUNT or form.get("password") != PASSWORD:
-                    self._reply(200, json.dumps({"result": "failed", "status": "wrong account or password"}))
-                elif name == "get_user_stocks":
-                    self._reply(200, json.dumps({"result": "success", "data": server.holdings}))
-                else:
-                    self._reply(200, json.dumps({"result": "success", "status": f"{name} order reserved"}))
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/stock/api/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def _post(self, path: str, body: str):
+        name = path.rsplit("/", 1)[-1]
+        form = {k: v[0] for k, v in parse_qs(body).items()}
+        self.requests.append(f"POST {name}")
+        if name in ("buy", "sell"):
+            self.orders.append({"side": name, **form})  # received, whatever the reply
+        failure = self._failure(name)
+        if failure:
+            return failure
+        if form.get("account") != ACCOUNT or form.get("password") != PASSWORD:
+            return 200, json.dumps({"result": "failed", "status": "wrong account or password"})
+        if name == "get_user_stocks":
+            return 200, json.dumps({"result": "success", "data": self.holdings})
+        return 200, json.dumps({"result": "success", "status": f"{name} order reserved"})
 
 
-def frame_of(closes, start="2026-03-02") -> pd.DataFrame:
-    index = pd.DatetimeIndex(pd.bdate_range(start, periods=len(closes)), name="Date")
-    closes = np.asarray(closes, dtype=float)
-    opens = np.concatenate([[closes[0]], closes[:-1]])
-    return pd.DataFrame(
-        {"Open": opens, "High": np.maximum(opens, closes) + 1, "Low": np.minimum(opens, closes) - 1,
-         "Close": closes, "Volume": 1000.0},
-        index=index,
-    )  # fmt: skip
-
-
-PRICES = {"2330": frame_of(np.linspace(1800, 1900, 40)), "2317": frame_of(np.linspace(200, 180, 40)),
-          "2303": frame_of(np.full(40, 50.0))}  # fmt: skip
+PRICES = {"2330": candles(np.linspace(1800, 1900, 40)), "2317": candles(np.linspace(200, 180, 40)),
+          "2303": candles(np.full(40, 50.0))}  # fmt: skip
 
 
 @pytest.fixture
@@ -224,8 +195,7 @@ def work(tmp_path, monkeypatch, server):
     prices = tmp_path / "prices"
     prices.mkdir()
     for code, frame in PRICES.items():
-        out = frame.assign(Turnover=1.0, Change=0.0, Transaction=1.0).rename_axis("date")
-        out.rename(columns=str.lower).rename(columns={"volume": "capacity"}).to_csv(prices / f"{code}.csv")
+        write_price_csv(prices, code, frame)
     (tmp_path / "companies.json").write_text(json.dumps([{"code": "2330"}, {"code": "2303"}]))
     monkeypatch.setenv("STOCK_API_ACCOUNT", ACCOUNT)
     monkeypatch.setenv("STOCK_API_PASSWORD", PASSWORD)
