@@ -83,29 +83,54 @@ def parse_fields(text: str) -> list[str]:
 # --------------------------------------------------------------------------- prompt text
 
 
+# How prices are written. "absolute": the spec's NTD prices. "change": every open/high/low/close, in the
+# prompt and in the answer, as the % change from the last known close (the anchor), which the prompt states
+# once in NTD: one scale for every stock, few digits to get wrong, and "no change" is literally +0.00%.
+ANSWER_FORMATS = ("absolute", "change")
+
+
 def format_number(value: float, integer: bool) -> str:
     if integer:
         return str(int(round(value)))
     return repr(round(float(value), 2))  # 141.5, 139.0, 1025.0: the exchange's ticks, no float noise
 
 
-def format_row(date: pd.Timestamp | dt.date, row: pd.Series, fields: list[str]) -> str:
+def format_change(value: float, anchor: float) -> str:
+    """A price as its % change from `anchor`: +0.47%, -2.35%, +0.00%."""
+    change = 100 * (float(value) / anchor - 1)
+    return f"{change + 0.0:+.2f}%" if round(change, 2) != 0 else "+0.00%"
+
+
+def format_row(date: pd.Timestamp | dt.date, row: pd.Series, fields: list[str], anchor: float | None = None) -> str:
+    """One day as the prompt writes it; with `anchor`, prices are % changes from it (the "change" format)."""
     parts = [f"Date: {pd.Timestamp(date).strftime('%Y-%m-%d')}"]
     for name in fields:
         label, column, integer = FIELDS[name]
-        parts.append(f"{label}: {format_number(row[column], integer)}")
+        if anchor is not None and name in PRICE_FIELDS:
+            parts.append(f"{label}: {format_change(row[column], anchor)}")
+        else:
+            parts.append(f"{label}: {format_number(row[column], integer)}")
     return ", ".join(parts)
 
 
-def format_rows(frame: pd.DataFrame, fields: list[str]) -> list[str]:
+def format_rows(frame: pd.DataFrame, fields: list[str], anchor: float | None = None) -> list[str]:
     """One prompt line per trading day."""
-    return [format_row(date, row, fields) for date, row in frame.iterrows()]
+    return [format_row(date, row, fields, anchor) for date, row in frame.iterrows()]
 
 
-def user_prompt_lines(name: str, lines: list[str], future: int, context: str = "") -> str:
-    """The spec's user turn. `context` (news, signals, the user's own text) sits between prices and question."""
+def anchor_line(close: float, date: pd.Timestamp | dt.date) -> str:
+    """The change format's statement of its anchor, between the title and the rows."""
+    return f"Prices are % changes from the last close, {format_number(close, False)} on {pd.Timestamp(date):%Y-%m-%d}."
+
+
+def user_prompt_lines(name: str, lines: list[str], future: int, context: str = "", anchor: str = "") -> str:
+    """The spec's user turn. `context` (news, signals, the user's own text) sits between prices and question;
+    `anchor` (the change format's `anchor_line`) between the title and the rows."""
     ask = "Predict the next date price:\n" if future == 1 else f"Predict the next {future} day price:\n"
-    text = f"Here is past {len(lines)} day stock price of {name} company.\n\n" + "\n".join(lines) + "\n"
+    text = f"Here is past {len(lines)} day stock price of {name} company.\n"
+    if anchor:
+        text += anchor + "\n"
+    text += "\n" + "\n".join(lines) + "\n"
     if context.strip():
         text += f"\nContext:\n{context.strip()}\n\n"
     return text + ask
@@ -116,12 +141,51 @@ def answer_lines(lines: list[str]) -> str:
     return f"The next {len(lines)} day price is:\n" + "\n".join(lines) + "\n"
 
 
-def user_prompt(name: str, past: pd.DataFrame, future: int, fields: list[str], context: str = "") -> str:
-    return user_prompt_lines(name, format_rows(past, fields), future, context)
+def _anchor(past: pd.DataFrame, answer_format: str) -> float | None:
+    if answer_format not in ANSWER_FORMATS:
+        raise ValueError(f"answer format {answer_format!r} is not one of {', '.join(ANSWER_FORMATS)}")
+    return float(past["Close"].iloc[-1]) if answer_format == "change" else None
 
 
-def answer_text(future: pd.DataFrame, fields: list[str]) -> str:
-    return answer_lines(format_rows(future, fields))
+def user_prompt(
+    name: str,
+    past: pd.DataFrame,
+    future: int,
+    fields: list[str],
+    context: str = "",
+    answer_format: str = "absolute",
+) -> str:
+    anchor = _anchor(past, answer_format)
+    header = anchor_line(anchor, past.index[-1]) if anchor is not None else ""
+    return user_prompt_lines(name, format_rows(past, fields, anchor), future, context, header)
+
+
+def answer_text(future: pd.DataFrame, fields: list[str], anchor: float | None = None) -> str:
+    """The answer for `future`; `anchor` (the last known close) writes it in the change format."""
+    return answer_lines(format_rows(future, fields, anchor))
+
+
+def answer_regex(dates: list, fields: list[str], answer_format: str = "absolute") -> str:
+    """The answer's grammar as a regex: header, dates and labels fixed, only the numbers free.
+
+    It accepts exactly what `answer_text` writes for these dates (and nothing `parse_answer` would refuse),
+    so a constrained answer always parses; whether its candles are possible is still checked afterwards.
+    """
+    _anchor(pd.DataFrame({"Close": [1.0]}), answer_format)  # validates the format name
+    number = {
+        "price": r"[+-][0-9]{1,3}\.[0-9]{2}%" if answer_format == "change" else r"[0-9]{1,6}\.[0-9]{1,2}",
+        "signed": r"-?[0-9]{1,6}\.[0-9]{1,2}",
+        "integer": r"[0-9]{1,12}",
+    }
+    rows = []
+    for date in dates:
+        parts = [f"Date: {pd.Timestamp(date):%Y-%m-%d}"]
+        for name in fields:
+            label, _, integer = FIELDS[name]
+            kind = "price" if name in PRICE_FIELDS else "integer" if integer else "signed"
+            parts.append(f"{label}: {number[kind]}")
+        rows.append(", ".join(parts) + r"\n")
+    return rf"The next {len(dates)} day price is:\n" + "".join(rows)
 
 
 def answer_token_budget(future: int, fields: list[str]) -> int:
@@ -140,18 +204,24 @@ class ForecastParseError(ValueError):
 
 _HEADER = re.compile(r"The next (\d+) day price is:")
 _NUMBER = r"-?\d+(?:\.\d+)?"
+_CHANGE = r"[+-]\d+(?:\.\d+)?%"
 
 
-def _row_pattern(fields: list[str]) -> re.Pattern:
-    parts = [r"Date: (\d{4}-\d{2}-\d{2})"] + [rf"{FIELDS[f][0]}: ({_NUMBER})" for f in fields]
+def _row_pattern(fields: list[str], change: bool = False) -> re.Pattern:
+    parts = [r"Date: (\d{4}-\d{2}-\d{2})"] + [
+        rf"{FIELDS[f][0]}: ({_CHANGE if change and f in PRICE_FIELDS else _NUMBER})" for f in fields
+    ]
     return re.compile(r"\s*" + r", ".join(parts) + r"\s*")
 
 
-def parse_answer(text: str, fields: list[str], expected: int | None = None) -> pd.DataFrame:
+def parse_answer(
+    text: str, fields: list[str], expected: int | None = None, anchor: float | None = None
+) -> pd.DataFrame:
     """Strictly read an answer back into a frame (Date index; Open, High, Low, Close, Volume, ...).
 
-    Nothing is repaired: a wrong header, a row out of format, a wrong row count, unordered dates or
-    any text after the rows raises ForecastParseError.
+    With `anchor` (the last known close) the answer is in the change format and its % changes are turned
+    back into prices. Nothing is repaired: a wrong header, a row out of format, a wrong row count,
+    unordered dates or any text after the rows raises ForecastParseError.
     """
     lines = [line for line in text.strip().splitlines()]
     if not lines:
@@ -165,7 +235,7 @@ def parse_answer(text: str, fields: list[str], expected: int | None = None) -> p
     rows = [line for line in lines[1:] if line.strip()]
     if len(rows) != count:
         raise ForecastParseError(f"the answer announces {count} row(s) but has {len(rows)}")
-    pattern = _row_pattern(fields)
+    pattern = _row_pattern(fields, change=anchor is not None)
     records = []
     for line in rows:
         match = pattern.fullmatch(line)
@@ -177,7 +247,10 @@ def parse_answer(text: str, fields: list[str], expected: int | None = None) -> p
             raise ForecastParseError(f"row date {match[1]!r} is not a calendar date") from exc
         record = {"Date": date}
         for name, value in zip(fields, match.groups()[1:], strict=True):
-            record[FIELDS[name][1]] = float(value)
+            if anchor is not None and name in PRICE_FIELDS:
+                record[FIELDS[name][1]] = round(anchor * (1 + float(value.rstrip("%")) / 100), 2)
+            else:
+                record[FIELDS[name][1]] = float(value)
         records.append(record)
     frame = pd.DataFrame.from_records(records).set_index("Date")
     frame.index = pd.DatetimeIndex(pd.to_datetime([d.strftime("%Y-%m-%d") for d in frame.index]), name="Date")
@@ -336,6 +409,7 @@ def build_examples(
     fields: list[str],
     stride: int = 1,
     context_for=None,
+    answer_format: str = "absolute",
 ) -> tuple[list[dict], int]:
     """Every `past → future` window of one company's frame as a TRL prompt-completion example.
 
@@ -343,22 +417,29 @@ def build_examples(
     `context_for(input_end_date) -> (text, kind)` supplies as-of context (news, signals) when given; `kind`
     (e.g. "prices+signals+news") is recorded in the example's meta for ablations.
     """
+    _anchor(frame.iloc[:1], answer_format)
+    change = answer_format == "change"
     columns = [FIELDS[f][1] for f in fields]
-    lines = [
-        "" if frame[columns].iloc[i].isna().any() else format_row(d, frame.iloc[i], fields)
-        for i, d in enumerate(frame.index)
-    ]
+    blank = frame[columns].isna().any(axis=1).to_numpy()
+    lines = ["" if blank[i] else format_row(d, frame.iloc[i], fields) for i, d in enumerate(frame.index)]
     days = frame.index.strftime("%Y-%m-%d")
     spans, skipped = window_spans(frame, window, fields, stride)
     examples = []
     for start, mid, end in spans:
         context, kind = context_for(frame.index[mid - 1]) if context_for else ("", "prices")
+        if change:  # every row relative to this window's own last close
+            anchor = float(frame["Close"].iloc[mid - 1])
+            rows = format_rows(frame.iloc[start:end], fields, anchor)
+            header = anchor_line(anchor, frame.index[mid - 1])
+            prompt = user_prompt_lines(name, rows[: mid - start], window.future, context, header)
+            answer = answer_lines(rows[mid - start :])
+        else:
+            prompt = user_prompt_lines(name, lines[start:mid], window.future, context)
+            answer = answer_lines(lines[mid:end])
         examples.append(
             {
-                "prompt": [
-                    {"role": "user", "content": user_prompt_lines(name, lines[start:mid], window.future, context)}
-                ],
-                "completion": [{"role": "assistant", "content": answer_lines(lines[mid:end])}],
+                "prompt": [{"role": "user", "content": prompt}],
+                "completion": [{"role": "assistant", "content": answer}],
                 "meta": {
                     "code": code,
                     "window": window.name,
@@ -393,3 +474,13 @@ def chronological_split(examples: list[dict], cutoff: pd.Timestamp) -> tuple[lis
     train = [e for e in examples if e["meta"]["target_end"] < cut]
     val = [e for e in examples if e["meta"]["input_start"] >= cut]
     return train, val, len(examples) - len(train) - len(val)
+
+
+def shuffled(examples: list[dict], seed: int) -> list[dict]:
+    """The examples in a seeded random order: any first N of them represent every company and window type
+    in proportion (a date-sorted list cut at N would leave the last companies of the list out)."""
+    import random
+
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    return [examples[i] for i in order]

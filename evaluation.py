@@ -123,14 +123,90 @@ def targets_to_candles(log_ratios: np.ndarray, last_close: float) -> np.ndarray:
     return candles
 
 
+# --------------------------------------------------------------------------- samples and distributions
+
+QUANTILES = (0.025, 0.1, 0.5, 0.9, 0.975)  # the 95% and 80% bands and the median
+
+
+def median_forecast(samples: np.ndarray) -> np.ndarray:
+    """The point forecast of K sampled forecasts (K × future × fields): the per-field median.
+
+    When every sample is a valid candle (low ≤ open, close ≤ high) so is the median, since order statistics
+    keep the inequality: the k-th smallest low is at most the k-th smallest open."""
+    return np.median(np.asarray(samples, dtype=float), axis=0)
+
+
+def sample_quantiles(samples: np.ndarray, levels=QUANTILES) -> np.ndarray:
+    """Quantiles over the first axis (the samples): len(levels) × the rest."""
+    return np.quantile(np.asarray(samples, dtype=float), levels, axis=0)
+
+
+def crps_ensemble(samples: np.ndarray, actual: float) -> float:
+    """The continuous ranked probability score of an ensemble: E|X − y| − ½ E|X − X'| (lower is better).
+    O(K log K) through the sorted form of the second term."""
+    x = np.sort(np.asarray(samples, dtype=float))
+    n = len(x)
+    spread = 2 * np.sum((2 * np.arange(1, n + 1) - n - 1) * x) / n**2
+    return float(np.mean(np.abs(x - actual)) - 0.5 * spread)
+
+
+def pinball_loss(quantiles: np.ndarray, actual: float, levels=QUANTILES) -> float:
+    """The mean quantile (pinball) loss over `levels`: τ·(y − q) above the quantile, (1 − τ)·(q − y) below."""
+    diff = actual - np.asarray(quantiles, dtype=float)
+    tau = np.asarray(levels, dtype=float)
+    return float(np.mean(np.maximum(tau * diff, (tau - 1) * diff)))
+
+
+def horizon_returns(frame: pd.DataFrame, horizon: int, last_day: pd.Timestamp) -> np.ndarray:
+    """Every `horizon`-day close-to-close return of a stock whose end day is on or before `last_day`
+    (the training days: nothing from the test period)."""
+    closes = frame.loc[frame.index <= last_day, "Close"].dropna().to_numpy(dtype=float)
+    if len(closes) <= horizon:
+        return np.empty(0)
+    return closes[horizon:] / closes[:-horizon] - 1
+
+
+def random_walk_returns(prices: dict, windows, last_day: pd.Timestamp, minimum: int = 20) -> dict:
+    """{(code, horizon): returns} for the probabilistic random walk: persistence, spread by the stock's own
+    past `horizon`-day returns up to `last_day`; a stock with fewer than `minimum` uses all stocks' pooled."""
+    table: dict = {}
+    for horizon in sorted({step for w in windows for step in range(1, w.future + 1)}):
+        own = {code: horizon_returns(frame, horizon, last_day) for code, frame in prices.items()}
+        pooled = np.concatenate([r for r in own.values() if len(r)]) if any(len(r) for r in own.values()) else None
+        for code, returns in own.items():
+            table[(code, horizon)] = returns if len(returns) >= minimum or pooled is None else pooled
+    return table
+
+
+def random_walk_samples(w: TestWindow, returns: dict) -> np.ndarray | None:
+    """The random walk's closes for every step of `w` (n × future), or None without history."""
+    columns = [returns.get((w.code, step)) for step in range(1, w.window.future + 1)]
+    if any(c is None or not len(c) for c in columns):
+        return None
+    n = min(len(c) for c in columns)
+    return w.last_close * (1 + np.stack([np.sort(c)[np.linspace(0, len(c) - 1, n).astype(int)] for c in columns], 1))
+
+
 # --------------------------------------------------------------------------- scoring
 
 
-def forecast_rows(model: str, windows: list[TestWindow], predictions: list[np.ndarray | None]) -> pd.DataFrame:
-    """One row per model × window × horizon step. A failed forecast (None) keeps its rows, marked invalid."""
+def forecast_rows(
+    model: str,
+    windows: list[TestWindow],
+    predictions: list[np.ndarray | None],
+    distributions: list[np.ndarray | None] | None = None,
+    reference: list[np.ndarray | None] | None = None,
+) -> pd.DataFrame:
+    """One row per model × window × horizon step. A failed forecast (None) keeps its rows, marked invalid.
+
+    `distributions` (a probabilistic model's closes, samples × future, per window) add the quantiles of
+    QUANTILES, CRPS and pinball loss, all in % of the origin's close; `reference` (the random walk's) adds
+    its CRPS on the same row, for a skill on the same forecasts."""
     records = []
-    for w, pred in zip(windows, predictions, strict=True):
+    for i, (w, pred) in enumerate(zip(windows, predictions, strict=True)):
         actual = w.actual[OHLC].to_numpy(dtype=float)
+        dist = distributions[i] if distributions is not None and pred is not None else None
+        ref = reference[i] if reference is not None else None
         for step in range(w.window.future):
             row = {
                 "model": model,
@@ -142,11 +218,31 @@ def forecast_rows(model: str, windows: list[TestWindow], predictions: list[np.nd
                 "last_close": w.last_close,
                 "valid": pred is not None,
             }
-            for i, column in enumerate(OHLC):
-                row[f"actual_{column.lower()}"] = actual[step, i]
-                row[f"pred_{column.lower()}"] = float(pred[step, i]) if pred is not None else math.nan
+            for j, column in enumerate(OHLC):
+                row[f"actual_{column.lower()}"] = actual[step, j]
+                row[f"pred_{column.lower()}"] = float(pred[step, j]) if pred is not None else math.nan
+            row |= _distribution_scores(dist, ref, step, w.last_close, actual[step, 3])
             records.append(row)
     return pd.DataFrame.from_records(records)
+
+
+def _distribution_scores(dist, ref, step: int, last_close: float, actual: float) -> dict:
+    """Quantiles, CRPS and pinball loss of one step's forecast distribution, in % of the origin's close."""
+    out = {f"q{round(1000 * q):04d}": math.nan for q in QUANTILES}
+    out |= {"crps": math.nan, "pinball": math.nan, "ref_crps": math.nan}
+    scale = 100 / last_close
+    target = (actual - last_close) * scale
+    if ref is not None:
+        out["ref_crps"] = crps_ensemble((ref[:, step] - last_close) * scale, target)
+    if dist is None:
+        return out
+    values = (np.asarray(dist, dtype=float)[:, step] - last_close) * scale
+    quantiles = sample_quantiles(values)
+    for q, value in zip(QUANTILES, quantiles, strict=True):
+        out[f"q{round(1000 * q):04d}"] = last_close + value / scale
+    out["crps"] = crps_ensemble(values, target)
+    out["pinball"] = pinball_loss(quantiles, target)
+    return out
 
 
 def add_errors(rows: pd.DataFrame) -> pd.DataFrame:
@@ -162,6 +258,12 @@ def add_errors(rows: pd.DataFrame) -> pd.DataFrame:
     rows["actual_up"] = rows["actual_close"] > rows["last_close"]
     rows["pred_up"] = rows["pred_close"] > rows["last_close"]
     rows["direction_right"] = rows["valid"] & (rows["pred_up"] == rows["actual_up"])
+    rows["pred_return"] = 100 * (rows["pred_close"] / rows["last_close"] - 1)  # in %
+    rows["actual_return"] = 100 * (rows["actual_close"] / rows["last_close"] - 1)
+    rows["probabilistic"] = rows["valid"] & rows["crps"].notna() if "crps" in rows else False
+    if "crps" in rows:
+        rows["covered80"] = (rows["q0100"] <= rows["actual_close"]) & (rows["actual_close"] <= rows["q0900"])
+        rows["covered95"] = (rows["q0025"] <= rows["actual_close"]) & (rows["actual_close"] <= rows["q0975"])
     return rows
 
 
@@ -180,17 +282,32 @@ _SUMS = [
     "abs_err_low",
     "direction_right",
     "actual_up",
+    "pred_return",
+    "actual_return",
+    "probabilistic",
+    "covered80",
+    "covered95",
+    "crps",
+    "pinball",
+    "ref_crps",
 ]
+_VALID_SUMS = _SUMS[2:10] + ["pred_return", "actual_return"]  # summed over valid rows
+_PROB_SUMS = ["covered80", "covered95", "crps", "pinball", "ref_crps"]  # over rows with a distribution
 
 
 def _per_date_sums(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(dates, D × len(_SUMS) sums). Error sums and persistence's matched errors use valid rows only."""
     valid = rows["valid"].to_numpy()
     table = pd.DataFrame({"origin": rows["origin"].to_numpy(), "n": 1, "valid": valid.astype(float)})
-    for column in _SUMS[2:10]:
+    for column in _VALID_SUMS:
         table[column] = np.where(valid, rows[column].to_numpy(dtype=float), 0.0)
     table["direction_right"] = rows["direction_right"].to_numpy(dtype=float)
     table["actual_up"] = rows["actual_up"].to_numpy(dtype=float)
+    probabilistic = rows["probabilistic"].to_numpy(dtype=bool) if "probabilistic" in rows else np.zeros(len(rows), bool)
+    table["probabilistic"] = probabilistic.astype(float)
+    for column in _PROB_SUMS:
+        values = rows[column].to_numpy(dtype=float) if column in rows else np.zeros(len(rows))
+        table[column] = np.where(probabilistic, values, 0.0)
     grouped = table.groupby("origin", sort=True)[_SUMS].sum()
     return grouped.index.to_numpy(), grouped.to_numpy(dtype=float)
 
@@ -214,6 +331,15 @@ def _metrics_from_sums(s: np.ndarray) -> dict[str, np.ndarray]:
             "skill_mape": 1 - col["ape_close"] / col["persist_ape_close"],
             "directional_accuracy": col["direction_right"] / col["n"],
             "majority_rate": np.maximum(up_rate, 1 - up_rate),
+            "mean_forecast_return": col["pred_return"] / valid,  # % from the origin's close
+            "mean_actual_return": col["actual_return"] / valid,
+            "bias": (col["pred_return"] - col["actual_return"]) / valid,
+            "coverage80": col["covered80"] / col["probabilistic"],
+            "coverage95": col["covered95"] / col["probabilistic"],
+            "crps": col["crps"] / col["probabilistic"],  # % of the origin's close
+            "pinball": col["pinball"] / col["probabilistic"],
+            "random_walk_crps": col["ref_crps"] / col["probabilistic"],
+            "crps_skill": 1 - col["crps"] / col["ref_crps"],
         }
 
 
@@ -227,7 +353,7 @@ def block_bootstrap_indices(n_dates: int, n_boot: int, block: int, seed: int) ->
     return ((starts[:, :, None] + np.arange(block)) % n_dates).reshape(n_boot, -1)[:, :n_dates]
 
 
-CI_METRICS = ("mape_close", "skill_mape", "skill_mae", "directional_accuracy")
+CI_METRICS = ("mape_close", "skill_mape", "skill_mae", "directional_accuracy", "bias", "coverage80", "crps_skill")
 
 
 def summarize(rows: pd.DataFrame, n_boot: int = 1000, block: int = 5, seed: int = 0) -> dict:

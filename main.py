@@ -39,6 +39,74 @@ CPU_DEMO_DEFAULTS = {
 }
 
 
+# Every numeric flag's valid range, checked before any work: (flag, attribute, test, what it must be).
+_AT_LEAST_1 = ("at least 1", lambda v: v >= 1)
+_AT_LEAST_0 = ("0 or more", lambda v: v >= 0)
+_POSITIVE = ("a positive number", lambda v: v > 0 and v == v and v != float("inf"))
+_SHARE = ("between 0 and 1 (exclusive)", lambda v: 0 < v < 1)
+NUMERIC_RULES = {
+    "rank": _AT_LEAST_1,
+    "lora_alpha": _AT_LEAST_1,
+    "lora_dropout": ("from 0 up to 1 (exclusive)", lambda v: 0 <= v < 1),
+    "batch_size": _AT_LEAST_1,
+    "gradient_accumulation_steps": _AT_LEAST_1,
+    "num_epochs": _POSITIVE,
+    "max_steps": ("0 (train --num-epochs) or more", lambda v: v >= 0),
+    "learning_rate": _POSITIVE,
+    "logging_steps": _AT_LEAST_1,
+    "weight_decay": _AT_LEAST_0,
+    "warmup_steps": _AT_LEAST_0,
+    "save_steps": _AT_LEAST_1,
+    "eval_steps": _AT_LEAST_0,
+    "val_fraction": _SHARE,
+    "max_val_examples": _AT_LEAST_1,
+    "max_seq_length": ("at least 64 tokens", lambda v: v >= 64),
+    "stride": _AT_LEAST_1,
+    "month": ("1-12", lambda v: 1 <= v <= 12),
+    "choose_stock": _AT_LEAST_0,
+    "past": _AT_LEAST_1,
+    "future": _AT_LEAST_1,
+    "eval_stride": _AT_LEAST_1,
+    "eval_batch_size": _AT_LEAST_1,
+    "bootstrap": _AT_LEAST_0,
+    "brokerage": _AT_LEAST_0,
+    "sell_tax": _AT_LEAST_0,
+    "lstm_epochs": _AT_LEAST_1,
+    "news_max_articles": _AT_LEAST_0,
+    "news_max_tokens": _AT_LEAST_0,
+    "news_days": _AT_LEAST_1,
+    "news_daily_limit": _AT_LEAST_0,
+    "trade_threshold": _AT_LEAST_0,
+    "max_lots": _AT_LEAST_1,
+    "max_positions": _AT_LEAST_1,
+    "max_new_tokens": _AT_LEAST_1,
+    "eval_limit": _AT_LEAST_0,
+    "instruct_rows": _AT_LEAST_1,
+    "forecaster_weeks": _AT_LEAST_1,
+    "forecaster_samples": _AT_LEAST_1,
+}
+DATE_FLAGS = ("end_date", "test_start", "test_end")
+
+
+def check_arguments(args) -> None:
+    """Refuse an out-of-range number or a malformed date before any work, naming the flag."""
+    import datetime as dt
+
+    from utils import StockToolError
+
+    for name, (must, ok) in NUMERIC_RULES.items():
+        value = getattr(args, name)
+        if value is not None and not ok(value):
+            raise StockToolError(f"--{name.replace('_', '-')} {value}: must be {must}")
+    for name in DATE_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            try:
+                dt.date.fromisoformat(value)
+            except ValueError:
+                raise StockToolError(f"--{name.replace('_', '-')} {value!r} is not a date YYYY-MM-DD") from None
+
+
 def _flag01(text: str) -> bool:
     if text not in ("0", "1"):
         raise argparse.ArgumentTypeError("use 1 (on) or 0 (off)")
@@ -94,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--fields",
         default="ohlcv",
         help="price fields in prompts: ohlcv, all, turnover, basic (the spec's column sets) or a comma list",
+    )
+    data.add_argument(
+        "--answer-format",
+        choices=["change", "absolute"],
+        default="change",
+        help="how prompts and answers write prices: change (%% from the last close, measured better: README) "
+        "or absolute (the spec's NTD prices)",
     )
     data.add_argument("--stride", type=int, default=1, help="trading days between consecutive windows")
     data.add_argument(
@@ -174,10 +249,26 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
 
     infer = p.add_argument_group("inference (--train 0)")
-    infer.add_argument("--code", default="2330", help="stock code to forecast")
+    infer.add_argument("--code", default="2330", help="stock code(s) to forecast, e.g. 2330 or 2330,2454,6569")
     infer.add_argument("--past", type=int, default=5, help="known trading days given to the model")
     infer.add_argument("--future", type=int, default=5, help="trading days to forecast")
     infer.add_argument("--context", default="", help="extra text (e.g. news) added to the prompt as is")
+    infer.add_argument(
+        "--samples",
+        type=int,
+        default=1,
+        help="answers sampled per forecast; with more than 1 the point forecast is their per-field median and "
+        "their quantiles the bands (1: greedy, the measured default; README)",
+    )
+    infer.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --samples > 1)")
+    infer.add_argument(
+        "--decoding",
+        choices=["constrained", "free"],
+        default="constrained",
+        help="constrained: answers generated under the answer format's grammar (dates fixed, numbers free); "
+        "free: unconstrained, for comparison",
+    )
+    infer.add_argument("--band", type=float, default=0.8, help="central band drawn on the chart (0 < band < 1)")
 
     ev = p.add_argument_group("evaluation (--evaluate 1)")
     ev.add_argument(
@@ -197,7 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="tuned,base,lstm",
         help="models besides the always-run baselines (persistence, drift, moving average): tuned, base, lstm",
     )
-    ev.add_argument("--eval-batch-size", type=int, default=None, help="prompts generated together (GPU 64, CPU 8)")
+    ev.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=None,
+        help="sequences (prompts x samples) generated together; instruction comparison: prompts (GPU 256, CPU 8)",
+    )
     ev.add_argument("--bootstrap", type=int, default=1000, help="block-bootstrap resamples for 95%% intervals")
     ev.add_argument("--brokerage", type=float, default=0.001425, help="backtest brokerage per side (0.1425%%)")
     ev.add_argument("--sell-tax", type=float, default=0.003, help="backtest securities transaction tax on sells")
@@ -276,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_configs(args, cuda: bool):
+    from forecast import DecodingConfig
     from instruct_tasks import InstructConfig
     from model import LoraSettings, ModelConfig, TrainSettings
     from stock_predictor import DataConfig, TradeConfig
@@ -283,6 +380,13 @@ def build_configs(args, cuda: bool):
 
     defaults = GPU_DEFAULTS if cuda else CPU_DEMO_DEFAULTS
     chosen = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
+    decoding = DecodingConfig(
+        samples=args.samples,
+        temperature=args.temperature,
+        constrained=args.decoding == "constrained",
+        seed=args.random_state,
+        band=args.band,
+    )
     if not cuda and args.train == 1:
         implicit = [k for k in CPU_DEMO_DEFAULTS if getattr(args, k) is None]
         if args.task == "instruct":
@@ -303,6 +407,7 @@ def build_configs(args, cuda: bool):
         choose_stock=args.choose_stock,
         windows=chosen["windows"],
         fields=args.fields,
+        answer_format=args.answer_format,
         stride=args.stride,
         val_fraction=args.val_fraction,
         max_val_examples=chosen["max_val_examples"],
@@ -352,13 +457,14 @@ def build_configs(args, cuda: bool):
         stride=args.eval_stride,
         models=args.eval_models,
         windows=args.windows,
-        batch_size=args.eval_batch_size or (64 if cuda else 8),
+        batch_size=args.eval_batch_size or (256 if cuda else 8),
         bootstrap=args.bootstrap,
         brokerage=args.brokerage,
         sell_tax=args.sell_tax,
         run_name=args.eval_name,
         lstm_epochs=args.lstm_epochs,
         seed=args.random_state,
+        decoding=decoding,
     )
     trade = TradeConfig(
         execute=args.execute,
@@ -387,19 +493,28 @@ def build_configs(args, cuda: bool):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from utils import StockToolError, setup_logging
+    from utils import StockToolError, is_writable_dir, setup_logging
 
     setup_logging(args.verbose)
     try:
+        check_arguments(args)
         import model
         from stock_predictor import StockPredictor
 
         cuda = model.cuda_available()
+        if args.load_in_4bit and args.load_in_8bit:
+            raise StockToolError("--load_in_4bit and --load_in_8bit are exclusive: choose one")
+        if not cuda and (args.load_in_4bit or args.load_in_8bit):
+            raise StockToolError(
+                "--load_in_4bit / --load_in_8bit need a CUDA GPU (bitsandbytes); on a CPU leave them off"
+            )
+        if not is_writable_dir(args.output_dir):
+            raise StockToolError(f"--output-dir {args.output_dir} is not writable: choose another folder")
         data, model_cfg, lora, train, evaluation, trade, instruct = build_configs(args, cuda)
         if args.execute and not args.trade:
             raise StockToolError("--execute only applies to --trade 1")
         newsapi_key = args.newsapi_key or os.environ.get("NEWSAPI_KEY") or None
-        predictor = StockPredictor(data, model_cfg, lora, train, newsapi_key=newsapi_key)
+        predictor = StockPredictor(data, model_cfg, lora, train, newsapi_key=newsapi_key, decoding=evaluation.decoding)
         return dispatch(args, predictor, evaluation, trade, instruct)
     except StockToolError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -447,9 +562,13 @@ def dispatch(args, predictor, evaluation, trade, instruct) -> int:
         predictor.trade(trade, stock_api.Credentials.from_env(args.api_account, args.api_password))
     if args.train == 1 or args.evaluate or args.trade:
         return 0
-    result = predictor.inference(code=args.code, past=args.past, future=args.future, context=args.context)
-    print_forecast(result)
-    return 0 if result.ok else 3
+    codes = [c.strip() for c in args.code.split(",") if c.strip()]
+    if not codes:
+        raise StockToolError("--code: give at least one stock code, e.g. 2330 or 2330,2454")
+    results = predictor.forecast_many(codes, args.past, args.future, args.context)
+    for result in results:
+        print_forecast(result)
+    return 0 if all(r.ok for r in results) else 3
 
 
 if __name__ == "__main__":

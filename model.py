@@ -308,25 +308,18 @@ def _resolve_train_flags(settings: TrainSettings, cuda: bool) -> tuple[str, bool
 
 
 def _examples_for_steps(examples: list[dict], settings: TrainSettings, seed: int) -> list[dict]:
-    """With --max-steps, only the examples those steps can consume (a seeded sample, +25% for length drops).
+    """The training examples in a seeded random order, cut to what --max-steps can consume (+25% for the
+    ones too long to keep): tokenizing 45k prompts to train on 5k of them costs minutes. Shuffled before the
+    cut, so every company and window type keeps its share."""
+    import dataset
 
-    Tokenizing 45k prompts to train on 5k of them costs minutes; the trainer samples randomly anyway.
-    """
+    order = dataset.shuffled(examples, seed)
     if not settings.max_steps or settings.max_steps <= 0 or settings.packing:  # packed rows hold many examples
-        return examples
+        return order
     needed = int(settings.max_steps * settings.batch_size * settings.gradient_accumulation_steps * 1.25) + 1
-    if len(examples) <= needed:
-        return examples
-    import random
-
-    picked = sorted(random.Random(seed).sample(range(len(examples)), needed))
-    log.info(
-        "--max-steps %d uses at most %d of %d training examples (seeded sample)",
-        settings.max_steps,
-        needed,
-        len(examples),
-    )
-    return [examples[i] for i in picked]
+    if len(order) > needed:
+        log.info("--max-steps %d uses at most %d of %d training examples", settings.max_steps, needed, len(order))
+    return order[:needed]
 
 
 def _last_checkpoint(output_dir: str) -> str | None:
@@ -442,7 +435,7 @@ def train(
         if resume:
             log.info("resuming from %s", resume)
         else:
-            log.info("--resume: no checkpoint in %s yet, starting fresh", settings.output_dir)
+            print(f"--resume: there is no checkpoint in {settings.output_dir}, so training starts from the beginning")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
@@ -543,21 +536,24 @@ class LoadedModel:
     tokenizer: object
     cuda: bool
     config: dict = field(default_factory=dict)
+    grammars: object = None  # constrained.Grammars for this tokenizer, made on first use
 
 
-def load_for_inference(model_dir: str, adapter: bool = True) -> LoadedModel:
+def load_for_inference(model_dir: str, adapter: bool = True, load_in_4bit: bool | None = None) -> LoadedModel:
     """Base model + the LoRA adapter saved by `train`, ready to generate.
 
     `adapter=False` loads the same base model the same way (quantization, sequence length) without the
-    adapter: the untuned model an evaluation compares against.
+    adapter: the untuned model an evaluation compares against. `load_in_4bit` overrides the saved setting
+    (benchmarks compare 4-bit with 16-bit inference).
     """
     config = read_stock_config(model_dir)
     cuda = cuda_available()
     saved = config["model"]
+    four_bit = saved["load_in_4bit"] if load_in_4bit is None else bool(load_in_4bit)
     base_cfg = ModelConfig(
         model_name=config["base_model"],
         max_seq_length=saved["max_seq_length"],
-        load_in_4bit=saved["load_in_4bit"] and cuda,
+        load_in_4bit=four_bit and cuda,
         load_in_8bit=saved["load_in_8bit"] and cuda,
         model_dir=model_dir,
     )
@@ -580,6 +576,28 @@ def generate(
 ) -> list[str]:
     """Greedy answers for chat prompts, batched with left padding. `min_new_tokens` (benchmarks) forces
     every answer to at least that length, so that batched and one-at-a-time runs do the same work."""
+    answers = generate_samples(loaded, prompts, max_new_tokens, batch_size, min_new_tokens=min_new_tokens)
+    return [a[0] for a in answers]
+
+
+def generate_samples(
+    loaded: LoadedModel,
+    prompts: list,
+    max_new_tokens: int,
+    batch_size: int = 8,
+    samples: int = 1,
+    temperature: float = 1.0,
+    regexes: list[str] | None = None,
+    min_new_tokens: int = 0,
+    seed: int = 3407,
+) -> list[list[str]]:
+    """`samples` answers per prompt (greedy when 1), batched with left padding; `batch_size` counts
+    sequences, so a batch holds batch_size // samples prompts, each expanded to its samples.
+
+    With `regexes` (one per prompt) every answer is generated under its grammar (constrained decoding):
+    only tokens that keep the answer a prefix of the regex can be chosen, and end-of-sequence only once
+    it is complete, so the answer always matches.
+    """
     import torch
 
     tokenizer, model = loaded.tokenizer, loaded.model
@@ -593,25 +611,74 @@ def generate(
         for p in prompts
     ]
     plain = all(isinstance(p, str) for p in prompts)
+    automata = None
+    if regexes is not None:
+        import constrained
+
+        loaded.grammars = loaded.grammars or constrained.Grammars(tokenizer)
+        automata = [loaded.grammars.compile(r) for r in regexes]
+        # never cut a constrained answer short: the budget covers the longest answer the grammar allows
+        unique = {id(a): a for a in automata}.values()
+        max_new_tokens = max(max_new_tokens, *(constrained.longest_answer(a) for a in unique))
+    torch.manual_seed(seed)
+    per_batch = max(1, batch_size // samples)
     # similar lengths side by side: less padding per batch; answers go back in the callers' order
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    answers = [""] * len(texts)
-    for i in range(0, len(order), batch_size):
-        chunk = order[i : i + batch_size]
+    answers: list[list[str]] = [[] for _ in texts]
+    for i in range(0, len(order), per_batch):
+        chunk = order[i : i + per_batch]
         encoded = tokenizer([texts[j] for j in chunk], return_tensors="pt", padding=True, add_special_tokens=plain)
         encoded = encoded.to(device)
+        options = {"do_sample": samples > 1, "num_return_sequences": samples}
+        if samples > 1:
+            options |= {"temperature": temperature, "top_k": 0, "top_p": 1.0}
+        if automata is not None:
+            options["logits_processor"] = [_grammar_processor([automata[j] for j in chunk], samples, device)]
         with torch.no_grad():
             output = model.generate(
                 **encoded,
                 max_new_tokens=max_new_tokens,
                 min_new_tokens=min_new_tokens or None,
-                do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
+                **options,
             )
         new_tokens = output[:, encoded["input_ids"].shape[1] :]
-        for j, answer in zip(chunk, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
-            answers[j] = answer
+        decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        for k, j in enumerate(chunk):
+            answers[j] = decoded[k * samples : (k + 1) * samples]
     return answers
+
+
+def _grammar_processor(automata: list, samples: int, device):
+    """A logits processor that keeps every row of the batch inside its token automaton (`constrained.py`).
+
+    Per step: advance each row's state by the token it just produced, then leave only that state's allowed
+    tokens their scores. Both are gathers over small tables, for all rows at once."""
+    import torch
+    from transformers import LogitsProcessor
+
+    import constrained
+
+    tokens, nexts, initial = constrained.stack(automata)
+
+    class GrammarLogits(LogitsProcessor):
+        def __init__(self):
+            self.tokens = torch.as_tensor(tokens, device=device)
+            self.next = torch.as_tensor(nexts, device=device)
+            self.state = torch.as_tensor(initial, device=device).repeat_interleave(samples)  # rows × samples
+            self.started = False
+
+        def __call__(self, input_ids, scores):
+            if self.started:
+                last = input_ids[:, -1:]
+                slot = (self.tokens[self.state] == last).int().argmax(dim=1, keepdim=True)
+                self.state = self.next[self.state].gather(1, slot).squeeze(1)
+            self.started = True
+            allowed = self.tokens[self.state]
+            masked = torch.full_like(scores, float("-inf"))
+            return masked.scatter_(1, allowed, scores.gather(1, allowed))
+
+    return GrammarLogits()
 
 
 # --------------------------------------------------------------------------- LSTM baseline

@@ -14,7 +14,8 @@ import pandas as pd
 from evaluation import verdict
 from utils import atomic_write_text, write_json, write_jsonl
 
-MODEL_ORDER = ["tuned", "base", "lstm", "drift", "moving_average", "persistence"]
+MODEL_ORDER = ["tuned", "base", "lstm", "drift", "moving_average", "persistence", "random_walk"]
+POINT_ONLY_SKIP = {"random_walk"}  # its point forecast is persistence: it appears in the probabilistic table
 LABELS = {
     "tuned": "LLM + LoRA (tuned)",
     "base": "LLM untuned",
@@ -22,6 +23,7 @@ LABELS = {
     "drift": "drift (20 days)",
     "moving_average": "moving average (20 days)",
     "persistence": "persistence (tomorrow = today)",
+    "random_walk": "random walk (persistence + past returns)",
 }
 
 
@@ -52,7 +54,7 @@ def headline_rows(table: dict, windows: list[str]) -> list[str]:
     for window in windows:
         for model in _ordered(table):
             s = table[model].get(window, {}).get("all")
-            if not s:
+            if not s or model in POINT_ONLY_SKIP:
                 continue
             mape = "n/a" if s["mape_close"] is None else f"{s['mape_close']:.3f}" + _ci(s.get("mape_close_ci95"))
             skill = "—" if model == "persistence" else _num(s["skill_mape"]) + _ci(s.get("skill_mape_ci95"))
@@ -65,12 +67,55 @@ def headline_rows(table: dict, windows: list[str]) -> list[str]:
     return lines
 
 
+def probabilistic_rows(table: dict, windows: list[str]) -> list[str]:
+    """Coverage of the 80% and 95% bands, CRPS and pinball loss (in % of the origin's close), CRPS skill
+    against the random walk on the same forecasts; only models that forecast a distribution."""
+    lines = [
+        "| window | model | 80% band covers | 95% band covers | CRPS % | random walk CRPS % | CRPS skill [95% CI] "
+        "| pinball % |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for window in windows:
+        for model in _ordered(table):
+            s = table[model].get(window, {}).get("all")
+            if not s or s.get("coverage80") is None:
+                continue
+            skill = _num(s["crps_skill"]) + _ci(s.get("crps_skill_ci95"))
+            lines.append(
+                f"| {window} | {LABELS.get(model, model)} | {_pct(s['coverage80'], 1)} | {_pct(s['coverage95'], 1)} | "
+                f"{_num(s['crps'])} | {_num(s['random_walk_crps'])} | {skill} | {_num(s['pinball'])} |"
+            )
+    return lines
+
+
+def bias_rows(table: dict, windows: list[str]) -> list[str]:
+    """Mean forecast return against mean actual return, per window and horizon step (in %)."""
+    lines = [
+        "| window | model | step | mean forecast return % | mean actual return % | bias % |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for window in windows:
+        for model in _ordered(table):
+            if model in POINT_ONLY_SKIP or model == "persistence" or window not in table[model]:
+                continue
+            for step, s in sorted(table[model][window]["steps"].items()):
+                if s.get("bias") is None:
+                    continue
+                lines.append(
+                    f"| {window} | {LABELS.get(model, model)} | {step} | {s['mean_forecast_return']:+.3f} | "
+                    f"{s['mean_actual_return']:+.3f} | {s['bias']:+.3f} |"
+                )
+    return lines
+
+
 def backtest_rows(backtests: dict) -> list[str]:
     lines = [
         "| strategy | total return | annualised Sharpe | max drawdown | trades |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for model in _ordered(backtests):
+        if model in POINT_ONLY_SKIP:
+            continue
         s = backtests[model]["strategy"]
         lines.append(
             f"| {LABELS.get(model, model)} | {_pct(s['total_return'])} | {_num(s['sharpe'], 2)} | "
@@ -85,7 +130,10 @@ def backtest_rows(backtests: dict) -> list[str]:
 
 
 def headline_text(table: dict, backtests: dict, context: dict) -> str:
-    return "\n".join(headline_rows(table, context["windows"]) + [""] + backtest_rows(backtests))
+    windows = context["windows"]
+    return "\n".join(
+        headline_rows(table, windows) + [""] + probabilistic_rows(table, windows) + [""] + backtest_rows(backtests)
+    )
 
 
 def render(context: dict, table: dict, backtests: dict) -> str:
@@ -105,7 +153,7 @@ def render(context: dict, table: dict, backtests: dict) -> str:
         )
     lines += ["", "## Verdict", ""]
     for model in _ordered(table):
-        if model == "persistence":
+        if model in ("persistence", *POINT_ONLY_SKIP):
             continue
         verdicts = [f"{w}: {verdict(table[model][w]['all'])}" for w in windows if w in table[model]]
         lines.append(f"- **{LABELS.get(model, model)}** — " + "; ".join(verdicts))
@@ -124,6 +172,20 @@ def render(context: dict, table: dict, backtests: dict) -> str:
         f"{context['config']['bootstrap']} resamples).",
         "- An unparseable or impossible LLM answer is a failure: it lowers *valid* and *direction right*, is never "
         "replaced by another forecast, and its raw text is in `answers.jsonl`.",
+        "",
+        "## Forecast distributions against the random walk",
+        "",
+        *probabilistic_rows(table, windows),
+        "",
+        "- Sampled LLM forecasts: the point forecast is the per-field median of the usable samples; the bands are "
+        "their quantiles. The random walk is persistence spread by each stock's own past returns over the same "
+        f"horizon, from days up to {context.get('random_walk_last_day')} only (no test-period data).",
+        "- *CRPS* (continuous ranked probability score) and *pinball* (mean quantile loss at 2.5/10/50/90/97.5%) "
+        "are in % of the origin's close; lower is better. *CRPS skill* = 1 − CRPS / random walk's CRPS.",
+        "",
+        "## Bias: mean forecast return against mean actual return",
+        "",
+        *bias_rows(table, windows),
         "",
         f"## Backtest (window {context['backtest_window']}, next day)",
         "",

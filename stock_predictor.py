@@ -11,13 +11,22 @@ import functools
 import json
 import logging
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
 import dataset
 import market_data
+from forecast import (  # noqa: F401  (print_forecast: the spec's facade re-exports it)
+    DecodingConfig,
+    Forecast,
+    next_trading_days,
+    plot_forecast,
+    print_forecast,
+    read_forecast,
+    write_forecast_files,
+)
 from market_data import Company, ExchangeClient, PriceCache
 from model import LoraSettings, ModelConfig, TrainSettings
 from utils import StockToolError, is_writable_dir, taipei_today, write_json, write_jsonl
@@ -38,6 +47,7 @@ class DataConfig:
     choose_stock: int = 0
     windows: str = dataset.DEFAULT_WINDOWS
     fields: str = "ohlcv"
+    answer_format: str = "change"  # "absolute": the spec's NTD prices; "change": % from the last close
     stride: int = 1
     val_fraction: float = 0.1
     max_val_examples: int = 200
@@ -65,22 +75,6 @@ class TradeConfig:
     journal_dir: str = "outputs/trades"
 
 
-@dataclass
-class Forecast:
-    code: str
-    name: str
-    past: pd.DataFrame
-    raw_answer: str
-    forecast: pd.DataFrame | None = None
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    chart: Path | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.forecast is not None and not self.problems
-
-
 class StockPredictor:
     def __init__(
         self,
@@ -90,8 +84,14 @@ class StockPredictor:
         train_settings: TrainSettings = TrainSettings(),
         client: ExchangeClient | None = None,
         newsapi_key: str | None = None,
+        decoding: DecodingConfig = DecodingConfig(),
     ):
         self.data, self.model_cfg, self.lora, self.train_settings = data, model, lora, train_settings
+        self.decoding = decoding
+        if data.answer_format not in dataset.ANSWER_FORMATS:
+            raise StockToolError(
+                f"--answer-format {data.answer_format!r}: choose {' or '.join(dataset.ANSWER_FORMATS)}"
+            )
         self.newsapi_key = newsapi_key  # kept out of the configs: they are saved next to the adapter
         self.lora_seed = lora.random_state
         self._chosen: list[Company] | None = None
@@ -114,6 +114,8 @@ class StockPredictor:
             raise StockToolError(f"--year/--month {start:%Y-%m} is in the future (today is {today})")
         if end < start:
             raise StockToolError(f"--end-date {end} is before --year/--month {start:%Y-%m}")
+        if end > today:
+            log.warning("--end-date %s is in the future: prices end today, %s", end, today)
         return start, min(end, today)
 
     def companies(self) -> list[Company]:
@@ -300,7 +302,14 @@ class StockPredictor:
                     log.warning("%s has %d trading days, too few for window %s", company.code, len(frame), window.name)
                     continue
                 built, bad = dataset.build_examples(
-                    frame, company.name_zh, company.code, window, self.fields, self.data.stride, context(company.code)
+                    frame,
+                    company.name_zh,
+                    company.code,
+                    window,
+                    self.fields,
+                    self.data.stride,
+                    context(company.code),
+                    self.data.answer_format,
                 )
                 examples += built
                 skipped += bad
@@ -325,6 +334,7 @@ class StockPredictor:
             "stride": self.data.stride,
             "windows": [w.name for w in self.windows],
             "fields": self.fields,
+            "answer_format": self.data.answer_format,
             "companies": [c.code for c in companies],
             "train_examples": len(train),
             "val_examples": len(val),
@@ -380,17 +390,19 @@ class StockPredictor:
     def forecast_many(
         self, codes: list[str], past: int, future: int, context: str = "", charts: bool = True
     ) -> list[Forecast]:
-        """Latest-days forecasts for several stocks, generated in one batch; valid ones are charted."""
+        """Latest-days forecasts for several stocks, generated in one batch; valid ones are charted and
+        written to CSV and JSON beside the chart."""
         import model
 
         if past < 1 or future < 1:
             raise StockToolError("--past and --future must be at least 1")
         loaded = self._model()
         fields = loaded.config.get("dataset", {}).get("fields", self.fields)
+        answer_format = trained_answer_format(loaded.config)
         trained = _data_config_from(loaded.config["data"]) if "data" in loaded.config else self.data
         end = self.date_range()[1]
         start = end - dt.timedelta(days=max(60, past * 3))  # calendar days covering `past` trading days
-        companies, histories, prompts = [], [], []
+        companies, histories, prompts, regexes = [], [], [], []
         for code in codes:
             company = _with_english_name(market_data.resolve_company({"code": code}))
             frame = market_data.update_prices(company, self.cache, start, end, self.client())
@@ -402,17 +414,32 @@ class StockPredictor:
             # the context the adapter was trained with (signals, news as of the last known day), then the user's
             built, _ = self.context_builder(trained, {code: frame})(code)(history.index[-1])
             text = "\n".join(part for part in (built, context.strip()) if part)
-            content = dataset.user_prompt(company.name_zh, history, future, fields, text)
+            content = dataset.user_prompt(company.name_zh, history, future, fields, text, answer_format)
             companies.append(company), histories.append(history), prompts.append([{"role": "user", "content": content}])
+            dates = next_trading_days(history.index[-1], future)
+            regexes.append(dataset.answer_regex(dates, fields, answer_format))
         max_new = dataset.answer_token_budget(future, fields)
-        answers = model.generate(loaded, prompts, max_new_tokens=max_new)
+        d = self.decoding
+        answers = model.generate_samples(
+            loaded,
+            prompts,
+            max_new,
+            batch_size=max(8, d.samples),
+            samples=d.samples,
+            temperature=d.temperature,
+            regexes=regexes if d.constrained else None,
+            seed=d.seed,
+        )
         results = []
+        out_dir = Path(self.train_settings.output_dir) / "forecasts"
         for company, history, raw in zip(companies, histories, answers, strict=True):
-            result = _read_forecast(company, history, raw, fields, future)
+            anchor = float(history["Close"].iloc[-1]) if answer_format == "change" else None
+            result = read_forecast(
+                company.code, company.name_zh, history, raw, fields, future, anchor, company.name_en, d.band
+            )
             if result.ok and charts:  # an impossible candle is reported, never drawn as if it were a forecast
-                result.chart = plot_forecast(
-                    history, result.forecast, company, Path(self.train_settings.output_dir) / "forecasts"
-                )
+                result.chart = plot_forecast(result, out_dir)
+                result.files = write_forecast_files(result, result.chart.with_suffix(""))
             results.append(result)
         return results
 
@@ -441,9 +468,14 @@ class StockPredictor:
             f = forecasts[code]
             problem = "; ".join(f.problems)[:200]
             d = trading.decide(
-                code, float(f.past["Close"].iloc[-1]), f.forecast if f.ok else None, held.get(code, 0), positions,
-                rules, problem,
-            )  # fmt: skip
+                code,
+                float(f.past["Close"].iloc[-1]),
+                f.forecast if f.ok else None,
+                held.get(code, 0),
+                positions,
+                rules,
+                problem,
+            )
             positions += d.side == "buy"
             decisions.append(d)
         journal = trading.TradeJournal(cfg.journal_dir, taipei_today(), credentials.tag)
@@ -523,10 +555,16 @@ class StockPredictor:
             sys.modules["torch"].cuda.empty_cache()
 
 
+def trained_answer_format(config: dict) -> str:
+    """The answer format an adapter was trained with; adapters from before the change format wrote prices."""
+    return config.get("dataset", {}).get("answer_format", "absolute")
+
+
 def _data_config_from(saved: dict) -> DataConfig:
     """An adapter's saved data settings; adapters from before signals and news had neither in their prompts."""
     known = {f for f in DataConfig.__dataclass_fields__}
-    return DataConfig(**({"signals": False, "news": False} | {k: v for k, v in saved.items() if k in known}))
+    old = {"signals": False, "news": False, "answer_format": "absolute"}
+    return DataConfig(**(old | {k: v for k, v in saved.items() if k in known}))
 
 
 def _is_common_stock(code: str) -> bool:
@@ -542,23 +580,6 @@ def _from_market(frame: pd.DataFrame, company: Company, start: dt.date, end: dt.
     if sliced.empty:
         raise StockToolError(f"the market CSV has no prices for {company.code} between {start} and {end}")
     return sliced
-
-
-def _read_forecast(company: Company, history: pd.DataFrame, raw: str, fields: list[str], future: int) -> Forecast:
-    """Parse and validate one answer; problems are recorded, never repaired."""
-    result = Forecast(company.code, company.name_zh, history, raw)
-    try:
-        result.forecast = dataset.parse_answer(raw, fields, expected=future)
-    except dataset.ForecastParseError as exc:
-        result.problems = [f"unparseable answer: {exc}"]
-        return result
-    result.problems = dataset.validate_forecast(result.forecast, history.index[-1])
-    result.notes = [
-        f"{d:%Y-%m-%d} is a {d:%A}: the exchange does not trade on weekends"
-        for d in result.forecast.index
-        if d.weekday() >= 5
-    ]
-    return result
 
 
 @functools.cache
@@ -581,58 +602,3 @@ def _parse(parser, text: str, flag: str):
         return parser(text)
     except ValueError as exc:
         raise StockToolError(f"{flag}: {exc}") from exc
-
-
-def forecast_table(forecast: Forecast) -> str:
-    frame = forecast.forecast
-    return frame.to_string(float_format=lambda v: f"{v:,.2f}") if frame is not None else ""
-
-
-def plot_forecast(past: pd.DataFrame, forecast: pd.DataFrame, company: Company, out_dir: Path) -> Path:
-    """Candles of the known days then the forecast days (blue/orange, after a dashed line), with volume."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import mplfinance as mpf
-
-    columns = ["Open", "High", "Low", "Close", "Volume"]
-    volume = "Volume" in forecast.columns
-    combined = pd.concat([past[columns], forecast.reindex(columns=columns)])
-    known = [None] * len(past)
-    predicted = ["tab:blue" if r.Close >= r.Open else "tab:orange" for r in forecast.itertuples()]
-    style = mpf.make_mpf_style(base_mpf_style="yahoo")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{company.code}_{past.index[-1]:%Y%m%d}_{len(past)}to{len(forecast)}.png"
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    boundary = past.index[-1] + (forecast.index[0] - past.index[-1]) / 2
-    title = f"{company.code} {company.name_en or ''}: {len(past)} known + {len(forecast)} forecast days".replace(
-        "  ", " "
-    )
-    mpf.plot(
-        combined,
-        type="candle",
-        volume=volume and not combined["Volume"].isna().any(),
-        style=style,
-        marketcolor_overrides=known + predicted,
-        vlines={"vlines": [boundary], "linestyle": "--", "colors": "gray", "linewidths": 1},
-        title=title + "\n(forecast: blue up / orange down, right of the dashed line)",
-        figsize=(10, 6),
-        savefig={"fname": str(tmp), "dpi": 110, "bbox_inches": "tight"},
-    )
-    tmp.replace(path)
-    return path
-
-
-def print_forecast(result: Forecast) -> None:
-    print(f"{result.code} {result.name}: last known day {result.past.index[-1]:%Y-%m-%d}")
-    if result.forecast is not None:
-        print(forecast_table(result))
-    for note in result.notes:
-        print(f"note: {note}")
-    if result.problems:
-        print("The answer is not a usable forecast:")
-        for problem in result.problems:
-            print(f"  - {problem}")
-        print("Raw model answer:\n" + result.raw_answer)
-    if result.chart:
-        print(f"chart: {result.chart}")

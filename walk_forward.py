@@ -18,8 +18,9 @@ import pandas as pd
 import dataset
 import evaluation as ev
 import market_data
+from forecast import DecodingConfig, read_samples
 from market_data import Company
-from stock_predictor import _data_config_from, _parse  # noqa: E402  (shared parsing of saved settings)
+from stock_predictor import _data_config_from, _parse, trained_answer_format  # noqa: E402  (shared parsing of saved settings)
 from utils import StockToolError, append_jsonl
 
 log = logging.getLogger("stock.evaluate")
@@ -41,6 +42,17 @@ class EvalConfig:
     run_name: str | None = None  # None: eval_<test-start>_<test-end> under --output-dir
     lstm_epochs: int = 30
     seed: int = 3407
+    decoding: DecodingConfig = DecodingConfig()
+
+
+def _sampler(fn):
+    """An injected generator fn(prompts, max_new_tokens) -> answers (a str, or a list of sampled answers, per
+    prompt), as the samplers below."""
+
+    def sample(prompts, max_new_tokens, regexes):
+        return [answer if isinstance(answer, list) else [answer] for answer in fn(prompts, max_new_tokens)]
+
+    return sample
 
 
 def evaluate(predictor, cfg: EvalConfig, generators: dict | None = None) -> dict:
@@ -74,6 +86,12 @@ def evaluate(predictor, cfg: EvalConfig, generators: dict | None = None) -> dict
     predictions, answers, timings, lstm_figures = {}, [], {}, {}
     for name, baseline in ev.BASELINES.items():
         predictions[name] = [baseline(w) for w in tests]
+    # the probabilistic random walk: persistence, spread by each stock's past returns over training days only
+    rw_last_day = pd.Timestamp(seen_end or test_start - dt.timedelta(days=1))
+    rw_returns = ev.random_walk_returns(prices, windows, rw_last_day)
+    reference = [ev.random_walk_samples(w, rw_returns) for w in tests]
+    predictions["random_walk"] = predictions["persistence"]
+    distributions = {"random_walk": reference}
     if "lstm" in wanted:
         cutoff = pd.Timestamp(adapter["dataset"]["cutoff"]) if adapter else None
         pool_prices = {
@@ -86,19 +104,21 @@ def evaluate(predictor, cfg: EvalConfig, generators: dict | None = None) -> dict
     run_dir = Path(predictor.train_settings.output_dir) / (cfg.run_name or f"eval_{test_start}_{test_end}")
     cache_dir = run_dir.with_name(run_dir.name + ".answers")
     context = predictor.context_builder(train_data, prices)  # as the adapter was trained: same signals and news
+    answer_format = trained_answer_format(adapter) if adapter else predictor.data.answer_format
     for name in ("tuned", "base"):
         if name in wanted:
-            generate = (generators or {}).get(name) or _generator(predictor, name, cfg.batch_size)
-            cache = AnswerCache(cache_dir / f"{name}.jsonl", _model_identity(predictor, name, adapter, generators))
-            predictions[name], model_answers, timings[name] = _llm_forecasts(
-                name, tests, fields, generate, cache, context
+            injected = (generators or {}).get(name)
+            generate = _sampler(injected) if injected else _generator(predictor, name, cfg.batch_size, cfg.decoding)
+            identity = _model_identity(predictor, name, adapter, generators) + f":{cfg.decoding.identity()}"
+            cache = AnswerCache(cache_dir / f"{name}.jsonl", identity)
+            predictions[name], distributions[name], model_answers, timings[name] = _llm_forecasts(
+                name, tests, fields, generate, cache, context, answer_format, cfg.decoding
             )
             answers += model_answers
             del generate  # frees the model before the next one loads
     predictor.release()
-    rows = ev.add_errors(
-        pd.concat([ev.forecast_rows(m, tests, pred) for m, pred in predictions.items()], ignore_index=True)
-    )
+    frames = [ev.forecast_rows(m, tests, pred, distributions.get(m), reference) for m, pred in predictions.items()]
+    rows = ev.add_errors(pd.concat(frames, ignore_index=True))
     table = ev.metrics_table(rows, n_boot=cfg.bootstrap, seed=cfg.seed)
     costs = ev.Costs(cfg.brokerage, cfg.sell_tax)
     one_step = min(windows, key=lambda w: (w.future, w.past)).name
@@ -119,6 +139,8 @@ def evaluate(predictor, cfg: EvalConfig, generators: dict | None = None) -> dict
         "backtest_window": one_step,
         "costs": asdict(costs),
         "config": asdict(cfg),
+        "answer_format": answer_format,
+        "random_walk_last_day": f"{rw_last_day:%Y-%m-%d}",
         "generation": timings,
         "lstm": lstm_figures,
     }
@@ -130,12 +152,11 @@ def evaluate(predictor, cfg: EvalConfig, generators: dict | None = None) -> dict
 
 
 def _adapter_config(predictor, required: bool) -> dict | None:
+    """The adapter's saved configuration when an LLM is evaluated; an LSTM-and-baselines run uses none, so an
+    adapter left in --model-dir neither changes nor blocks it."""
     import model
 
-    directory = Path(predictor.model_cfg.model_dir)
-    if required or (directory / model.STOCK_CONFIG).is_file():
-        return model.read_stock_config(str(directory))
-    return None
+    return model.read_stock_config(str(predictor.model_cfg.model_dir)) if required else None
 
 
 def _test_period(predictor, cfg: EvalConfig, adapter: dict | None):
@@ -227,17 +248,27 @@ def _lstm_forecasts(predictor, tests, windows, prices, fields, train_data, cutof
     return predictions, figures
 
 
-def _generator(predictor, name: str, batch_size: int):
-    """fn(prompts, max_new_tokens) -> answers for the tuned or the untuned model, loaded on first use."""
+def _generator(predictor, name: str, batch_size: int, decoding: DecodingConfig):
+    """fn(prompts, max_new_tokens, regexes) -> samples per prompt for the tuned or the untuned model, loaded
+    on first use; the regexes are used when decoding is constrained."""
     import model
 
     predictor.release()
     state: dict = {}
 
-    def generate(prompts, max_new_tokens):
+    def generate(prompts, max_new_tokens, regexes):
         if "loaded" not in state:
             state["loaded"] = model.load_for_inference(predictor.model_cfg.model_dir, adapter=name == "tuned")
-        return model.generate(state["loaded"], prompts, max_new_tokens, batch_size=batch_size)
+        return model.generate_samples(
+            state["loaded"],
+            prompts,
+            max_new_tokens,
+            batch_size,
+            decoding.samples,
+            decoding.temperature,
+            regexes if decoding.constrained else None,
+            seed=decoding.seed,
+        )
 
     return generate
 
@@ -276,7 +307,7 @@ class AnswerCache:
 
     def __init__(self, path: Path, identity: str):
         self.path, self.identity = path, identity
-        self.answers: dict[str, str] = {}
+        self.answers: dict[str, list[str]] = {}
         if path.is_file():
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
@@ -289,44 +320,54 @@ class AnswerCache:
         text = json.dumps([self.identity, max_new_tokens, prompt], ensure_ascii=False)
         return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
-    def add(self, keys: list[str], answers: list[str]) -> None:
+    def add(self, keys: list[str], answers: list) -> None:
         append_jsonl(self.path, [{"key": k, "answer": a} for k, a in zip(keys, answers, strict=True)])
         self.answers.update(zip(keys, answers, strict=True))
 
 
-def _llm_forecasts(name: str, tests, fields, generate, cache: AnswerCache, context, chunk: int = 256):
+def _llm_forecasts(name, tests, fields, generate, cache, context, answer_format, decoding, chunk=256):
     """Prompt (with the as-of context), generate (batched, one window type at a time, cached chunk by
-    chunk), parse strictly. A failure stays a failure."""
+    chunk), parse strictly. Returns point forecasts, sample distributions (closes), answers and timing.
+    A failure stays a failure: samples that do not parse or are not candles are left out and counted, and
+    a forecast with fewer than half of its samples usable fails."""
     import time
 
-    predictions, answers = [None] * len(tests), []
+    predictions, distributions, answers = [None] * len(tests), [None] * len(tests), []
     started, generated, reused = time.perf_counter(), 0, 0
     for window in sorted({w.window for w in tests}, key=lambda w: (w.future, w.past)):
         index = [i for i, w in enumerate(tests) if w.window == window]
         max_new = dataset.answer_token_budget(window.future, fields)
         contexts = [context(tests[i].code)(tests[i].origin) for i in index]
         prompts = [
-            [{"role": "user", "content": dataset.user_prompt(tests[i].name, tests[i].past, window.future, fields, c)}]
+            [
+                {
+                    "role": "user",
+                    "content": dataset.user_prompt(
+                        tests[i].name, tests[i].past, window.future, fields, c, answer_format
+                    ),
+                }
+            ]
             for i, (c, _) in zip(index, contexts, strict=True)
         ]
+        # the answer's dates are the market's next trading days (its calendar is published a year ahead)
+        regexes = [dataset.answer_regex(tests[i].actual.index, fields, answer_format) for i in index]
         keys = [cache.key(prompt, max_new) for prompt in prompts]
         missing = [j for j, k in enumerate(keys) if k not in cache.answers]
         reused += len(prompts) - len(missing)
         for c in range(0, len(missing), chunk):
             part = missing[c : c + chunk]
-            cache.add([keys[j] for j in part], generate([prompts[j] for j in part], max_new))
+            cache.add(
+                [keys[j] for j in part], generate([prompts[j] for j in part], max_new, [regexes[j] for j in part])
+            )
             generated += len(part)
         for i, key, (_, kind) in zip(index, keys, contexts, strict=True):
-            w, raw, problem = tests[i], cache.answers[key], ""
-            try:
-                parsed = dataset.parse_answer(raw, fields, expected=window.future)
-                problems = dataset.validate_forecast(parsed, w.origin)
-                if problems:
-                    problem = "invalid: " + "; ".join(problems[:3])
-                else:
-                    predictions[i] = parsed[ev.OHLC].to_numpy(dtype=float)
-            except dataset.ForecastParseError as exc:
-                problem = f"unparseable: {exc}"
+            w, raw = tests[i], cache.answers[key]
+            samples = [raw] if isinstance(raw, str) else raw
+            anchor = w.last_close if answer_format == "change" else None
+            read = read_samples(samples, fields, window.future, w.origin, anchor)
+            if read.ok:
+                predictions[i] = read.point[ev.OHLC].to_numpy(dtype=float)
+                distributions[i] = read.closes if len(samples) > 1 else None
             answers.append(
                 {
                     "model": name,
@@ -334,9 +375,10 @@ def _llm_forecasts(name: str, tests, fields, generate, cache: AnswerCache, conte
                     "window": window.name,
                     "origin": f"{w.origin:%Y-%m-%d}",
                     "context": kind,
-                    "valid": predictions[i] is not None,
-                    "problem": problem,
-                    "answer": raw,
+                    "valid": read.ok,
+                    "usable_samples": read.usable,
+                    "problem": read.problem,
+                    "answer": samples[0] if len(samples) == 1 else samples,
                 }
             )
         log.info("%s %s: %d forecasts", name, window.name, len(index))
@@ -345,12 +387,12 @@ def _llm_forecasts(name: str, tests, fields, generate, cache: AnswerCache, conte
     rate = generated / seconds if generated and seconds > 0 else None
     print(
         f"{name}: {generated:,} forecasts generated in {seconds:.1f} s"
-        + (f" ({rate:.1f}/s)" if rate else "")
+        + (f" ({rate:.1f}/s, {decoding.describe()})" if rate else "")
         + (f", {reused:,} reused from an interrupted run" if reused else "")
         + f"; {valid:,} of {len(tests):,} usable"
     )
     timing = {"forecasts": generated, "reused": reused, "seconds": round(seconds, 2), "valid": valid}
-    return predictions, answers, timing | {"forecasts_per_s": round(rate, 2) if rate else None}
+    return predictions, distributions, answers, timing | {"forecasts_per_s": round(rate, 2) if rate else None}
 
 
 def _parse_models(text: str) -> list[str]:

@@ -1,14 +1,15 @@
-"""Forecasts per second: batched generation against one prompt at a time, on the same windows.
+"""Forecasts per second and generated tokens per second, per window type and decoding mode.
 
-Loads a trained adapter (or its untuned base with --base), builds the evaluation's prompts for the
-latest windows of real price CSVs, and generates them twice through `model.generate`: with
---batch-size prompts together, then one at a time. Prints one JSON line per way and the speed-up.
+Loads a trained adapter (or its untuned base with --base), builds the evaluation's prompts (the adapter's
+answer format, the real next trading dates as the grammar's dates) for the latest windows of real price
+CSVs, and generates them through `model.generate_samples`, once per decoding mode. Prints one JSON line
+per window × mode. A forecast is one prompt's answer(s): with K samples, K sequences.
 
-    python benchmarks/generate_speed.py --model-dir outputs/model --prices ../shared/data/prices --window 5:5
-    python benchmarks/generate_speed.py --model-name <HF folder or .gguf> --prices ... --fixed-tokens 250
+    python benchmarks/generate_speed.py --model-dir outputs/model --prices ../shared/data/prices \
+        --windows 1:1,5:5,20:5 --modes greedy,greedy-free,k8 --count 256 --batch-size 1024
 
-`--fixed-tokens N` makes every answer exactly N tokens long, both ways: pure generation throughput at a
-forecast's length, for a model (such as an untuned base) whose own answers stop early.
+Modes: greedy (constrained), greedy-free (unconstrained, the old path), kN (median of N constrained samples).
+`--load-in-4bit 1/0` overrides the adapter's saved quantization to compare 4-bit with 16-bit inference.
 """
 
 from __future__ import annotations
@@ -24,76 +25,91 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dataset  # noqa: E402
 import market_data  # noqa: E402
 import model  # noqa: E402
+from forecast import read_samples  # noqa: E402
+from stock_predictor import trained_answer_format  # noqa: E402
 
 
-def prompts_for(prices: Path, window: dataset.WindowType, fields: list[str], count: int) -> list:
-    prompts = []
+def windows_for(prices: Path, window: dataset.WindowType, count: int) -> list:
+    """(code, past, future) for the latest `count` windows spread over the companies."""
     files = sorted(f for f in prices.glob("*.csv") if f.stem.isdigit())  # stock codes (not TAIEX.csv)
     per_company = max(1, -(-count // len(files)))
+    out = []
     for path in files:
-        frame = market_data.parse_price_csv(path)
-        for end in range(len(frame) - per_company, len(frame)):
-            past = frame.iloc[end - window.past : end]
-            content = dataset.user_prompt(path.stem, past, window.future, fields)
-            prompts.append([{"role": "user", "content": content}])
-    return prompts[:count]
+        frame = market_data.parse_price_csv(path).dropna(subset=["Open", "High", "Low", "Close", "Volume"])
+        last = len(frame) - window.future
+        for end in range(last - per_company + 1, last + 1):
+            out.append((path.stem, frame.iloc[end - window.past : end], frame.iloc[end : end + window.future]))
+    return out[:count]
+
+
+def mode_options(mode: str) -> tuple[int, bool]:
+    """(samples, constrained) of a mode name."""
+    if mode == "greedy":
+        return 1, True
+    if mode == "greedy-free":
+        return 1, False
+    if mode.startswith("k") and mode[1:].isdigit():
+        return int(mode[1:]), True
+    raise SystemExit(f"unknown mode {mode!r}: greedy, greedy-free or kN")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model-dir", help="a trained adapter")
-    p.add_argument("--model-name", help="instead of --model-dir: a base model (Hub id, HF folder or .gguf)")
-    p.add_argument("--fixed-tokens", type=int, default=0, help="generate exactly this many tokens per answer")
+    p.add_argument("--model-dir", required=True, help="a trained adapter")
     p.add_argument("--prices", required=True, help="folder of price CSVs")
-    p.add_argument("--window", default="5:5")
-    p.add_argument("--count", type=int, default=32, help="prompts, generated both ways")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--windows", default="1:1,5:5,20:5")
+    p.add_argument("--modes", default="greedy,greedy-free,k8")
+    p.add_argument("--count", type=int, default=256, help="forecasts per window and mode")
+    p.add_argument("--batch-size", type=int, default=1024, help="sequences generated together")
     p.add_argument("--base", action="store_true", help="the untuned base model instead of the adapter")
+    p.add_argument("--load-in-4bit", type=int, choices=[0, 1], default=None, help="override the saved setting")
     args = p.parse_args()
 
-    if args.model_name:
-        cuda = model.cuda_available()
-        cfg = model.ModelConfig(model_name=args.model_name, max_seq_length=8192)
-        base, tokenizer = model.load_base(cfg, model.resolve_model_source(args.model_name), cuda)
-        if cuda:
-            from unsloth import FastLanguageModel
-
-            FastLanguageModel.for_inference(base)
-        loaded = model.LoadedModel(base.eval(), tokenizer, cuda, {})
-    elif args.model_dir:
-        loaded = model.load_for_inference(args.model_dir, adapter=not args.base)
-    else:
-        p.error("give --model-dir or --model-name")
-    window = dataset.parse_windows(args.window)[0]
+    loaded = model.load_for_inference(args.model_dir, adapter=not args.base, load_in_4bit=args.load_in_4bit)
     fields = loaded.config.get("dataset", {}).get("fields", dataset.FIELD_SETS["ohlcv"])
-    prompts = prompts_for(Path(args.prices), window, fields, args.count)
-    max_new = args.fixed_tokens or dataset.answer_token_budget(window.future, fields)
-    model.generate(loaded, prompts[:2], max_new, batch_size=2, min_new_tokens=args.fixed_tokens)  # warm-up
-    results = {}
-    for batch in (args.batch_size, 1):
-        started = time.perf_counter()
-        answers = model.generate(loaded, prompts, max_new, batch_size=batch, min_new_tokens=args.fixed_tokens)
-        seconds = time.perf_counter() - started
-        parsed = 0
-        for answer in answers:
-            try:
-                dataset.parse_answer(answer, fields, expected=window.future)
-                parsed += 1
-            except dataset.ForecastParseError:
-                pass
-        results[batch] = len(prompts) / seconds
-        figures = {
-            "window": window.name,
-            "prompts": len(prompts),
-            "batch_size": batch,
-            "seconds": round(seconds, 2),
-            "forecasts_per_s": round(results[batch], 2),
-            "parsed": parsed,
-            "new_tokens_each": args.fixed_tokens or "up to " + str(max_new),
-            "device": "cuda" if loaded.cuda else "cpu",
-        }
-        print("BENCH " + json.dumps(figures), flush=True)
-    print(f"BENCH speed-up of batch {args.batch_size} over one at a time: {results[args.batch_size] / results[1]:.1f}x")
+    answer_format = trained_answer_format(loaded.config)
+    for window in dataset.parse_windows(args.windows):
+        picked = windows_for(Path(args.prices), window, args.count)
+        prompts = [
+            [{"role": "user", "content": dataset.user_prompt(code, past, window.future, fields, "", answer_format)}]
+            for code, past, _ in picked
+        ]
+        regexes = [dataset.answer_regex(future.index, fields, answer_format) for _, _, future in picked]
+        max_new = dataset.answer_token_budget(window.future, fields)
+        model.generate_samples(loaded, prompts[:4], max_new, 4, 1, regexes=regexes[:4])  # warm-up, compile
+        for mode in args.modes.split(","):
+            samples, constrained = mode_options(mode)
+            if loaded.cuda:
+                import torch
+
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            answers = model.generate_samples(
+                loaded, prompts, max_new, args.batch_size, samples, 1.0, regexes if constrained else None
+            )
+            seconds = time.perf_counter() - started
+            tokens = sum(len(loaded.tokenizer(a)["input_ids"]) for group in answers for a in group)
+            usable = 0
+            for (_, past, _), group in zip(picked, answers, strict=True):
+                anchor = float(past["Close"].iloc[-1]) if answer_format == "change" else None
+                usable += read_samples(group, fields, window.future, past.index[-1], anchor).ok
+            figures = {
+                "window": window.name,
+                "mode": mode,
+                "answer_format": answer_format,
+                "forecasts": len(prompts),
+                "sequences": len(prompts) * samples,
+                "batch_size": args.batch_size,
+                "seconds": round(seconds, 2),
+                "forecasts_per_s": round(len(prompts) / seconds, 2),
+                "generated_tokens_per_s": round(tokens / seconds, 1),
+                "usable": usable,
+                "load_in_4bit": bool(
+                    loaded.config["model"]["load_in_4bit"] if args.load_in_4bit is None else args.load_in_4bit
+                ),
+                "device": "cuda" if loaded.cuda else "cpu",
+            }
+            print("BENCH " + json.dumps(figures), flush=True)
 
 
 if __name__ == "__main__":

@@ -261,7 +261,7 @@ def test_evaluation_run_scores_llms_lstm_and_baselines_and_writes_a_report(price
         cfg, generators={"tuned": repeat_last_row, "base": lambda prompts, n: ["no idea"] * len(prompts)}
     )
     table = result["table"]
-    assert set(table) == {"tuned", "base", "lstm", "persistence", "drift", "moving_average"}
+    assert set(table) == {"tuned", "base", "lstm", "persistence", "drift", "moving_average", "random_walk"}
     assert result["context"]["test_start"] == "2026-04-01" and result["context"]["companies"] == ["2330", "2317"]
     tuned = table["tuned"]["5:5"]["all"]
     assert tuned["validity"] == 1.0 and tuned["skill_mape"] == 0.0  # it *is* persistence, in words

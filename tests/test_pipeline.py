@@ -43,7 +43,9 @@ def fake_adapter(monkeypatch, answer_for):
         config={"dataset": {"fields": ["open", "high", "low", "close", "capacity"]}},
     )
     monkeypatch.setattr(model, "load_for_inference", lambda model_dir, cfg=None: loaded)
-    monkeypatch.setattr(model, "generate", lambda _, prompts, **kw: [answer_for(p[0]["content"]) for p in prompts])
+    monkeypatch.setattr(
+        model, "generate_samples", lambda _, prompts, *a, **kw: [[answer_for(p[0]["content"])] for p in prompts]
+    )
 
 
 def test_inference_prints_table_and_draws_chart(workdir, monkeypatch, capsys):

@@ -214,7 +214,9 @@ def work(tmp_path, monkeypatch, server):
                             "Close": [target], "Volume": [1000.0]}, index=pd.DatetimeIndex(["2026-04-27"]))  # fmt: skip
         return dataset.answer_text(row, fields)
 
-    monkeypatch.setattr(model, "generate", lambda _, prompts, **kw: [answer(p[0]["content"]) for p in prompts])
+    monkeypatch.setattr(
+        model, "generate_samples", lambda _, prompts, *a, **kw: [[answer(p[0]["content"])] for p in prompts]
+    )
     return tmp_path
 
 

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The forecast-quality ablation behind the README's table (issue 10): SmolLM2-135M-Instruct tuned with unsloth
+# (4-bit, LoRA r16, windows 1:1/5:5/20:5) on two periods, each adapter trained only on days before its test period,
+# then evaluated walk-forward (41 companies, origins every 5 trading days) under several decoding modes.
+#
+#   PRICES=<folder of price CSVs> MODEL=<SmolLM2 .gguf> OUT_ROOT=<dir> bash benchmarks/ablation.sh STEP...
+#
+# STEP is train:<name> or eval:<name>:<mode>, run in order; a finished step is skipped, an interrupted
+# evaluation resumes from its answer cache. Names: <period>-<variant>, period p1 (test 2026-03-02 → 04-30,
+# trained to 2026-02-27) or p2 (test 2025-10-01 → 12-31, trained to 2025-09-30); variant change, absolute,
+# change-nosignals, change-long (about one epoch). Modes: k8 (median of 8 constrained samples), greedy
+# (constrained), free (greedy, unconstrained: the old path).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+: "${PRICES:?folder of price CSVs}" "${MODEL:?the SmolLM2 gguf}" "${OUT_ROOT:?output folder}"
+
+declare -A TRAIN_END=([p1]=2026-02-27 [p2]=2025-09-30)
+declare -A TEST=([p1]="2026-03-02 2026-04-30" [p2]="2025-10-01 2025-12-31")
+
+train() {
+  local name=$1 period=${1%%-*} variant=${1#*-}
+  local dir="$OUT_ROOT/$name"
+  [ -f "$dir/model/adapter_config.json" ] && { echo "== $name: trained already"; return; }
+  local extra=(--answer-format change --max-steps 200)
+  case $variant in
+    absolute) extra=(--answer-format absolute --max-steps 200) ;;
+    change-nosignals) extra+=(--signals 0 --news 0) ;;
+    change-long) extra=(--answer-format change --max-steps 0 --num-epochs 1) ;;
+  esac
+  echo "== train $name: ${extra[*]}"
+  python3 main.py --train 1 --data-dir "$PRICES" --offline --model-name "$MODEL" --year 2024 --month 1 \
+    --end-date "${TRAIN_END[$period]}" --windows 1:1,5:5,20:5 --load_in_4bit 1 --padding-free 0 \
+    --batch-size 32 --gradient-accumulation-steps 1 --max-seq-length 2048 --save-steps 100000 \
+    --output-dir "$dir" --model-dir "$dir/model" "${extra[@]}"
+}
+
+evaluate() {
+  local name=$1 mode=$2 period=${1%%-*}
+  local dir="$OUT_ROOT/$name" test=(${TEST[$period]})
+  [ -d "$dir/eval_$mode" ] && { echo "== $name $mode: evaluated already"; return; }
+  local extra=(--samples 8)
+  case $mode in
+    greedy) extra=(--samples 1) ;;
+    free) extra=(--samples 1 --decoding free) ;;
+  esac
+  echo "== evaluate $name $mode"
+  python3 main.py --train 0 --evaluate 1 --data-dir "$PRICES" --offline --end-date 2026-04-30 \
+    --output-dir "$dir" --model-dir "$dir/model" --test-start "${test[0]}" --test-end "${test[1]}" \
+    --eval-stride 5 --eval-models tuned --eval-name "eval_$mode" --eval-batch-size 1024 "${extra[@]}"
+}
+
+for step in "$@"; do
+  IFS=: read -r kind name mode <<<"$step"
+  case $kind in
+    train) train "$name" || echo "== FAILED $step" ;;
+    eval) evaluate "$name" "$mode" || echo "== FAILED $step" ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done

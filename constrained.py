@@ -1,0 +1,164 @@
+"""Constrained decoding: the answer's regex (dates fixed, numbers free) as a token automaton for the model.
+
+outlines-core (the Rust engine of Outlines) compiles a regex against the tokenizer's vocabulary into an
+index: for every state, the tokens allowed next and the state each leads to. We flatten that index into
+two small tables (state × allowed-token slot), so that masking a whole batch is two gathers and a
+scatter on the GPU per generated token, with no Python per sequence. Why outlines-core and not
+xgrammar or lm-format-enforcer: see `benchmarks/constrained_speed.py` and the README.
+
+No torch here: the tables are numpy arrays; `model.py` moves them to the device.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from utils import StockToolError
+
+log = logging.getLogger("stock.constrained")
+
+
+@dataclass(frozen=True)
+class TokenAutomaton:
+    """A regex over tokens. Row s of `tokens` lists the tokens allowed in state s (padded by repeating the
+    first), `next` the state each leads to. Final states allow end-of-sequence, which leads to `done`,
+    a state that allows only end-of-sequence (what a finished row keeps producing while others go on)."""
+
+    tokens: np.ndarray  # states × width, int64
+    next: np.ndarray  # states × width, int64
+    initial: int
+
+    @property
+    def states(self) -> int:
+        return len(self.tokens)
+
+
+@functools.cache
+def _byte_decoder() -> dict[str, int]:
+    """The byte-level BPE alphabet (GPT-2, Llama 3, SmolLM2): printable stand-in character → byte."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    stand_ins, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            stand_ins[chr(byte)] = byte
+        else:
+            stand_ins[chr(256 + extra)] = byte
+            extra += 1
+    return stand_ins
+
+
+def token_bytes(tokenizer) -> dict[bytes, list[int]]:
+    """Every ordinary token's text as bytes → its ids (special tokens left out: a grammar never writes them)."""
+    decoder = _byte_decoder()
+    special = set(tokenizer.all_special_ids)
+    table: dict[bytes, list[int]] = {}
+    for token, token_id in tokenizer.get_vocab().items():
+        if token_id in special:
+            continue
+        if all(ch in decoder for ch in token):
+            text = bytes(decoder[ch] for ch in token)
+        else:  # a SentencePiece-style vocabulary ("▁" for a space)
+            text = tokenizer.convert_tokens_to_string([token]).encode("utf-8")
+        table.setdefault(text, []).append(token_id)
+    return table
+
+
+class Grammars:
+    """Compiles answer regexes for one tokenizer, once each (evaluation windows of one origin share dates)."""
+
+    def __init__(self, tokenizer):
+        try:
+            from outlines_core import Vocabulary
+        except ImportError as exc:  # pragma: no cover - it is in requirements.txt
+            raise StockToolError("constrained decoding needs outlines-core: pip install outlines-core") from exc
+        if tokenizer.eos_token_id is None:
+            raise StockToolError("the tokenizer has no end-of-sequence token: constrained decoding cannot stop")
+        self.eos = int(tokenizer.eos_token_id)
+        self.vocabulary = Vocabulary(self.eos, token_bytes(tokenizer))
+        self._compiled: dict[str, TokenAutomaton] = {}
+
+    def compile(self, regex: str) -> TokenAutomaton:
+        if regex not in self._compiled:
+            self._compiled[regex] = automaton(regex, self.vocabulary, self.eos)
+        return self._compiled[regex]
+
+
+def automaton(regex: str, vocabulary, eos: int) -> TokenAutomaton:
+    """outlines-core's index of `regex`, flattened into tables with contiguous state numbers."""
+    from outlines_core import Index
+
+    index = Index(regex, vocabulary)
+    transitions = index.get_transitions()  # state → {token: next state}
+    finals = set(index.get_final_states())
+    order = {state: i for i, state in enumerate(sorted(set(transitions) | finals))}
+    done = len(order)
+    rows: list[list[tuple[int, int]]] = [[] for _ in range(done + 1)]
+    for state, moves in transitions.items():
+        rows[order[state]] = [(token, order[target]) for token, target in moves.items() if token != eos]
+    for state in finals:
+        rows[order[state]].append((eos, done))
+    rows[done] = [(eos, done)]
+    if any(not row for row in rows):
+        raise StockToolError(f"the answer grammar has a dead end for this tokenizer: {regex[:80]!r}")
+    width = max(len(row) for row in rows)
+    tokens = np.array([[t for t, _ in row] + [row[0][0]] * (width - len(row)) for row in rows], dtype=np.int64)
+    nexts = np.array([[n for _, n in row] + [row[0][1]] * (width - len(row)) for row in rows], dtype=np.int64)
+    return TokenAutomaton(tokens, nexts, order[index.get_initial_state()])
+
+
+def stack(automata: list[TokenAutomaton]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One table for a batch whose rows follow different automata: (tokens, next, initial state per row).
+    Identical automata (the same object) are stored once."""
+    unique: dict[int, int] = {}
+    parts: list[TokenAutomaton] = []
+    for a in automata:
+        if id(a) not in unique:
+            unique[id(a)] = len(parts)
+            parts.append(a)
+    width = max(a.tokens.shape[1] for a in parts)
+    offsets = np.cumsum([0] + [a.states for a in parts])
+    tokens, nexts = [], []
+    for a, offset in zip(parts, offsets, strict=False):
+        pad = width - a.tokens.shape[1]
+        tokens.append(np.pad(a.tokens, ((0, 0), (0, pad)), mode="edge"))
+        nexts.append(np.pad(a.next + offset, ((0, 0), (0, pad)), mode="edge"))
+    initial = np.array([offsets[unique[id(a)]] + a.initial for a in automata], dtype=np.int64)
+    return np.concatenate(tokens), np.concatenate(nexts), initial
+
+
+def longest_answer(a: TokenAutomaton) -> int:
+    """The most tokens any complete answer can take (end-of-sequence included): a token budget that can never
+    cut an answer short. The language is finite, so apart from `done`'s own loop the automaton has no cycle."""
+    done = a.states - 1
+    memo: dict[int, int] = {done: 0}
+    stack = [a.initial]
+    while stack:  # iterative depth-first longest path (answers run to hundreds of states)
+        state = stack[-1]
+        pending = [int(n) for n in set(a.next[state].tolist()) if int(n) not in memo]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        memo[state] = 1 + max(memo[int(n)] for n in a.next[state])
+    return memo[a.initial]
+
+
+def walk(a: TokenAutomaton, token_ids: list[int]) -> int | None:
+    """The state after `token_ids` from the start, or None where a token is not allowed (tests, checks)."""
+    state = a.initial
+    for token in token_ids:
+        (slots,) = np.nonzero(a.tokens[state] == token)
+        if not len(slots):
+            return None
+        state = int(a.next[state, slots[0]])
+    return state
+
+
+def accepts(a: TokenAutomaton, token_ids: list[int], eos: int) -> bool:
+    """True when `token_ids` is a complete answer: end-of-sequence is allowed after it."""
+    state = walk(a, token_ids)
+    return state is not None and eos in a.tokens[state]

@@ -1,0 +1,265 @@
+"""One forecast, from model answers to what the user gets: sampled answers → point forecast and bands →
+printed table, candlestick chart with the 80% band, and CSV/JSON files beside the chart.
+
+How answers are decoded (`DecodingConfig`): greedy or the median of K samples, constrained to the answer
+format or free. Sampling follows LLMTime (Gruver et al., 2023): the per-field median of sampled answers
+is the point forecast, and their quantiles are the forecast's uncertainty.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import dataset
+import evaluation as ev
+from utils import StockToolError, atomic_write_text
+
+
+def band_levels(band: float = 0.8) -> dict[str, tuple[float, float]]:
+    """The central bands a forecast reports: `band` (drawn on the chart) and 95%."""
+    low = round((1 - band) / 2, 6)
+    return {f"{100 * band:g}%": (low, round(1 - low, 6)), "95%": (0.025, 0.975)}
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    samples: int = 1  # answers per prompt; 1: greedy decoding (measured: README), more: median and bands
+    temperature: float = 1.0  # sampling temperature (with samples > 1)
+    constrained: bool = True  # generate under the answer's grammar (dates fixed, numbers free)
+    seed: int = 3407
+    band: float = 0.8  # the central band a forecast draws on its chart
+
+    def __post_init__(self):
+        if not 0 < self.band < 1:
+            raise StockToolError(f"--band {self.band}: a central band is a share between 0 and 1, e.g. 0.8")
+        if self.samples < 1:
+            raise StockToolError(f"--samples {self.samples}: at least 1 answer per forecast (1 = greedy)")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise StockToolError(f"--temperature {self.temperature}: must be a positive number")
+
+    def identity(self) -> str:
+        """What cached answers depend on besides the model and the prompt."""
+        return f"k{self.samples}:t{self.temperature}:{'grammar' if self.constrained else 'free'}:s{self.seed}"
+
+    def describe(self) -> str:
+        how = "greedy" if self.samples == 1 else f"median of {self.samples} samples at temperature {self.temperature:g}"
+        return how + (", constrained to the answer format" if self.constrained else ", unconstrained")
+
+
+@dataclass
+class SampleRead:
+    """What K answers to one prompt amount to."""
+
+    point: pd.DataFrame | None  # the per-field median of the usable samples
+    closes: np.ndarray | None  # usable samples' closes, usable × future
+    usable: int
+    total: int
+    problem: str = ""
+    frames: list[pd.DataFrame] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.point is not None
+
+
+def read_samples(
+    answers: list[str], fields: list[str], future: int, origin: pd.Timestamp, anchor: float | None = None
+) -> SampleRead:
+    """Parse and validate every sample strictly; a forecast needs at least half of them usable.
+
+    Samples that do not parse or are impossible candles are left out and counted, never repaired. The
+    median of valid candles is a valid candle (see `evaluation.median_forecast`)."""
+    frames, problems = [], []
+    for raw in answers:
+        try:
+            parsed = dataset.parse_answer(raw, fields, expected=future, anchor=anchor)
+        except dataset.ForecastParseError as exc:
+            problems.append(f"unparseable: {exc}")
+            continue
+        invalid = dataset.validate_forecast(parsed, origin)
+        if invalid:
+            problems.append("invalid: " + "; ".join(invalid[:3]))
+        else:
+            frames.append(parsed)
+    total, usable = len(answers), len(frames)
+    problem = (
+        ""
+        if not problems
+        else problems[0]
+        if total == 1
+        else f"{len(problems)} of {total} samples unusable; first: {problems[0]}"
+    )
+    if usable == 0 or 2 * usable < total:
+        return SampleRead(None, None, usable, total, problem or "no answer", frames)
+    columns = frames[0].columns
+    stacked = np.stack([f[columns].to_numpy(dtype=float) for f in frames])
+    point = pd.DataFrame(ev.median_forecast(stacked), index=frames[0].index, columns=columns)
+    closes = np.stack([f["Close"].to_numpy(dtype=float) for f in frames])
+    return SampleRead(point, closes, usable, total, problem, frames)
+
+
+def next_trading_days(last_day: pd.Timestamp, count: int) -> pd.DatetimeIndex:
+    """The weekdays after `last_day`: the dates a live forecast is written for. Exchange holidays are not
+    known to the tool (TWSE publishes them yearly); the answer's dates are fixed by the grammar."""
+    return pd.bdate_range(pd.Timestamp(last_day) + pd.offsets.BDay(), periods=count, name="Date")
+
+
+@dataclass
+class Forecast:
+    code: str
+    name: str
+    past: pd.DataFrame
+    raw_answer: str
+    forecast: pd.DataFrame | None = None
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    chart: Path | None = None
+    bands: pd.DataFrame | None = None  # close quantiles per day (columns q0.025 … q0.975), with samples
+    band: float = 0.8
+    samples: int = 1
+    usable_samples: int = 1
+    files: list[Path] = field(default_factory=list)
+    name_en: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.forecast is not None and not self.problems
+
+
+def read_forecast(
+    code, name, history, answers: list[str], fields, future, anchor=None, name_en="", band: float = 0.8
+) -> Forecast:
+    """A user-facing forecast from one prompt's sampled answers (problems recorded, never repaired)."""
+    read = read_samples(answers, fields, future, history.index[-1], anchor)
+    result = Forecast(code, name, history, answers[0], samples=len(answers), usable_samples=read.usable)
+    result.name_en, result.band = name_en, band
+    if not read.ok:
+        result.problems = [read.problem]
+        return result
+    result.forecast = read.point
+    if len(answers) > 1:
+        levels = sorted({q for pair in band_levels(band).values() for q in pair} | {0.5})
+        quantiles = ev.sample_quantiles(read.closes, levels)
+        result.bands = pd.DataFrame(quantiles.T, index=read.point.index, columns=[f"q{q:g}" for q in levels])
+    result.notes = [
+        f"{d:%Y-%m-%d} is a {d:%A}: the exchange does not trade on weekends"
+        for d in result.forecast.index
+        if d.weekday() >= 5
+    ]
+    if read.problem:
+        result.notes.append(read.problem)
+    return result
+
+
+def forecast_frame(result: Forecast) -> pd.DataFrame:
+    """The forecast as one table: the point candle per day, then the close's band quantiles."""
+    frame = result.forecast.copy()
+    if result.bands is not None:
+        frame = frame.join(result.bands.add_prefix("Close_"))
+    return frame
+
+
+def forecast_table(result: Forecast) -> str:
+    if result.forecast is None:
+        return ""
+    return forecast_frame(result).to_string(float_format=lambda v: f"{v:,.2f}")
+
+
+def write_forecast_files(result: Forecast, stem: Path) -> list[Path]:
+    """`<stem>.csv` (one row per forecast day) and `<stem>.json` (the same, with the run's facts), atomically."""
+    frame = forecast_frame(result)
+    csv_path = atomic_write_text(stem.with_suffix(".csv"), frame.to_csv(index_label="Date", float_format="%.4f"))
+    rows = [{"date": f"{d:%Y-%m-%d}", **{k: _plain(v) for k, v in row.items()}} for d, row in frame.iterrows()]
+    record = {
+        "code": result.code,
+        "name": result.name,
+        "last_known_day": f"{result.past.index[-1]:%Y-%m-%d}",
+        "last_close": float(result.past["Close"].iloc[-1]),
+        "samples": result.samples,
+        "usable_samples": result.usable_samples,
+        "bands": {k: [f"q{lo:g}", f"q{hi:g}"] for k, (lo, hi) in band_levels(result.band).items()}
+        if result.bands is not None
+        else {},
+        "forecast": rows,
+        "notes": result.notes,
+    }
+    json_path = atomic_write_text(stem.with_suffix(".json"), json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+    return [csv_path, json_path]
+
+
+def _plain(value):
+    value = float(value)
+    return round(value, 4) if math.isfinite(value) else None
+
+
+def plot_forecast(result: Forecast, out_dir: Path) -> Path:
+    """Candles of the known days then the forecast days (blue/orange after a dashed line), with volume, and
+    the close's 80% band as a shaded area when the forecast was sampled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import mplfinance as mpf
+
+    past, forecast = result.past, result.forecast
+    columns = ["Open", "High", "Low", "Close", "Volume"]
+    volume = "Volume" in forecast.columns
+    combined = pd.concat([past[columns], forecast.reindex(columns=columns)])
+    known = [None] * len(past)
+    predicted = ["tab:blue" if r.Close >= r.Open else "tab:orange" for r in forecast.itertuples()]
+    style = mpf.make_mpf_style(base_mpf_style="yahoo")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{result.code}_{past.index[-1]:%Y%m%d}_{len(past)}to{len(forecast)}.png"
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    boundary = past.index[-1] + (forecast.index[0] - past.index[-1]) / 2
+    title = f"{result.code} {result.name_en}: {len(past)} known + {len(forecast)} forecast days".replace("  ", " ")
+    extra = {}
+    subtitle = "(forecast: blue up / orange down, right of the dashed line"
+    if result.bands is not None:
+        (label, (lo, hi)), *_ = band_levels(result.band).items()
+        low = [math.nan] * len(past) + list(result.bands[f"q{lo:g}"])
+        high = [math.nan] * len(past) + list(result.bands[f"q{hi:g}"])
+        extra["fill_between"] = {"y1": np.array(low), "y2": np.array(high), "alpha": 0.2, "color": "tab:blue"}
+        subtitle += f"; shaded: {label} band of {result.usable_samples} sampled closes"
+    mpf.plot(
+        combined,
+        type="candle",
+        volume=volume and not combined["Volume"].isna().any(),
+        style=style,
+        marketcolor_overrides=known + predicted,
+        vlines={"vlines": [boundary], "linestyle": "--", "colors": "gray", "linewidths": 1},
+        title=title + "\n" + subtitle + ")",
+        figsize=(10, 6),
+        savefig={"fname": str(tmp), "dpi": 110, "bbox_inches": "tight"},
+        **extra,
+    )
+    tmp.replace(path)
+    return path
+
+
+def print_forecast(result: Forecast) -> None:
+    print(f"{result.code} {result.name}: last known day {result.past.index[-1]:%Y-%m-%d}")
+    if result.forecast is not None:
+        if result.samples > 1:
+            print(
+                f"point forecast: the per-field median of {result.usable_samples} usable of {result.samples} sampled "
+                "answers; "
+                + ", ".join(f"Close_q{lo:g}…q{hi:g} the {k} band" for k, (lo, hi) in band_levels(result.band).items())
+            )
+        print(forecast_table(result))
+    for note in result.notes:
+        print(f"note: {note}")
+    if result.problems:
+        print("The answer is not a usable forecast:")
+        for problem in result.problems:
+            print(f"  - {problem}")
+        print("Raw model answer:\n" + result.raw_answer)
+    for path in result.files:
+        print(f"forecast: {path}")
+    if result.chart:
+        print(f"chart: {result.chart}")

