@@ -280,6 +280,29 @@ def _parse_mix(text: str) -> dict:
     return out
 
 
+def _score_cells(task: str, s: dict, ci) -> tuple[str, str]:
+    """The score and notes columns of one task's row: each task type has its own headline figure."""
+    if task == "free_text":
+        return f"ROUGE-L {s['rouge_l']:.3f}{ci(s['rouge_l_ci95'])}", ""
+    if task == "forecaster":
+
+        def bins(value):
+            return "n/a" if value is None else f"{value:.2f}"
+
+        notes = (
+            f"majority class {s['majority_class_accuracy']:.3f}; sections valid {s['section_validity']:.3f}; "
+            f"mean bin error {bins(s['mean_bin_error'])} (persistence {bins(s['persistence_mean_bin_error'])})"
+        )
+        return f"direction accuracy {s['direction_accuracy']:.3f}{ci(s['direction_accuracy_ci95'])}", notes
+    score = f"accuracy {s['accuracy']:.3f}{ci(s['accuracy_ci95'])}"
+    if task == "sentiment":
+        return score, (
+            f"macro-F1 {s['macro_f1']:.3f}; majority class {s['majority_class_accuracy']:.3f}; "
+            f"{s['unlabelled_answers']} answers name no label"
+        )
+    return score, "exact letters"
+
+
 def _comparison_markdown(eval_file, rows, results: dict, skipped: int) -> str:
     def ci(pair):
         return f" [{pair[0]:.3f}, {pair[1]:.3f}]" if pair else ""
@@ -288,16 +311,7 @@ def _comparison_markdown(eval_file, rows, results: dict, skipped: int) -> str:
              "| model | task | n | score [95% CI] | notes |", "| --- | --- | ---: | ---: | --- |"]  # fmt: skip
     for label, result in results.items():
         for task, s in result["scores"].items():
-            if task == "free_text":
-                score, notes = f"ROUGE-L {s['rouge_l']:.3f}{ci(s['rouge_l_ci95'])}", ""
-            else:
-                score = f"accuracy {s['accuracy']:.3f}{ci(s['accuracy_ci95'])}"
-                notes = (
-                    f"macro-F1 {s['macro_f1']:.3f}; majority class {s['majority_class_accuracy']:.3f}; "
-                    f"{s['unlabelled_answers']} answers name no label"
-                    if task == "sentiment"
-                    else "exact letters"
-                )
+            score, notes = _score_cells(task, s, ci)
             lines.append(f"| {label} | {task} | {s['n']:,} | {score} | {notes} |")
     lines += ["", "## Side by side", ""]
     for i, row in enumerate(rows[:5]):

@@ -173,7 +173,33 @@ def parse_price_csv(path: str | os.PathLike) -> pd.DataFrame:
     missing = [c for c in ("date", "open", "high", "low", "close", "capacity") if c not in raw.columns]
     if missing:
         raise StockToolError(f"price file {path} lacks column(s) {missing}; expected {CSV_COLUMNS}")
+    check_price_rows(raw, path)
     return canonical_frame(raw)
+
+
+def check_price_rows(raw: pd.DataFrame, path) -> None:
+    """Refuse a price CSV whose rows would reach the examples wrong, naming the file and its line: a date that
+    is not YYYY-MM-DD, a date twice (which one is right?), a price that is not a number, or a candle that
+    cannot be (high below low, open or close outside them). A blank price row (a day without trades) is fine."""
+
+    def refuse(mask: pd.Series, what) -> None:
+        if mask.any():
+            first = int(mask.to_numpy().nonzero()[0][0])
+            more = f" (and {int(mask.sum()) - 1} more line(s))" if mask.sum() > 1 else ""
+            raise StockToolError(f"price file {path}, line {first + 2}: {what(first)}{more}; fix or remove the row")
+
+    dates = pd.to_datetime(raw["date"], format="%Y-%m-%d", errors="coerce")
+    refuse(dates.isna(), lambda i: f"date {raw['date'].iloc[i]!r} is not YYYY-MM-DD")
+    refuse(dates.duplicated(keep="first"), lambda i: f"the date {raw['date'].iloc[i]} appears twice")
+    prices = {}
+    for column in ("open", "high", "low", "close", "capacity"):
+        text = raw[column].astype(str).str.replace(",", "", regex=False).str.strip()
+        blank = raw[column].isna() | text.isin(["", "--"])
+        prices[column] = pd.to_numeric(text.where(~blank), errors="coerce")
+        refuse(prices[column].isna() & ~blank, lambda i, c=column: f"{c} {raw[c].iloc[i]!r} is not a number")
+    o, h, low, c = (prices[k] for k in ("open", "high", "low", "close"))
+    impossible = (h < low) | (low > o) | (low > c) | (h < o) | (h < c)  # comparisons with a blank are False
+    refuse(impossible, lambda i: "an impossible candle (high below low, or open or close outside low…high)")
 
 
 def canonical_frame(raw: pd.DataFrame) -> pd.DataFrame:
