@@ -198,9 +198,17 @@ def _plain(value):
     return round(value, 4) if math.isfinite(value) else None
 
 
-def plot_forecast(result: Forecast, out_dir: Path) -> Path:
-    """Candles of the known days then the forecast days (blue/orange after a dashed line), with volume, and
-    the close's 80% band as a shaded area when the forecast was sampled."""
+CHART_STYLES = {
+    # (up, down) of the known candles; Taiwan's convention is red up, green down
+    "international": ("#26a69a", "#ef5350"),
+    "taiwan": ("#ef5350", "#26a69a"),
+}
+
+
+def plot_forecast(result: Forecast, out_dir: Path, chart_style: str = "international") -> Path:
+    """Candles of the known days then the forecast days (blue up / orange down, after a dashed line across
+    the price and volume panels), the close's band shaded when the forecast was sampled. One date label per
+    trading day (at most about 12 of them), and forecast-day volume in grey: it is a forecast, not a fact."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -208,15 +216,15 @@ def plot_forecast(result: Forecast, out_dir: Path) -> Path:
 
     past, forecast = result.past, result.forecast
     columns = ["Open", "High", "Low", "Close", "Volume"]
-    volume = "Volume" in forecast.columns
     combined = pd.concat([past[columns], forecast.reindex(columns=columns)])
-    known = [None] * len(past)
-    predicted = ["tab:blue" if r.Close >= r.Open else "tab:orange" for r in forecast.itertuples()]
-    style = mpf.make_mpf_style(base_mpf_style="yahoo")
+    up, down = CHART_STYLES[chart_style]
+    colors = mpf.make_marketcolors(up=up, down=down, edge="inherit", wick="inherit", volume="in")
+    style = mpf.make_mpf_style(base_mpf_style="yahoo", marketcolors=colors)
+    forecast_colors = mpf.make_marketcolors(up="tab:blue", down="tab:orange", edge="inherit", wick="inherit")
+    predicted = [forecast_colors] * len(forecast)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{result.code}_{past.index[-1]:%Y%m%d}_{len(past)}to{len(forecast)}.png"
     tmp = path.with_name(f".{path.name}.tmp.png")
-    boundary = past.index[-1] + (forecast.index[0] - past.index[-1]) / 2
     title = f"{result.code} {result.name_en}: {len(past)} known + {len(forecast)} forecast days".replace("  ", " ")
     extra = {}
     subtitle = "(forecast: blue up / orange down, right of the dashed line"
@@ -226,18 +234,32 @@ def plot_forecast(result: Forecast, out_dir: Path) -> Path:
         high = [math.nan] * len(past) + list(result.bands[f"q{hi:g}"])
         extra["fill_between"] = {"y1": np.array(low), "y2": np.array(high), "alpha": 0.2, "color": "tab:blue"}
         subtitle += f"; shaded: {label} band of {result.usable_samples} sampled closes"
-    mpf.plot(
+    volume = "Volume" in forecast.columns and not combined["Volume"].isna().any()
+    if volume:  # forecast volume as grey bars of its own, known volume in the style's colours
+        forecast_volume = combined["Volume"].where(combined.index.isin(forecast.index))
+        combined.loc[forecast.index, "Volume"] = 0.0
+        extra["addplot"] = [mpf.make_addplot(forecast_volume, type="bar", panel=1, color="lightgray", width=0.8)]
+    fig, axes = mpf.plot(
         combined,
         type="candle",
-        volume=volume and not combined["Volume"].isna().any(),
+        volume=volume,
         style=style,
-        marketcolor_overrides=known + predicted,
-        vlines={"vlines": [boundary], "linestyle": "--", "colors": "gray", "linewidths": 1},
+        marketcolor_overrides=[None] * len(past) + predicted,
         title=title + "\n" + subtitle + ")",
         figsize=(10, 6),
-        savefig={"fname": str(tmp), "dpi": 110, "bbox_inches": "tight"},
+        returnfig=True,
         **extra,
     )
+    step = max(1, math.ceil(len(combined) / 12))
+    for ax in axes:
+        ax.axvline(len(past) - 0.5, linestyle="--", color="gray", linewidth=1)
+        if volume and ax.get_ylabel().startswith("Volume"):  # room for the forecast's bars too
+            ax.set_ylim(0, 1.05 * max(past["Volume"].max(), forecast["Volume"].max()))
+    axes[0].set_xticks(range(0, len(combined), step))
+    axes[-1].set_xticks(range(0, len(combined), step))
+    axes[-1].set_xticklabels([f"{d:%m-%d}" for d in combined.index[::step]], rotation=45)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    matplotlib.pyplot.close(fig)
     tmp.replace(path)
     return path
 

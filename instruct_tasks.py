@@ -228,10 +228,16 @@ def compare(predictor, cfg: InstructConfig) -> dict:
             raise StockToolError(f"{adapter} has no {TRAIN_QUESTIONS}: cannot prove the eval rows are unseen")
         seen = set(seen_file.read_text(encoding="utf-8").split())
         overlap = [r.origin for r in rows if ins.fingerprint(r) in seen]
-        if overlap:
+        if overlap and len(overlap) == len(rows):
             raise StockToolError(
                 f"{len(overlap)} of {len(rows)} eval rows were in {adapter}'s training data (e.g. {overlap[:3]}); "
                 "score on rows kept apart"
+            )
+        if overlap:  # every model is scored on the rows no adapter trained on
+            rows = [r for r in rows if ins.fingerprint(r) not in seen]
+            print(
+                f"compare: {len(overlap)} eval row(s) were in {adapter}'s training data (e.g. {overlap[:3]}) "
+                f"and are left out; {len(rows)} remain"
             )
     base_cfg = predictor.model_cfg
     if adapters and not predictor.model_cfg.model_name:
@@ -242,6 +248,7 @@ def compare(predictor, cfg: InstructConfig) -> dict:
     for name in names:
         loaded = model.load_untuned(base_cfg) if name == "base" else model.load_for_inference(name)
         template = loaded.config.get("instruct", {}).get("template", cfg.template)
+        rows = _rows_that_fit(loaded, rows, template, cfg.max_new_tokens, first=not results)
         prompts = [ins.to_example(r, template)["prompt"] for r in rows]
         answers = model.generate(loaded, prompts, cfg.max_new_tokens, batch_size=cfg.batch_size)
         del loaded
@@ -262,6 +269,31 @@ def compare(predictor, cfg: InstructConfig) -> dict:
     print(text.split("\n## Side by side")[0])
     print(f"comparison: {out_dir / 'comparison.md'}")
     return results
+
+
+def _rows_that_fit(loaded, rows: list, template: str, max_new_tokens: int, first: bool) -> list:
+    """The rows whose prompt and answer fit in the first model's context; the others are left out and counted.
+    Every later model is scored on the same rows, so one with a shorter context that cannot take them stops."""
+    import instructions as ins
+
+    fits = [
+        loaded.prompt_tokens(ins.to_example(r, template)["prompt"]) + max_new_tokens <= loaded.context for r in rows
+    ]
+    if all(fits):
+        return rows
+    if not first:
+        raise StockToolError(
+            f"{sum(not f for f in fits)} eval row(s) fit the first model's context but not this one's "
+            f"({loaded.context:,} tokens): compare models of one context, or lower --max-new-tokens"
+        )
+    kept = [r for r, ok in zip(rows, fits, strict=True) if ok]
+    print(
+        f"compare: {len(rows) - len(kept)} of {len(rows)} eval row(s) are longer than the model's context of "
+        f"{loaded.context:,} tokens with --max-new-tokens {max_new_tokens} and are left out"
+    )
+    if not kept:
+        raise StockToolError("no eval row fits in the model's context: lower --max-new-tokens or use shorter rows")
+    return kept
 
 
 def _parse_mix(text: str) -> dict:

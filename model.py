@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from utils import StockToolError, write_json
@@ -527,7 +527,24 @@ def read_stock_config(model_dir: str) -> dict:
             f"no trained adapter in {model_dir} (adapter_config.json and {STOCK_CONFIG} expected); "
             "train one with `python main.py --train 1 ...` or point --model-dir at one"
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StockToolError(f"{path} is not readable JSON ({exc}); retrain the adapter or restore the file") from exc
+    if not isinstance(config, dict) or "base_model" not in config:
+        raise StockToolError(f"{path} names no base_model: it was not written by this tool; retrain the adapter")
+    return config
+
+
+def _load_adapter(model, model_dir: str):
+    """PEFT's adapter loading, with an unreadable adapter (garbage config or weights) as one clear error."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, model_dir)
+    except Exception as exc:  # safetensors, JSON and shape errors come under many types; all mean the same
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise StockToolError(f"the adapter in {model_dir} cannot be loaded ({type(exc).__name__}: {first})") from exc
 
 
 @dataclass
@@ -537,6 +554,28 @@ class LoadedModel:
     cuda: bool
     config: dict = field(default_factory=dict)
     grammars: object = None  # constrained.Grammars for this tokenizer, made on first use
+    context: int = 4096  # tokens of prompt + answer the loaded model takes
+
+    def prompt_tokens(self, prompt) -> int:
+        """A chat prompt's length in tokens as `generate_samples` will feed it."""
+        if isinstance(prompt, str):
+            return len(self.tokenizer(prompt)["input_ids"])
+        text = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+INFERENCE_CONTEXT_CAP = 32768  # a 128k-context model need not reserve that much for forecasts and exam answers
+
+
+def context_length(source: str, fallback: int) -> int:
+    """The model's own context (max_position_embeddings, capped), or `fallback` when its config is unreadable."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError):
+        return fallback
+    return min(int(getattr(config, "max_position_embeddings", None) or fallback), INFERENCE_CONTEXT_CAP)
 
 
 def load_for_inference(model_dir: str, adapter: bool = True, load_in_4bit: bool | None = None) -> LoadedModel:
@@ -548,27 +587,28 @@ def load_for_inference(model_dir: str, adapter: bool = True, load_in_4bit: bool 
     """
     config = read_stock_config(model_dir)
     cuda = cuda_available()
-    saved = config["model"]
+    saved = config.get("model")
+    if not isinstance(saved, dict) or not {"max_seq_length", "load_in_4bit", "load_in_8bit"} <= set(saved):
+        raise StockToolError(f"{model_dir}/{STOCK_CONFIG} lacks the model settings it was trained with; retrain it")
     four_bit = saved["load_in_4bit"] if load_in_4bit is None else bool(load_in_4bit)
+    source = resolve_model_source(config["base_model"])
+    context = context_length(source, saved["max_seq_length"])
     base_cfg = ModelConfig(
         model_name=config["base_model"],
-        max_seq_length=saved["max_seq_length"],
+        max_seq_length=context,  # inference may be longer than training was: the model's context decides
         load_in_4bit=four_bit and cuda,
         load_in_8bit=saved["load_in_8bit"] and cuda,
         model_dir=model_dir,
     )
-    source = resolve_model_source(config["base_model"])
     model, tokenizer = load_base(base_cfg, source, cuda)
     if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, model_dir)
+        model = _load_adapter(model, model_dir)
     if cuda:
         from unsloth import FastLanguageModel
 
         FastLanguageModel.for_inference(model)
     model.eval()
-    return LoadedModel(model, tokenizer, cuda, config)
+    return LoadedModel(model, tokenizer, cuda, config, context=context)
 
 
 def generate(
@@ -782,10 +822,12 @@ def load_untuned(cfg: ModelConfig) -> LoadedModel:
     """A base model without adapter (--model-name, or the default), ready to generate."""
     cuda = cuda_available()
     name = cfg.model_name or default_model_name(cuda)[0]
-    base, tokenizer = load_base(cfg, resolve_model_source(name), cuda)
+    source = resolve_model_source(name)
+    context = context_length(source, cfg.max_seq_length)
+    base, tokenizer = load_base(replace(cfg, max_seq_length=context), source, cuda)
     if cuda:
         from unsloth import FastLanguageModel
 
         FastLanguageModel.for_inference(base)
     base.eval()
-    return LoadedModel(base, tokenizer, cuda, {"base_model": name})
+    return LoadedModel(base, tokenizer, cuda, {"base_model": name}, context=context)

@@ -79,11 +79,17 @@ class NewsStore:
             return None
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise StockToolError(f"news file {path} is not valid JSON ({exc}); fix or delete it") from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StockToolError(f"news file {path} is not valid UTF-8 JSON ({exc}); fix or delete it") from exc
         if not isinstance(record, dict):
             raise StockToolError(f"news file {path} is not the spec's object (name_zh, news_zh, news_en, code)")
         return record
+
+    def check(self, codes) -> None:
+        """Read every company's file before a step writes any of them: a bad file stops the step while all
+        files are still as they were (no half-merged store)."""
+        for code in codes:
+            self.load(code)
 
     def merge(self, company, language: str, articles: list[dict]) -> int:
         """Add articles to news_<language> of the company's file; returns how many were new."""

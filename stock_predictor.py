@@ -88,6 +88,7 @@ class StockPredictor:
     ):
         self.data, self.model_cfg, self.lora, self.train_settings = data, model, lora, train_settings
         self.decoding = decoding
+        self.chart_style = "international"  # or "taiwan": red up, green down (--chart-style)
         if data.answer_format not in dataset.ANSWER_FORMATS:
             raise StockToolError(
                 f"--answer-format {data.answer_format!r}: choose {' or '.join(dataset.ANSWER_FORMATS)}"
@@ -194,6 +195,7 @@ class StockPredictor:
         import news
 
         store = self.news_store()
+        store.check(c.code for c in companies)
         if self.data.news_csv:
             counts = news.import_csv(self.data.news_csv, store, {c.code: _with_english_name(c) for c in companies})
             print(
@@ -419,6 +421,7 @@ class StockPredictor:
             dates = next_trading_days(history.index[-1], future)
             regexes.append(dataset.answer_regex(dates, fields, answer_format))
         max_new = dataset.answer_token_budget(future, fields)
+        _check_fits(loaded, prompts, max_new, past)
         d = self.decoding
         answers = model.generate_samples(
             loaded,
@@ -438,7 +441,7 @@ class StockPredictor:
                 company.code, company.name_zh, history, raw, fields, future, anchor, company.name_en, d.band
             )
             if result.ok and charts:  # an impossible candle is reported, never drawn as if it were a forecast
-                result.chart = plot_forecast(result, out_dir)
+                result.chart = plot_forecast(result, out_dir, self.chart_style)
                 result.files = write_forecast_files(result, result.chart.with_suffix(""))
             results.append(result)
         return results
@@ -553,6 +556,18 @@ class StockPredictor:
         gc.collect()
         if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
             sys.modules["torch"].cuda.empty_cache()
+
+
+def _check_fits(loaded, prompts: list, max_new: int, past: int) -> None:
+    """Refuse, before generating, a prompt that with its answer would not fit in the model's context."""
+    if loaded.tokenizer is None:  # an injected fake model (tests)
+        return
+    longest = max(loaded.prompt_tokens(p) for p in prompts)
+    if longest + max_new > loaded.context:
+        raise StockToolError(
+            f"--past {past}: the prompt is {longest:,} tokens and the answer needs up to {max_new:,}, more than the "
+            f"model's context of {loaded.context:,} tokens; use a smaller --past"
+        )
 
 
 def trained_answer_format(config: dict) -> str:

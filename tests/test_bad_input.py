@@ -26,8 +26,8 @@ def work(shared_data, tmp_path):
 
 def run(work: Path, extra: list[str], capsys) -> tuple[int, str]:
     before = snapshot(work)
-    args = ["--data-dir", str(work / "prices"), "--offline", "--company-list-file", str(work / "companies.json"),
-            "--output-dir", str(work / "out"), "--model-dir", str(work / "adapter"), *extra]  # fmt: skip
+    args = ["--data-dir", str(work / "prices"), "--offline", "--company-list-file", str(work / "companies.json")]
+    args += ["--output-dir", str(work / "out"), "--model-dir", str(work / "adapter"), *extra]
     code = cli.main(args)
     err = capsys.readouterr().err
     after = {k: v for k, v in snapshot(work).items() if not k.startswith("out/")}
@@ -98,3 +98,54 @@ def test_an_unwritable_output_dir_is_refused_before_any_work(work, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: --output-dir") and "not writable" in err
+
+
+def test_a_garbage_adapter_config_is_one_line(work, capsys):
+    adapter = work / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}", encoding="utf-8")
+    (adapter / "stock_config.json").write_text("{not json", encoding="utf-8")
+    code, err = run(work, ["--train", "0", "--end-date", "2026-04-30"], capsys)
+    assert code == 2 and err.startswith(f"error: {adapter / 'stock_config.json'} is not readable JSON"), err
+    (adapter / "stock_config.json").write_text('{"hello": 1}', encoding="utf-8")
+    code, err = run(work, ["--train", "0", "--end-date", "2026-04-30"], capsys)
+    assert code == 2 and "names no base_model: it was not written by this tool" in err
+
+
+def test_random_bytes_in_a_news_file_stop_the_step_before_any_file_is_written(work, shared_data, capsys):
+    (work / "c.json").write_text('[{"code": "2330"}, {"code": "2317"}]', encoding="utf-8")
+    shutil.copy(shared_data / "prices" / "2317.csv", work / "prices")
+    news = work / "out" / "news"  # a folder of price CSVs as --data-dir keeps the news store under --output-dir
+    news.mkdir(parents=True)
+    (news / "2330.json").write_bytes(bytes(range(256)) * 4)
+    (news / "2317.json").write_text(
+        '{"name_zh": "鴻海", "news_zh": [], "news_en": [], "code": "2317"}', encoding="utf-8"
+    )
+    before = snapshot(news)
+    headlines = str(shared_data / "news" / "headlines_2024-01.csv")
+    args = ["--train", "0", "--build-events", "1", "--data-dir", str(work / "prices"), "--offline"]
+    args += ["--company-list-file", str(work / "c.json"), "--output-dir", str(work / "out"), "--year", "2024"]
+    args += ["--month", "1", "--end-date", "2026-04-30", "--news-csv", headlines]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: news file {news / '2330.json'} is not valid UTF-8 JSON") and "Traceback" not in err
+    assert snapshot(news) == before  # the CSV import did not merge into 2317.json before failing
+
+
+def test_a_prompt_longer_than_the_models_context_is_refused_before_generating():
+    import model
+    from stock_predictor import _check_fits
+    from utils import StockToolError
+
+    class Words:  # a tokenizer stand-in: one token per word
+        def apply_chat_template(self, prompt, tokenize=False, add_generation_prompt=True):
+            return " ".join(m["content"] for m in prompt)
+
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": text.split()}
+
+    loaded = model.LoadedModel(None, Words(), False, {}, context=100)
+    short = [{"role": "user", "content": "word " * 50}]
+    _check_fits(loaded, [short], 40, past=5)
+    with pytest.raises(StockToolError, match="--past 500: the prompt is 90 tokens"):
+        _check_fits(loaded, [short, [{"role": "user", "content": "word " * 90}]], 40, past=500)

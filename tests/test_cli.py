@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import shutil
+from pathlib import Path
 
 import pytest
 
@@ -126,9 +126,15 @@ def test_no_network_and_no_cache(tmp_path):
     assert not list(tmp_path.rglob("*.csv"))
 
 
-def test_read_only_cache_needs_offline(shared_data, tmp_path, capsys):
-    if shutil.os.access(shared_data / "prices", shutil.os.W_OK):
-        pytest.skip("the shared data is writable here")
+def test_read_only_cache_needs_offline(shared_data, tmp_path, capsys, monkeypatch):
+    # as root every folder is writable, so the folder's permission check itself is replaced: read-only for it
+    import stock_predictor
+    import utils
+
+    prices = shared_data / "prices"
+    monkeypatch.setattr(
+        stock_predictor, "is_writable_dir", lambda path: Path(path) != prices and utils.is_writable_dir(path)
+    )
     code, _, err = run(
         ["--train", "1", "--data-dir", str(shared_data / "prices"), "--output-dir", str(tmp_path)], capsys
     )
