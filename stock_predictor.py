@@ -263,6 +263,13 @@ class StockPredictor:
             raise StockToolError(
                 f"the price cache {self.cache.directory} is not writable; add --offline to use it as it is"
             )
+        months = (end.year - start.year) * 12 + end.month - start.month + 1
+        if not self.data.offline and months > 36:
+            print(
+                f"prices: {start:%Y-%m} → {end:%Y-%m} is {months} months; for {len(companies)} companies that is up to "
+                f"{months * len(companies):,} exchange requests, about {months * len(companies) * 2 / 60:,.0f} minutes "
+                "at one request every 2 s (months already cached are skipped; Ctrl-C stops, a rerun resumes)"
+            )
         prices = {}
         for company in tqdm(companies, desc="prices", unit="company", disable=len(companies) < 3):
             market = self._market_prices.get(company.code)
