@@ -5,7 +5,7 @@
 #
 #   PRICES=<folder of price CSVs> MODEL=<SmolLM2 .gguf> OUT_ROOT=<dir> bash benchmarks/ablation.sh STEP...
 #
-# STEP is train:<name> or eval:<name>:<mode>, run in order; a finished step is skipped, an interrupted
+# STEP is train:<name>, eval:<name>:<mode> or speed:<name>, run in order; a finished step is skipped, an interrupted
 # evaluation resumes from its answer cache. Names: <period>-<variant>, period p1 (test 2026-03-02 → 04-30,
 # trained to 2026-02-27) or p2 (test 2025-10-01 → 12-31, trained to 2025-09-30); variant change, absolute,
 # change-nosignals, change-long (about one epoch). Modes: k8 (median of 8 constrained samples), greedy
@@ -38,15 +38,25 @@ evaluate() {
   local name=$1 mode=$2 period=${1%%-*}
   local dir="$OUT_ROOT/$name" test=(${TEST[$period]})
   [ -d "$dir/eval_$mode" ] && { echo "== $name $mode: evaluated already"; return; }
-  local extra=(--samples 8)
+  # sequences per batch: 1,024 held every window's prompts at once greedily; 1,024 sampled sequences (128
+  # prompts x 8) ran out of the H100's memory at 20:5, so sampling takes 256
+  local extra=(--samples 8 --eval-batch-size 256)
   case $mode in
-    greedy) extra=(--samples 1) ;;
-    free) extra=(--samples 1 --decoding free) ;;
+    greedy) extra=(--samples 1 --eval-batch-size 1024) ;;
+    free) extra=(--samples 1 --decoding free --eval-batch-size 1024) ;;
   esac
   echo "== evaluate $name $mode"
   python3 main.py --train 0 --evaluate 1 --data-dir "$PRICES" --offline --end-date 2026-04-30 \
     --output-dir "$dir" --model-dir "$dir/model" --test-start "${test[0]}" --test-end "${test[1]}" \
-    --eval-stride 5 --eval-models tuned --eval-name "eval_$mode" --eval-batch-size 1024 "${extra[@]}"
+    --eval-stride 5 --eval-models tuned --eval-name "eval_$mode" "${extra[@]}"
+}
+
+speed() {  # generation speed of an adapter, 4-bit and 16-bit inference
+  local dir="$OUT_ROOT/$1/model"
+  for bits in 1 0; do
+    python3 benchmarks/generate_speed.py --model-dir "$dir" --prices "$PRICES" --windows 1:1,5:5,20:5 \
+      --modes greedy,greedy-free,k8 --count 128 --batch-size 256 --load-in-4bit $bits
+  done
 }
 
 for step in "$@"; do
@@ -54,6 +64,7 @@ for step in "$@"; do
   case $kind in
     train) train "$name" || echo "== FAILED $step" ;;
     eval) evaluate "$name" "$mode" || echo "== FAILED $step" ;;
+    speed) speed "$name" || echo "== FAILED $step" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
