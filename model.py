@@ -721,6 +721,25 @@ def _grammar_processor(automata: list, samples: int, device):
     return GrammarLogits()
 
 
+def write_tensorboard(logdir: Path, series: dict[str, list[tuple[int, float]]], images: list[Path]) -> None:
+    """Scalars and PNG plots as a TensorBoard run, beside the training runs (`tensorboard --logdir <output>/runs`
+    shows training and evaluation together). A rerun of the same evaluation replaces its run."""
+    import shutil
+
+    import matplotlib.image
+    from torch.utils.tensorboard import SummaryWriter
+
+    if logdir.exists():
+        shutil.rmtree(logdir)
+    writer = SummaryWriter(log_dir=str(logdir))
+    for tag, points in series.items():
+        for step, value in points:
+            writer.add_scalar(tag, value, step)
+    for path in images:
+        writer.add_image(f"plots/{path.stem}", matplotlib.image.imread(path)[..., :3], 0, dataformats="HWC")
+    writer.close()
+
+
 # --------------------------------------------------------------------------- LSTM baseline
 
 

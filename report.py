@@ -311,3 +311,31 @@ def plot_equity(backtests: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+TENSORBOARD_METRICS = (
+    "mape_close",
+    "skill_mape",
+    "directional_accuracy",
+    "validity",
+    "bias",
+    "coverage80",
+    "crps_skill",
+)
+
+
+def tensorboard_scalars(table: dict) -> dict[str, list[tuple[int, float]]]:
+    """The headline metrics as TensorBoard series: `eval/<metric>/<window>/<model>` at step 0 for the whole
+    window, and `eval_by_step/<metric>/<window>/<model>` over the horizon steps."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for model, windows in table.items():
+        for window, entry in windows.items():
+            for metric in TENSORBOARD_METRICS:
+                value = entry["all"].get(metric)
+                if value is not None:
+                    series[f"eval/{metric}/{window}/{model}"] = [(0, value)]
+                steps = [(int(k), s.get(metric)) for k, s in sorted(entry["steps"].items(), key=lambda kv: int(kv[0]))]
+                points = [(k, v) for k, v in steps if v is not None]
+                if len(points) > 1:
+                    series[f"eval_by_step/{metric}/{window}/{model}"] = points
+    return series

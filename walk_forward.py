@@ -146,8 +146,12 @@ def evaluate(predictor, cfg: EvalConfig, generators: dict | None = None) -> dict
     }
     paths = report.write_report(run_dir, context, rows, table, backtests, answers)
     shutil.rmtree(cache_dir, ignore_errors=True)  # the answers are in the report's answers.jsonl now
+    board = Path(predictor.train_settings.output_dir) / "runs" / run_dir.name
+    import model
+
+    model.write_tensorboard(board, report.tensorboard_scalars(table), sorted(run_dir.glob("*.png")))
     print(report.headline_text(table, backtests, context))
-    print(f"report: {paths['report']} (metrics {paths['metrics']})")
+    print(f"report: {paths['report']} (metrics {paths['metrics']}); TensorBoard: {board}")
     return {"table": table, "backtests": backtests, "paths": paths, "context": context}
 
 

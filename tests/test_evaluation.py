@@ -345,3 +345,21 @@ def test_an_interrupted_evaluation_resumes_from_the_answers_it_had(price_dir, tm
     assert result["context"]["generation"]["tuned"]["reused"] == first
     assert result["table"]["tuned"]["1:1"]["all"]["validity"] == 1.0
     assert run.is_dir() and not run.with_name(run.name + ".answers").exists()
+
+
+def test_an_evaluation_shows_in_tensorboard_beside_training(price_dir, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    fake_adapter_dir(tmp_path / "out" / "adapter")
+    predictor = predictor_for(price_dir, tmp_path / "out")
+    cfg = EvalConfig(test_end="2026-04-24", bootstrap=0, stride=2, models="tuned")
+    result = predictor.evaluate(cfg, generators={"tuned": repeat_last_row})
+    board = tmp_path / "out" / "runs" / result["paths"]["dir"].name
+    events = EventAccumulator(str(board), size_guidance={"images": 0, "scalars": 0}).Reload()
+    tags = events.Tags()
+    assert "eval/skill_mape/5:5/tuned" in tags["scalars"] and "eval/coverage80/5:5/random_walk" in tags["scalars"]
+    assert events.Scalars("eval/mape_close/1:1/tuned")[0].value == pytest.approx(
+        result["table"]["tuned"]["1:1"]["all"]["mape_close"]
+    )
+    assert [e.step for e in events.Scalars("eval_by_step/mape_close/5:5/persistence")] == [1, 2, 3, 4, 5]
+    assert {"plots/error_by_step", "plots/equity", "plots/predicted_vs_actual"} <= set(tags["images"])
