@@ -270,7 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
 
     infer = p.add_argument_group("inference (--train 0)")
-    infer.add_argument("--code", default="2330", help="stock code(s) to forecast, e.g. 2330 or 2330,2454,6569")
+    infer.add_argument(
+        "--code",
+        default=None,
+        help="stock code(s) to forecast, e.g. 2330 or 2330,2454,6569 (inference: 2330; after training: 2330 when "
+        "trained on, else the first company)",
+    )
     infer.add_argument("--past", type=int, default=None, help="known trading days given to the model (GPU 5, CPU 1)")
     infer.add_argument("--future", type=int, default=None, help="trading days to forecast (GPU 5, CPU 1)")
     infer.add_argument(
@@ -593,16 +598,34 @@ def dispatch(args, predictor, evaluation, trade, instruct) -> int:
         predictor.trade(trade, stock_api.Credentials.from_env(args.api_account, args.api_password))
     if args.evaluate or args.trade:
         return 0
-    # inference, or after training the new adapter's forecast of --code: the main job ends with a chart
-    codes = [c.strip() for c in args.code.split(",") if c.strip()]
+    if args.train == 1:
+        return _forecast_after_training(args, predictor, trade)
+    codes = [c.strip() for c in (args.code or "2330").split(",") if c.strip()]
     if not codes:
         raise StockToolError("--code: give at least one stock code, e.g. 2330 or 2330,2454")
-    if args.train == 1:
-        print(f"forecast with the new adapter ({trade.past} known → {trade.future} forecast trading days):")
     results = predictor.forecast_many(codes, trade.past, trade.future, args.context)
     for result in results:
         print_forecast(result)
-    return 0 if args.train == 1 or all(r.ok for r in results) else 3
+    return 0 if all(r.ok for r in results) else 3
+
+
+def _forecast_after_training(args, predictor, trade) -> int:
+    """The main job ends with the new adapter's forecast and chart (of --code; by default 2330 when it was
+    trained on, else the first company). Training has succeeded by then: a forecast that cannot be made is
+    reported, and the exit code stays 0."""
+    from stock_predictor import print_forecast
+    from utils import StockToolError
+
+    trained = [c.code for c in predictor.companies()]
+    default = "2330" if "2330" in trained else trained[0]
+    codes = [c.strip() for c in (args.code or default).split(",") if c.strip()]
+    print(f"forecast with the new adapter ({trade.past} known → {trade.future} forecast trading days):")
+    try:
+        for result in predictor.forecast_many(codes, trade.past, trade.future, args.context):
+            print_forecast(result)
+    except StockToolError as exc:
+        print(f"no forecast after training: {exc}")
+    return 0
 
 
 if __name__ == "__main__":
