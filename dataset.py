@@ -141,9 +141,14 @@ def answer_lines(lines: list[str]) -> str:
     return f"The next {len(lines)} day price is:\n" + "\n".join(lines) + "\n"
 
 
-def _anchor(past: pd.DataFrame, answer_format: str) -> float | None:
+def _check_format(answer_format: str) -> None:
     if answer_format not in ANSWER_FORMATS:
         raise ValueError(f"answer format {answer_format!r} is not one of {', '.join(ANSWER_FORMATS)}")
+
+
+def _anchor(past: pd.DataFrame, answer_format: str) -> float | None:
+    """The change format's anchor: the window's last known close (None for absolute prices)."""
+    _check_format(answer_format)
     return float(past["Close"].iloc[-1]) if answer_format == "change" else None
 
 
@@ -171,7 +176,7 @@ def answer_regex(dates: list, fields: list[str], answer_format: str = "absolute"
     It accepts exactly what `answer_text` writes for these dates (and nothing `parse_answer` would refuse),
     so a constrained answer always parses; whether its candles are possible is still checked afterwards.
     """
-    _anchor(pd.DataFrame({"Close": [1.0]}), answer_format)  # validates the format name
+    _check_format(answer_format)
     number = {
         "price": r"[+-][0-9]{1,3}\.[0-9]{2}%" if answer_format == "change" else r"[0-9]{1,6}\.[0-9]{1,2}",
         "signed": r"-?[0-9]{1,6}\.[0-9]{1,2}",
@@ -417,7 +422,7 @@ def build_examples(
     `context_for(input_end_date) -> (text, kind)` supplies as-of context (news, signals) when given; `kind`
     (e.g. "prices+signals+news") is recorded in the example's meta for ablations.
     """
-    _anchor(frame.iloc[:1], answer_format)
+    _check_format(answer_format)
     change = answer_format == "change"
     columns = [FIELDS[f][1] for f in fields]
     blank = frame[columns].isna().any(axis=1).to_numpy()
