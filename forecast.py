@@ -87,6 +87,11 @@ def read_samples(
             problems.append("invalid: " + "; ".join(invalid[:3]))
         else:
             frames.append(parsed)
+    if frames:  # free decoding lets each sample choose its dates: only samples of the commonest dates combine
+        dates = [tuple(f.index) for f in frames]
+        common = max(set(dates), key=dates.count)
+        problems += ["other dates than the other samples" for d in dates if d != common]
+        frames = [f for f, d in zip(frames, dates, strict=True) if d == common]
     total, usable = len(answers), len(frames)
     problem = (
         ""

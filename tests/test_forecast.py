@@ -192,6 +192,14 @@ def test_samples_that_are_not_candles_are_dropped_and_counted_never_repaired():
     assert read_samples([good, bad, bad, "no idea"], OHLCV, 1, DAYS[3]).point is None  # fewer than half usable
 
 
+def test_free_samples_with_other_dates_are_not_combined():
+    good = dataset.answer_text(FRAME.iloc[4:], OHLCV)
+    shifted = good.replace("2026-05-04", "2026-05-05")
+    read = read_samples([good, good, shifted], OHLCV, 1, DAYS[3])
+    assert read.ok and read.usable == 2 and "1 of 3 samples unusable" in read.problem
+    assert list(read.point.index) == [pd.Timestamp("2026-05-04")]
+
+
 def test_a_sampled_forecast_has_bands_and_its_files_are_written_whole(tmp_path):
     answers = [dataset.answer_text(FRAME.iloc[4:].assign(Close=c, High=106.0), OHLCV) for c in (103.0, 104.0, 105.0)]
     result = read_forecast("9921", "巨大", FRAME.iloc[:4], answers, OHLCV, 1)
