@@ -24,9 +24,10 @@ log = logging.getLogger("stock.constrained")
 
 @dataclass(frozen=True)
 class TokenAutomaton:
-    """A regex over tokens. Row s of `tokens` lists the tokens allowed in state s (padded by repeating the
-    first), `next` the state each leads to. Final states allow end-of-sequence, which leads to `done`,
-    a state that allows only end-of-sequence (what a finished row keeps producing while others go on)."""
+    """A regex over tokens. Row s of `tokens` lists the tokens allowed in state s (padded by repeating an
+    allowed one, so a padded slot leads where that token does), `next` the state each leads to. Final
+    states allow end-of-sequence, which leads to `done`, a state that allows only end-of-sequence (what a
+    finished row keeps producing while others go on)."""
 
     tokens: np.ndarray  # states × width, int64
     next: np.ndarray  # states × width, int64
