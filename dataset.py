@@ -146,7 +146,7 @@ def _check_format(answer_format: str) -> None:
         raise ValueError(f"answer format {answer_format!r} is not one of {', '.join(ANSWER_FORMATS)}")
 
 
-def _anchor(past: pd.DataFrame, answer_format: str) -> float | None:
+def anchor_of(past: pd.DataFrame, answer_format: str) -> float | None:
     """The change format's anchor: the window's last known close (None for absolute prices)."""
     _check_format(answer_format)
     return float(past["Close"].iloc[-1]) if answer_format == "change" else None
@@ -160,7 +160,7 @@ def user_prompt(
     context: str = "",
     answer_format: str = "absolute",
 ) -> str:
-    anchor = _anchor(past, answer_format)
+    anchor = anchor_of(past, answer_format)
     header = anchor_line(anchor, past.index[-1]) if anchor is not None else ""
     return user_prompt_lines(name, format_rows(past, fields, anchor), future, context, header)
 

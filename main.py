@@ -537,15 +537,10 @@ def main(argv: list[str] | None = None) -> int:
         from stock_predictor import StockPredictor
 
         cuda = model.cuda_available()
-        if args.load_in_4bit and args.load_in_8bit:
-            raise StockToolError("--load_in_4bit and --load_in_8bit are exclusive: choose one")
-        if not cuda and (args.load_in_4bit or args.load_in_8bit):
-            raise StockToolError(
-                "--load_in_4bit / --load_in_8bit need a CUDA GPU (bitsandbytes); on a CPU leave them off"
-            )
         if not is_writable_dir(args.output_dir):
             raise StockToolError(f"--output-dir {args.output_dir} is not writable: choose another folder")
         data, model_cfg, lora, train, evaluation, trade, instruct = build_configs(args, cuda)
+        model.check_quantization(model_cfg, cuda)  # in every mode: inference ignored the flags on a CPU
         if args.execute and not args.trade:
             raise StockToolError("--execute only applies to --trade 1")
         newsapi_key = args.newsapi_key or os.environ.get("NEWSAPI_KEY") or None

@@ -193,8 +193,8 @@ def check_price_rows(raw: pd.DataFrame, path) -> None:
     refuse(dates.duplicated(keep="first"), lambda i: f"the date {raw['date'].iloc[i]} appears twice")
     prices = {}
     for column in ("open", "high", "low", "close", "capacity"):
-        text = raw[column].astype(str).str.replace(",", "", regex=False).str.strip()
-        blank = raw[column].isna() | text.isin(["", "--"])
+        text = raw[column].astype(str).str.strip()
+        blank = raw[column].isna() | text.isin(["", "--"])  # "--": the exchanges' no-trade mark
         prices[column] = pd.to_numeric(text.where(~blank), errors="coerce")
         refuse(prices[column].isna() & ~blank, lambda i, c=column: f"{c} {raw[c].iloc[i]!r} is not a number")
     o, h, low, c = (prices[k] for k in ("open", "high", "low", "close"))

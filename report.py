@@ -45,25 +45,32 @@ def _ci(ci, scale: float = 1.0, digits: int = 3) -> str:
     return f" [{ci[0] * scale:.{digits}f}, {ci[1] * scale:.{digits}f}]"
 
 
+def _summaries(table: dict, windows: list[str]):
+    """(window, model, whole-window summary) in report order, for every model that has the window."""
+    for window in windows:
+        for model in _ordered(table):
+            summary = table[model].get(window, {}).get("all")
+            if summary:
+                yield window, model, summary
+
+
 def headline_rows(table: dict, windows: list[str]) -> list[str]:
     lines = [
         "| window | model | valid | MAPE close % [95% CI] | skill vs persistence [95% CI] | direction right "
         "(majority class) | verdict |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
-    for window in windows:
-        for model in _ordered(table):
-            s = table[model].get(window, {}).get("all")
-            if not s or model in POINT_ONLY_SKIP:
-                continue
-            mape = "n/a" if s["mape_close"] is None else f"{s['mape_close']:.3f}" + _ci(s.get("mape_close_ci95"))
-            skill = "—" if model == "persistence" else _num(s["skill_mape"]) + _ci(s.get("skill_mape_ci95"))
-            direction = _pct(s["directional_accuracy"], 1) + f" ({_pct(s['majority_rate'], 1)})"
-            judged = "reference" if model == "persistence" else verdict(s)
-            lines.append(
-                f"| {window} | {LABELS.get(model, model)} | {_pct(s['validity'], 1)} | {mape} | {skill} | "
-                f"{direction} | {judged} |"
-            )
+    for window, model, s in _summaries(table, windows):
+        if model in POINT_ONLY_SKIP:
+            continue
+        mape = "n/a" if s["mape_close"] is None else f"{s['mape_close']:.3f}" + _ci(s.get("mape_close_ci95"))
+        skill = "—" if model == "persistence" else _num(s["skill_mape"]) + _ci(s.get("skill_mape_ci95"))
+        direction = _pct(s["directional_accuracy"], 1) + f" ({_pct(s['majority_rate'], 1)})"
+        judged = "reference" if model == "persistence" else verdict(s)
+        lines.append(
+            f"| {window} | {LABELS.get(model, model)} | {_pct(s['validity'], 1)} | {mape} | {skill} | "
+            f"{direction} | {judged} |"
+        )
     return lines
 
 
@@ -75,16 +82,14 @@ def probabilistic_rows(table: dict, windows: list[str]) -> list[str]:
         "| pinball % |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for window in windows:
-        for model in _ordered(table):
-            s = table[model].get(window, {}).get("all")
-            if not s or s.get("coverage80") is None:
-                continue
-            skill = _num(s["crps_skill"]) + _ci(s.get("crps_skill_ci95"))
-            lines.append(
-                f"| {window} | {LABELS.get(model, model)} | {_pct(s['coverage80'], 1)} | {_pct(s['coverage95'], 1)} | "
-                f"{_num(s['crps'])} | {_num(s['random_walk_crps'])} | {skill} | {_num(s['pinball'])} |"
-            )
+    for window, model, s in _summaries(table, windows):
+        if s.get("coverage80") is None:
+            continue
+        skill = _num(s["crps_skill"]) + _ci(s.get("crps_skill_ci95"))
+        lines.append(
+            f"| {window} | {LABELS.get(model, model)} | {_pct(s['coverage80'], 1)} | {_pct(s['coverage95'], 1)} | "
+            f"{_num(s['crps'])} | {_num(s['random_walk_crps'])} | {skill} | {_num(s['pinball'])} |"
+        )
     return lines
 
 

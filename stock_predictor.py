@@ -443,7 +443,7 @@ class StockPredictor:
         results = []
         out_dir = Path(self.train_settings.output_dir) / "forecasts"
         for company, history, raw in zip(companies, histories, answers, strict=True):
-            anchor = float(history["Close"].iloc[-1]) if answer_format == "change" else None
+            anchor = dataset.anchor_of(history, answer_format)
             result = read_forecast(
                 company.code, company.name_zh, history, raw, fields, future, anchor, company.name_en, d.band
             )

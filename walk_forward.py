@@ -367,7 +367,7 @@ def _llm_forecasts(name, tests, fields, generate, cache, context, answer_format,
         for i, key, (_, kind) in zip(index, keys, contexts, strict=True):
             w, raw = tests[i], cache.answers[key]
             samples = [raw] if isinstance(raw, str) else raw
-            anchor = w.last_close if answer_format == "change" else None
+            anchor = dataset.anchor_of(w.history, answer_format)
             read = read_samples(samples, fields, window.future, w.origin, anchor)
             if read.ok:
                 predictions[i] = read.point[ev.OHLC].to_numpy(dtype=float)

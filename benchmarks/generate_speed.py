@@ -91,7 +91,7 @@ def main() -> None:
             tokens = sum(len(loaded.tokenizer(a)["input_ids"]) for group in answers for a in group)
             usable = 0
             for (_, past, _), group in zip(picked, answers, strict=True):
-                anchor = float(past["Close"].iloc[-1]) if answer_format == "change" else None
+                anchor = dataset.anchor_of(past, answer_format)
                 usable += read_samples(group, fields, window.future, past.index[-1], anchor).ok
             figures = {
                 "window": window.name,
