@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="answers sampled per forecast; with more than 1 the point forecast is their per-field median and "
         "their quantiles the bands (1: greedy, the measured default; README)",
     )
-    infer.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --samples > 1)")
+    infer.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (with --samples > 1)")
     infer.add_argument(
         "--decoding",
         choices=["constrained", "free"],

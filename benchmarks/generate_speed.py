@@ -9,6 +9,9 @@ per window × mode. A forecast is one prompt's answer(s): with K samples, K sequ
         --windows 1:1,5:5,20:5 --modes greedy,greedy-free,k8 --count 256 --batch-size 1024
 
 Modes: greedy (constrained), greedy-free (unconstrained, the old path), kN (median of N constrained samples).
+`--stack transformers` loads the adapter with transformers + PEFT alone, in bf16 on the GPU, instead of unsloth;
+`--profile` prints where the GPU and CPU time of one batch goes (torch.profiler). unsloth's CUDA-graph decode
+step is on unless UNSLOTH_DECODE_CUDA_GRAPHS=0 is set (see `model.load_for_inference`).
 `--load-in-4bit 1/0` overrides the adapter's saved quantization to compare 4-bit with 16-bit inference.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -53,6 +57,36 @@ def mode_options(mode: str) -> tuple[int, bool]:
     raise SystemExit(f"unknown mode {mode!r}: greedy, greedy-free or kN")
 
 
+def profile(loaded, prompts, regexes, max_new, batch_size, options) -> None:
+    """The operators that take the time of one batch, on the GPU and on the CPU (the top 25 of each)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    samples, constrained = options
+    count = max(1, batch_size // samples)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if loaded.cuda else [])
+    with torch_profile(activities=activities) as prof:
+        model.generate_samples(
+            loaded, prompts[:count], max_new, batch_size, samples, 1.0, regexes[:count] if constrained else None
+        )
+    for key in (["self_cuda_time_total"] if loaded.cuda else []) + ["self_cpu_time_total"]:
+        print(prof.key_averages().table(sort_by=key, row_limit=25), flush=True)
+
+
+def load(args):
+    """The adapter as the tool loads it, or (--stack transformers) through transformers + PEFT alone, moved to
+    the GPU in bf16: the comparison that shows what unsloth's inference path costs or saves."""
+    if args.stack == "unsloth":
+        return model.load_for_inference(args.model_dir, adapter=not args.base, load_in_4bit=args.load_in_4bit)
+    import torch
+
+    model.cuda_available = lambda: False  # the CPU loading path (no unsloth), then onto the GPU
+    loaded = model.load_for_inference(args.model_dir, adapter=not args.base)
+    loaded.model.to("cuda", dtype=torch.bfloat16)
+    loaded.cuda = torch.cuda.is_available()
+    return loaded
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", required=True, help="a trained adapter")
@@ -63,9 +97,17 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=1024, help="sequences generated together")
     p.add_argument("--base", action="store_true", help="the untuned base model instead of the adapter")
     p.add_argument("--load-in-4bit", type=int, choices=[0, 1], default=None, help="override the saved setting")
+    p.add_argument(
+        "--stack",
+        choices=["unsloth", "transformers"],
+        default="unsloth",
+        help="on a GPU: unsloth's fast inference (the tool's path) or plain transformers + PEFT in bf16",
+    )
+    p.add_argument("--temperature", type=float, default=1.0, help="of the kN modes")
+    p.add_argument("--profile", action="store_true", help="profile one batch of the first window and mode")
     args = p.parse_args()
 
-    loaded = model.load_for_inference(args.model_dir, adapter=not args.base, load_in_4bit=args.load_in_4bit)
+    loaded = load(args)
     fields = loaded.config.get("dataset", {}).get("fields", dataset.FIELD_SETS["ohlcv"])
     answer_format = trained_answer_format(loaded.config)
     for window in dataset.parse_windows(args.windows):
@@ -77,6 +119,9 @@ def main() -> None:
         regexes = [dataset.answer_regex(future.index, fields, answer_format) for _, _, future in picked]
         max_new = dataset.answer_token_budget(window.future, fields)
         model.generate_samples(loaded, prompts[:4], max_new, 4, 1, regexes=regexes[:4])  # warm-up, compile
+        if args.profile:
+            profile(loaded, prompts, regexes, max_new, args.batch_size, mode_options(args.modes.split(",")[0]))
+            args.profile = False
         for mode in args.modes.split(","):
             samples, constrained = mode_options(mode)
             if loaded.cuda:
@@ -85,14 +130,21 @@ def main() -> None:
                 torch.cuda.synchronize()
             started = time.perf_counter()
             answers = model.generate_samples(
-                loaded, prompts, max_new, args.batch_size, samples, 1.0, regexes if constrained else None
+                loaded,
+                prompts,
+                max_new,
+                args.batch_size,
+                samples,
+                args.temperature,
+                regexes if constrained else None,
             )
             seconds = time.perf_counter() - started
             tokens = sum(len(loaded.tokenizer(a)["input_ids"]) for group in answers for a in group)
-            usable = 0
+            usable = impossible = 0
             for (_, past, _), group in zip(picked, answers, strict=True):
                 anchor = dataset.anchor_of(past, answer_format)
-                usable += read_samples(group, fields, window.future, past.index[-1], anchor).ok
+                read = read_samples(group, fields, window.future, past.index[-1], anchor)
+                usable, impossible = usable + read.ok, impossible + read.impossible
             figures = {
                 "window": window.name,
                 "mode": mode,
@@ -104,9 +156,12 @@ def main() -> None:
                 "forecasts_per_s": round(len(prompts) / seconds, 2),
                 "generated_tokens_per_s": round(tokens / seconds, 1),
                 "usable": usable,
-                "load_in_4bit": bool(
-                    loaded.config["model"]["load_in_4bit"] if args.load_in_4bit is None else args.load_in_4bit
-                ),
+                "impossible_samples": impossible,
+                "temperature": args.temperature if samples > 1 else None,
+                "stack": args.stack,
+                "load_in_4bit": args.stack == "unsloth"
+                and bool(loaded.config["model"]["load_in_4bit"] if args.load_in_4bit is None else args.load_in_4bit),
+                "cuda_graphs": os.environ.get("UNSLOTH_DECODE_CUDA_GRAPHS", "unset"),
                 "device": "cuda" if loaded.cuda else "cpu",
             }
             print("BENCH " + json.dumps(figures), flush=True)

@@ -184,12 +184,17 @@ def test_the_random_walk_sees_no_test_period_data():
     assert set(table) == {("1", 1), ("1", 2)} and len(table[("1", 2)]) == 1
 
 
-def test_samples_that_are_not_candles_are_dropped_and_counted_never_repaired():
+def test_impossible_samples_are_draws_but_an_impossible_median_fails_and_is_never_repaired():
     good = dataset.answer_text(FRAME.iloc[4:], OHLCV)
-    bad = good.replace("Low: 102.5", "Low: 109.0")
+    bad = good.replace("Low: 102.5", "Low: 109.0")  # low above open and close: an impossible candle
     read = read_samples([good, bad, good, "no idea"], OHLCV, 1, DAYS[3])
-    assert read.ok and read.usable == 2 and read.total == 4 and "2 of 4 samples unusable" in read.problem
-    assert read_samples([good, bad, bad, "no idea"], OHLCV, 1, DAYS[3]).point is None  # fewer than half usable
+    assert read.ok and read.usable == 3 and read.impossible == 1 and "1 of 4 samples unusable" in read.problem
+    assert read.point["Low"].iloc[0] == 102.5  # the median of 102.5, 109.0, 102.5: a possible candle
+    assert read_samples([good, "x", "y", "no idea"], OHLCV, 1, DAYS[3]).point is None  # fewer than half parse
+    failed = read_samples([good, bad, bad], OHLCV, 1, DAYS[3])  # the median low is 109: impossible
+    assert not failed.ok and failed.problem.startswith("the median candle is impossible")
+    single = read_samples([bad], OHLCV, 1, DAYS[3])  # greedy: the one answer is the forecast
+    assert not single.ok and single.problem.startswith("invalid: ")
 
 
 def test_free_samples_with_other_dates_are_not_combined():
