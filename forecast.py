@@ -31,7 +31,7 @@ def band_levels(band: float = 0.8) -> dict[str, tuple[float, float]]:
 class DecodingConfig:
     samples: int = 1  # answers per prompt; 1: greedy decoding (measured: README), more: median and bands
     # sampling temperature (with samples > 1); at 0.7, 51 of 64 five-day forecasts of a tuned SmolLM2 were usable,
-    # at 1.0 only 29 (the median candle was impossible more often): README, "Generation speed"
+    # at 1.0 only 29 (the median candle was impossible more often): README, "Sampled forecasts"
     temperature: float = 0.7
     constrained: bool = True  # generate under the answer's grammar (dates fixed, numbers free)
     seed: int = 3407
@@ -168,6 +168,11 @@ def read_forecast(
     ]
     if read.problem:
         result.notes.append(read.problem)
+    if read.impossible:
+        result.notes.append(
+            f"{read.impossible} of {read.usable} samples were impossible candles "
+            "(kept as draws; the median candle is possible)"
+        )
     return result
 
 

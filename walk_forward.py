@@ -381,6 +381,7 @@ def _llm_forecasts(name, tests, fields, generate, cache, context, answer_format,
                     "context": kind,
                     "valid": read.ok,
                     "usable_samples": read.usable,
+                    "impossible_samples": read.impossible,
                     "problem": read.problem,
                     "answer": samples[0] if len(samples) == 1 else samples,
                 }

@@ -195,6 +195,8 @@ def test_impossible_samples_are_draws_but_an_impossible_median_fails_and_is_neve
     assert not failed.ok and failed.problem.startswith("the median candle is impossible")
     single = read_samples([bad], OHLCV, 1, DAYS[3])  # greedy: the one answer is the forecast
     assert not single.ok and single.problem.startswith("invalid: ")
+    told = read_forecast("9921", "巨大", FRAME.iloc[:4], [good, bad, good], OHLCV, 1)
+    assert told.ok and any("1 of 3 samples were impossible candles" in n for n in told.notes)
 
 
 def test_free_samples_with_other_dates_are_not_combined():
