@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dataset  # noqa: E402
 import market_data  # noqa: E402
 import model  # noqa: E402
-from forecast import read_samples  # noqa: E402
+from forecast import DecodingConfig, read_samples  # noqa: E402
 from stock_predictor import trained_answer_format  # noqa: E402
 
 
@@ -57,7 +57,7 @@ def mode_options(mode: str) -> tuple[int, bool]:
     raise SystemExit(f"unknown mode {mode!r}: greedy, greedy-free or kN")
 
 
-def profile(loaded, prompts, regexes, max_new, batch_size, options) -> None:
+def profile(loaded, prompts, regexes, max_new, batch_size, options, temperature) -> None:
     """The operators that take the time of one batch, on the GPU and on the CPU (the top 25 of each)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
@@ -67,7 +67,7 @@ def profile(loaded, prompts, regexes, max_new, batch_size, options) -> None:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if loaded.cuda else [])
     with torch_profile(activities=activities) as prof:
         model.generate_samples(
-            loaded, prompts[:count], max_new, batch_size, samples, 1.0, regexes[:count] if constrained else None
+            loaded, prompts[:count], max_new, batch_size, samples, temperature, regexes[:count] if constrained else None
         )
     for key in (["self_cuda_time_total"] if loaded.cuda else []) + ["self_cpu_time_total"]:
         print(prof.key_averages().table(sort_by=key, row_limit=25), flush=True)
@@ -103,7 +103,7 @@ def main() -> None:
         default="unsloth",
         help="on a GPU: unsloth's fast inference (the tool's path) or plain transformers + PEFT in bf16",
     )
-    p.add_argument("--temperature", type=float, default=1.0, help="of the kN modes")
+    p.add_argument("--temperature", type=float, default=DecodingConfig().temperature, help="of the kN modes")
     p.add_argument("--profile", action="store_true", help="profile one batch of the first window and mode")
     args = p.parse_args()
 
@@ -120,7 +120,8 @@ def main() -> None:
         max_new = dataset.answer_token_budget(window.future, fields)
         model.generate_samples(loaded, prompts[:4], max_new, 4, 1, regexes=regexes[:4])  # warm-up, compile
         if args.profile:
-            profile(loaded, prompts, regexes, max_new, args.batch_size, mode_options(args.modes.split(",")[0]))
+            first = mode_options(args.modes.split(",")[0])
+            profile(loaded, prompts, regexes, max_new, args.batch_size, first, args.temperature)
             args.profile = False
         for mode in args.modes.split(","):
             samples, constrained = mode_options(mode)
