@@ -324,7 +324,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-batch-size",
         type=int,
         default=None,
-        help="sequences (prompts x samples) generated together; instruction comparison: prompts (GPU 256, CPU 8)",
+        help=(
+            "forecast evaluation: sequences (prompts x samples) generated together, GPU 1024 (a batch the GPU "
+            "cannot hold is split in two), CPU 8; instruction comparison: prompts, GPU 64, CPU 8"
+        ),
     )
     ev.add_argument("--bootstrap", type=int, default=1000, help="block-bootstrap resamples for 95%% intervals")
     ev.add_argument("--brokerage", type=float, default=0.001425, help="backtest brokerage per side (0.1425%%)")
@@ -492,7 +495,7 @@ def build_configs(args, cuda: bool):
         stride=args.eval_stride,
         models=args.eval_models,
         windows=args.windows,
-        batch_size=args.eval_batch_size or (256 if cuda else 8),
+        batch_size=args.eval_batch_size or (1024 if cuda else 8),
         bootstrap=args.bootstrap,
         brokerage=args.brokerage,
         sell_tax=args.sell_tax,

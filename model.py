@@ -564,6 +564,51 @@ class LoadedModel:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+FOLD_GQA_DECODE = True  # benchmarks turn it off to measure what it gives
+
+
+def fold_gqa_decode(sdpa):
+    """`sdpa` (scaled_dot_product_attention) with one-token grouped-query attention computed as ordinary
+    attention: the query heads that share a key/value head become that head's query rows.
+
+    unsloth's batched decode step calls SDPA with `enable_gqa=True` and a padding mask; PyTorch serves that
+    combination only with its math kernel, which copies the whole KV cache per layer and step (the heads repeated,
+    in float32): on the H100 the step grew with batch × cache length. Folded, the same attention has as many
+    query as key heads and takes the memory-efficient kernel. The result is the same attention (not bit for bit:
+    another kernel sums in another order). Everything else goes to `sdpa` unchanged."""
+
+    def attention(query, key, value, *args, **kwargs):
+        mask = kwargs.get("attn_mask")
+        heads, kv_heads = query.shape[1], key.shape[1]
+        if (
+            not args
+            and kwargs.get("enable_gqa")
+            and not kwargs.get("is_causal")
+            and not kwargs.get("dropout_p")
+            and query.dim() == 4
+            and query.shape[2] == 1
+            and heads != kv_heads
+            and heads % kv_heads == 0
+            and (mask is None or (mask.dim() == 4 and mask.shape[1] == 1 and mask.shape[2] == 1))
+        ):
+            batch, _, _, head_dim = query.shape
+            folded = query.reshape(batch, kv_heads, heads // kv_heads, head_dim)
+            out = sdpa(folded, key, value, attn_mask=mask, scale=kwargs.get("scale"))
+            return out.reshape(batch, heads, 1, head_dim)
+        return sdpa(query, key, value, *args, **kwargs)
+
+    attention.folds_gqa = True
+    return attention
+
+
+def _fold_unsloth_decode_attention() -> None:
+    """Routes unsloth's Llama decode attention through `fold_gqa_decode` (once per process)."""
+    import unsloth.models.llama as llama
+
+    if FOLD_GQA_DECODE and not getattr(llama.scaled_dot_product_attention, "folds_gqa", False):
+        llama.scaled_dot_product_attention = fold_gqa_decode(llama.scaled_dot_product_attention)
+
+
 INFERENCE_CONTEXT_CAP = 32768  # a 128k-context model need not reserve that much for forecasts and exam answers
 
 
@@ -609,6 +654,7 @@ def load_for_inference(model_dir: str, adapter: bool = True, load_in_4bit: bool 
         # unsloth replays its one-token decode step as CUDA graphs (bit for bit the eager step, by its docs);
         # it measured 27% more forecasts/s at 5:5 (README, "Generation speed"). UNSLOTH_DECODE_CUDA_GRAPHS=0 opts out.
         os.environ.setdefault("UNSLOTH_DECODE_CUDA_GRAPHS", "1")
+        _fold_unsloth_decode_attention()
         FastLanguageModel.for_inference(model)
     model.eval()
     return LoadedModel(model, tokenizer, cuda, config, context=context)
@@ -633,13 +679,15 @@ def generate_samples(
     regexes: list[str] | None = None,
     min_new_tokens: int = 0,
     seed: int = 3407,
+    stop_after: int | None = None,
 ) -> list[list[str]]:
     """`samples` answers per prompt (greedy when 1), batched with left padding; `batch_size` counts
     sequences, so a batch holds batch_size // samples prompts, each expanded to its samples.
 
     With `regexes` (one per prompt) every answer is generated under its grammar (constrained decoding):
     only tokens that keep the answer a prefix of the regex can be chosen, and end-of-sequence only once
-    it is complete, so the answer always matches.
+    it is complete, so the answer always matches. `stop_after` (benchmarks' profiles) cuts every answer at that
+    many tokens, under a grammar too.
     """
     import torch
 
@@ -663,13 +711,15 @@ def generate_samples(
         # never cut a constrained answer short: the budget covers the longest answer the grammar allows
         unique = {id(a): a for a in automata}.values()
         max_new_tokens = max(max_new_tokens, *(constrained.longest_answer(a) for a in unique))
+    if stop_after is not None:
+        max_new_tokens = stop_after
     torch.manual_seed(seed)
     per_batch = max(1, batch_size // samples)
     # similar lengths side by side: less padding per batch; answers go back in the callers' order
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     answers: list[list[str]] = [[] for _ in texts]
-    for i in range(0, len(order), per_batch):
-        chunk = order[i : i + per_batch]
+
+    def run(chunk: list[int]) -> None:
         encoded = tokenizer([texts[j] for j in chunk], return_tensors="pt", padding=True, add_special_tokens=plain)
         encoded = encoded.to(device)
         options = {"do_sample": samples > 1, "num_return_sequences": samples}
@@ -689,6 +739,30 @@ def generate_samples(
         decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         for k, j in enumerate(chunk):
             answers[j] = decoded[k * samples : (k + 1) * samples]
+
+    def run_or_split(chunk: list[int]) -> None:
+        """A batch the GPU's memory cannot hold is generated as two halves (the answers are the same up to
+        sampling's random draws), rather than losing the work done so far to an error."""
+        try:
+            run(chunk)
+        except torch.OutOfMemoryError:
+            if len(chunk) == 1:
+                raise StockToolError(
+                    f"one prompt of {max(len(texts[j]) for j in chunk):,} characters with {samples} samples does not "
+                    "fit the GPU's memory: fewer --samples or a shorter --past"
+                ) from None
+            torch.cuda.empty_cache()
+            half = len(chunk) // 2
+            log.warning(
+                "out of GPU memory at %d sequences: generating them as two batches (a smaller --eval-batch-size "
+                "skips this retry)",
+                len(chunk) * samples,
+            )
+            run_or_split(chunk[:half])
+            run_or_split(chunk[half:])
+
+    for i in range(0, len(order), per_batch):
+        run_or_split(order[i : i + per_batch])
     return answers
 
 

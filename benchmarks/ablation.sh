@@ -39,8 +39,9 @@ evaluate() {
   local dir="$OUT_ROOT/$name" test=(${TEST[$period]})
   [ -d "$dir/eval_$mode" ] && { echo "== $name $mode: evaluated already"; return; }
   # sequences per batch: 1,024 held every window's prompts at once greedily; 1,024 sampled sequences (128
-  # prompts x 8) ran out of the H100's memory at 20:5, so sampling takes 256
-  local extra=(--samples 8 --eval-batch-size 256)
+  # prompts x 8) ran out of the H100's memory at 20:5 (before batches were split on running out), so sampling takes
+  # 256 unless K_BATCH says otherwise
+  local extra=(--samples 8 --eval-batch-size "${K_BATCH:-256}")
   case $mode in
     greedy) extra=(--samples 1 --eval-batch-size 1024) ;;
     free) extra=(--samples 1 --decoding free --eval-batch-size 1024) ;;

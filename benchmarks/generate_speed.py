@@ -10,8 +10,10 @@ per window × mode. A forecast is one prompt's answer(s): with K samples, K sequ
 
 Modes: greedy (constrained), greedy-free (unconstrained, the old path), kN (median of N constrained samples).
 `--stack transformers` loads the adapter with transformers + PEFT alone, in bf16 on the GPU, instead of unsloth;
-`--profile` prints where the GPU and CPU time of one batch goes (torch.profiler). unsloth's CUDA-graph decode
-step is on unless UNSLOTH_DECODE_CUDA_GRAPHS=0 is set (see `model.load_for_inference`).
+`--profile` prints where the GPU and CPU time of `--steps` decode steps of one batch goes (torch.profiler);
+`--step-scan 64,256,1024` prints milliseconds per decode step at each batch size, free and under the grammar;
+`--fold-gqa 0` measures unsloth's decode attention as it ships (see `model.fold_gqa_decode`). unsloth's CUDA-graph
+decode step is on unless UNSLOTH_DECODE_CUDA_GRAPHS=0 is set (see `model.load_for_inference`).
 `--load-in-4bit 1/0` overrides the adapter's saved quantization to compare 4-bit with 16-bit inference.
 """
 
@@ -57,20 +59,70 @@ def mode_options(mode: str) -> tuple[int, bool]:
     raise SystemExit(f"unknown mode {mode!r}: greedy, greedy-free or kN")
 
 
-def profile(loaded, prompts, regexes, max_new, batch_size, options, temperature) -> None:
-    """The operators that take the time of one batch, on the GPU and on the CPU (the top 25 of each)."""
+def step_scan(loaded, window, prompts, regexes, batches: list[int], steps: int) -> None:
+    """Milliseconds per decode step at each batch size, without a profiler's overhead: free decoding of exactly
+    `steps` and 2 × `steps` new tokens gives the model's step alone (their difference) and the prompt's prefill
+    (what is left); a constrained run to the answers' end, less that prefill, gives the step under the grammar
+    (the model plus the automaton's masking)."""
+    import torch
+
+    def timed(chunk, rules, new_tokens):
+        model.generate_samples(loaded, chunk[:8], 4, 8, regexes=rules[:8] if rules else None)  # warm-up
+        if loaded.cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        model.generate_samples(loaded, chunk, new_tokens, len(chunk), regexes=rules, min_new_tokens=new_tokens)
+        if loaded.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - started, STEPS[-1]
+
+    for batch in batches:
+        chunk = (prompts * (-(-batch // len(prompts))))[:batch]
+        rules = (regexes * (-(-batch // len(regexes))))[:batch]
+        short, _ = timed(chunk, None, steps)
+        long, _ = timed(chunk, None, 2 * steps)
+        free_step = (long - short) / steps
+        prefill = max(0.0, short - steps * free_step)
+        constrained, ran = timed(chunk, rules, 1)
+        figures = {"window": window.name, "batch": batch, "fold_gqa": model.FOLD_GQA_DECODE}
+        figures |= {"prefill_s": round(prefill, 3)}
+        figures |= {"free_ms_per_step": round(1000 * free_step, 2), "constrained_steps": ran}
+        figures |= {"constrained_ms_per_step": round(1000 * (constrained - prefill) / ran, 2)}
+        print("STEP " + json.dumps(figures), flush=True)
+
+
+def profile(loaded, prompts, regexes, batch_size, steps) -> None:
+    """The operators that take the time of one batch's first `steps` constrained decode steps, on the GPU and on
+    the CPU (the top 25 of each). Few steps: the profiler's overhead per kernel makes a whole answer take minutes."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    samples, constrained = options
-    count = max(1, batch_size // samples)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if loaded.cuda else [])
+    model.generate_samples(loaded, prompts[:8], steps, 8, regexes=regexes[:8])  # warm-up
     with torch_profile(activities=activities) as prof:
         model.generate_samples(
-            loaded, prompts[:count], max_new, batch_size, samples, temperature, regexes[:count] if constrained else None
+            loaded, prompts[:batch_size], steps, batch_size, regexes=regexes[:batch_size], stop_after=steps
         )
     for key in (["self_cuda_time_total"] if loaded.cuda else []) + ["self_cpu_time_total"]:
         print(prof.key_averages().table(sort_by=key, row_limit=25), flush=True)
+
+
+STEPS: list[int] = []  # decode steps of each `generate` call, recorded by `count_steps`
+
+
+def count_steps(loaded) -> list[int]:
+    """Wraps the model's `generate` to record how many tokens each batch ran for (the decode steps, which the
+    longest answer of the batch decides), so the figures can say time per step as well as per forecast."""
+    steps = STEPS
+    inner = loaded.model.generate
+
+    def generate(*args, **kwargs):
+        output = inner(*args, **kwargs)
+        steps.append(int(output.shape[1] - kwargs["input_ids"].shape[1]))
+        return output
+
+    loaded.model.generate = generate
+    return steps
 
 
 def load(args):
@@ -104,10 +156,15 @@ def main() -> None:
         help="on a GPU: unsloth's fast inference (the tool's path) or plain transformers + PEFT in bf16",
     )
     p.add_argument("--temperature", type=float, default=DecodingConfig().temperature, help="of the kN modes")
-    p.add_argument("--profile", action="store_true", help="profile one batch of the first window and mode")
+    p.add_argument("--fold-gqa", type=int, choices=[0, 1], default=1, help="0: unsloth's decode attention as it ships")
+    p.add_argument("--profile", action="store_true", help="profile --steps decode steps of one batch (first window)")
+    p.add_argument("--step-scan", default="", help="batch sizes (e.g. 64,256,1024): ms per decode step at each")
+    p.add_argument("--steps", type=int, default=32, help="decode steps of --profile and --step-scan")
     args = p.parse_args()
 
+    model.FOLD_GQA_DECODE = bool(args.fold_gqa)
     loaded = load(args)
+    steps = count_steps(loaded)
     fields = loaded.config.get("dataset", {}).get("fields", dataset.FIELD_SETS["ohlcv"])
     answer_format = trained_answer_format(loaded.config)
     for window in dataset.parse_windows(args.windows):
@@ -120,15 +177,18 @@ def main() -> None:
         max_new = dataset.answer_token_budget(window.future, fields)
         model.generate_samples(loaded, prompts[:4], max_new, 4, 1, regexes=regexes[:4])  # warm-up, compile
         if args.profile:
-            first = mode_options(args.modes.split(",")[0])
-            profile(loaded, prompts, regexes, max_new, args.batch_size, first, args.temperature)
+            profile(loaded, prompts, regexes, args.batch_size, args.steps)
             args.profile = False
+        if args.step_scan:
+            step_scan(loaded, window, prompts, regexes, [int(b) for b in args.step_scan.split(",")], args.steps)
+            continue
         for mode in args.modes.split(","):
             samples, constrained = mode_options(mode)
             if loaded.cuda:
                 import torch
 
                 torch.cuda.synchronize()
+            steps.clear()
             started = time.perf_counter()
             answers = model.generate_samples(
                 loaded,
@@ -156,6 +216,8 @@ def main() -> None:
                 "seconds": round(seconds, 2),
                 "forecasts_per_s": round(len(prompts) / seconds, 2),
                 "generated_tokens_per_s": round(tokens / seconds, 1),
+                "decode_steps": sum(steps),
+                "ms_per_step": round(1000 * seconds / max(1, sum(steps)), 2),
                 "usable": usable,
                 "impossible_samples": impossible,
                 "temperature": args.temperature if samples > 1 else None,
@@ -163,6 +225,7 @@ def main() -> None:
                 "load_in_4bit": args.stack == "unsloth"
                 and bool(loaded.config["model"]["load_in_4bit"] if args.load_in_4bit is None else args.load_in_4bit),
                 "cuda_graphs": os.environ.get("UNSLOTH_DECODE_CUDA_GRAPHS", "unset"),
+                "fold_gqa": model.FOLD_GQA_DECODE,
                 "device": "cuda" if loaded.cuda else "cpu",
             }
             print("BENCH " + json.dumps(figures), flush=True)

@@ -127,6 +127,65 @@ def test_constrained_generation_on_the_real_model_always_matches(tokenizer):
     assert all(re.fullmatch(regex, a) for a in answers[0])
 
 
+def test_folded_grouped_query_decode_attention_is_the_same_attention():
+    """unsloth's batched decode step asks SDPA for grouped-query attention under a padding mask; folding the
+    query heads onto their key/value head gives the same result (and another kernel on the GPU)."""
+    import torch
+
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("enable_gqa", False))
+        return sdpa(*args, **kwargs)
+
+    folded = model.fold_gqa_decode(spy)
+    torch.manual_seed(0)
+    batch, heads, kv_heads, length, dim = 4, 9, 3, 23, 64
+    query = torch.randn(batch, 1, heads, dim).transpose(1, 2)  # as unsloth lays it out
+    key = torch.randn(length, batch, kv_heads, dim).permute(1, 2, 0, 3)  # its paged cache, strided
+    value = torch.randn(length, batch, kv_heads, dim).permute(1, 2, 0, 3)
+    keep = torch.ones(batch, 1, 1, length, dtype=torch.bool)
+    keep[0, ..., :6] = False  # left padding
+    keep[2, ..., :1] = False
+    expected = sdpa(query, key, value, attn_mask=keep, is_causal=False, enable_gqa=True)
+    got = folded(query, key, value, attn_mask=keep, is_causal=False, enable_gqa=True)
+    assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-5)
+    assert calls == [False]  # the folded call needs no grouped-query support
+    # anything else passes through unchanged: a prompt (several query positions), plain multi-head attention
+    prompt = torch.randn(batch, heads, 5, dim)
+    assert torch.equal(folded(prompt, key, value, enable_gqa=True), sdpa(prompt, key, value, enable_gqa=True))
+    same = torch.randn(batch, kv_heads, 1, dim)
+    assert torch.equal(folded(same, key, value, attn_mask=keep), sdpa(same, key, value, attn_mask=keep))
+    assert calls == [False, True, False]
+    assert model.fold_gqa_decode(spy).folds_gqa
+
+
+def test_a_batch_too_big_for_the_gpu_is_generated_in_halves_with_the_same_answers(tokenizer, caplog):
+    import torch
+
+    loaded = model.load_untuned(model.ModelConfig(model_name=str(model.smollm2_gguf())))
+    prompts = [
+        [{"role": "user", "content": dataset.user_prompt(name, FRAME.iloc[:3], 1, OHLCV, answer_format="change")}]
+        for name in ("巨大", "台積電", "聯發科")
+    ]
+    regexes = [dataset.answer_regex(DAYS[3:4], OHLCV, "change")] * 3
+    expected = model.generate_samples(loaded, prompts, 8, batch_size=1, regexes=regexes, stop_after=6)
+    generate = loaded.model.generate
+
+    def small_memory(**kwargs):
+        if kwargs["input_ids"].shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return generate(**kwargs)
+
+    loaded.model.generate = small_memory
+    assert model.generate_samples(loaded, prompts, 8, batch_size=3, regexes=regexes, stop_after=6) == expected
+    assert "out of GPU memory at 3 sequences" in caplog.text
+    with pytest.raises(StockToolError, match="does not fit the GPU's memory"):
+        loaded.model.generate = lambda **kwargs: (_ for _ in ()).throw(torch.OutOfMemoryError("simulated"))
+        model.generate_samples(loaded, prompts[:1], 8, batch_size=1, regexes=regexes[:1], stop_after=6)
+
+
 # --------------------------------------------------------------------------- samples, medians and scores
 
 
