@@ -375,6 +375,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="where missing prices come from: the exchanges (twstock) or the trading server (--api-url)",
     )
 
+    ex = p.add_argument_group("export (--export merged)")
+    ex.add_argument(
+        "--export",
+        choices=["merged"],
+        default=None,
+        help="merged: write the --model-dir adapter merged into its base model as a plain HF folder (after training "
+        "when --train 1)",
+    )
+    ex.add_argument(
+        "--export-dir", default=None, help="where the export goes (default <output-dir>/merged); new or empty"
+    )
+    ex.add_argument("--export-dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16", help="weights")
     ins = p.add_argument_group("financial instructions (--task instruct)")
     ins.add_argument("--dataset-file", default=None, help="training files, JSON/JSONL: a.jsonl,b.jsonl:0.5 (weights)")
     ins.add_argument("--prompt-template", choices=["chat", "cornucopia"], default="chat", help="prompt template")
@@ -586,8 +598,17 @@ def dispatch(args, predictor, evaluation, trade, instruct) -> int:
         return 0
     if built and args.train == 0:
         return 0
+    if args.export:
+        import export
+
+        target = Path(args.export_dir or Path(args.output_dir) / "merged")
+        export.check_target(target)  # before any training: a run must not end in a refusal
     if args.train == 1:
         predictor.train()
+    if args.export:
+        print(export.describe(export.export_merged(predictor.model_cfg.model_dir, str(target), args.export_dtype)))
+        if not (args.evaluate or args.trade):
+            return 0
     if args.evaluate:
         predictor.evaluate(evaluation)
     if args.trade:

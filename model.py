@@ -520,9 +520,16 @@ def save_adapter(model, tokenizer, cfg, lora, settings, model_name, source, figu
 # --------------------------------------------------------------------------- inference
 
 
+def is_merged_export(model_dir: str) -> bool:
+    """A folder written by `--export merged` (full weights and this tool's config, no adapter)."""
+    folder = Path(model_dir)
+    return (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file()
+
+
 def read_stock_config(model_dir: str) -> dict:
     path = Path(model_dir) / STOCK_CONFIG
-    if not (Path(model_dir) / "adapter_config.json").is_file() or not path.is_file():
+    weights = "adapter_config.json" if not is_merged_export(model_dir) else "config.json"
+    if not (Path(model_dir) / weights).is_file() or not path.is_file():
         raise StockToolError(
             f"no trained adapter in {model_dir} (adapter_config.json and {STOCK_CONFIG} expected); "
             "train one with `python main.py --train 1 ...` or point --model-dir at one"
@@ -625,6 +632,28 @@ def context_length(source: str, fallback: int) -> int:
     return min(int(getattr(config, "max_position_embeddings", None) or fallback), INFERENCE_CONTEXT_CAP)
 
 
+def merge_adapter(model_dir: str, base_model: str, dtype: str):
+    """(model, tokenizer): the base model loaded in float32 with transformers, the adapter merged into its
+    weights (PEFT's merge_and_unload: W + (alpha / r) · B A), cast to `dtype` ("bfloat16", "float16",
+    "float32"). On the CPU whatever the machine has: merging is a few matrix products per layer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve_model_source(base_model)
+    try:
+        base = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)  # the adapter's tokenizer and chat template
+    except (OSError, ValueError) as exc:
+        raise _hub_error(base_model, exc) from exc
+    if getattr(base.config, "quantization_config", None):
+        raise StockToolError(
+            f"the base model {base_model} is stored quantized: merging needs its 16-bit weights (an adapter "
+            "trained in 4 bit was trained on the 4-bit form of a 16-bit model: export from that model)"
+        )
+    merged = _load_adapter(base, model_dir).merge_and_unload()
+    return merged.to(getattr(torch, dtype)), tokenizer
+
+
 def load_for_inference(model_dir: str, adapter: bool = True, load_in_4bit: bool | None = None) -> LoadedModel:
     """Base model + the LoRA adapter saved by `train`, ready to generate.
 
@@ -638,7 +667,8 @@ def load_for_inference(model_dir: str, adapter: bool = True, load_in_4bit: bool 
     if not isinstance(saved, dict) or not {"max_seq_length", "load_in_4bit", "load_in_8bit"} <= set(saved):
         raise StockToolError(f"{model_dir}/{STOCK_CONFIG} lacks the model settings it was trained with; retrain it")
     four_bit = saved["load_in_4bit"] if load_in_4bit is None else bool(load_in_4bit)
-    source = resolve_model_source(config["base_model"])
+    merged = bool(config.get("export")) and adapter  # a merged export is the tuned model itself
+    source = str(Path(model_dir)) if merged else resolve_model_source(config["base_model"])
     context = context_length(source, saved["max_seq_length"])
     base_cfg = ModelConfig(
         model_name=config["base_model"],
@@ -648,7 +678,7 @@ def load_for_inference(model_dir: str, adapter: bool = True, load_in_4bit: bool 
         model_dir=model_dir,
     )
     model, tokenizer = load_base(base_cfg, source, cuda)
-    if adapter:
+    if adapter and not merged:
         model = _load_adapter(model, model_dir)
     if cuda:
         from unsloth import FastLanguageModel

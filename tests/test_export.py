@@ -1,0 +1,106 @@
+"""`--export merged`: the adapter merged into its base model, round-tripped through this tool and through
+transformers alone, on the CPU with the real SmolLM2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import dataset
+import export
+import main as cli
+import model
+from utils import StockToolError
+
+OHLCV = dataset.FIELD_SETS["ohlcv"]
+FRAME = pd.DataFrame(
+    {
+        "Open": [100.0, 101.0, 99.5],
+        "High": [102.0, 103.5, 101.0],
+        "Low": [99.0, 100.5, 98.0],
+        "Close": [101.0, 100.0, 100.5],
+        "Volume": [1000.0, 1200.0, 900.0],
+    },
+    index=pd.DatetimeIndex(["2026-04-27", "2026-04-28", "2026-04-29"], name="Date"),
+)
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory) -> Path:
+    """A LoRA adapter with random (not zero) B matrices, so that merging it visibly changes the model, saved
+    the way training saves one (adapter files, tokenizer, stock_config.json)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    gguf = model.smollm2_gguf()
+    base, tokenizer = model.load_base(
+        model.ModelConfig(model_name=str(gguf)), model.resolve_model_source(str(gguf)), False
+    )
+    torch.manual_seed(0)
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    tuned = get_peft_model(base, lora)
+    with torch.no_grad():
+        for name, weights in tuned.named_parameters():
+            if "lora_B" in name:
+                weights.mul_(0.3)  # big enough to change answers, small enough to keep them text
+    folder = tmp_path_factory.mktemp("adapter") / "model"
+    tuned.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    settings = {"max_seq_length": 1024, "load_in_4bit": False, "load_in_8bit": False}
+    config = {"base_model": str(gguf), "model": settings, "dataset": {"fields": OHLCV, "answer_format": "change"}}
+    (folder / model.STOCK_CONFIG).write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+def greedy(folder: Path, adapter: bool = True) -> str:
+    prompt = [{"role": "user", "content": dataset.user_prompt("台積電", FRAME, 1, OHLCV, "", "change")}]
+    loaded = model.load_for_inference(str(folder), adapter=adapter)
+    return model.generate(loaded, [prompt], 24, 1)[0]
+
+
+def test_a_float32_merge_forecasts_exactly_as_the_adapter_and_loads_without_this_tool(adapter, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    merged = export.export_merged(str(adapter), str(tmp_path / "merged"), "float32")
+    assert {"model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja", "stock_config.json"} <= {
+        p.name for p in merged.iterdir()
+    }
+    assert not list(tmp_path.glob("*.partial")) and not (merged / "adapter_config.json").exists()
+    tuned = greedy(adapter)
+    assert greedy(merged) == tuned  # exact: the same weights, summed in another order
+    assert greedy(adapter, adapter=False) != tuned  # the adapter matters, so the equality above can fail
+    plain = AutoModelForCausalLM.from_pretrained(merged)  # transformers alone
+    assert plain.dtype.is_floating_point and not hasattr(plain, "peft_config")
+    assert json.loads((merged / "stock_config.json").read_text())["export"]["kind"] == "merged"
+
+
+def test_a_bfloat16_merge_is_half_the_size_and_still_a_forecaster(adapter, tmp_path):
+    merged = export.export_merged(str(adapter), str(tmp_path / "merged16"), "bfloat16")
+    full = export.export_merged(str(adapter), str(tmp_path / "merged32"), "float32")
+    ratio = (merged / "model.safetensors").stat().st_size / (full / "model.safetensors").stat().st_size
+    assert 0.45 < ratio < 0.55
+    assert greedy(merged)  # loads and generates through the tool (16-bit rounding may change the words)
+
+
+def test_export_refuses_bad_targets_and_inputs_in_one_line(adapter, tmp_path, capsys):
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine", encoding="utf-8")
+    args = ["--train", "0", "--export", "merged", "--model-dir", str(adapter), "--output-dir", str(tmp_path / "out")]
+    assert cli.main([*args, "--export-dir", str(full)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert (full / "keep.txt").read_text(encoding="utf-8") == "mine"
+    assert cli.main([*args[:-4], "--model-dir", str(tmp_path / "none"), "--output-dir", str(tmp_path / "out")]) == 2
+    assert "no trained adapter" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        cli.main([*args, "--export", "gguf"])
+    assert stop.value.code == 2
+    with pytest.raises(StockToolError, match="--export-dtype 'int3'"):
+        export.export_merged(str(adapter), str(tmp_path / "x"), "int3")
+    merged = export.export_merged(str(adapter), str(tmp_path / "m"), "float32")
+    with pytest.raises(StockToolError, match="already a merged export"):
+        export.export_merged(str(merged), str(tmp_path / "again"), "float32")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "again").exists()
