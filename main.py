@@ -132,6 +132,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from forecast import DecodingConfig
+
     p = argparse.ArgumentParser(
         prog="main.py",
         description="Fine-tune an LLM with LoRA to forecast Taiwan stock prices (twstock data), and forecast with it.",
@@ -285,22 +287,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="colours of the known candles: international (green up, red down) or taiwan (red up, green down)",
     )
     infer.add_argument("--context", default="", help="extra text (e.g. news) added to the prompt as is")
+    decoding = DecodingConfig()  # the sampling defaults live there, once
     infer.add_argument(
         "--samples",
         type=int,
-        default=1,
+        default=decoding.samples,
         help="answers sampled per forecast; with more than 1 the point forecast is their per-field median and "
         "their quantiles the bands (1: greedy, the measured default; README)",
     )
-    infer.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (with --samples > 1)")
+    infer.add_argument(
+        "--temperature", type=float, default=decoding.temperature, help="sampling temperature (with --samples > 1)"
+    )
     infer.add_argument(
         "--decoding",
         choices=["constrained", "free"],
-        default="constrained",
+        default="constrained" if decoding.constrained else "free",
         help="constrained: answers generated under the answer format's grammar (dates fixed, numbers free); "
         "free: unconstrained, for comparison",
     )
-    infer.add_argument("--band", type=float, default=0.8, help="central band drawn on the chart (0 < band < 1)")
+    infer.add_argument(
+        "--band", type=float, default=decoding.band, help="central band drawn on the chart (0 < band < 1)"
+    )
 
     ev = p.add_argument_group("evaluation (--evaluate 1)")
     ev.add_argument(

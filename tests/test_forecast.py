@@ -300,6 +300,13 @@ def test_bad_decoding_flags_are_one_clear_line(flags, message, capsys, tmp_path)
     assert code == 2 and err.startswith(f"error: {message}") and "Traceback" not in err
 
 
+def test_the_command_lines_sampling_defaults_are_the_decoding_configs():
+    args = cli.build_parser().parse_args(["--train", "0"])
+    default = DecodingConfig()
+    assert (args.samples, args.temperature, args.band) == (default.samples, default.temperature, default.band)
+    assert (args.decoding == "constrained") == default.constrained
+
+
 def test_decoding_config_is_checked_where_it_is_made():
     with pytest.raises(StockToolError):
         DecodingConfig(samples=-1)
