@@ -132,6 +132,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from export import EXPORT_DTYPES
     from forecast import DecodingConfig
 
     p = argparse.ArgumentParser(
@@ -393,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--export-dir", default=None, help="where the export goes (default <output-dir>/merged); new or empty"
     )
-    ex.add_argument("--export-dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16", help="weights")
+    ex.add_argument("--export-dtype", choices=EXPORT_DTYPES, default=EXPORT_DTYPES[0], help="of the merged weights")
     ins = p.add_argument_group("financial instructions (--task instruct)")
     ins.add_argument("--dataset-file", default=None, help="training files, JSON/JSONL: a.jsonl,b.jsonl:0.5 (weights)")
     ins.add_argument("--prompt-template", choices=["chat", "cornucopia"], default="chat", help="prompt template")
@@ -585,6 +586,12 @@ def dispatch(args, predictor, evaluation, trade, instruct) -> int:
     from stock_predictor import print_forecast
     from utils import StockToolError
 
+    target = None
+    if args.export:
+        import export
+
+        target = Path(args.export_dir or Path(args.output_dir) / "merged")
+        export.check_target(target)  # before any work: a run must not end in a refusal
     built = False
     if args.build_forecaster:
         import teacher
@@ -600,19 +607,18 @@ def dispatch(args, predictor, evaluation, trade, instruct) -> int:
     if args.task == "instruct":
         if args.train == 1:
             predictor.train_instruct(instruct)
+        if target is not None:
+            print(export.describe(export.export_merged(predictor.model_cfg.model_dir, str(target), args.export_dtype)))
+            if not args.eval_file:
+                return 0
         if args.eval_file or (args.train == 0 and not built):
             predictor.compare(instruct)
         return 0
     if built and args.train == 0:
         return 0
-    if args.export:
-        import export
-
-        target = Path(args.export_dir or Path(args.output_dir) / "merged")
-        export.check_target(target)  # before any training: a run must not end in a refusal
     if args.train == 1:
         predictor.train()
-    if args.export:
+    if target is not None:
         print(export.describe(export.export_merged(predictor.model_cfg.model_dir, str(target), args.export_dtype)))
         if not (args.evaluate or args.trade):
             return 0
