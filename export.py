@@ -62,14 +62,225 @@ def export_merged(model_dir: str, target: str, dtype: str = "bfloat16") -> Path:
     return out
 
 
+def export(args, model_dir: str, target: Path) -> Path:
+    """The export the command line asks for (--export, --export-dtype, --gguf-type)."""
+    if args.export == "gguf":
+        return export_gguf(model_dir, str(target), args.gguf_type)
+    return export_merged(model_dir, str(target), args.export_dtype)
+
+
 def describe(folder: Path) -> str:
     """One line for the user: what was written and how to use it."""
     import model
 
     config = json.loads((folder / model.STOCK_CONFIG).read_text(encoding="utf-8"))
     size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    if config["export"]["kind"] == "gguf":
+        return (
+            f"GGUF ({config['export']['type']}, {size / 1e6:,.1f} MB) and an Ollama Modelfile in {folder}: "
+            f"`cd {folder} && ollama create stock-forecaster -f Modelfile`, or llama.cpp's "
+            f"`llama-cli -m {folder / config['export']['file']}`; this tool: `--train 0 --model-dir {folder}`"
+        )
     return (
         f"merged model ({config['export']['dtype']}, {size / 1e6:,.1f} MB) in {folder}: "
         f"forecast with `python main.py --train 0 --model-dir {folder}`; "
         f"load elsewhere with transformers.AutoModelForCausalLM.from_pretrained({str(folder)!r})"
     )
+
+
+# --------------------------------------------------------------------------- GGUF (llama.cpp, Ollama)
+
+GGUF_TYPES = ("f16", "q8_0")  # what the `gguf` library can write; it has no K-quant quantizer (q4_k_m)
+CHAT_FORMATS = {  # tokenizer marker → (llama.cpp pre-tokenizer, Ollama template, stop strings)
+    "<|im_start|>": (
+        "smollm",
+        "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n",
+        ["<|im_end|>"],
+    ),
+    "<|start_header_id|>": (
+        "llama-bpe",
+        "<|begin_of_text|>{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n"
+        "{{ .Content }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n",
+        ["<|eot_id|>", "<|end_of_text|>"],
+    ),
+}
+
+
+def _permute(weights, heads: int):
+    """llama.cpp's rotary layout for q/k projections (its converter's `permute`): each head's two halves
+    interleaved. transformers' GGUF reader applies the inverse."""
+    return (
+        weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
+
+
+def _rope(config) -> dict:
+    """The rotary settings: transformers 5 keeps them in `rope_parameters` (theta and scaling together),
+    earlier versions in `rope_theta` and `rope_scaling`."""
+    merged = dict(getattr(config, "rope_scaling", None) or {})
+    merged |= dict(getattr(config, "rope_parameters", None) or {})
+    if "rope_theta" not in merged and getattr(config, "rope_theta", None) is not None:
+        merged["rope_theta"] = config.rope_theta
+    return merged
+
+
+def _llama3_rope_factors(config) -> list[float] | None:
+    """The per-frequency factors of Llama 3.x's rope scaling, written as the `rope_freqs` tensor the way
+    llama.cpp's converter writes them; None for models without it (SmolLM2)."""
+    import math
+
+    scaling = _rope(config)
+    if str(scaling.get("rope_type", scaling.get("type", ""))).lower() != "llama3":
+        return None
+    base = scaling.get("rope_theta", 10000.0)
+    dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    factor = scaling.get("factor", 8.0)
+    low, high = scaling.get("low_freq_factor", 1.0), scaling.get("high_freq_factor", 4.0)
+    old_context = scaling.get("original_max_position_embeddings", 8192)
+    factors = []
+    for i in range(0, dim, 2):
+        wavelength = 2 * math.pi * base ** (i / dim)
+        if wavelength < old_context / high:
+            factors.append(1.0)
+        elif wavelength > old_context / low:
+            factors.append(factor)
+        else:
+            smooth = (old_context / wavelength - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return factors
+
+
+def chat_format(tokenizer) -> tuple[str, str, list[str]]:
+    vocab = tokenizer.get_vocab()
+    for marker, spec in CHAT_FORMATS.items():
+        if marker in vocab:
+            return spec
+    raise StockToolError(
+        "--export gguf knows the ChatML (SmolLM2) and Llama 3 chat formats; this tokenizer has neither: "
+        "use --export merged and llama.cpp's own converter"
+    )
+
+
+def write_gguf(merged, tokenizer, tokenizer_dir: Path, path: Path, kind: str, name: str) -> None:
+    """A llama.cpp GGUF of a merged Llama-architecture model: `f16` (norms stay float32) or `q8_0`."""
+    import gguf
+    import numpy as np
+
+    config = merged.config
+    if config.model_type != "llama":
+        raise StockToolError(f"--export gguf writes the Llama architecture; this model is {config.model_type!r}")
+    pre, _, _ = chat_format(tokenizer)
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(name)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_freq_base(_rope(config).get("rope_theta", 10000.0))
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if kind == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
+    # the tokenizer, as llama.cpp's converter writes a byte-level BPE one
+    reverse = {i: t for t, i in tokenizer.get_vocab().items()}
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    added = set(tokenizer.get_added_vocab().values())
+    tokens, types = [], []
+    for i in range(config.vocab_size):
+        if i not in reverse:
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+            continue
+        tokens.append(reverse[i])
+        types.append(
+            gguf.TokenType.CONTROL
+            if i in special
+            else gguf.TokenType.USER_DEFINED
+            if i in added
+            else gguf.TokenType.NORMAL
+        )
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    vocab = gguf.SpecialVocab(tokenizer_dir, load_merges=True, n_vocab=len(tokens))
+    vocab.chat_template = tokenizer.chat_template
+    vocab.add_to_gguf(writer)
+    # the weights, under llama.cpp's names
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    factors = _llama3_rope_factors(config)
+    if factors is not None:
+        writer.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", np.array(factors, np.float32))
+    for key, tensor in merged.state_dict().items():
+        if key == "lm_head.weight" and getattr(config, "tie_word_embeddings", False):
+            continue  # llama.cpp reads the tied output from token_embd
+        target = names.get_name(key, try_suffixes=(".weight", ".bias"))
+        if target is None:
+            raise StockToolError(f"--export gguf: no llama.cpp name for the tensor {key}")
+        data = tensor.float().numpy()
+        if key.endswith("q_proj.weight"):
+            data = _permute(data, heads)
+        elif key.endswith("k_proj.weight"):
+            data = _permute(data, kv_heads)
+        if data.ndim == 1:
+            writer.add_tensor(target, data.astype(np.float32))
+        elif kind == "q8_0" and data.shape[-1] % 32 == 0:
+            quantized = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(target, quantized, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(target, data.astype(np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def modelfile(gguf_name: str, tokenizer) -> str:
+    """An Ollama Modelfile for the GGUF beside it: its chat template, stop tokens and greedy decoding (what
+    this tool's forecasts use)."""
+    _, template, stops = chat_format(tokenizer)
+    lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""', *(f'PARAMETER stop "{s}"' for s in stops)]
+    return "\n".join([*lines, "PARAMETER temperature 0", ""])
+
+
+def export_gguf(model_dir: str, target: str, kind: str = "f16") -> Path:
+    """The adapter in `model_dir` merged into its base model, written to `target` as `model-<kind>.gguf` with an
+    Ollama `Modelfile` and this tool's `stock_config.json`."""
+    import model
+
+    if kind not in GGUF_TYPES:
+        raise StockToolError(f"--gguf-type {kind!r}: choose one of {', '.join(GGUF_TYPES)} (no K-quants in `gguf`)")
+    out = Path(target)
+    check_target(out)
+    config = model.read_stock_config(model_dir)
+    if config.get("export"):
+        raise StockToolError(f"{model_dir} is already an export, not an adapter: export from the adapter folder")
+    merged, tokenizer = model.merge_adapter(model_dir, config["base_model"], "float32")
+    chat_format(tokenizer)  # refuse before writing anything
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+        tokenizer.save_pretrained(staging / "tokenizer")
+        name = f"model-{kind}.gguf"
+        write_gguf(merged, tokenizer, staging / "tokenizer", staging / name, kind, Path(model_dir).name)
+        shutil.rmtree(staging / "tokenizer")
+        (staging / "Modelfile").write_text(modelfile(name, tokenizer), encoding="utf-8")
+        exported = config | {
+            "export": {"kind": "gguf", "type": kind, "file": name, "adapter": str(Path(model_dir).resolve())}
+        }
+        write_json(staging / model.STOCK_CONFIG, exported)
+        if out.exists():
+            out.rmdir()
+        staging.replace(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("GGUF (%s) and Modelfile saved to %s", kind, out)
+    return out

@@ -132,7 +132,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from export import EXPORT_DTYPES
+    from export import EXPORT_DTYPES, GGUF_TYPES
     from forecast import DecodingConfig
 
     p = argparse.ArgumentParser(
@@ -386,14 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex = p.add_argument_group("export (--export merged)")
     ex.add_argument(
         "--export",
-        choices=["merged"],
+        choices=["merged", "gguf"],
         default=None,
-        help="merged: write the --model-dir adapter merged into its base model as a plain HF folder (after training "
-        "when --train 1)",
+        help="merged: the --model-dir adapter merged into its base model as a plain HF folder; gguf: the same as a "
+        "llama.cpp GGUF file with an Ollama Modelfile (after training when --train 1)",
     )
     ex.add_argument(
-        "--export-dir", default=None, help="where the export goes (default <output-dir>/merged); new or empty"
+        "--export-dir", default=None, help="where the export goes (default <output-dir>/<merged|gguf>); new or empty"
     )
+    ex.add_argument("--gguf-type", choices=GGUF_TYPES, default=GGUF_TYPES[0], help="of the GGUF weights")
     ex.add_argument("--export-dtype", choices=EXPORT_DTYPES, default=EXPORT_DTYPES[0], help="of the merged weights")
     ins = p.add_argument_group("financial instructions (--task instruct)")
     ins.add_argument("--dataset-file", default=None, help="training files, JSON/JSONL: a.jsonl,b.jsonl:0.5 (weights)")
@@ -590,7 +591,7 @@ def dispatch(args, predictor, evaluation, trade, instruct) -> int:
     if args.export:
         import export
 
-        target = Path(args.export_dir or Path(args.output_dir) / "merged")
+        target = Path(args.export_dir or Path(args.output_dir) / args.export)
         export.check_target(target)  # before any work: a run must not end in a refusal
     built = False
     if args.build_forecaster:
@@ -608,7 +609,7 @@ def dispatch(args, predictor, evaluation, trade, instruct) -> int:
         if args.train == 1:
             predictor.train_instruct(instruct)
         if target is not None:
-            print(export.describe(export.export_merged(predictor.model_cfg.model_dir, str(target), args.export_dtype)))
+            print(export.describe(export.export(args, predictor.model_cfg.model_dir, target)))
             if not args.eval_file:
                 return 0
         if args.eval_file or (args.train == 0 and not built):
@@ -619,7 +620,7 @@ def dispatch(args, predictor, evaluation, trade, instruct) -> int:
     if args.train == 1:
         predictor.train()
     if target is not None:
-        print(export.describe(export.export_merged(predictor.model_cfg.model_dir, str(target), args.export_dtype)))
+        print(export.describe(export.export(args, predictor.model_cfg.model_dir, target)))
         if not (args.evaluate or args.trade):
             return 0
     if args.evaluate:

@@ -520,16 +520,16 @@ def save_adapter(model, tokenizer, cfg, lora, settings, model_name, source, figu
 # --------------------------------------------------------------------------- inference
 
 
-def is_merged_export(model_dir: str) -> bool:
-    """A folder written by `--export merged` (full weights and this tool's config, no adapter)."""
+def is_export(model_dir: str) -> bool:
+    """A folder written by `--export merged` or `--export gguf` (full weights and this tool's config, no adapter)."""
     folder = Path(model_dir)
-    return (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file()
+    weights = (folder / "config.json").is_file() or any(folder.glob("*.gguf"))
+    return weights and not (folder / "adapter_config.json").is_file()
 
 
 def read_stock_config(model_dir: str) -> dict:
     path = Path(model_dir) / STOCK_CONFIG
-    weights = "adapter_config.json" if not is_merged_export(model_dir) else "config.json"
-    if not (Path(model_dir) / weights).is_file() or not path.is_file():
+    if not ((Path(model_dir) / "adapter_config.json").is_file() or is_export(model_dir)) or not path.is_file():
         raise StockToolError(
             f"no trained adapter in {model_dir} (adapter_config.json and {STOCK_CONFIG} expected); "
             "train one with `python main.py --train 1 ...` or point --model-dir at one"
@@ -667,8 +667,14 @@ def load_for_inference(model_dir: str, adapter: bool = True, load_in_4bit: bool 
     if not isinstance(saved, dict) or not {"max_seq_length", "load_in_4bit", "load_in_8bit"} <= set(saved):
         raise StockToolError(f"{model_dir}/{STOCK_CONFIG} lacks the model settings it was trained with; retrain it")
     four_bit = saved["load_in_4bit"] if load_in_4bit is None else bool(load_in_4bit)
-    merged = bool(config.get("export")) and adapter  # a merged export is the tuned model itself
-    source = str(Path(model_dir)) if merged else resolve_model_source(config["base_model"])
+    exported = config.get("export") if adapter else None  # an export is the tuned model itself
+    merged = bool(exported)
+    if not exported:
+        source = resolve_model_source(config["base_model"])
+    elif exported.get("kind") == "gguf":
+        source = resolve_model_source(str(Path(model_dir) / exported["file"]))
+    else:
+        source = str(Path(model_dir))
     context = context_length(source, saved["max_seq_length"])
     base_cfg = ModelConfig(
         model_name=config["base_model"],

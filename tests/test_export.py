@@ -104,3 +104,20 @@ def test_export_refuses_bad_targets_and_inputs_in_one_line(adapter, tmp_path, ca
     with pytest.raises(StockToolError, match="already a merged export"):
         export.export_merged(str(merged), str(tmp_path / "again"), "float32")
     assert not (tmp_path / "x").exists() and not (tmp_path / "again").exists()
+
+
+def test_a_gguf_export_reads_back_as_the_same_model_with_an_ollama_modelfile(adapter, tmp_path):
+    """f16 GGUF → transformers' GGUF reader → the adapter's greedy answer (the reader undoes llama.cpp's q/k
+    layout; a wrong rope base or permutation changes the answer)."""
+    folder = export.export_gguf(str(adapter), str(tmp_path / "gguf"), "f16")
+    assert sorted(p.name for p in folder.iterdir()) == ["Modelfile", "model-f16.gguf", "stock_config.json"]
+    assert greedy(folder) == greedy(adapter)
+    text = (folder / "Modelfile").read_text(encoding="utf-8")
+    assert text.startswith("FROM ./model-f16.gguf\n") and 'PARAMETER stop "<|im_end|>"' in text
+    assert "<|im_start|>assistant" in text and "PARAMETER temperature 0" in text
+    small = export.export_gguf(str(adapter), str(tmp_path / "q8"), "q8_0")
+    ratio = (small / "model-q8_0.gguf").stat().st_size / (folder / "model-f16.gguf").stat().st_size
+    assert 0.45 < ratio < 0.6 and greedy(small)  # 8.5 bits a weight; reads back and generates
+    with pytest.raises(StockToolError, match="--gguf-type 'q4_k_m'"):
+        export.export_gguf(str(adapter), str(tmp_path / "k"), "q4_k_m")
+    assert not (tmp_path / "k").exists()
