@@ -241,12 +241,35 @@ def write_gguf(merged, tokenizer, tokenizer_dir: Path, path: Path, kind: str, na
     writer.close()
 
 
+SYSTEM_TURNS = {
+    "<|im_start|>": r"<\|im_start\|>system\n(.*?)<\|im_end\|>",
+    "<|start_header_id|>": r"<\|start_header_id\|>system<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>",
+}
+
+
+def default_system(tokenizer) -> str | None:
+    """The system message the model's own chat template adds when a conversation has none (SmolLM2's "You are
+    a helpful AI assistant named SmolLM…"): the prompts this tool trained and forecasts with contain it."""
+    import re
+
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "-"}], tokenize=False)
+    for marker, pattern in SYSTEM_TURNS.items():
+        if marker in tokenizer.get_vocab():
+            found = re.search(pattern, text, re.S)
+            return found.group(1) if found else None
+    return None
+
+
 def modelfile(gguf_name: str, tokenizer) -> str:
-    """An Ollama Modelfile for the GGUF beside it: its chat template, stop tokens and greedy decoding (what
-    this tool's forecasts use)."""
+    """An Ollama Modelfile for the GGUF beside it: its chat template, the template's default system message,
+    stop tokens and greedy decoding (what this tool's forecasts use)."""
     _, template, stops = chat_format(tokenizer)
-    lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""', *(f'PARAMETER stop "{s}"' for s in stops)]
-    return "\n".join([*lines, "PARAMETER temperature 0", ""])
+    lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""']
+    system = default_system(tokenizer)
+    if system:
+        lines.append(f'SYSTEM """{system}"""')
+    lines += [*(f'PARAMETER stop "{s}"' for s in stops), "PARAMETER temperature 0", ""]
+    return "\n".join(lines)
 
 
 def export_gguf(model_dir: str, target: str, kind: str = "f16") -> Path:

@@ -95,9 +95,10 @@ def test_export_refuses_bad_targets_and_inputs_in_one_line(adapter, tmp_path, ca
     assert (full / "keep.txt").read_text(encoding="utf-8") == "mine"
     assert cli.main([*args[:-4], "--model-dir", str(tmp_path / "none"), "--output-dir", str(tmp_path / "out")]) == 2
     assert "no trained adapter" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as stop:
-        cli.main([*args, "--export", "gguf"])
-    assert stop.value.code == 2
+    for unknown in (["--export", "onnx"], ["--export", "gguf", "--gguf-type", "q4_k_m"]):
+        with pytest.raises(SystemExit) as stop:  # argparse: one usage line and exit 2
+            cli.main([*args, *unknown])
+        assert stop.value.code == 2
     with pytest.raises(StockToolError, match="--export-dtype 'int3'"):
         export.export_merged(str(adapter), str(tmp_path / "x"), "int3")
     merged = export.export_merged(str(adapter), str(tmp_path / "m"), "float32")
@@ -115,6 +116,7 @@ def test_a_gguf_export_reads_back_as_the_same_model_with_an_ollama_modelfile(ada
     text = (folder / "Modelfile").read_text(encoding="utf-8")
     assert text.startswith("FROM ./model-f16.gguf\n") and 'PARAMETER stop "<|im_end|>"' in text
     assert "<|im_start|>assistant" in text and "PARAMETER temperature 0" in text
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM' in text  # what the tool's prompts begin with
     small = export.export_gguf(str(adapter), str(tmp_path / "q8"), "q8_0")
     ratio = (small / "model-q8_0.gguf").stat().st_size / (folder / "model-f16.gguf").stat().st_size
     assert 0.45 < ratio < 0.6 and greedy(small)  # 8.5 bits a weight; reads back and generates
