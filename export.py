@@ -55,6 +55,9 @@ def export_merged(model_dir: str, target: str, dtype: str = "bfloat16") -> Path:
         if out.exists():
             out.rmdir()  # checked empty above
         staging.replace(out)
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile: nothing half-written stays
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StockToolError(f"could not write the export to {out}: {exc}") from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -302,6 +305,9 @@ def export_gguf(model_dir: str, target: str, kind: str = "f16") -> Path:
         if out.exists():
             out.rmdir()
         staging.replace(out)
+    except OSError as exc:  # a full disk, a folder made read-only meanwhile: nothing half-written stays
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StockToolError(f"could not write the export to {out}: {exc}") from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -107,6 +107,16 @@ def test_export_refuses_bad_targets_and_inputs_in_one_line(adapter, tmp_path, ca
     assert not (tmp_path / "x").exists() and not (tmp_path / "again").exists()
 
 
+def test_a_failed_write_leaves_no_export_and_says_so(adapter, tmp_path, monkeypatch):
+    def full_disk(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export.Path, "write_text", full_disk)  # the Modelfile, after the GGUF itself
+    with pytest.raises(StockToolError, match="could not write the export to .*No space left"):
+        export.export_gguf(str(adapter), str(tmp_path / "gguf"), "q8_0")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_gguf_export_reads_back_as_the_same_model_with_an_ollama_modelfile(adapter, tmp_path):
     """f16 GGUF → transformers' GGUF reader → the adapter's greedy answer (the reader undoes llama.cpp's q/k
     layout; a wrong rope base or permutation changes the answer)."""
