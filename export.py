@@ -17,6 +17,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import model
 from utils import StockToolError, is_writable_dir, write_json
 
 log = logging.getLogger("stock.export")
@@ -35,34 +36,51 @@ def check_target(target: Path) -> None:
 
 def export_merged(model_dir: str, target: str, dtype: str = "bfloat16") -> Path:
     """The adapter in `model_dir` merged into its base model, saved to `target` in `dtype`."""
-    import model
-
     if dtype not in EXPORT_DTYPES:
         raise StockToolError(f"--export-dtype {dtype!r}: choose one of {', '.join(EXPORT_DTYPES)}")
+    out, config = _source(model_dir, target)
+    merged, tokenizer = model.merge_adapter(model_dir, config["base_model"], dtype)
+
+    def fill(staging: Path) -> dict:
+        merged.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        return {"kind": "merged", "dtype": dtype}
+
+    _write_whole(out, model_dir, config, fill)
+    log.info("merged model (%s) saved to %s", dtype, out)
+    return out
+
+
+def _source(model_dir: str, target: str) -> tuple[Path, dict]:
+    """(the export's folder, the adapter's stock config), both checked before any loading."""
     out = Path(target)
     check_target(out)
     config = model.read_stock_config(model_dir)
     if config.get("export"):
-        raise StockToolError(f"{model_dir} is already a merged export, not an adapter: export from the adapter folder")
-    merged, tokenizer = model.merge_adapter(model_dir, config["base_model"], dtype)
+        kind = config["export"].get("kind", "")
+        raise StockToolError(f"{model_dir} is already a {kind} export, not an adapter: export from the adapter folder")
+    return out, config
+
+
+def _write_whole(out: Path, model_dir: str, config: dict, fill) -> None:
+    """`fill(staging)` writes the export's files into a folder beside `out` and returns what the export is; this
+    tool's config (marked as that export) joins them, and the folder is renamed to `out` only when complete. A
+    failure leaves nothing behind; a failed write (a full disk) is one error line."""
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        merged.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        exported = config | {"export": {"kind": "merged", "dtype": dtype, "adapter": str(Path(model_dir).resolve())}}
-        write_json(staging / model.STOCK_CONFIG, exported)
+        staging.mkdir(parents=True)
+        what = fill(staging) | {"adapter": str(Path(model_dir).resolve())}
+        write_json(staging / model.STOCK_CONFIG, config | {"export": what})
         if out.exists():
-            out.rmdir()  # checked empty above
+            out.rmdir()  # checked empty before the work
         staging.replace(out)
-    except OSError as exc:  # a full disk, a folder made read-only meanwhile: nothing half-written stays
+    except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise StockToolError(f"could not write the export to {out}: {exc}") from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    log.info("merged model (%s) saved to %s", dtype, out)
-    return out
 
 
 def export(args, model_dir: str, target: Path) -> Path:
@@ -74,8 +92,6 @@ def export(args, model_dir: str, target: Path) -> Path:
 
 def describe(folder: Path) -> str:
     """One line for the user: what was written and how to use it."""
-    import model
-
     config = json.loads((folder / model.STOCK_CONFIG).read_text(encoding="utf-8"))
     size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
     if config["export"]["kind"] == "gguf":
@@ -278,38 +294,20 @@ def modelfile(gguf_name: str, tokenizer) -> str:
 def export_gguf(model_dir: str, target: str, kind: str = "f16") -> Path:
     """The adapter in `model_dir` merged into its base model, written to `target` as `model-<kind>.gguf` with an
     Ollama `Modelfile` and this tool's `stock_config.json`."""
-    import model
-
     if kind not in GGUF_TYPES:
         raise StockToolError(f"--gguf-type {kind!r}: choose one of {', '.join(GGUF_TYPES)} (no K-quants in `gguf`)")
-    out = Path(target)
-    check_target(out)
-    config = model.read_stock_config(model_dir)
-    if config.get("export"):
-        raise StockToolError(f"{model_dir} is already an export, not an adapter: export from the adapter folder")
+    out, config = _source(model_dir, target)
     merged, tokenizer = model.merge_adapter(model_dir, config["base_model"], "float32")
     chat_format(tokenizer)  # refuse before writing anything
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        staging.mkdir(parents=True)
-        tokenizer.save_pretrained(staging / "tokenizer")
-        name = f"model-{kind}.gguf"
+    name = f"model-{kind}.gguf"
+
+    def fill(staging: Path) -> dict:
+        tokenizer.save_pretrained(staging / "tokenizer")  # what the GGUF's tokenizer fields are read from
         write_gguf(merged, tokenizer, staging / "tokenizer", staging / name, kind, Path(model_dir).name)
         shutil.rmtree(staging / "tokenizer")
         (staging / "Modelfile").write_text(modelfile(name, tokenizer), encoding="utf-8")
-        exported = config | {
-            "export": {"kind": "gguf", "type": kind, "file": name, "adapter": str(Path(model_dir).resolve())}
-        }
-        write_json(staging / model.STOCK_CONFIG, exported)
-        if out.exists():
-            out.rmdir()
-        staging.replace(out)
-    except OSError as exc:  # a full disk, a folder made read-only meanwhile: nothing half-written stays
-        shutil.rmtree(staging, ignore_errors=True)
-        raise StockToolError(f"could not write the export to {out}: {exc}") from exc
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        return {"kind": "gguf", "type": kind, "file": name}
+
+    _write_whole(out, model_dir, config, fill)
     log.info("GGUF (%s) and Modelfile saved to %s", kind, out)
     return out

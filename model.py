@@ -527,6 +527,18 @@ def is_export(model_dir: str) -> bool:
     return weights and not (folder / "adapter_config.json").is_file()
 
 
+def weights_file(model_dir: str, config: dict) -> Path:
+    """The file that holds what training learned: the adapter's weights, or an export's (GGUF or merged)."""
+    exported = config.get("export") or {}
+    folder = Path(model_dir)
+    if not exported:
+        return folder / "adapter_model.safetensors"
+    if exported.get("file"):
+        return folder / exported["file"]
+    index = folder / "model.safetensors.index.json"  # a merged model large enough to be sharded
+    return index if index.is_file() else folder / "model.safetensors"
+
+
 def read_stock_config(model_dir: str) -> dict:
     path = Path(model_dir) / STOCK_CONFIG
     if not ((Path(model_dir) / "adapter_config.json").is_file() or is_export(model_dir)) or not path.is_file():
@@ -668,7 +680,6 @@ def load_for_inference(model_dir: str, adapter: bool = True, load_in_4bit: bool 
         raise StockToolError(f"{model_dir}/{STOCK_CONFIG} lacks the model settings it was trained with; retrain it")
     four_bit = saved["load_in_4bit"] if load_in_4bit is None else bool(load_in_4bit)
     exported = config.get("export") if adapter else None  # an export is the tuned model itself
-    merged = bool(exported)
     if not exported:
         source = resolve_model_source(config["base_model"])
     elif exported.get("kind") == "gguf":
@@ -684,7 +695,7 @@ def load_for_inference(model_dir: str, adapter: bool = True, load_in_4bit: bool 
         model_dir=model_dir,
     )
     model, tokenizer = load_base(base_cfg, source, cuda)
-    if adapter and not merged:
+    if adapter and not exported:
         model = _load_adapter(model, model_dir)
     if cuda:
         from unsloth import FastLanguageModel

@@ -278,15 +278,14 @@ def _generator(predictor, name: str, batch_size: int, decoding: DecodingConfig):
 
 
 def _model_identity(predictor, name: str, adapter: dict | None, generators: dict | None) -> str:
-    """What the cached answers depend on: the adapter's (or a merged export's) weights file (tuned) or the base
-    model's name."""
+    """What the cached answers depend on: the adapter's (or an export's) weights file (tuned) or the base model's
+    name."""
     if generators and name in generators:
         return f"{name}:injected"
     if name == "tuned":
-        folder = Path(predictor.model_cfg.model_dir)
-        weights = folder / (
-            "adapter_model.safetensors" if (folder / "adapter_config.json").is_file() else "model.safetensors"
-        )
+        import model
+
+        weights = model.weights_file(predictor.model_cfg.model_dir, adapter or {})
         stat = weights.stat() if weights.is_file() else None
         return f"tuned:{weights.resolve()}:{stat.st_size if stat else 0}:{stat.st_mtime_ns if stat else 0}"
     return f"base:{(adapter or {}).get('base_model')}"

@@ -110,19 +110,17 @@ def profile(loaded, prompts, regexes, batch_size, steps) -> None:
 STEPS: list[int] = []  # decode steps of each `generate` call, recorded by `count_steps`
 
 
-def count_steps(loaded) -> list[int]:
-    """Wraps the model's `generate` to record how many tokens each batch ran for (the decode steps, which the
-    longest answer of the batch decides), so the figures can say time per step as well as per forecast."""
-    steps = STEPS
+def count_steps(loaded) -> None:
+    """Wraps the model's `generate` to record in STEPS how many tokens each batch ran for (the decode steps, which
+    the longest answer of the batch decides), so the figures can say time per step as well as per forecast."""
     inner = loaded.model.generate
 
     def generate(*args, **kwargs):
         output = inner(*args, **kwargs)
-        steps.append(int(output.shape[1] - kwargs["input_ids"].shape[1]))
+        STEPS.append(int(output.shape[1] - kwargs["input_ids"].shape[1]))
         return output
 
     loaded.model.generate = generate
-    return steps
 
 
 def load(args):
@@ -164,7 +162,7 @@ def main() -> None:
 
     model.FOLD_GQA_DECODE = bool(args.fold_gqa)
     loaded = load(args)
-    steps = count_steps(loaded)
+    count_steps(loaded)
     fields = loaded.config.get("dataset", {}).get("fields", dataset.FIELD_SETS["ohlcv"])
     answer_format = trained_answer_format(loaded.config)
     for window in dataset.parse_windows(args.windows):
@@ -188,7 +186,7 @@ def main() -> None:
                 import torch
 
                 torch.cuda.synchronize()
-            steps.clear()
+            STEPS.clear()
             started = time.perf_counter()
             answers = model.generate_samples(
                 loaded,
@@ -216,8 +214,8 @@ def main() -> None:
                 "seconds": round(seconds, 2),
                 "forecasts_per_s": round(len(prompts) / seconds, 2),
                 "generated_tokens_per_s": round(tokens / seconds, 1),
-                "decode_steps": sum(steps),
-                "ms_per_step": round(1000 * seconds / max(1, sum(steps)), 2),
+                "decode_steps": sum(STEPS),
+                "ms_per_step": round(1000 * seconds / max(1, sum(STEPS)), 2),
                 "usable": usable,
                 "impossible_samples": impossible,
                 "temperature": args.temperature if samples > 1 else None,
