@@ -11,6 +11,7 @@ import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import distributed
 import market_data
 from market_data import ExchangeClient
 from utils import StockToolError, atomic_write_text, write_json, write_jsonl
@@ -209,9 +210,38 @@ def train_instruct(predictor, cfg: InstructConfig) -> dict:
     return figures
 
 
-def compare(predictor, cfg: InstructConfig) -> dict:
+def _compare_names(predictor, cfg: InstructConfig) -> list[str]:
+    return [n.strip() for n in (cfg.compare or predictor.model_cfg.model_dir).split(",") if n.strip()]
+
+
+def compare_factory(predictor, cfg: InstructConfig):
+    """("compare", name) → a generator fn(prompts, max_new_tokens, regexes=None) -> answers of that model
+    ("base" or an adapter folder), its loaded model as `.loaded`: what every process of a sharded comparison
+    builds (`distributed.Pool`). "base" is the adapters' base model unless --model-name names one."""
+    import model
+
+    adapters = [n for n in _compare_names(predictor, cfg) if n != "base"]
+    base_cfg = predictor.model_cfg
+    if adapters and not predictor.model_cfg.model_name:
+        base_cfg = replace(predictor.model_cfg, model_name=model.read_stock_config(adapters[0])["base_model"])
+
+    def build(key):
+        name = key[1]
+        loaded = model.load_untuned(base_cfg) if name == "base" else model.load_for_inference(name)
+
+        def generate(prompts, max_new_tokens, regexes=None):
+            return model.generate(loaded, prompts, max_new_tokens, batch_size=cfg.batch_size)
+
+        generate.loaded = loaded
+        return generate
+
+    return build
+
+
+def compare(predictor, cfg: InstructConfig, pool=None) -> dict:
     """Run each model of --compare over --eval-file: answers JSONL per model, scores with 95% intervals
-    where gold answers exist, and a side-by-side Markdown comparison. Refuses rows an adapter trained on."""
+    where gold answers exist, and a side-by-side Markdown comparison. Refuses rows an adapter trained on.
+    `pool` (a `distributed.Pool` over `compare_factory`) spreads generation over a torchrun launch's processes."""
     import instructions as ins
     import model
 
@@ -219,7 +249,7 @@ def compare(predictor, cfg: InstructConfig) -> dict:
         raise StockToolError("--task instruct --train 0 needs --eval-file (instructions to answer)")
     rows, skipped = ins.read_rows(cfg.eval_file, cfg.skip_bad_rows)
     rows = rows[: cfg.limit] if cfg.limit else rows
-    names = [n.strip() for n in (cfg.compare or predictor.model_cfg.model_dir).split(",") if n.strip()]
+    names = _compare_names(predictor, cfg)
     adapters = [n for n in names if n != "base"]
     for adapter in adapters:  # the overlap guard, before any model is loaded
         seen_file = Path(adapter) / TRAIN_QUESTIONS
@@ -239,19 +269,18 @@ def compare(predictor, cfg: InstructConfig) -> dict:
                 f"compare: {len(overlap)} eval row(s) were in {adapter}'s training data (e.g. {overlap[:3]}) "
                 f"and are left out; {len(rows)} remain"
             )
-    base_cfg = predictor.model_cfg
-    if adapters and not predictor.model_cfg.model_name:
-        saved = model.read_stock_config(adapters[0])
-        base_cfg = replace(predictor.model_cfg, model_name=saved["base_model"])
+    pool = pool or distributed.Pool(compare_factory(predictor, cfg))
     out_dir = Path(predictor.train_settings.output_dir) / (cfg.run_name or f"compare_{Path(cfg.eval_file).stem}")
     results = {}
     for name in names:
-        loaded = model.load_untuned(base_cfg) if name == "base" else model.load_for_inference(name)
+        loaded = pool.local(("compare", name)).loaded
         template = loaded.config.get("instruct", {}).get("template", cfg.template)
         rows = _rows_that_fit(loaded, rows, template, cfg.max_new_tokens, first=not results)
         prompts = [ins.to_example(r, template)["prompt"] for r in rows]
-        answers = model.generate(loaded, prompts, cfg.max_new_tokens, batch_size=cfg.batch_size)
+        # several processes (torchrun): each answers its share of the rows
+        answers = pool.generator(("compare", name))(prompts, cfg.max_new_tokens)
         del loaded
+        pool.release(("compare", name))
         predictor.release()
         label = "base" if name == "base" else Path(name).name
         write_jsonl(

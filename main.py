@@ -552,6 +552,7 @@ def build_configs(args, cuda: bool):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import distributed
     from utils import StockToolError, is_writable_dir, setup_logging
 
     setup_logging(args.verbose)
@@ -563,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         cuda = model.cuda_available()
         if not is_writable_dir(args.output_dir):
             raise StockToolError(f"--output-dir {args.output_dir} is not writable: choose another folder")
+        here = distributed.setup(cuda)  # one of several processes under torchrun / accelerate launch
         data, model_cfg, lora, train, evaluation, trade, instruct = build_configs(args, cuda)
         model.check_quantization(model_cfg, cuda)  # in every mode: inference ignored the flags on a CPU
         if args.execute and not args.trade:
@@ -570,9 +572,18 @@ def main(argv: list[str] | None = None) -> int:
         newsapi_key = args.newsapi_key or os.environ.get("NEWSAPI_KEY") or None
         predictor = StockPredictor(data, model_cfg, lora, train, newsapi_key=newsapi_key, decoding=evaluation.decoding)
         predictor.chart_style = args.chart_style
-        return dispatch(args, predictor, evaluation, trade, instruct)
+        pool = predictor.generation_pool(evaluation, instruct)
+        if not here.main:
+            return serve(args, predictor, instruct, pool)
+        code = dispatch(args, predictor, evaluation, trade, instruct, pool)
+        pool.stop()
+        distributed.finish()
+        return code
+    except distributed.MainFailed:
+        return 2  # rank 0 has said why
     except StockToolError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")  # a process other than rank 0 under torchrun says which it is
+        print(f"error: {exc}" if rank in ("", "0") else f"error (rank {rank}): {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = "; rerun with --resume to continue training from the last checkpoint" if args.train == 1 else ""
@@ -582,7 +593,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def dispatch(args, predictor, evaluation, trade, instruct) -> int:
+def serve(args, predictor, instruct, pool) -> int:
+    """A process other than rank 0 under torchrun: train beside rank 0, then generate its share of what
+    rank 0's evaluation or comparison asks for, until rank 0 is done. Rank 0 does everything else."""
+    import distributed
+
+    if args.train == 1 and args.task == "instruct":
+        predictor.train_instruct(instruct)
+    elif args.train == 1:
+        predictor.train()
+    pool.serve()
+    distributed.finish()
+    return 0
+
+
+def dispatch(args, predictor, evaluation, trade, instruct, pool=None) -> int:
     """Run the stages the flags ask for, in pipeline order."""
     from stock_predictor import print_forecast
     from utils import StockToolError
@@ -613,7 +638,7 @@ def dispatch(args, predictor, evaluation, trade, instruct) -> int:
             if not args.eval_file:
                 return 0
         if args.eval_file or (args.train == 0 and not built):
-            predictor.compare(instruct)
+            predictor.compare(instruct, pool)
         return 0
     if built and args.train == 0:
         return 0
@@ -624,7 +649,7 @@ def dispatch(args, predictor, evaluation, trade, instruct) -> int:
         if not (args.evaluate or args.trade):
             return 0
     if args.evaluate:
-        predictor.evaluate(evaluation)
+        predictor.evaluate(evaluation, pool=pool)
     if args.trade:
         import stock_api
 

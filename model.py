@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -119,6 +120,24 @@ def gguf_to_hf(gguf_path: Path) -> Path:
     target = cache_root() / "gguf" / f"{gguf_path.stem}-{key}"
     if (target / "config.json").is_file():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # processes started together (torchrun's ranks) convert once: the others wait for the lock, then reuse it
+    with open(target.with_name(target.name + ".lock"), "w") as lock:
+        _lock(lock)
+        if not (target / "config.json").is_file():
+            _convert_gguf(gguf_path, target)
+    return target
+
+
+def _lock(handle) -> None:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one process at a time is the user's to arrange
+        return
+    fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+
+
+def _convert_gguf(gguf_path: Path, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -140,8 +159,9 @@ def gguf_to_hf(gguf_path: Path) -> Path:
     staging = target.with_name(target.name + f".tmp{os.getpid()}")
     plain.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    if target.exists():  # left without its config.json by a crash: never reused, replaced
+        shutil.rmtree(target)
     staging.replace(target)  # atomic: a half-converted folder is never taken for a finished one
-    return target
 
 
 def resolve_model_source(model_name: str) -> str:
@@ -274,6 +294,8 @@ class CountingCollator:
 def _throughput_callback(counter: CountingCollator, warmup: int):
     from transformers import TrainerCallback
 
+    import distributed
+
     class Throughput(TrainerCallback):
         """Useful tokens/s after `warmup` steps (compilation and autotuning excluded)."""
 
@@ -288,9 +310,10 @@ def _throughput_callback(counter: CountingCollator, warmup: int):
             if len(marks) < 3:  # too short to time: the dataloader builds a batch ahead of each step
                 return {}
             (s0, t0, n0), (s1, t1, n1) = marks[0], marks[-1]
+            tokens = distributed.total(n1 - n0)  # all processes' tokens over the same steps
             return {
                 "measured_steps": s1 - s0,
-                "useful_tokens_per_s": round((n1 - n0) / (t1 - t0), 1),
+                "useful_tokens_per_s": round(tokens / (t1 - t0), 1),
                 "seconds_per_step": round((t1 - t0) / (s1 - s0), 3),
             }
 
@@ -307,7 +330,12 @@ def _resolve_train_flags(settings: TrainSettings, cuda: bool) -> tuple[str, bool
     return optim, padding_free
 
 
-def _examples_for_steps(examples: list[dict], settings: TrainSettings, seed: int) -> list[dict]:
+def effective_batch(settings: TrainSettings, processes: int = 1) -> int:
+    """Examples per optimizer step: per-device batch × processes (GPUs) × accumulation."""
+    return settings.batch_size * processes * settings.gradient_accumulation_steps
+
+
+def _examples_for_steps(examples: list[dict], settings: TrainSettings, seed: int, processes: int = 1) -> list[dict]:
     """The training examples in a seeded random order, cut to what --max-steps can consume (+25% for the
     ones too long to keep): tokenizing 45k prompts to train on 5k of them costs minutes. Shuffled before the
     cut, so every company and window type keeps its share."""
@@ -316,7 +344,7 @@ def _examples_for_steps(examples: list[dict], settings: TrainSettings, seed: int
     order = dataset.shuffled(examples, seed)
     if not settings.max_steps or settings.max_steps <= 0 or settings.packing:  # packed rows hold many examples
         return order
-    needed = int(settings.max_steps * settings.batch_size * settings.gradient_accumulation_steps * 1.25) + 1
+    needed = int(settings.max_steps * effective_batch(settings, processes) * 1.25) + 1
     if len(order) > needed:
         log.info("--max-steps %d uses at most %d of %d training examples", settings.max_steps, needed, len(order))
     return order[:needed]
@@ -341,14 +369,17 @@ def train(
 
     Returns training figures (losses, steps, useful tokens/s, peak GPU memory).
     """
+    import distributed
+
     cuda = cuda_available()
+    here = distributed.world()  # under torchrun / accelerate launch: one of several data-parallel processes
     optim, padding_free = _resolve_train_flags(settings, cuda)
     model_name, why = (cfg.model_name, "given by --model-name") if cfg.model_name else default_model_name(cuda)
     log.info("model: %s (%s)", model_name, why)
     source = resolve_model_source(model_name)
     model, tokenizer = load_base(cfg, source, cuda)
 
-    train_examples = _examples_for_steps(train_examples, settings, lora.random_state)
+    train_examples = _examples_for_steps(train_examples, settings, lora.random_state, here.size)
     lengths = token_lengths(tokenizer, train_examples)
     keep = [e for e, n in zip(train_examples, lengths, strict=True) if n <= cfg.max_seq_length]
     if len(keep) < len(train_examples):
@@ -360,7 +391,7 @@ def train(
             cfg.max_seq_length,
         )
     if settings.max_steps and settings.max_steps > 0 and not settings.packing:
-        keep = keep[: settings.max_steps * settings.batch_size * settings.gradient_accumulation_steps]
+        keep = keep[: settings.max_steps * effective_batch(settings, here.size)]
     if not keep:
         raise StockToolError(f"no training example fits in --max-seq-length {cfg.max_seq_length} tokens")
     val_lengths = token_lengths(tokenizer, val_examples) if val_examples else []
@@ -415,6 +446,8 @@ def train(
         dataset_num_proc=2 if cuda else None,
         use_cpu=not cuda,
         dataloader_num_workers=0,
+        # LoRA leaves the base weights frozen: DDP need not search the graph for unused parameters each step
+        ddp_find_unused_parameters=False if here.size > 1 else None,
     )
     trainer = SFTTrainer(
         model=model,
@@ -430,17 +463,27 @@ def train(
     trainer.add_callback(throughput)
 
     resume = None
+    if settings.resume and here.size > 1 and not cuda:
+        # transformers loads the optimizer state with map_location=args.device, and on several CPU processes
+        # that device ("cpu:0") is one torch.load cannot map to: it would fail after the model has loaded
+        raise StockToolError("--resume with several processes needs CUDA GPUs; on a CPU resume with one process")
     if settings.resume:
         resume = _last_checkpoint(settings.output_dir)
         if resume:
             log.info("resuming from %s", resume)
         else:
             print(f"--resume: there is no checkpoint in {settings.output_dir}, so training starts from the beginning")
+    if here.size > 1:
+        print(
+            f"data parallel: {here.size} processes × batch {settings.batch_size} × accumulation "
+            f"{settings.gradient_accumulation_steps} = {effective_batch(settings, here.size)} examples per step"
+        )
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
+    tokens = distributed.total(counter.tokens)  # every process's share of each step
     figures = {
         "train_loss": round(result.training_loss, 4),
         "final_train_loss": _last_logged(trainer, "loss"),
@@ -448,23 +491,26 @@ def train(
         "train_seconds": round(seconds, 1),
         "train_examples": len(keep),
         "val_examples": len(val_keep),
-        "useful_tokens": counter.tokens,
-        "trained_answer_tokens": counter.trained_tokens,
+        "processes": here.size,
+        "effective_batch": effective_batch(settings, here.size),
+        "useful_tokens": tokens,
+        "trained_answer_tokens": distributed.total(counter.trained_tokens),
         "trainable_parameters": trainable,
         "total_parameters": total,
         "optim": optim,
         "padding_free": padding_free,
         "packing": settings.packing,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
-        "useful_tokens_per_s_overall": round(counter.tokens / seconds, 1),  # start-up included
+        "useful_tokens_per_s_overall": round(tokens / seconds, 1),  # start-up included
         **throughput.figures(),
     }
     if val_keep:
         metrics = trainer.evaluate()
         figures["val_loss"] = round(metrics["eval_loss"], 4)
     if cuda:
-        figures["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-    save_adapter(model, tokenizer, cfg, lora, settings, model_name, source, figures, extra_config, extra_files)
+        figures["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)  # this process's GPU
+    if here.main:
+        save_adapter(model, tokenizer, cfg, lora, settings, model_name, source, figures, extra_config, extra_files)
     return figures
 
 
@@ -509,8 +555,6 @@ def save_adapter(model, tokenizer, cfg, lora, settings, model_name, source, figu
     if out.exists():
         backup = out.with_name(out.name + ".previous")
         if backup.exists():
-            import shutil
-
             shutil.rmtree(backup)
         out.replace(backup)
     staging.replace(out)  # the adapter folder is complete or absent, never half-written
@@ -850,8 +894,6 @@ def _grammar_processor(automata: list, samples: int, device):
 def write_tensorboard(logdir: Path, series: dict[str, list[tuple[int, float]]], images: list[Path]) -> None:
     """Scalars and PNG plots as a TensorBoard run, beside the training runs (`tensorboard --logdir <output>/runs`
     shows training and evaluation together). A rerun of the same evaluation replaces its run."""
-    import shutil
-
     import matplotlib.image
     from torch.utils.tensorboard import SummaryWriter
 

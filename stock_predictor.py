@@ -367,14 +367,21 @@ class StockPredictor:
     # ----------------------------------------------------------------- stage 3: training
 
     def train(self) -> dict:
+        import distributed
         import model
 
         model.check_quantization(self.model_cfg, model.cuda_available())
-        companies = self.companies()
-        prices = self.fetch_prices(companies)
-        self.collect_news(companies)
-        train, val, manifest = self.build_dataset(companies, prices)
-        extra = {"data": asdict(self.data), "dataset": manifest, "companies": [asdict(c) for c in companies]}
+
+        def prepare():
+            companies = self.companies()
+            prices = self.fetch_prices(companies)
+            self.collect_news(companies)
+            train, val, manifest = self.build_dataset(companies, prices)
+            extra = {"data": asdict(self.data), "dataset": manifest, "companies": [asdict(c) for c in companies]}
+            return train, val, extra
+
+        # with several processes (torchrun), rank 0 alone talks to the exchanges and writes the examples
+        train, val, extra = distributed.on_main(prepare)
         figures = model.train(self.model_cfg, self.lora, self.train_settings, train, val, extra)
         print("training: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
         print(
@@ -530,11 +537,11 @@ class StockPredictor:
 
     # ----------------------------------------------------------------- stages in their own modules
 
-    def evaluate(self, cfg, generators: dict | None = None) -> dict:
+    def evaluate(self, cfg, generators: dict | None = None, pool=None) -> dict:
         """Walk-forward evaluation against baselines (see `walk_forward.evaluate`)."""
         import walk_forward
 
-        return walk_forward.evaluate(self, cfg, generators)
+        return walk_forward.evaluate(self, cfg, generators, pool)
 
     def build_events(self, mix: str = "news:0.6,market:0.4", rows: int = 2000) -> dict:
         import instruct_tasks
@@ -551,10 +558,28 @@ class StockPredictor:
 
         return instruct_tasks.train_instruct(self, cfg)
 
-    def compare(self, cfg) -> dict:
+    def generation_pool(self, evaluation, instruct):
+        """A `distributed.Pool` of every model an evaluation or a comparison may ask for: under torchrun, the
+        processes other than rank 0 serve it while rank 0 runs the stage."""
+        import distributed
+        import instruct_tasks
+        import walk_forward
+
+        factories: dict = {}
+
+        def build(key):
+            if key[0] not in factories:  # built on first use: a comparison's reads its adapters' configs
+                kinds = {"eval": lambda: walk_forward.generator_factory(self, evaluation),
+                         "compare": lambda: instruct_tasks.compare_factory(self, instruct)}  # fmt: skip
+                factories[key[0]] = kinds[key[0]]()
+            return factories[key[0]](key)
+
+        return distributed.Pool(build)
+
+    def compare(self, cfg, pool=None) -> dict:
         import instruct_tasks
 
-        return instruct_tasks.compare(self, cfg)
+        return instruct_tasks.compare(self, cfg, pool)
 
     def release(self) -> None:
         import gc

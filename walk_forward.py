@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 import dataset
+import distributed
 import evaluation as ev
 import market_data
 from forecast import DecodingConfig, read_samples
@@ -55,15 +56,17 @@ def _sampler(fn):
     return sample
 
 
-def evaluate(predictor, cfg: EvalConfig, generators: dict | None = None) -> dict:
+def evaluate(predictor, cfg: EvalConfig, generators: dict | None = None, pool=None) -> dict:
     """Walk-forward forecasts over the test period by the tuned and untuned LLMs, the LSTM and the naive
     baselines, on the same windows; metrics with bootstrap intervals, a backtest and a report.
 
     `generators` maps "tuned"/"base" to `fn(prompts, max_new_tokens) -> answers`, replacing the
-    real models (tests use it); by default the models are loaded from --model-dir.
+    real models (tests use it); by default the models are loaded from --model-dir. `pool` (a
+    `distributed.Pool` over `generator_factory`) spreads generation over the processes of a torchrun launch.
     """
     import report
 
+    pool = pool or distributed.Pool(generator_factory(predictor, cfg))
     wanted = _parse_models(cfg.models)
     adapter = _adapter_config(predictor, required=bool({"tuned", "base"} & set(wanted)))
     train_data = _data_config_from(adapter["data"]) if adapter else predictor.data
@@ -108,14 +111,18 @@ def evaluate(predictor, cfg: EvalConfig, generators: dict | None = None) -> dict
     for name in ("tuned", "base"):
         if name in wanted:
             injected = (generators or {}).get(name)
-            generate = _sampler(injected) if injected else _generator(predictor, name, cfg.batch_size, cfg.decoding)
+            # several processes (torchrun): each generates its share of every chunk
+            generate = _sampler(injected) if injected else pool.generator(("eval", name))
             identity = _model_identity(predictor, name, adapter, generators) + f":{cfg.decoding.identity()}"
             cache = AnswerCache(cache_dir / f"{name}.jsonl", identity)
+            # a chunk (cached as a whole) fills one batch on every process
+            chunk = max(256, pool.processes * cfg.batch_size // cfg.decoding.samples)
             predictions[name], distributions[name], model_answers, timings[name] = _llm_forecasts(
-                name, tests, fields, generate, cache, context, answer_format, cfg.decoding
+                name, tests, fields, generate, cache, context, answer_format, cfg.decoding, chunk
             )
             answers += model_answers
-            del generate  # frees the model before the next one loads
+            del generate
+            pool.release(("eval", name))  # frees the model before the next one loads
     predictor.release()
     frames = [ev.forecast_rows(m, tests, pred, distributions.get(m), reference) for m, pred in predictions.items()]
     rows = ev.add_errors(pd.concat(frames, ignore_index=True))
@@ -250,6 +257,12 @@ def _lstm_forecasts(predictor, tests, windows, prices, fields, train_data, cutof
             predictions[i] = ev.targets_to_candles(pred, tests[i].last_close)
         log.info("LSTM %s: %s", window.name, fitted["figures"])
     return predictions, figures
+
+
+def generator_factory(predictor, cfg: EvalConfig):
+    """("eval", name) → the generator of the tuned or base model: what every process of a sharded evaluation
+    builds (`distributed.Pool`)."""
+    return lambda key: _generator(predictor, key[1], cfg.batch_size, cfg.decoding)
 
 
 def _generator(predictor, name: str, batch_size: int, decoding: DecodingConfig):
