@@ -485,7 +485,7 @@ def train(
     seconds = time.perf_counter() - started
     tokens = distributed.total(counter.tokens)  # every process's share of each step
     figures = {
-        "train_loss": round(result.training_loss, 4),
+        "train_loss": _run_loss(trainer, result, resume),
         "final_train_loss": _last_logged(trainer, "loss"),
         "global_step": result.global_step,
         "train_seconds": round(seconds, 1),
@@ -512,6 +512,18 @@ def train(
     if here.main:
         save_adapter(model, tokenizer, cfg, lora, settings, model_name, source, figures, extra_config, extra_files)
     return figures
+
+
+def _run_loss(trainer, result, resumed_from: str | None) -> float:
+    """The mean training loss of this run's steps. After a resume transformers divides the new steps' loss by
+    every step since the start (measured: 0.052 for 20 steps of loss 0.57 resumed at step 200); the mean of
+    the losses logged after the checkpoint is the figure meant."""
+    if resumed_from:
+        start = int(Path(resumed_from).name.split("-")[-1])
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h and h.get("step", 0) > start]
+        if losses:
+            return round(sum(losses) / len(losses), 4)
+    return round(result.training_loss, 4)
 
 
 def _last_logged(trainer, key: str) -> float | None:

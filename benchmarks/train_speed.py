@@ -7,9 +7,12 @@ of the weights), or on any model given by --model-name.
 
     python benchmarks/train_speed.py --prices ../shared/data/prices --shape llama-3.2-3b --tokenizer <HF folder>
 
-Prints one line of figures per configuration. Token counts come from the given tokenizer (SmolLM2's
-by default on the GPU machine), which splits digits more finely than Llama-3's: a prompt has more
-tokens than with the real Llama tokenizer, so sequences are longer than the spec's, not shorter.
+Prints one line of figures per configuration. Under `torchrun --nproc_per_node N` the same run is data
+parallel on N GPUs (batch is per GPU; useful tokens/s counts every GPU's tokens).
+
+Token counts come from the given tokenizer (SmolLM2's by default on the GPU machine), which splits digits
+more finely than Llama-3's: a prompt has more tokens than with the real Llama tokenizer, so sequences are
+longer than the spec's, not shorter.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dataset  # noqa: E402
+import distributed  # noqa: E402
 import market_data  # noqa: E402
 import model  # noqa: E402
 
@@ -122,17 +126,18 @@ def main() -> int:
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args()
 
-    model.cuda_available()  # imports unsloth first on a GPU machine
+    here = distributed.setup(model.cuda_available())  # imports unsloth first on a GPU machine
     work = Path(args.work)
     if args.shape:
         tok = model.resolve_model_source(args.tokenizer or args.model_name)
-        name = str(random_model_folder(args.shape, tok, work / f"random-{args.shape}"))
+        name = str(distributed.on_main(lambda: random_model_folder(args.shape, tok, work / f"random-{args.shape}")))
     else:
         name = args.model_name
     results = []
     for spec in args.configs.split(","):
         batch, padding_free, packing = (int(x) for x in spec.split(":"))
-        examples = prompt_mix(Path(args.prices), args.windows, args.fields, 1, limit=batch * (args.steps + 2))
+        limit = batch * here.size * (args.steps + 2)
+        examples = prompt_mix(Path(args.prices), args.windows, args.fields, 1, limit=limit)
         cfg = model.ModelConfig(
             model_name=name,
             max_seq_length=args.max_seq_length,
@@ -155,6 +160,7 @@ def main() -> int:
         figures = model.train(cfg, model.LoraSettings(), settings, examples, [], {"benchmark": spec})
         row = {
             "shape": args.shape or name,
+            "processes": here.size,
             "batch": batch,
             "padding_free": bool(padding_free),
             "packing": bool(packing),
@@ -175,8 +181,9 @@ def main() -> int:
         }
         print("BENCH " + json.dumps(row), flush=True)
         results.append(row)
-    if args.json:
+    if args.json and here.main:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    distributed.finish()
     return 0
 
 

@@ -128,7 +128,11 @@ def test_train_then_forecast_on_the_cpu(workdir, capsys):
     # Interrupted-run recovery: continue the same run to step 3 from its last checkpoint.
     resume_args = [a if a != "2" else "3" for a in train_args] + ["--resume"]
     assert cli.main(resume_args) == 0
-    assert json.loads((adapter / "training_info.json").read_text())["global_step"] == 3
+    resumed = json.loads((adapter / "training_info.json").read_text())
+    assert resumed["global_step"] == 3
+    # the mean over the one new step, not transformers' figure (that step's loss over all 3 steps: a third)
+    assert resumed["train_loss"] == pytest.approx(resumed["final_train_loss"], abs=1e-3)
+    assert resumed["train_loss"] > 0.6 * info["train_loss"]
 
     code = cli.main(["--train", "0", "--code", "6569", "--past", "1", "--future", "1", *common(workdir)])
     out = capsys.readouterr().out
