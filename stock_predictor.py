@@ -568,7 +568,7 @@ class StockPredictor:
         factories: dict = {}
 
         def build(key):
-            if key[0] not in factories:  # built on first use: a comparison's reads its adapters' configs
+            if key[0] not in factories:  # built on first use (a comparison's factory reads its adapters' configs)
                 kinds = {"eval": lambda: walk_forward.generator_factory(self, evaluation),
                          "compare": lambda: instruct_tasks.compare_factory(self, instruct)}  # fmt: skip
                 factories[key[0]] = kinds[key[0]]()
