@@ -359,7 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-lots", type=int, default=1, help="lots (1,000 shares) per order at most")
     tr.add_argument("--max-positions", type=int, default=5, help="stocks held at most")
     ctx = p.add_argument_group("context in the prompts: twstock signals and news (as of each window's last day)")
-    ctx.add_argument("--signals", type=_flag01, default=True, help="1/0: twstock's best four points in the prompt")
+    ctx.add_argument(
+        "--signals",
+        type=_flag01,
+        default=False,
+        help="1/0: twstock's best four points in the prompt (0 by default: measured better without them)",
+    )
     ctx.add_argument(
         "--news",
         type=_flag01,

@@ -52,7 +52,7 @@ class DataConfig:
     val_fraction: float = 0.1
     max_val_examples: int = 200
     price_source: str = "twstock"  # or "server": the trading server's price history
-    signals: bool = True  # twstock's best four points (as of each window's last day) in the prompt
+    signals: bool = False  # twstock's best four points (as of each window's last day) in the prompt; measured worse
     news: bool = True  # stored news (as of each window's last day) in the prompt; collected with NEWSAPI_KEY
     news_languages: str = "both"  # zh, en or both
     news_max_articles: int = 5

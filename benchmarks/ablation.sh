@@ -6,9 +6,9 @@
 #   PRICES=<folder of price CSVs> MODEL=<SmolLM2 .gguf> OUT_ROOT=<dir> bash benchmarks/ablation.sh STEP...
 #
 # STEP is train:<name>, eval:<name>:<mode> or speed:<name>, run in order; a finished step is skipped, an interrupted
-# evaluation resumes from its answer cache. Names: <period>-<variant>, period p1 (test 2026-03-02 → 04-30,
+# training resumes from its last checkpoint (every 100 steps) and an interrupted evaluation from its answer cache. Names: <period>-<variant>, period p1 (test 2026-03-02 → 04-30,
 # trained to 2026-02-27) or p2 (test 2025-10-01 → 12-31, trained to 2025-09-30); variant change, absolute,
-# change-nosignals, change-long (about one epoch). Modes: k8 (median of 8 constrained samples), greedy
+# change-nosignals (the default since), change-long (one epoch). Modes: k8 (median of 8 constrained samples), greedy
 # (constrained), free (greedy, unconstrained: the old path).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,16 +21,17 @@ train() {
   local name=$1 period=${1%%-*} variant=${1#*-}
   local dir="$OUT_ROOT/$name"
   [ -f "$dir/model/adapter_config.json" ] && { echo "== $name: trained already"; return; }
-  local extra=(--answer-format change --max-steps 200)
+  # the arms as measured: twstock signals in the prompts (then the default) except for change-nosignals
+  local extra=(--answer-format change --max-steps 200 --signals 1)
   case $variant in
-    absolute) extra=(--answer-format absolute --max-steps 200) ;;
-    change-nosignals) extra+=(--signals 0 --news 0) ;;
-    change-long) extra=(--answer-format change --max-steps 0 --num-epochs 1) ;;
+    absolute) extra=(--answer-format absolute --max-steps 200 --signals 1) ;;
+    change-nosignals) extra=(--answer-format change --max-steps 200 --signals 0 --news 0) ;;
+    change-long) extra=(--answer-format change --max-steps 0 --num-epochs 1 --signals 1) ;;
   esac
   echo "== train $name: ${extra[*]}"
   python3 main.py --train 1 --data-dir "$PRICES" --offline --model-name "$MODEL" --year 2024 --month 1 \
     --end-date "${TRAIN_END[$period]}" --windows 1:1,5:5,20:5 --load_in_4bit 1 --padding-free 0 \
-    --batch-size 32 --gradient-accumulation-steps 1 --max-seq-length 2048 --save-steps 100000 \
+    --batch-size 32 --gradient-accumulation-steps 1 --max-seq-length 2048 --save-steps 100 --resume \
     --output-dir "$dir" --model-dir "$dir/model" "${extra[@]}"
 }
 

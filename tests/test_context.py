@@ -86,7 +86,8 @@ def test_no_headline_after_a_window_end_reaches_its_prompt(shared_data, tmp_path
     assert counts["imported"] > 100 and counts["unknown_code"] > 0
     frame = market_data.parse_price_csv(shared_data / "prices" / "2330.csv").loc[:"2024-02-29"]
     predictor = StockPredictor(DataConfig(data_dir=str(tmp_path)))
-    context = predictor.context_builder(DataConfig(data_dir=str(tmp_path), news_max_articles=20), {"2330": frame})
+    config = DataConfig(data_dir=str(tmp_path), signals=True, news_max_articles=20)
+    context = predictor.context_builder(config, {"2330": frame})
     examples, _ = dataset.build_examples(
         frame, "台積電", "2330", dataset.WindowType(5, 5), dataset.parse_fields("ohlcv"), 1, context("2330")
     )

@@ -363,3 +363,49 @@ def test_an_evaluation_shows_in_tensorboard_beside_training(price_dir, tmp_path)
     )
     assert [e.step for e in events.Scalars("eval_by_step/mape_close/5:5/persistence")] == [1, 2, 3, 4, 5]
     assert {"plots/error_by_step", "plots/equity", "plots/predicted_vs_actual"} <= set(tags["images"])
+
+
+# --------------------------------------------------------------------------- paired comparison of two runs
+
+
+def _run_folder(folder, frame, code, origins, offset, answer_format="change"):
+    """An evaluation folder as `--evaluate 1` writes it: 1:1 answers whose close misses the actual by `offset`."""
+    fields = dataset.parse_fields("ohlcv")
+    folder.mkdir()
+    lines = []
+    for origin in origins:
+        at = frame.index.get_loc(origin)
+        future = frame.iloc[at + 1 : at + 2].copy()
+        future["Close"] += offset
+        future["High"] = future[["High", "Close"]].max(axis=1)
+        future["Low"] = future[["Low", "Close"]].min(axis=1)
+        answer = dataset.answer_text(future, fields, dataset.anchor_of(frame.iloc[: at + 1], answer_format))
+        lines.append(json.dumps({"code": code, "window": "1:1", "origin": f"{origin:%Y-%m-%d}", "answer": answer}))
+    (folder / "answers.jsonl").write_text("\n".join(lines) + "\n")
+    training = {"fields": fields, "answer_format": answer_format}
+    (folder / "metrics.json").write_text(json.dumps({"context": {"adapter_training": training}}))
+
+
+def test_paired_comparison_scores_both_runs_on_the_same_steps_and_finds_the_better(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("paired", Path(__file__).parent.parent / "benchmarks" / "paired.py")
+    paired = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(paired)
+    frame = frame_of([100 + 3 * (i % 2) for i in range(40)])  # persistence misses by 3 every day
+    write_price_csv(tmp_path, "1234", frame)
+    origins = list(frame.index[5:35])
+    _run_folder(tmp_path / "a", frame, "1234", origins, offset=2.0)  # misses by 2: skill ≈ 1/3
+    _run_folder(tmp_path / "b", frame, "1234", origins, offset=0.0, answer_format="absolute")  # exact
+    a = paired.close_errors(tmp_path / "a", tmp_path, {})
+    b = paired.close_errors(tmp_path / "b", tmp_path, {})
+    assert len(a) == len(b) == 30
+    (row,) = paired.compare(a, b, n_boot=200)
+    assert row["steps"] == 30 and row["mape_b"] == pytest.approx(0, abs=0.02)
+    assert row["skill_a"] == pytest.approx(1 / 3, abs=0.01) and row["skill_b"] == pytest.approx(1, abs=0.01)
+    assert row["skill_b_minus_a"] == pytest.approx(2 / 3, abs=0.01)
+    assert 0 < row["ci95"][0] <= row["skill_b_minus_a"] <= row["ci95"][1]
+    # a step only one run got right is left out of both
+    b_short = b[b["key"] != a["key"].iloc[0]]
+    assert paired.compare(a, b_short, n_boot=50)[0]["steps"] == 29
