@@ -433,10 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_configs(args, cuda: bool):
+    from configs import DataConfig, TradeConfig
     from forecast import DecodingConfig
     from instruct_tasks import InstructConfig
     from model import LoraSettings, ModelConfig, TrainSettings
-    from stock_predictor import DataConfig, TradeConfig
     from walk_forward import EvalConfig
 
     defaults = GPU_DEFAULTS if cuda else CPU_DEMO_DEFAULTS

@@ -11,13 +11,14 @@ import functools
 import json
 import logging
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
 
 import dataset
 import market_data
+from configs import DataConfig, TradeConfig, data_config_from, parse_flag, trained_answer_format
 from forecast import (  # noqa: F401  (print_forecast: the spec's facade re-exports it)
     DecodingConfig,
     Forecast,
@@ -34,45 +35,6 @@ from utils import StockToolError, is_writable_dir, taipei_today, write_json, wri
 log = logging.getLogger("stock.predictor")
 
 DEFAULT_COMPANY_FILE = Path(__file__).with_name("data") / "companies.json"
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    data_dir: str = "data"
-    company_list_file: str | None = None  # None: the spec's 41 companies shipped in data/companies.json
-    year: int = 2024
-    month: int = 12
-    end_date: str | None = None  # None: today (Taipei)
-    offline: bool = False
-    choose_stock: int = 0
-    windows: str = dataset.DEFAULT_WINDOWS
-    fields: str = "ohlcv"
-    answer_format: str = "change"  # "absolute": the spec's NTD prices; "change": % from the last close
-    stride: int = 1
-    val_fraction: float = 0.1
-    max_val_examples: int = 200
-    price_source: str = "twstock"  # or "server": the trading server's price history
-    signals: bool = False  # twstock's best four points (as of each window's last day) in the prompt; measured worse
-    news: bool = True  # stored news (as of each window's last day) in the prompt; collected with NEWSAPI_KEY
-    news_languages: str = "both"  # zh, en or both
-    news_max_articles: int = 5
-    news_max_tokens: int = 300  # estimated: one token per CJK character, one per four other characters
-    news_days: int = 30  # how far back to collect (newsapi's free plan: ~30 days)
-    news_daily_limit: int = 100  # newsapi requests a day (the free plan's limit)
-    news_csv: str | None = None  # headlines to import into the store: code,date,title[,description,source,url]
-    market_csv: str | None = None  # market-wide daily CSV for --choose-stock instead of the exchanges
-
-
-@dataclass(frozen=True)
-class TradeConfig:
-    execute: bool = False  # False: a dry run that prints and journals the plan and sends nothing
-    api_url: str | None = None  # None: $STOCK_API_URL or the spec's server
-    threshold: float = 0.01
-    max_lots: int = 1
-    max_positions: int = 5
-    past: int = 5
-    future: int = 5
-    journal_dir: str = "outputs/trades"
 
 
 class StockPredictor:
@@ -97,8 +59,8 @@ class StockPredictor:
         self.lora_seed = lora.random_state
         self._chosen: list[Company] | None = None
         self._market_prices: dict[str, pd.DataFrame] = {}
-        self.windows = _parse(dataset.parse_windows, data.windows, "--windows")
-        self.fields = _parse(dataset.parse_fields, data.fields, "--fields")
+        self.windows = parse_flag(dataset.parse_windows, data.windows, "--windows")
+        self.fields = parse_flag(dataset.parse_fields, data.fields, "--fields")
         self.cache = PriceCache(market_data.resolve_price_dir(data.data_dir))
         self._client = client
         self._loaded = None
@@ -415,7 +377,7 @@ class StockPredictor:
         loaded = self._model()
         fields = loaded.config.get("dataset", {}).get("fields", self.fields)
         answer_format = trained_answer_format(loaded.config)
-        trained = _data_config_from(loaded.config["data"]) if "data" in loaded.config else self.data
+        trained = data_config_from(loaded.config["data"]) if "data" in loaded.config else self.data
         end = self.date_range()[1]
         start = end - dt.timedelta(days=max(60, past * 3))  # calendar days covering `past` trading days
         companies, histories, prompts, regexes = [], [], [], []
@@ -602,18 +564,6 @@ def _check_fits(loaded, prompts: list, max_new: int, past: int) -> None:
         )
 
 
-def trained_answer_format(config: dict) -> str:
-    """The answer format an adapter was trained with; adapters from before the change format wrote prices."""
-    return config.get("dataset", {}).get("answer_format", "absolute")
-
-
-def _data_config_from(saved: dict) -> DataConfig:
-    """An adapter's saved data settings; adapters from before signals and news had neither in their prompts."""
-    known = {f for f in DataConfig.__dataclass_fields__}
-    old = {"signals": False, "news": False, "answer_format": "absolute"}
-    return DataConfig(**(old | {k: v for k, v in saved.items() if k in known}))
-
-
 def _is_common_stock(code: str) -> bool:
     """A listed common stock per twstock's table (not an ETF, warrant or bond)."""
     from twstock.codes import codes
@@ -642,10 +592,3 @@ def _with_english_name(company: Company) -> Company:
     """Add the English name from the shipped company list (twstock has none) when the company has none."""
     name = _shipped_english_names().get(company.code)
     return replace(company, name_en=name) if name and not company.name_en else company
-
-
-def _parse(parser, text: str, flag: str):
-    try:
-        return parser(text)
-    except ValueError as exc:
-        raise StockToolError(f"{flag}: {exc}") from exc

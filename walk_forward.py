@@ -19,9 +19,9 @@ import dataset
 import distributed
 import evaluation as ev
 import market_data
+from configs import data_config_from, parse_flag, trained_answer_format
 from forecast import DecodingConfig, read_samples
 from market_data import Company
-from stock_predictor import _data_config_from, _parse, trained_answer_format  # noqa: E402  (shared parsing of saved settings)
 from utils import StockToolError, append_jsonl
 
 log = logging.getLogger("stock.evaluate")
@@ -69,11 +69,11 @@ def evaluate(predictor, cfg: EvalConfig, generators: dict | None = None, pool=No
     pool = pool or distributed.Pool(generator_factory(predictor, cfg))
     wanted = _parse_models(cfg.models)
     adapter = _adapter_config(predictor, required=bool({"tuned", "base"} & set(wanted)))
-    train_data = _data_config_from(adapter["data"]) if adapter else predictor.data
+    train_data = data_config_from(adapter["data"]) if adapter else predictor.data
     test_start, test_end, seen_end = _test_period(predictor, cfg, adapter)
     companies = _eval_companies(predictor, adapter)
     window_text = cfg.windows or _adapter_windows(adapter) or predictor.data.windows
-    windows = _parse(dataset.parse_windows, window_text, "--windows")
+    windows = parse_flag(dataset.parse_windows, window_text, "--windows")
     fields = (adapter or {}).get("dataset", {}).get("fields") or predictor.fields
     first_day = dt.date(train_data.year, train_data.month, 1)
     prices = {
