@@ -355,68 +355,36 @@ def _last_checkpoint(output_dir: str) -> str | None:
     return str(checkpoints[-1]) if checkpoints else None
 
 
-def train(
-    cfg: ModelConfig,
-    lora: LoraSettings,
-    settings: TrainSettings,
-    train_examples: list[dict],
-    val_examples: list[dict],
-    extra_config: dict,
-    extra_files: dict[str, str] | None = None,
-) -> dict:
-    """Fine-tune with LoRA and save adapter, tokenizer and the resolved config to `cfg.model_dir`
-    (with `extra_files`, name → text, beside them).
-
-    Returns training figures (losses, steps, useful tokens/s, peak GPU memory).
-    """
-    import distributed
-
-    cuda = cuda_available()
-    here = distributed.world()  # under torchrun / accelerate launch: one of several data-parallel processes
-    optim, padding_free = _resolve_train_flags(settings, cuda)
-    model_name, why = (cfg.model_name, "given by --model-name") if cfg.model_name else default_model_name(cuda)
-    log.info("model: %s (%s)", model_name, why)
-    source = resolve_model_source(model_name)
-    model, tokenizer = load_base(cfg, source, cuda)
-
-    train_examples = _examples_for_steps(train_examples, settings, lora.random_state, here.size)
-    lengths = token_lengths(tokenizer, train_examples)
-    keep = [e for e, n in zip(train_examples, lengths, strict=True) if n <= cfg.max_seq_length]
-    if len(keep) < len(train_examples):
+def fitting_examples(examples: list[dict], lengths: list[int], max_seq_length: int, kind: str) -> list[dict]:
+    """The examples of at most `max_seq_length` tokens, in order; the others are left out with a warning, never
+    truncated: a cut answer would teach a wrong format."""
+    keep = [e for e, n in zip(examples, lengths, strict=True) if n <= max_seq_length]
+    if len(keep) < len(examples):
         log.warning(
-            "%d of %d training examples exceed --max-seq-length %d tokens and are left out (never truncated: "
+            "%d of %d %s examples exceed --max-seq-length %d tokens and are left out (never truncated: "
             "a cut answer would teach a wrong format); raise --max-seq-length to keep them",
-            len(train_examples) - len(keep),
-            len(train_examples),
-            cfg.max_seq_length,
+            len(examples) - len(keep),
+            len(examples),
+            kind,
+            max_seq_length,
         )
-    if settings.max_steps and settings.max_steps > 0 and not settings.packing:
-        keep = keep[: settings.max_steps * effective_batch(settings, here.size)]
-    if not keep:
-        raise StockToolError(f"no training example fits in --max-seq-length {cfg.max_seq_length} tokens")
-    val_lengths = token_lengths(tokenizer, val_examples) if val_examples else []
-    val_keep = [e for e, n in zip(val_examples, val_lengths, strict=True) if n <= cfg.max_seq_length]
+    return keep
 
-    model = add_lora(model, lora, cuda)
-    trainable, total = trainable_parameters(model)
-    log.info("trainable parameters: %s / %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    def to_dataset(rows):
-        return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
-
-    import torch
-
-    bf16 = cuda and torch.cuda.is_bf16_supported()
+def sft_arguments(
+    cfg: ModelConfig,
+    settings: TrainSettings,
+    seed: int,
+    cuda: bool,
+    bf16: bool,
+    optim: str,
+    padding_free: bool,
+    evaluate: bool,
+    processes: int,
+) -> dict:
+    """The keyword arguments of TRL's `SFTConfig` for a run (all but `run_name`), from the settings alone."""
     report_to = [r.strip() for r in settings.report_to.split(",") if r.strip() and r.strip() != "none"]
-    run_name = settings.run_name or time.strftime("%Y%m%d-%H%M%S")
-    if "tensorboard" in report_to:
-        # transformers 5 writes TensorBoard logs under ./runs unless told otherwise; the spec wants them
-        # under --output-dir so that `tensorboard --logdir outputs/runs` finds them.
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(settings.output_dir) / "runs" / run_name)
-    args = SFTConfig(
+    return dict(
         output_dir=settings.output_dir,
         per_device_train_batch_size=settings.batch_size,
         per_device_eval_batch_size=settings.batch_size,
@@ -431,13 +399,12 @@ def train(
         optim=optim,
         weight_decay=settings.weight_decay,
         lr_scheduler_type=settings.lr_scheduler_type,
-        seed=lora.random_state,
+        seed=seed,
         report_to=report_to or "none",
-        run_name=run_name,
         save_strategy="steps",
         save_steps=settings.save_steps,
         save_total_limit=2,
-        eval_strategy="steps" if settings.eval_steps > 0 and val_keep else "no",
+        eval_strategy="steps" if settings.eval_steps > 0 and evaluate else "no",
         eval_steps=settings.eval_steps if settings.eval_steps > 0 else None,
         max_length=cfg.max_seq_length,
         padding_free=padding_free,
@@ -447,11 +414,59 @@ def train(
         use_cpu=not cuda,
         dataloader_num_workers=0,
         # LoRA leaves the base weights frozen: DDP need not search the graph for unused parameters each step
-        ddp_find_unused_parameters=False if here.size > 1 else None,
+        ddp_find_unused_parameters=False if processes > 1 else None,
     )
+
+
+def resume_point(settings: TrainSettings, processes: int, cuda: bool) -> str | None:
+    """The checkpoint `--resume` continues from, or None (said plainly when there is none)."""
+    if not settings.resume:
+        return None
+    if processes > 1 and not cuda:
+        # transformers loads the optimizer state with map_location=args.device, and on several CPU processes
+        # that device ("cpu:0") is one torch.load cannot map to: it would fail after the model has loaded
+        raise StockToolError("--resume with several processes needs CUDA GPUs; on a CPU resume with one process")
+    resume = _last_checkpoint(settings.output_dir)
+    if resume:
+        log.info("resuming from %s", resume)
+    else:
+        print(f"--resume: there is no checkpoint in {settings.output_dir}, so training starts from the beginning")
+    return resume
+
+
+def _training_rows(tokenizer, cfg, settings, seed, processes, train_examples, val_examples):
+    """(training rows, validation rows): shuffled and cut to what the steps consume, over-long ones left out."""
+    train_examples = _examples_for_steps(train_examples, settings, seed, processes)
+    keep = fitting_examples(train_examples, token_lengths(tokenizer, train_examples), cfg.max_seq_length, "training")
+    if settings.max_steps and settings.max_steps > 0 and not settings.packing:
+        keep = keep[: settings.max_steps * effective_batch(settings, processes)]
+    if not keep:
+        raise StockToolError(f"no training example fits in --max-seq-length {cfg.max_seq_length} tokens")
+    val_lengths = token_lengths(tokenizer, val_examples) if val_examples else []
+    val_keep = [e for e, n in zip(val_examples, val_lengths, strict=True) if n <= cfg.max_seq_length]
+    return keep, val_keep
+
+
+def _sft_trainer(model, tokenizer, cfg, settings, seed, optim, padding_free, keep, val_keep, processes):
+    """TRL's SFTTrainer with the token-counting collator and the throughput callback installed."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    def to_dataset(rows):
+        return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+
+    cuda = cuda_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    run_name = settings.run_name or time.strftime("%Y%m%d-%H%M%S")
+    kwargs = sft_arguments(cfg, settings, seed, cuda, bf16, optim, padding_free, bool(val_keep), processes)
+    if "tensorboard" in kwargs["report_to"]:
+        # transformers 5 writes TensorBoard logs under ./runs unless told otherwise; the spec wants them
+        # under --output-dir so that `tensorboard --logdir outputs/runs` finds them.
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(settings.output_dir) / "runs" / run_name)
     trainer = SFTTrainer(
         model=model,
-        args=args,
+        args=SFTConfig(**kwargs, run_name=run_name),
         train_dataset=to_dataset(keep),
         eval_dataset=to_dataset(val_keep) if val_keep else None,
         processing_class=tokenizer,
@@ -461,18 +476,81 @@ def train(
     _check_answer_only_loss(trainer)
     throughput = _throughput_callback(counter, warmup=min(5, max(1, settings.max_steps // 5)))
     trainer.add_callback(throughput)
+    return trainer, counter, throughput
 
-    resume = None
-    if settings.resume and here.size > 1 and not cuda:
-        # transformers loads the optimizer state with map_location=args.device, and on several CPU processes
-        # that device ("cpu:0") is one torch.load cannot map to: it would fail after the model has loaded
-        raise StockToolError("--resume with several processes needs CUDA GPUs; on a CPU resume with one process")
-    if settings.resume:
-        resume = _last_checkpoint(settings.output_dir)
-        if resume:
-            log.info("resuming from %s", resume)
-        else:
-            print(f"--resume: there is no checkpoint in {settings.output_dir}, so training starts from the beginning")
+
+def _figures(trainer, result, run, counter, throughput, settings, processes, parameters, optim, padding_free) -> dict:
+    """A finished run's figures: losses (validation included), steps, tokens summed over processes, speed, memory."""
+    import torch
+
+    import distributed
+
+    cuda = cuda_available()
+    tokens = distributed.total(counter.tokens)  # every process's share of each step
+    figures = {
+        "train_loss": _run_loss(trainer, result, run["resume"]),
+        "final_train_loss": _last_logged(trainer, "loss"),
+        "global_step": result.global_step,
+        "train_seconds": round(run["seconds"], 1),
+        "train_examples": run["rows"][0],
+        "val_examples": run["rows"][1],
+        "processes": processes,
+        "effective_batch": effective_batch(settings, processes),
+        "useful_tokens": tokens,
+        "trained_answer_tokens": distributed.total(counter.trained_tokens),
+        "trainable_parameters": parameters[0],
+        "total_parameters": parameters[1],
+        "optim": optim,
+        "padding_free": padding_free,
+        "packing": settings.packing,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "useful_tokens_per_s_overall": round(tokens / run["seconds"], 1),  # start-up included
+        **throughput.figures(),
+    }
+    if run["rows"][1]:
+        figures["val_loss"] = round(trainer.evaluate()["eval_loss"], 4)
+    if cuda:
+        figures["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)  # this process's GPU
+    return figures
+
+
+def train(
+    cfg: ModelConfig,
+    lora: LoraSettings,
+    settings: TrainSettings,
+    train_examples: list[dict],
+    val_examples: list[dict],
+    extra_config: dict,
+    extra_files: dict[str, str] | None = None,
+) -> dict:
+    """Fine-tune with LoRA and save adapter, tokenizer and the resolved config to `cfg.model_dir`
+    (with `extra_files`, name → text, beside them).
+
+    Returns training figures (losses, steps, useful tokens/s, peak GPU memory).
+    """
+    import torch
+
+    import distributed
+
+    cuda = cuda_available()
+    here = distributed.world()  # under torchrun / accelerate launch: one of several data-parallel processes
+    optim, padding_free = _resolve_train_flags(settings, cuda)
+    model_name, why = (cfg.model_name, "given by --model-name") if cfg.model_name else default_model_name(cuda)
+    log.info("model: %s (%s)", model_name, why)
+    source = resolve_model_source(model_name)
+    model, tokenizer = load_base(cfg, source, cuda)
+
+    keep, val_keep = _training_rows(
+        tokenizer, cfg, settings, lora.random_state, here.size, train_examples, val_examples
+    )
+    model = add_lora(model, lora, cuda)
+    trainable, total = trainable_parameters(model)
+    log.info("trainable parameters: %s / %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    trainer, counter, throughput = _sft_trainer(
+        model, tokenizer, cfg, settings, lora.random_state, optim, padding_free, keep, val_keep, here.size
+    )
+
+    resume = resume_point(settings, here.size, cuda)
     if here.size > 1:
         print(
             f"data parallel: {here.size} processes × batch {settings.batch_size} × accumulation "
@@ -482,33 +560,10 @@ def train(
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
-    seconds = time.perf_counter() - started
-    tokens = distributed.total(counter.tokens)  # every process's share of each step
-    figures = {
-        "train_loss": _run_loss(trainer, result, resume),
-        "final_train_loss": _last_logged(trainer, "loss"),
-        "global_step": result.global_step,
-        "train_seconds": round(seconds, 1),
-        "train_examples": len(keep),
-        "val_examples": len(val_keep),
-        "processes": here.size,
-        "effective_batch": effective_batch(settings, here.size),
-        "useful_tokens": tokens,
-        "trained_answer_tokens": distributed.total(counter.trained_tokens),
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "optim": optim,
-        "padding_free": padding_free,
-        "packing": settings.packing,
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
-        "useful_tokens_per_s_overall": round(tokens / seconds, 1),  # start-up included
-        **throughput.figures(),
-    }
-    if val_keep:
-        metrics = trainer.evaluate()
-        figures["val_loss"] = round(metrics["eval_loss"], 4)
-    if cuda:
-        figures["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)  # this process's GPU
+    run = {"seconds": time.perf_counter() - started, "resume": resume, "rows": (len(keep), len(val_keep))}
+    figures = _figures(
+        trainer, result, run, counter, throughput, settings, here.size, (trainable, total), optim, padding_free
+    )
     if here.main:
         save_adapter(model, tokenizer, cfg, lora, settings, model_name, source, figures, extra_config, extra_files)
     return figures
