@@ -1,6 +1,6 @@
 """The settings every stage reads, and the adapter's saved settings read back in one place.
 
-`main.py` builds these from the command line; `stock_predictor`, `walk_forward` and `instruct_tasks` import them
+`main.py` builds these from the command line; `stock_predictor` and `walk_forward` import them
 from here, so no stage module needs the `StockPredictor` facade for its settings.
 """
 
@@ -28,7 +28,7 @@ class DataConfig:
     val_fraction: float = 0.1
     max_val_examples: int = 200
     price_source: str = "twstock"  # or "server": the trading server's price history
-    signals: bool = False  # twstock's best four points (as of each window's last day) in the prompt; measured worse
+    signals: bool = False  # twstock's best four points in the prompt; off: measured better
     news: bool = True  # stored news (as of each window's last day) in the prompt; collected with NEWSAPI_KEY
     news_languages: str = "both"  # zh, en or both
     news_max_articles: int = 5
