@@ -19,7 +19,7 @@ import dataset
 import distributed
 import evaluation as ev
 import market_data
-from configs import data_config_from, parse_flag, trained_answer_format
+from configs import DataConfig, data_config_from, parse_flag, trained_answer_format
 from forecast import DecodingConfig, read_samples
 from market_data import Company
 from utils import StockToolError, append_jsonl
@@ -56,6 +56,23 @@ def _sampler(fn):
     return sample
 
 
+@dataclass
+class _Plan:
+    """What an evaluation forecasts: the adapter's settings, the period, the companies' prices and test windows."""
+
+    wanted: list[str]
+    adapter: dict | None
+    train_data: DataConfig
+    test_start: dt.date
+    test_end: dt.date
+    seen_end: dt.date | None
+    companies: list[Company]
+    windows: list
+    fields: list[str]
+    prices: dict
+    tests: list
+
+
 def evaluate(predictor, cfg: EvalConfig, generators: dict | None = None, pool=None) -> dict:
     """Walk-forward forecasts over the test period by the tuned and untuned LLMs, the LSTM and the naive
     baselines, on the same windows; metrics with bootstrap intervals, a backtest and a report.
@@ -64,9 +81,33 @@ def evaluate(predictor, cfg: EvalConfig, generators: dict | None = None, pool=No
     real models (tests use it); by default the models are loaded from --model-dir. `pool` (a
     `distributed.Pool` over `generator_factory`) spreads generation over the processes of a torchrun launch.
     """
-    import report
-
     pool = pool or distributed.Pool(generator_factory(predictor, cfg))
+    plan = _plan(predictor, cfg)
+    print(
+        f"evaluation: {len(plan.tests):,} test windows ({', '.join(w.name for w in plan.windows)}) over "
+        f"{plan.test_start} → {plan.test_end}, {len(plan.companies)} companies; models: baselines + "
+        f"{', '.join(plan.wanted)}"
+    )
+    predictions, distributions, reference, rw_last_day, lstm_figures = _reference_forecasts(predictor, cfg, plan)
+    run_dir = Path(predictor.train_settings.output_dir) / (cfg.run_name or f"eval_{plan.test_start}_{plan.test_end}")
+    cache_dir = run_dir.with_name(run_dir.name + ".answers")
+    answers, timings, answer_format = _llm_runs(
+        predictor, cfg, plan, generators, pool, cache_dir, predictions, distributions
+    )
+    predictor.release()
+    extra = {
+        "answer_format": answer_format,
+        "random_walk_last_day": f"{rw_last_day:%Y-%m-%d}",
+        "generation": timings,
+        "lstm": lstm_figures,
+    }
+    result = _score_and_report(predictor, cfg, plan, run_dir, predictions, distributions, reference, answers, extra)
+    shutil.rmtree(cache_dir, ignore_errors=True)  # the answers are in the report's answers.jsonl now
+    return result
+
+
+def _plan(predictor, cfg: EvalConfig) -> _Plan:
+    """The adapter's settings (or the command line's), the test period, prices up to its end, the test windows."""
     wanted = _parse_models(cfg.models)
     adapter = _adapter_config(predictor, required=bool({"tuned", "base"} & set(wanted)))
     train_data = data_config_from(adapter["data"]) if adapter else predictor.data
@@ -82,80 +123,85 @@ def evaluate(predictor, cfg: EvalConfig, generators: dict | None = None, pool=No
     }
     columns = [dataset.FIELDS[f][1] for f in fields]
     tests = _test_windows(predictor, companies, prices, windows, test_start, test_end, cfg.stride, columns)
-    print(
-        f"evaluation: {len(tests):,} test windows ({', '.join(w.name for w in windows)}) over "
-        f"{test_start} → {test_end}, {len(companies)} companies; models: baselines + {', '.join(wanted)}"
-    )
-    predictions, answers, timings, lstm_figures = {}, [], {}, {}
-    for name, baseline in ev.BASELINES.items():
-        predictions[name] = [baseline(w) for w in tests]
+    return _Plan(wanted, adapter, train_data, test_start, test_end, seen_end, companies, windows, fields, prices, tests)
+
+
+def _reference_forecasts(predictor, cfg: EvalConfig, plan: _Plan):
+    """The naive baselines, the probabilistic random walk and (when asked) the LSTM, on the plan's windows."""
+    predictions = {name: [baseline(w) for w in plan.tests] for name, baseline in ev.BASELINES.items()}
     # the probabilistic random walk: persistence, spread by each stock's past returns over training days only
-    rw_last_day = pd.Timestamp(seen_end or test_start - dt.timedelta(days=1))
-    rw_returns = ev.random_walk_returns(prices, windows, rw_last_day)
-    reference = [ev.random_walk_samples(w, rw_returns) for w in tests]
+    last_seen = pd.Timestamp(plan.seen_end or plan.test_start - dt.timedelta(days=1))
+    rw_returns = ev.random_walk_returns(plan.prices, plan.windows, last_seen)
+    reference = [ev.random_walk_samples(w, rw_returns) for w in plan.tests]
     predictions["random_walk"] = predictions["persistence"]
     distributions = {"random_walk": reference}
-    if "lstm" in wanted:
-        cutoff = pd.Timestamp(adapter["dataset"]["cutoff"]) if adapter else None
-        pool_prices = {
-            code: f[f.index <= pd.Timestamp(seen_end or test_start - dt.timedelta(days=1))]
-            for code, f in prices.items()
-        }
+    lstm_figures = {}
+    if "lstm" in plan.wanted:
+        cutoff = pd.Timestamp(plan.adapter["dataset"]["cutoff"]) if plan.adapter else None
+        pool_prices = {code: f[f.index <= last_seen] for code, f in plan.prices.items()}
         predictions["lstm"], lstm_figures = _lstm_forecasts(
-            predictor, tests, windows, pool_prices, fields, train_data, cutoff, cfg
+            predictor, plan.tests, plan.windows, pool_prices, plan.fields, plan.train_data, cutoff, cfg
         )
-    run_dir = Path(predictor.train_settings.output_dir) / (cfg.run_name or f"eval_{test_start}_{test_end}")
-    cache_dir = run_dir.with_name(run_dir.name + ".answers")
-    context = predictor.context_builder(train_data, prices)  # as the adapter was trained: same signals and news
-    answer_format = trained_answer_format(adapter) if adapter else predictor.data.answer_format
+    return predictions, distributions, reference, last_seen, lstm_figures
+
+
+def _llm_runs(predictor, cfg, plan: _Plan, generators, pool, cache_dir, predictions, distributions):
+    """The tuned and untuned LLMs' forecasts, one model at a time (each freed before the next loads), into
+    `predictions` and `distributions`. Returns (answers, timings, the answer format)."""
+    answers, timings = [], {}
+    context = predictor.context_builder(plan.train_data, plan.prices)  # as trained: same signals and news
+    answer_format = trained_answer_format(plan.adapter) if plan.adapter else predictor.data.answer_format
     for name in ("tuned", "base"):
-        if name in wanted:
-            injected = (generators or {}).get(name)
-            # several processes (torchrun): each generates its share of every chunk
-            generate = _sampler(injected) if injected else pool.generator(("eval", name))
-            identity = _model_identity(predictor, name, adapter, generators) + f":{cfg.decoding.identity()}"
-            cache = AnswerCache(cache_dir / f"{name}.jsonl", identity)
-            # a chunk (cached as a whole) fills one batch on every process
-            chunk = max(256, pool.processes * cfg.batch_size // cfg.decoding.samples)
-            predictions[name], distributions[name], model_answers, timings[name] = _llm_forecasts(
-                name, tests, fields, generate, cache, context, answer_format, cfg.decoding, chunk
-            )
-            answers += model_answers
-            del generate
-            pool.release(("eval", name))  # frees the model before the next one loads
-    predictor.release()
-    frames = [ev.forecast_rows(m, tests, pred, distributions.get(m), reference) for m, pred in predictions.items()]
+        if name not in plan.wanted:
+            continue
+        injected = (generators or {}).get(name)
+        # several processes (torchrun): each generates its share of every chunk
+        generate = _sampler(injected) if injected else pool.generator(("eval", name))
+        identity = _model_identity(predictor, name, plan.adapter, generators) + f":{cfg.decoding.identity()}"
+        cache = AnswerCache(cache_dir / f"{name}.jsonl", identity)
+        # a chunk (cached as a whole) fills one batch on every process
+        chunk = max(256, pool.processes * cfg.batch_size // cfg.decoding.samples)
+        predictions[name], distributions[name], model_answers, timings[name] = _llm_forecasts(
+            name, plan.tests, plan.fields, generate, cache, context, answer_format, cfg.decoding, chunk
+        )
+        answers += model_answers
+        del generate
+        pool.release(("eval", name))  # frees the model before the next one loads
+    return answers, timings, answer_format
+
+
+def _score_and_report(predictor, cfg, plan: _Plan, run_dir, predictions, distributions, reference, answers, extra):
+    """Metrics with intervals, the next-day backtest, the report files and TensorBoard; printed headlines."""
+    import model
+    import report
+
+    frames = [ev.forecast_rows(m, plan.tests, pred, distributions.get(m), reference) for m, pred in predictions.items()]
     rows = ev.add_errors(pd.concat(frames, ignore_index=True))
     table = ev.metrics_table(rows, n_boot=cfg.bootstrap, seed=cfg.seed)
     costs = ev.Costs(cfg.brokerage, cfg.sell_tax)
-    one_step = min(windows, key=lambda w: (w.future, w.past)).name
+    one_step = min(plan.windows, key=lambda w: (w.future, w.past)).name
     backtests = {
         m: ev.backtest(rows[(rows["model"] == m) & (rows["window"] == one_step) & (rows["step"] == 1)], costs)
         for m in predictions
     }
+    adapter = plan.adapter or {}
     context = {
-        "test_start": str(test_start),
-        "test_end": str(test_end),
-        "adapter": predictor.model_cfg.model_dir if adapter else None,
-        "base_model": (adapter or {}).get("base_model"),
-        "adapter_data_last_date": str(seen_end) if seen_end else None,
-        "adapter_training": (adapter or {}).get("dataset"),
-        "companies": [c.code for c in companies],
-        "windows": [w.name for w in windows],
-        "fields": fields,
+        "test_start": str(plan.test_start),
+        "test_end": str(plan.test_end),
+        "adapter": predictor.model_cfg.model_dir if plan.adapter else None,
+        "base_model": adapter.get("base_model"),
+        "adapter_data_last_date": str(plan.seen_end) if plan.seen_end else None,
+        "adapter_training": adapter.get("dataset"),
+        "companies": [c.code for c in plan.companies],
+        "windows": [w.name for w in plan.windows],
+        "fields": plan.fields,
         "backtest_window": one_step,
         "costs": asdict(costs),
         "config": asdict(cfg),
-        "answer_format": answer_format,
-        "random_walk_last_day": f"{rw_last_day:%Y-%m-%d}",
-        "generation": timings,
-        "lstm": lstm_figures,
+        **extra,
     }
     paths = report.write_report(run_dir, context, rows, table, backtests, answers)
-    shutil.rmtree(cache_dir, ignore_errors=True)  # the answers are in the report's answers.jsonl now
     board = Path(predictor.train_settings.output_dir) / "runs" / run_dir.name
-    import model
-
     model.write_tensorboard(board, report.tensorboard_scalars(table), sorted(run_dir.glob("*.png")))
     print(report.headline_text(table, backtests, context))
     print(f"report: {paths['report']} (metrics {paths['metrics']}); TensorBoard: {board}")
