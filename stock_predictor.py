@@ -1,7 +1,8 @@
 """The pipeline as a straight line: companies → price cache → examples JSONL → adapter → forecast + chart.
 
-`StockPredictor` holds the read-only configs built once by `main.py` and runs each stage; every
-stage leaves a file behind, so any one can be rerun without refetching or retraining.
+`StockPredictor` holds the read-only configs built once by `main.py` and runs each stage. The price cache
+lets a rerun skip months already fetched and the adapter lets inference and evaluation run without retraining;
+the examples JSONL is written for inspection (what the model was trained on) and is not read back.
 """
 
 from __future__ import annotations
