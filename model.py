@@ -74,6 +74,7 @@ def cuda_available() -> bool:
 
     if not torch.cuda.is_available():
         return False
+    ATTENTION["varlen_gqa"] = install_varlen_gqa()  # before unsloth, which picks its attention path on import
     import unsloth  # noqa: F401
 
     return True
@@ -731,6 +732,58 @@ def fold_gqa_decode(sdpa):
 
     attention.folds_gqa = True
     return attention
+
+
+VARLEN_GQA = os.environ.get("STOCK_VARLEN_GQA", "1") != "0"  # benchmarks set 0 to measure unsloth as it ships
+ATTENTION: dict[str, str] = {}  # what install_varlen_gqa did in this process, for the benchmarks' records
+
+
+def varlen_with_gqa(varlen_attn):
+    """torch 2.11's `varlen_attn` taking torch 2.12's `enable_gqa`: grouped key/value heads are repeated to the
+    query's heads first. The layout is varlen's (tokens, heads, head_dim); everything else passes through."""
+
+    def attention(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, window_size=None, enable_gqa=False, **kw):
+        if enable_gqa and key.shape[-2] != query.shape[-2]:
+            groups = query.shape[-2] // key.shape[-2]
+            key = key.repeat_interleave(groups, dim=-2)
+            value = value.repeat_interleave(groups, dim=-2)
+        if window_size is not None:
+            kw["window_size"] = window_size
+        return varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, **kw)
+
+    attention.takes_gqa = True
+    return attention
+
+
+def install_varlen_gqa() -> str:
+    """Lets unsloth's padding-free training use torch's one-call varlen flash attention on torch 2.11.
+
+    unsloth runs a padding-free batch's attention as one varlen flash call only when torch's `varlen_attn` takes
+    `enable_gqa` (torch 2.12); on 2.11 (the GPU machine's) it falls back to one SDPA call per sequence of the
+    batch, per layer. Giving 2.11's function that argument (`varlen_with_gqa`) before unsloth is imported puts
+    it on the one-call path; whether that is faster is measured by `benchmarks/train_speed.py` (README). Does
+    nothing without CUDA, without torch's varlen attention or flash kernel, on a torch that already takes
+    `enable_gqa`, or with STOCK_VARLEN_GQA=0. Returns what it did, for the log."""
+    import inspect
+
+    import torch
+
+    if not VARLEN_GQA:
+        return "off (STOCK_VARLEN_GQA=0)"
+    if not torch.cuda.is_available():
+        return "not needed: no CUDA"
+    try:
+        import torch.nn.attention.varlen as varlen
+    except ImportError:
+        return "not available: this torch has no varlen attention"
+    params = inspect.signature(varlen.varlen_attn).parameters
+    if getattr(varlen.varlen_attn, "takes_gqa", False) or "enable_gqa" in params:
+        return "not needed: torch's varlen attention takes grouped heads"
+    if "window_size" not in params or not torch.backends.cuda.is_flash_attention_available():
+        return "not available: this torch's varlen attention lacks window_size or the flash kernel"
+    varlen.varlen_attn = varlen_with_gqa(varlen.varlen_attn)
+    log.info("attention: torch varlen flash attention with grouped heads for padding-free batches")
+    return "installed"
 
 
 def _fold_unsloth_decode_attention() -> None:

@@ -8,7 +8,7 @@
 # STEP is train:<name>, eval:<name>:<mode> or speed:<name>, run in order; a finished step is skipped, an interrupted
 # training resumes from its last checkpoint (every 100 steps) and an interrupted evaluation from its answer cache. Names: <period>-<variant>, period p1 (test 2026-03-02 → 04-30,
 # trained to 2026-02-27) or p2 (test 2025-10-01 → 12-31, trained to 2025-09-30); variant change, absolute,
-# change-nosignals (the default since), change-long (one epoch). Modes: k8 (median of 8 constrained samples), greedy
+# change-nosignals (the default since), change-long (one epoch, signals), epoch (one epoch, no signals). Modes: k8 (median of 8 constrained samples), greedy
 # (constrained), free (greedy, unconstrained: the old path).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +27,7 @@ train() {
     absolute) extra=(--answer-format absolute --max-steps 200 --signals 1) ;;
     change-nosignals) extra=(--answer-format change --max-steps 200 --signals 0 --news 0) ;;
     change-long) extra=(--answer-format change --max-steps 0 --num-epochs 1 --signals 1) ;;
+    epoch) extra=(--answer-format change --max-steps 0 --num-epochs 1 --signals 0 --news 0) ;;
   esac
   echo "== train $name: ${extra[*]}"
   python3 main.py --train 1 --data-dir "$PRICES" --offline --model-name "$MODEL" --year 2024 --month 1 \

@@ -7,8 +7,20 @@ of the weights), or on any model given by --model-name.
 
     python benchmarks/train_speed.py --prices ../shared/data/prices --shape llama-3.2-3b --tokenizer <HF folder>
 
-Prints one line of figures per configuration. Under `torchrun --nproc_per_node N` the same run is data
-parallel on N GPUs (batch is per GPU; useful tokens/s counts every GPU's tokens).
+Each configuration runs in a process of its own (a fresh GPU, unsloth's patches only where they belong)
+and prints one `BENCH {json}` line; the run ends with a table of every configuration beside plain unsloth
+(padded) measured in the same run, with MFU (4 · N · tokens/s over the GPU's dense bf16 peak, N the base
+model's parameters) and peak GPU memory. Configurations (`--configs`, comma list):
+
+    default              the tool's CUDA default: unsloth, padding-free batches of 16, torch varlen attention
+                         with grouped heads (`model.install_varlen_gqa`)
+    unsloth-padded       plain unsloth as it ships: padded batches of 8
+    transformers-padded  plain transformers + PEFT + bitsandbytes (no unsloth), padded batches of 8,
+                         gradient checkpointing, SDPA attention
+    STACK:BATCH:PADDING_FREE:PACKING[:VARLEN_GQA]   any other, e.g. unsloth:32:1:0:1
+
+Under `torchrun --nproc_per_node N` the configurations run in the launched processes instead, data parallel
+on N GPUs (batch is per GPU; useful tokens/s counts every GPU's tokens).
 
 Token counts come from the given tokenizer (SmolLM2's by default on the GPU machine), which splits digits
 more finely than Llama-3's: a prompt has more tokens than with the real Llama tokenizer, so sequences are
@@ -19,8 +31,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -108,81 +123,299 @@ def prompt_mix(prices: Path, windows: str, fields: str, stride: int, limit: int)
     return examples[::step][:limit]
 
 
-def main() -> int:
+@dataclass(frozen=True)
+class Config:
+    """One measured configuration of training."""
+
+    name: str
+    stack: str  # "unsloth" (the tool's path) or "transformers" (plain transformers + PEFT + bitsandbytes)
+    batch: int
+    padding_free: bool
+    packing: bool = False
+    varlen_gqa: bool = True  # model.install_varlen_gqa (unsloth only)
+
+
+PRESETS = {
+    "default": Config("default", "unsloth", 16, True, False, True),
+    "unsloth-padded": Config("unsloth-padded", "unsloth", 8, False, False, False),
+    "transformers-padded": Config("transformers-padded", "transformers", 8, False, False, False),
+}
+BASELINE = "unsloth-padded"
+
+# Dense bf16 tensor-core peaks (no sparsity) from NVIDIA's datasheets, by a name fragment of the device.
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
+
+
+def parse_config(token: str) -> Config:
+    """A preset name or STACK:BATCH:PADDING_FREE:PACKING[:VARLEN_GQA]."""
+    token = token.strip()
+    if token in PRESETS:
+        return PRESETS[token]
+    parts = token.split(":")
+    if len(parts) not in (4, 5) or parts[0] not in ("unsloth", "transformers"):
+        raise ValueError(f"--configs: {token!r} is neither a preset ({', '.join(PRESETS)}) nor STACK:B:PF:PACK[:GQA]")
+    try:
+        batch, *flags = (int(x) for x in parts[1:])
+    except ValueError:
+        raise ValueError(f"--configs: {token!r} has a field that is not a whole number") from None
+    if batch < 1 or any(f not in (0, 1) for f in flags):
+        raise ValueError(f"--configs: {token!r}: the batch is at least 1 and the flags are 0 or 1")
+    if parts[0] == "transformers" and (flags[0] or flags[1]):
+        raise ValueError(f"--configs: {token!r}: plain transformers trains padded batches only")
+    gqa = parts[0] == "unsloth" and (bool(flags[2]) if len(flags) == 3 else True)
+    return Config(token, parts[0], batch, bool(flags[0]), bool(flags[1]), gqa)
+
+
+def llama_parameters(config: dict) -> int:
+    """Parameters of a Llama-architecture model from its config.json fields (embeddings included; the output
+    head counted once more when it is not tied to them)."""
+    h, layers, vocab = config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]
+    head_dim = config.get("head_dim") or h // config["num_attention_heads"]
+    q = config["num_attention_heads"] * head_dim
+    kv = config.get("num_key_value_heads", config["num_attention_heads"]) * head_dim
+    attention = h * q + 2 * h * kv + q * h
+    mlp = 3 * h * config["intermediate_size"]
+    per_layer = attention + mlp + 2 * h  # + the two RMSNorm weights
+    head = 0 if config.get("tie_word_embeddings", False) else vocab * h
+    return vocab * h + layers * per_layer + h + head
+
+
+def peak_flops(device: str) -> float | None:
+    """The device's dense bf16 peak in FLOP/s, or None for a device not in the table."""
+    for fragment, flops in PEAK_BF16_FLOPS.items():
+        if fragment.lower() in (device or "").lower():
+            return flops
+    return None
+
+
+def mfu(tokens_per_s: float | None, parameters: int, peak: float | None) -> float | None:
+    """Model FLOPs utilisation as issue 13 defines it: 4 · N · tokens/s over the peak (LoRA training: forward 2N,
+    backward through the activations 2N; gradient checkpointing's recomputation is not counted as useful)."""
+    if not tokens_per_s or not peak:
+        return None
+    return 4 * parameters * tokens_per_s / peak
+
+
+def train_plain_transformers(name: str, examples: list[dict], config: Config, args) -> dict:
+    """The same examples trained with transformers + PEFT + bitsandbytes + TRL alone (no unsloth): the
+    baseline a user gets without this tool. Same LoRA (r16, all projections), optimizer, steps and counting."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from trl import SFTConfig, SFTTrainer
+
+    quant = None
+    if args.load_in_4bit:
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    net = AutoModelForCausalLM.from_pretrained(
+        name, dtype=torch.bfloat16, quantization_config=quant, attn_implementation="sdpa", device_map={"": 0}
+    )
+    net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=True)
+    lora = model.LoraSettings()
+    net = get_peft_model(
+        net,
+        LoraConfig(r=lora.rank, lora_alpha=lora.lora_alpha, target_modules=model.LORA_TARGETS, task_type="CAUSAL_LM"),
+    )
+    rows = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
+    sft = SFTConfig(
+        output_dir=str(Path(args.work) / f"out-{config.name}"),
+        per_device_train_batch_size=config.batch,
+        max_steps=args.steps,
+        warmup_steps=2,
+        learning_rate=2e-4,
+        bf16=True,
+        optim="adamw_8bit",
+        logging_steps=5,
+        save_strategy="no",
+        report_to="none",
+        max_length=args.max_seq_length,
+        completion_only_loss=True,
+        gradient_checkpointing=True,
+        seed=lora.random_state,
+    )
+    trainer = SFTTrainer(model=net, args=sft, train_dataset=rows, processing_class=tokenizer)
+    counter = model.CountingCollator(trainer.data_collator)
+    trainer.data_collator = counter
+    throughput = model._throughput_callback(counter, warmup=min(5, max(1, args.steps // 5)))
+    trainer.add_callback(throughput)
+    torch.cuda.reset_peak_memory_stats()
+    result = trainer.train()
+    return {
+        "train_loss": round(result.training_loss, 4),
+        "train_examples": len(examples),
+        "useful_tokens": counter.tokens,
+        "device": torch.cuda.get_device_name(0),
+        "peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        **throughput.figures(),
+    }
+
+
+def measure(config: Config, name: str, args, processes: int) -> dict:
+    """Trains `config` for --steps steps in this process; one row of figures."""
+    limit = config.batch * processes * (args.steps + 2)
+    examples = prompt_mix(Path(args.prices), args.windows, args.fields, 1, limit=limit)
+    started = time.time()
+    if config.stack == "transformers":
+        figures = train_plain_transformers(name, examples, config, args)
+    else:
+        cfg = model.ModelConfig(
+            model_name=name,
+            max_seq_length=args.max_seq_length,
+            load_in_4bit=bool(args.load_in_4bit),
+            model_dir=str(Path(args.work) / f"adapter-{config.name}"),
+        )
+        settings = model.TrainSettings(
+            batch_size=config.batch,
+            gradient_accumulation_steps=1,
+            max_steps=args.steps,
+            logging_steps=5,
+            output_dir=str(Path(args.work) / f"out-{config.name}"),
+            report_to="none",
+            save_steps=10**9,
+            warmup_steps=2,
+            padding_free=config.padding_free,
+            packing=config.packing,
+        )
+        figures = model.train(cfg, model.LoraSettings(), settings, examples, [], {"benchmark": config.name})
+    attention = {}
+    if config.stack == "unsloth" and figures.get("device", "cpu") != "cpu":
+        import unsloth.utils.attention_dispatch as dispatch  # which path padding-free batches took
+
+        attention = {
+            "varlen_gqa": model.ATTENTION.get("varlen_gqa"),
+            "unsloth_varlen": dispatch._TORCH_VARLEN_ATTN is not None,
+        }
+    parameters = llama_parameters(json.loads((Path(name) / "config.json").read_text()))
+    peak = peak_flops(figures.get("device", ""))
+    rate = figures.get("useful_tokens_per_s")
+    return {
+        **asdict(config),
+        "shape": args.shape or name,
+        "load_in_4bit": bool(args.load_in_4bit),
+        "processes": processes,
+        "steps": args.steps,
+        "wall_s": round(time.time() - started, 1),
+        "parameters": parameters,
+        **attention,
+        "mfu": None if mfu(rate, parameters, peak) is None else round(mfu(rate, parameters, peak), 4),
+        **{
+            k: figures.get(k)
+            for k in (
+                "useful_tokens_per_s",
+                "seconds_per_step",
+                "measured_steps",
+                "peak_gpu_memory_gb",
+                "train_loss",
+                "train_examples",
+                "useful_tokens",
+                "device",
+            )
+        },
+    }
+
+
+def table(rows: list[dict]) -> str:
+    """The run's configurations as a markdown table, each beside the plain-unsloth baseline of the same run."""
+    base = next((r.get("useful_tokens_per_s") for r in rows if r.get("name") == BASELINE), None)
+    lines = [
+        "| configuration | batch | batching | useful tokens/s | × plain unsloth | MFU | peak GPU memory | loss |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        rate = r.get("useful_tokens_per_s")
+        if r.get("error"):
+            lines.append(f"| {r['name']} | {r.get('batch', '')} | failed: {r['error']} | | | | | |")
+            continue
+        batching = "packed" if r["packing"] else "padding-free" if r["padding_free"] else "padded"
+        ratio = f"{rate / base:.2f}" if rate and base else "—"
+        share = "—" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+        lines.append(
+            f"| {r['name']} ({r['stack']}) | {r['batch']} | {batching} | {rate or 0:,.0f} | {ratio} | {share} | "
+            f"{r.get('peak_gpu_memory_gb')} GB | {r.get('train_loss')} |"
+        )
+    return "\n".join(lines)
+
+
+def run_in_subprocess(config: Config, argv: list[str]) -> dict:
+    """One configuration in a fresh process; its BENCH line, or the reason it gave none."""
+    env = {**os.environ, "STOCK_VARLEN_GQA": "1" if config.varlen_gqa else "0"}
+    cmd = [sys.executable, __file__, *argv, "--configs", config.name if config.name in PRESETS else _token(config)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    sys.stderr.write(done.stderr[-4000:])
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH "):
+            return json.loads(line[6:])
+    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return {**asdict(config), "error": f"exit {done.returncode}: {tail[:200]}"}
+
+
+def _token(config: Config) -> str:
+    flags = [config.padding_free, config.packing, config.varlen_gqa]
+    return ":".join([config.stack, str(config.batch), *(str(int(f)) for f in flags)])
+
+
+def _torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prices", required=True, help="folder of price CSVs")
     p.add_argument("--shape", choices=sorted(SHAPES), default=None, help="random-weight model of this shape")
-    p.add_argument("--model-name", default=None, help="or a real model (HF folder or .gguf)")
+    p.add_argument("--model-name", default=None, help="or a real model (HF folder)")
     p.add_argument("--tokenizer", default=None, help="HF folder or .gguf whose tokenizer the random model uses")
     p.add_argument("--work", default="/tmp/bench", help="scratch folder")
-    p.add_argument(
-        "--configs", default="8:0:0,16:1:0,32:1:0", help="comma list of batch:padding_free:packing to measure"
-    )
+    p.add_argument("--configs", default="default,unsloth-padded,transformers-padded", help="see above")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--max-seq-length", type=int, default=6144)
     p.add_argument("--windows", default=dataset.DEFAULT_WINDOWS)
     p.add_argument("--fields", default="ohlcv")
     p.add_argument("--load-in-4bit", type=int, default=1)
     p.add_argument("--json", default=None, help="also write the figures here")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    try:
+        configs = [parse_config(t) for t in args.configs.split(",")]
+    except ValueError as exc:
+        p.error(str(exc))
+    if not args.shape and not args.model_name:
+        p.error("give --shape or --model-name")
 
-    here = distributed.setup(model.cuda_available())  # imports unsloth first on a GPU machine
+    here = distributed.world()
+    if len(configs) > 1 and here.size == 1:  # the parent: one process per configuration
+        rest = [a for i, a in enumerate(argv) if a != "--configs" and (i == 0 or argv[i - 1] != "--configs")]
+        rows = [run_in_subprocess(c, rest) for c in configs]
+        print(table(rows), flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        return 0 if all("error" not in r for r in rows) else 1
+
+    # in this process: unsloth is imported (by model.cuda_available) only for its own configurations
+    model.VARLEN_GQA = configs[0].varlen_gqa
+    unsloth = any(c.stack == "unsloth" for c in configs)
+    here = distributed.setup(model.cuda_available() if unsloth else _torch_cuda())
     work = Path(args.work)
     if args.shape:
         tok = model.resolve_model_source(args.tokenizer or args.model_name)
         name = str(distributed.on_main(lambda: random_model_folder(args.shape, tok, work / f"random-{args.shape}")))
     else:
-        name = args.model_name
-    results = []
-    for spec in args.configs.split(","):
-        batch, padding_free, packing = (int(x) for x in spec.split(":"))
-        limit = batch * here.size * (args.steps + 2)
-        examples = prompt_mix(Path(args.prices), args.windows, args.fields, 1, limit=limit)
-        cfg = model.ModelConfig(
-            model_name=name,
-            max_seq_length=args.max_seq_length,
-            load_in_4bit=bool(args.load_in_4bit),
-            model_dir=str(work / f"adapter-{spec}"),
-        )
-        settings = model.TrainSettings(
-            batch_size=batch,
-            gradient_accumulation_steps=1,
-            max_steps=args.steps,
-            logging_steps=5,
-            output_dir=str(work / f"out-{spec}"),
-            report_to="none",
-            save_steps=10**9,
-            warmup_steps=2,
-            padding_free=bool(padding_free),
-            packing=bool(packing),
-        )
-        started = time.time()
-        figures = model.train(cfg, model.LoraSettings(), settings, examples, [], {"benchmark": spec})
-        row = {
-            "shape": args.shape or name,
-            "processes": here.size,
-            "batch": batch,
-            "padding_free": bool(padding_free),
-            "packing": bool(packing),
-            "steps": args.steps,
-            "wall_s": round(time.time() - started, 1),
-            **{
-                k: figures.get(k)
-                for k in (
-                    "useful_tokens_per_s",
-                    "seconds_per_step",
-                    "peak_gpu_memory_gb",
-                    "train_loss",
-                    "train_examples",
-                    "useful_tokens",
-                    "device",
-                )
-            },
-        }
+        name = model.resolve_model_source(args.model_name)
+    rows = []
+    for config in configs:
+        row = measure(config, name, args, here.size)
         print("BENCH " + json.dumps(row), flush=True)
-        results.append(row)
+        rows.append(row)
     if args.json and here.main:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.json).write_text(json.dumps(rows, indent=2))
     distributed.finish()
     return 0
 
