@@ -74,7 +74,7 @@ def cuda_available() -> bool:
 
     if not torch.cuda.is_available():
         return False
-    ATTENTION["varlen_gqa"] = install_varlen_gqa()  # before unsloth, which picks its attention path on import
+    ATTENTION.setdefault("varlen_gqa", install_varlen_gqa())  # before unsloth, which picks its path on import
     import unsloth  # noqa: F401
 
     return True

@@ -393,7 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     here = distributed.world()
     if len(configs) > 1 and here.size == 1:  # the parent: one process per configuration
         rest = [a for i, a in enumerate(argv) if a != "--configs" and (i == 0 or argv[i - 1] != "--configs")]
-        rows = [run_in_subprocess(c, rest) for c in configs]
+        rows = []
+        for config in configs:
+            rows.append(run_in_subprocess(config, rest))
+            print("BENCH " + json.dumps(rows[-1]), flush=True)  # as each ends: a run stopped early keeps them
         print(table(rows), flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2))
@@ -405,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     here = distributed.setup(model.cuda_available() if unsloth else _torch_cuda())
     work = Path(args.work)
     if args.shape:
-        tok = model.resolve_model_source(args.tokenizer or args.model_name)
+        given = args.tokenizer or args.model_name
+        tok = given if Path(given).is_dir() else model.resolve_model_source(given)  # a tokenizer folder will do
         name = str(distributed.on_main(lambda: random_model_folder(args.shape, tok, work / f"random-{args.shape}")))
     else:
         name = model.resolve_model_source(args.model_name)
