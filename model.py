@@ -1,7 +1,8 @@
 """Everything torch: model loading (Hub id, HF folder or .gguf), LoRA, SFT training, generation.
 
-The only module that imports torch / unsloth / trl / transformers / peft, and only inside functions,
-so `--help`, data preparation and the unit tests never pay for (or need) the GPU stack.
+With `attention.py` (two attention workarounds for unsloth, measured) the only module that imports unsloth /
+trl / transformers / peft, and only inside functions, so `--help`, data preparation and the unit tests never
+pay for (or need) the GPU stack; the LSTM baseline lives in `lstm.py`.
 On CUDA the spec's path is used: unsloth `FastLanguageModel` (4/8-bit) + `get_peft_model` +
 TRL `SFTTrainer`. On a CPU the same flags drive transformers + PEFT + TRL (no quantization).
 unsloth must be imported before trl/transformers/peft, and cannot be imported without a GPU.
@@ -13,13 +14,13 @@ import hashlib
 import importlib.util
 import json
 import logging
-import math
 import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import attention
 from utils import StockToolError, write_json
 
 log = logging.getLogger("stock.model")
@@ -74,7 +75,8 @@ def cuda_available() -> bool:
 
     if not torch.cuda.is_available():
         return False
-    ATTENTION.setdefault("varlen_gqa", install_varlen_gqa())  # before unsloth, which picks its path on import
+    # before unsloth, which picks its attention path when imported
+    attention.ATTENTION.setdefault("varlen_gqa", attention.install_varlen_gqa())
     import unsloth  # noqa: F401
 
     return True
@@ -695,105 +697,6 @@ class LoadedModel:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-FOLD_GQA_DECODE = True  # benchmarks turn it off to measure what it gives
-
-
-def fold_gqa_decode(sdpa):
-    """`sdpa` (scaled_dot_product_attention) with one-token grouped-query attention computed as ordinary
-    attention: the query heads that share a key/value head become that head's query rows.
-
-    unsloth's batched decode step calls SDPA with `enable_gqa=True` and a padding mask. No fused PyTorch kernel
-    takes that combination (flash takes no mask; memory-efficient and cuDNN no grouped heads: pytorch/pytorch#181528,
-    Comfy-Org/ComfyUI#15135), so it runs on the math kernel, which repeats the cached keys and values for every
-    query head. On the H100 the step then grew with batch × cache length: 140 ms at 1,024 five-day prompts,
-    16.6 ms folded (README, "Generation speed"). Folded, the same attention has as many query as key heads and
-    takes the memory-efficient kernel. The result is the same attention (not bit for bit: another kernel sums
-    in another order). Everything else goes to `sdpa` unchanged."""
-
-    def attention(query, key, value, *args, **kwargs):
-        mask = kwargs.get("attn_mask")
-        heads, kv_heads = query.shape[1], key.shape[1]
-        if (
-            not args
-            and kwargs.get("enable_gqa")
-            and not kwargs.get("is_causal")
-            and not kwargs.get("dropout_p")
-            and query.dim() == 4
-            and query.shape[2] == 1
-            and heads != kv_heads
-            and heads % kv_heads == 0
-            and (mask is None or (mask.dim() == 4 and mask.shape[1] == 1 and mask.shape[2] == 1))
-        ):
-            batch, _, _, head_dim = query.shape
-            folded = query.reshape(batch, kv_heads, heads // kv_heads, head_dim)
-            out = sdpa(folded, key, value, attn_mask=mask, scale=kwargs.get("scale"))
-            return out.reshape(batch, heads, 1, head_dim)
-        return sdpa(query, key, value, *args, **kwargs)
-
-    attention.folds_gqa = True
-    return attention
-
-
-VARLEN_GQA = os.environ.get("STOCK_VARLEN_GQA", "1") != "0"  # benchmarks set 0 to measure unsloth as it ships
-ATTENTION: dict[str, str] = {}  # what install_varlen_gqa did in this process, for the benchmarks' records
-
-
-def varlen_with_gqa(varlen_attn):
-    """torch 2.11's `varlen_attn` taking torch 2.12's `enable_gqa`: grouped key/value heads are repeated to the
-    query's heads first. The layout is varlen's (tokens, heads, head_dim); everything else passes through."""
-
-    def attention(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, window_size=None, enable_gqa=False, **kw):
-        if enable_gqa and key.shape[-2] != query.shape[-2]:
-            groups = query.shape[-2] // key.shape[-2]
-            key = key.repeat_interleave(groups, dim=-2)
-            value = value.repeat_interleave(groups, dim=-2)
-        if window_size is not None:
-            kw["window_size"] = window_size
-        return varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, **kw)
-
-    attention.takes_gqa = True
-    return attention
-
-
-def install_varlen_gqa() -> str:
-    """Lets unsloth's padding-free training use torch's one-call varlen flash attention on torch 2.11.
-
-    unsloth runs a padding-free batch's attention as one varlen flash call only when torch's `varlen_attn` takes
-    `enable_gqa` (torch 2.12); on 2.11 (the GPU machine's) it falls back to one SDPA call per sequence of the
-    batch, per layer. Giving 2.11's function that argument (`varlen_with_gqa`) before unsloth is imported puts
-    it on the one-call path; whether that is faster is measured by `benchmarks/train_speed.py` (README). Does
-    nothing without CUDA, without torch's varlen attention or flash kernel, on a torch that already takes
-    `enable_gqa`, or with STOCK_VARLEN_GQA=0. Returns what it did, for the log."""
-    import inspect
-
-    import torch
-
-    if not VARLEN_GQA:
-        return "off (STOCK_VARLEN_GQA=0)"
-    if not torch.cuda.is_available():
-        return "not needed: no CUDA"
-    try:
-        import torch.nn.attention.varlen as varlen
-    except ImportError:
-        return "not available: this torch has no varlen attention"
-    params = inspect.signature(varlen.varlen_attn).parameters
-    if getattr(varlen.varlen_attn, "takes_gqa", False) or "enable_gqa" in params:
-        return "not needed: torch's varlen attention takes grouped heads"
-    if "window_size" not in params or not torch.backends.cuda.is_flash_attention_available():
-        return "not available: this torch's varlen attention lacks window_size or the flash kernel"
-    varlen.varlen_attn = varlen_with_gqa(varlen.varlen_attn)
-    log.info("attention: torch varlen flash attention with grouped heads for padding-free batches")
-    return "installed"
-
-
-def _fold_unsloth_decode_attention() -> None:
-    """Routes unsloth's Llama decode attention through `fold_gqa_decode` (once per process)."""
-    import unsloth.models.llama as llama
-
-    if FOLD_GQA_DECODE and not getattr(llama.scaled_dot_product_attention, "folds_gqa", False):
-        llama.scaled_dot_product_attention = fold_gqa_decode(llama.scaled_dot_product_attention)
-
-
 INFERENCE_CONTEXT_CAP = 32768  # a 128k-context model need not reserve that much for forecasts and exam answers
 
 
@@ -867,7 +770,7 @@ def load_for_inference(model_dir: str, adapter: bool = True, load_in_4bit: bool 
         # unsloth replays its one-token decode step as CUDA graphs (bit for bit the eager step, by its docs);
         # it measured 27% more forecasts/s at 5:5 (README, "Generation speed"). UNSLOTH_DECODE_CUDA_GRAPHS=0 opts out.
         os.environ.setdefault("UNSLOTH_DECODE_CUDA_GRAPHS", "1")
-        _fold_unsloth_decode_attention()
+        attention.fold_unsloth_decode_attention()
         FastLanguageModel.for_inference(model)
     model.eval()
     return LoadedModel(model, tokenizer, cuda, config, context=context)
@@ -1026,103 +929,6 @@ def write_tensorboard(logdir: Path, series: dict[str, list[tuple[int, float]]], 
     for path in images:
         writer.add_image(f"plots/{path.stem}", matplotlib.image.imread(path)[..., :3], 0, dataformats="HWC")
     writer.close()
-
-
-# --------------------------------------------------------------------------- LSTM baseline
-
-
-@dataclass(frozen=True)
-class LstmSettings:
-    hidden: int = 64
-    layers: int = 1
-    epochs: int = 30
-    batch_size: int = 256
-    learning_rate: float = 1e-3
-    patience: int = 4  # epochs without a better validation loss before stopping
-    seed: int = 3407
-
-
-def fit_lstm(x_train, y_train, x_val, y_val, settings: LstmSettings = LstmSettings()) -> dict:
-    """Train the spec's LSTM forecaster on fixed-length windows (x: N × past × 5, y: N × future × 4).
-
-    Returns {"model": the best-on-validation network, "figures": ...}. Adam on MSE, early stopping on
-    the validation windows (the training windows' own tail when none are given).
-    """
-    import numpy as np
-    import torch
-
-    torch.manual_seed(settings.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    x_train, y_train = torch.as_tensor(np.asarray(x_train)), torch.as_tensor(np.asarray(y_train))
-    if len(x_val) == 0:  # hold out the chronologically last tenth (windows arrive in date order per company)
-        cut = max(1, int(len(x_train) * 0.9))
-        x_train, y_train, x_val, y_val = x_train[:cut], y_train[:cut], x_train[cut:], y_train[cut:]
-    x_val, y_val = torch.as_tensor(np.asarray(x_val)).to(device), torch.as_tensor(np.asarray(y_val)).to(device)
-    future, width = y_train.shape[1], y_train.shape[2]
-    net = _LstmNet(x_train.shape[2], settings.hidden, settings.layers, future * width).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=settings.learning_rate)
-    generator = torch.Generator().manual_seed(settings.seed)
-    best, best_state, stale, epochs, started = math.inf, None, 0, 0, time.perf_counter()
-    for epoch in range(settings.epochs):
-        net.train()
-        for batch in torch.randperm(len(x_train), generator=generator).split(settings.batch_size):
-            xb, yb = x_train[batch].to(device), y_train[batch].to(device)
-            loss = torch.nn.functional.mse_loss(net(xb).view_as(yb), yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        net.eval()
-        with torch.no_grad():
-            val_loss = float(torch.nn.functional.mse_loss(net(x_val).view_as(y_val), y_val))
-        epochs = epoch + 1
-        if val_loss < best - 1e-9:
-            best, stale = val_loss, 0
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= settings.patience:
-                break
-    net.load_state_dict(best_state)
-    net.eval()
-    figures = {
-        "train_windows": len(x_train),
-        "val_windows": len(x_val),
-        "epochs": epochs,
-        "best_val_mse": round(best, 8),
-        "seconds": round(time.perf_counter() - started, 1),
-        "device": device,
-    }
-    return {"model": net, "future": future, "width": width, "figures": figures}
-
-
-def predict_lstm(fitted: dict, x):
-    """N × future × 4 log-ratio forecasts for N windows."""
-    import numpy as np
-    import torch
-
-    net = fitted["model"]
-    device = next(net.parameters()).device
-    with torch.no_grad():
-        out = net(torch.as_tensor(np.asarray(x)).to(device)).view(len(x), fitted["future"], fitted["width"])
-    return out.cpu().numpy()
-
-
-def _LstmNet(features: int, hidden: int, layers: int, outputs: int):
-    import torch
-
-    class LstmNet(torch.nn.Module):
-        """LSTM over the past days, a linear head from the last hidden state to every future step's OHLC."""
-
-        def __init__(self):
-            super().__init__()
-            self.lstm = torch.nn.LSTM(features, hidden, num_layers=layers, batch_first=True)
-            self.head = torch.nn.Linear(hidden, outputs)
-
-        def forward(self, x):
-            output, _ = self.lstm(x)
-            return self.head(output[:, -1])
-
-    return LstmNet()
 
 
 def load_untuned(cfg: ModelConfig) -> LoadedModel:

@@ -18,6 +18,7 @@ import pandas as pd
 import dataset
 import distributed
 import evaluation as ev
+import lstm
 import market_data
 from configs import DataConfig, data_config_from, parse_flag, trained_answer_format
 from forecast import DecodingConfig, read_samples
@@ -275,8 +276,6 @@ def _test_windows(predictor, companies, prices, windows, test_start, test_end, s
 
 def _lstm_forecasts(predictor, tests, windows, prices, fields, train_data, cutoff, cfg):
     """Train one LSTM per window type on the LLM's training windows, then forecast the test windows."""
-    import model
-
     predictions: list = [None] * len(tests)
     figures = {}
     if cutoff is None:  # no adapter: the same rule as `build_dataset`, on the days before the test period
@@ -294,11 +293,9 @@ def _lstm_forecasts(predictor, tests, windows, prices, fields, train_data, cutof
         if not train_x:
             log.warning("LSTM %s: no training window; its forecasts count as failures", window.name)
             continue
-        fitted = model.fit_lstm(
-            train_x, train_y, val_x, val_y, model.LstmSettings(epochs=cfg.lstm_epochs, seed=cfg.seed)
-        )
+        fitted = lstm.fit_lstm(train_x, train_y, val_x, val_y, lstm.LstmSettings(epochs=cfg.lstm_epochs, seed=cfg.seed))
         figures[window.name] = fitted["figures"]
-        out = model.predict_lstm(fitted, [ev.window_features(tests[i].past) for i in index])
+        out = lstm.predict_lstm(fitted, [ev.window_features(tests[i].past) for i in index])
         for i, pred in zip(index, out, strict=True):
             predictions[i] = ev.targets_to_candles(pred, tests[i].last_close)
         log.info("LSTM %s: %s", window.name, fitted["figures"])

@@ -12,7 +12,7 @@ Modes: greedy (constrained), greedy-free (unconstrained, the old path), kN (medi
 `--stack transformers` loads the adapter with transformers + PEFT alone, in bf16 on the GPU, instead of unsloth;
 `--profile` prints where the GPU and CPU time of `--steps` decode steps of one batch goes (torch.profiler);
 `--step-scan 64,256,1024` prints milliseconds per decode step at each batch size, free and under the grammar;
-`--fold-gqa 0` measures unsloth's decode attention as it ships (see `model.fold_gqa_decode`). unsloth's CUDA-graph
+`--fold-gqa 0` measures unsloth's decode attention as it ships (see `attention.fold_gqa_decode`). unsloth's CUDA-graph
 decode step is on unless UNSLOTH_DECODE_CUDA_GRAPHS=0 is set (see `model.load_for_inference`).
 `--load-in-4bit 1/0` overrides the adapter's saved quantization to compare 4-bit with 16-bit inference.
 """
@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import attention  # noqa: E402
 import dataset  # noqa: E402
 import market_data  # noqa: E402
 import model  # noqa: E402
@@ -84,7 +85,7 @@ def step_scan(loaded, window, prompts, regexes, batches: list[int], steps: int) 
         free_step = (long - short) / steps
         prefill = max(0.0, short - steps * free_step)
         constrained, ran = timed(chunk, rules, 1)
-        figures = {"window": window.name, "batch": batch, "fold_gqa": model.FOLD_GQA_DECODE}
+        figures = {"window": window.name, "batch": batch, "fold_gqa": attention.FOLD_GQA_DECODE}
         figures |= {"prefill_s": round(prefill, 3)}
         figures |= {"free_ms_per_step": round(1000 * free_step, 2), "constrained_steps": ran}
         figures |= {"constrained_ms_per_step": round(1000 * (constrained - prefill) / ran, 2)}
@@ -160,7 +161,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=32, help="decode steps of --profile and --step-scan")
     args = p.parse_args()
 
-    model.FOLD_GQA_DECODE = bool(args.fold_gqa)
+    attention.FOLD_GQA_DECODE = bool(args.fold_gqa)
     loaded = load(args)
     count_steps(loaded)
     fields = loaded.config.get("dataset", {}).get("fields", dataset.FIELD_SETS["ohlcv"])
@@ -223,7 +224,7 @@ def main() -> None:
                 "load_in_4bit": args.stack == "unsloth"
                 and bool(loaded.config["model"]["load_in_4bit"] if args.load_in_4bit is None else args.load_in_4bit),
                 "cuda_graphs": os.environ.get("UNSLOTH_DECODE_CUDA_GRAPHS", "unset"),
-                "fold_gqa": model.FOLD_GQA_DECODE,
+                "fold_gqa": attention.FOLD_GQA_DECODE,
                 "device": "cuda" if loaded.cuda else "cpu",
             }
             print("BENCH " + json.dumps(figures), flush=True)

@@ -13,7 +13,7 @@ and prints one `BENCH {json}` line; the run ends with a table of every configura
 model's parameters) and peak GPU memory. Configurations (`--configs`, comma list):
 
     default              the tool's CUDA default: unsloth, padding-free batches of 16, torch varlen attention
-                         with grouped heads (`model.install_varlen_gqa`)
+                         with grouped heads (`attention.install_varlen_gqa`)
     unsloth-padded       plain unsloth as it ships: padded batches of 8
     transformers-padded  plain transformers + PEFT + bitsandbytes (no unsloth), padded batches of 8,
                          gradient checkpointing, SDPA attention
@@ -40,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import attention  # noqa: E402
 import dataset  # noqa: E402
 import distributed  # noqa: E402
 import market_data  # noqa: E402
@@ -132,7 +133,7 @@ class Config:
     batch: int
     padding_free: bool
     packing: bool = False
-    varlen_gqa: bool = True  # model.install_varlen_gqa (unsloth only)
+    varlen_gqa: bool = True  # attention.install_varlen_gqa (unsloth only)
 
 
 PRESETS = {
@@ -289,7 +290,7 @@ def measure(config: Config, name: str, args, processes: int) -> dict:
         import unsloth.utils.attention_dispatch as dispatch  # which path padding-free batches took
 
         attention = {
-            "varlen_gqa": model.ATTENTION.get("varlen_gqa"),
+            "varlen_gqa": attention.ATTENTION.get("varlen_gqa"),
             "unsloth_varlen": dispatch._TORCH_VARLEN_ATTN is not None,
         }
     parameters = llama_parameters(json.loads((Path(name) / "config.json").read_text()))
@@ -403,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all("error" not in r for r in rows) else 1
 
     # in this process: unsloth is imported (by model.cuda_available) only for its own configurations
-    model.VARLEN_GQA = configs[0].varlen_gqa
+    attention.VARLEN_GQA = configs[0].varlen_gqa
     unsloth = any(c.stack == "unsloth" for c in configs)
     here = distributed.setup(model.cuda_available() if unsloth else _torch_cuda())
     work = Path(args.work)

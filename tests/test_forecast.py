@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import attention
 import constrained
 import dataset
 import evaluation as ev
@@ -139,7 +140,7 @@ def test_folded_grouped_query_decode_attention_is_the_same_attention():
         calls.append(kwargs.get("enable_gqa", False))
         return sdpa(*args, **kwargs)
 
-    folded = model.fold_gqa_decode(spy)
+    folded = attention.fold_gqa_decode(spy)
     torch.manual_seed(0)
     batch, heads, kv_heads, length, dim = 4, 9, 3, 23, 64
     query = torch.randn(batch, 1, heads, dim).transpose(1, 2)  # as unsloth lays it out
@@ -158,7 +159,7 @@ def test_folded_grouped_query_decode_attention_is_the_same_attention():
     same = torch.randn(batch, kv_heads, 1, dim)
     assert torch.equal(folded(same, key, value, attn_mask=keep), sdpa(same, key, value, attn_mask=keep))
     assert calls == [False, True, False]
-    assert model.fold_gqa_decode(spy).folds_gqa
+    assert attention.fold_gqa_decode(spy).folds_gqa
 
 
 def test_a_batch_too_big_for_the_gpu_is_generated_in_halves_with_the_same_answers(tokenizer, caplog):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import attention
 import model
 
 torch = pytest.importorskip("torch")
@@ -138,7 +139,7 @@ def test_varlen_attention_with_grouped_heads_is_the_grouped_attention():
             out.append(torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(0, 1))
         return torch.cat(out)
 
-    shimmed = model.varlen_with_gqa(varlen_without_gqa)
+    shimmed = attention.varlen_with_gqa(varlen_without_gqa)
     torch.manual_seed(0)
     cu = torch.tensor([0, 5, 12, 13], dtype=torch.int32)
     query, key, value = torch.randn(13, 6, 16), torch.randn(13, 2, 16), torch.randn(13, 2, 16)
@@ -156,18 +157,18 @@ def test_the_varlen_shim_is_left_out_where_it_cannot_or_need_not_apply(monkeypat
     import torch.nn.attention.varlen as varlen
 
     before = varlen.varlen_attn
-    assert model.install_varlen_gqa() == "not needed: no CUDA"  # this CPU machine
-    monkeypatch.setattr(model, "VARLEN_GQA", False)
-    assert model.install_varlen_gqa() == "off (STOCK_VARLEN_GQA=0)"
-    monkeypatch.setattr(model, "VARLEN_GQA", True)
+    assert attention.install_varlen_gqa() == "not needed: no CUDA"  # this CPU machine
+    monkeypatch.setattr(attention, "VARLEN_GQA", False)
+    assert attention.install_varlen_gqa() == "off (STOCK_VARLEN_GQA=0)"
+    monkeypatch.setattr(attention, "VARLEN_GQA", True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.backends.cuda, "is_flash_attention_available", lambda: False)
     # the CPU's torch may already take enable_gqa (2.12+); with the flag gone and no flash kernel: not installed
     monkeypatch.setattr(
         varlen, "varlen_attn", lambda query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, window_size=None: None
     )
-    assert model.install_varlen_gqa().startswith("not available")
+    assert attention.install_varlen_gqa().startswith("not available")
     monkeypatch.setattr(torch.backends.cuda, "is_flash_attention_available", lambda: True)
-    assert model.install_varlen_gqa() == "installed" and varlen.varlen_attn.takes_gqa
-    assert model.install_varlen_gqa().startswith("not needed")  # once only
+    assert attention.install_varlen_gqa() == "installed" and varlen.varlen_attn.takes_gqa
+    assert attention.install_varlen_gqa().startswith("not needed")  # once only
     monkeypatch.setattr(varlen, "varlen_attn", before)

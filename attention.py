@@ -1,0 +1,115 @@
+"""Attention kernels for unsloth on the GPU machine: two workarounds, each measured (README, "Measured").
+
+- `fold_gqa_decode`: one-token grouped-query decode attention as ordinary attention, so that it takes a fused
+  kernel instead of the math one (generation).
+- `install_varlen_gqa`: torch 2.11's varlen flash attention given torch 2.12's `enable_gqa`, so that unsloth's
+  padding-free training runs one attention call per layer instead of one per sequence (training).
+
+Both are switched by module flags the benchmarks turn off to measure what they give. Like model.py, this module
+imports torch and unsloth only inside functions, and model.py is its only caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger("stock.model")
+
+FOLD_GQA_DECODE = True  # benchmarks turn it off to measure what it gives
+
+
+def fold_gqa_decode(sdpa):
+    """`sdpa` (scaled_dot_product_attention) with one-token grouped-query attention computed as ordinary
+    attention: the query heads that share a key/value head become that head's query rows.
+
+    unsloth's batched decode step calls SDPA with `enable_gqa=True` and a padding mask. No fused PyTorch kernel
+    takes that combination (flash takes no mask; memory-efficient and cuDNN no grouped heads: pytorch/pytorch#181528,
+    Comfy-Org/ComfyUI#15135), so it runs on the math kernel, which repeats the cached keys and values for every
+    query head. On the H100 the step then grew with batch × cache length: 140 ms at 1,024 five-day prompts,
+    16.6 ms folded (README, "Generation speed"). Folded, the same attention has as many query as key heads and
+    takes the memory-efficient kernel. The result is the same attention (not bit for bit: another kernel sums
+    in another order). Everything else goes to `sdpa` unchanged."""
+
+    def attention(query, key, value, *args, **kwargs):
+        mask = kwargs.get("attn_mask")
+        heads, kv_heads = query.shape[1], key.shape[1]
+        if (
+            not args
+            and kwargs.get("enable_gqa")
+            and not kwargs.get("is_causal")
+            and not kwargs.get("dropout_p")
+            and query.dim() == 4
+            and query.shape[2] == 1
+            and heads != kv_heads
+            and heads % kv_heads == 0
+            and (mask is None or (mask.dim() == 4 and mask.shape[1] == 1 and mask.shape[2] == 1))
+        ):
+            batch, _, _, head_dim = query.shape
+            folded = query.reshape(batch, kv_heads, heads // kv_heads, head_dim)
+            out = sdpa(folded, key, value, attn_mask=mask, scale=kwargs.get("scale"))
+            return out.reshape(batch, heads, 1, head_dim)
+        return sdpa(query, key, value, *args, **kwargs)
+
+    attention.folds_gqa = True
+    return attention
+
+
+VARLEN_GQA = os.environ.get("STOCK_VARLEN_GQA", "1") != "0"  # benchmarks set 0 to measure unsloth as it ships
+ATTENTION: dict[str, str] = {}  # what install_varlen_gqa did in this process, for the benchmarks' records
+
+
+def varlen_with_gqa(varlen_attn):
+    """torch 2.11's `varlen_attn` taking torch 2.12's `enable_gqa`: grouped key/value heads are repeated to the
+    query's heads first. The layout is varlen's (tokens, heads, head_dim); everything else passes through."""
+
+    def attention(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, window_size=None, enable_gqa=False, **kw):
+        if enable_gqa and key.shape[-2] != query.shape[-2]:
+            groups = query.shape[-2] // key.shape[-2]
+            key = key.repeat_interleave(groups, dim=-2)
+            value = value.repeat_interleave(groups, dim=-2)
+        if window_size is not None:
+            kw["window_size"] = window_size
+        return varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, **kw)
+
+    attention.takes_gqa = True
+    return attention
+
+
+def install_varlen_gqa() -> str:
+    """Lets unsloth's padding-free training use torch's one-call varlen flash attention on torch 2.11.
+
+    unsloth runs a padding-free batch's attention as one varlen flash call only when torch's `varlen_attn` takes
+    `enable_gqa` (torch 2.12); on 2.11 (the GPU machine's) it falls back to one SDPA call per sequence of the
+    batch, per layer. Giving 2.11's function that argument (`varlen_with_gqa`) before unsloth is imported puts
+    it on the one-call path; whether that is faster is measured by `benchmarks/train_speed.py` (README). Does
+    nothing without CUDA, without torch's varlen attention or flash kernel, on a torch that already takes
+    `enable_gqa`, or with STOCK_VARLEN_GQA=0. Returns what it did, for the log."""
+    import inspect
+
+    import torch
+
+    if not VARLEN_GQA:
+        return "off (STOCK_VARLEN_GQA=0)"
+    if not torch.cuda.is_available():
+        return "not needed: no CUDA"
+    try:
+        import torch.nn.attention.varlen as varlen
+    except ImportError:
+        return "not available: this torch has no varlen attention"
+    params = inspect.signature(varlen.varlen_attn).parameters
+    if getattr(varlen.varlen_attn, "takes_gqa", False) or "enable_gqa" in params:
+        return "not needed: torch's varlen attention takes grouped heads"
+    if "window_size" not in params or not torch.backends.cuda.is_flash_attention_available():
+        return "not available: this torch's varlen attention lacks window_size or the flash kernel"
+    varlen.varlen_attn = varlen_with_gqa(varlen.varlen_attn)
+    log.info("attention: torch varlen flash attention with grouped heads for padding-free batches")
+    return "installed"
+
+
+def fold_unsloth_decode_attention() -> None:
+    """Routes unsloth's Llama decode attention through `fold_gqa_decode` (once per process)."""
+    import unsloth.models.llama as llama
+
+    if FOLD_GQA_DECODE and not getattr(llama.scaled_dot_product_attention, "folds_gqa", False):
+        llama.scaled_dot_product_attention = fold_gqa_decode(llama.scaled_dot_product_attention)
