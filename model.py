@@ -807,17 +807,10 @@ def generate_samples(
     """
     import torch
 
-    tokenizer, model = loaded.tokenizer, loaded.model
+    tokenizer = loaded.tokenizer
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    device = next(model.parameters()).device
-    # chat prompts go through the model's chat template; a plain string (e.g. Cornucopia's template) as is
-    texts = [
-        p if isinstance(p, str) else tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-        for p in prompts
-    ]
-    plain = all(isinstance(p, str) for p in prompts)
     automata = None
     if regexes is not None:
         import constrained
@@ -827,59 +820,89 @@ def generate_samples(
         # never cut a constrained answer short: the budget covers the longest answer the grammar allows
         unique = {id(a): a for a in automata}.values()
         max_new_tokens = max(max_new_tokens, *(constrained.longest_answer(a) for a in unique))
-    if stop_after is not None:
-        max_new_tokens = stop_after
+    run = _Generation(
+        loaded=loaded,
+        # chat prompts go through the model's chat template; a plain string (e.g. Cornucopia's template) as is
+        texts=[
+            p if isinstance(p, str) else tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+            for p in prompts
+        ],
+        plain=all(isinstance(p, str) for p in prompts),
+        automata=automata,
+        samples=samples,
+        temperature=temperature,
+        max_new_tokens=stop_after if stop_after is not None else max_new_tokens,
+        min_new_tokens=min_new_tokens,
+    )
     torch.manual_seed(seed)
     per_batch = max(1, batch_size // samples)
     # similar lengths side by side: less padding per batch; answers go back in the callers' order
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    answers: list[list[str]] = [[] for _ in texts]
+    order = sorted(range(len(run.texts)), key=lambda i: len(run.texts[i]))
+    answers: dict[int, list[str]] = {}
+    for i in range(0, len(order), per_batch):
+        answers |= run.or_split(order[i : i + per_batch])
+    return [answers[i] for i in range(len(run.texts))]
 
-    def run(chunk: list[int]) -> None:
-        encoded = tokenizer([texts[j] for j in chunk], return_tensors="pt", padding=True, add_special_tokens=plain)
-        encoded = encoded.to(device)
-        options = {"do_sample": samples > 1, "num_return_sequences": samples}
-        if samples > 1:
-            options |= {"temperature": temperature, "top_k": 0, "top_p": 1.0}
-        if automata is not None:
-            options["logits_processor"] = [_grammar_processor([automata[j] for j in chunk], samples, device)]
+
+@dataclass
+class _Generation:
+    """One call's fixed generation settings; `or_split(chunk)` answers the prompts of one batch."""
+
+    loaded: LoadedModel
+    texts: list[str]
+    plain: bool  # plain strings get the tokenizer's special tokens; chat templates hold their own
+    automata: list | None
+    samples: int
+    temperature: float
+    max_new_tokens: int
+    min_new_tokens: int
+
+    def batch(self, chunk: list[int]) -> dict[int, list[str]]:
+        import torch
+
+        tokenizer, model = self.loaded.tokenizer, self.loaded.model
+        device = next(model.parameters()).device
+        encoded = tokenizer(
+            [self.texts[j] for j in chunk], return_tensors="pt", padding=True, add_special_tokens=self.plain
+        ).to(device)
+        options = {"do_sample": self.samples > 1, "num_return_sequences": self.samples}
+        if self.samples > 1:
+            options |= {"temperature": self.temperature, "top_k": 0, "top_p": 1.0}
+        if self.automata is not None:
+            rows = [self.automata[j] for j in chunk]
+            options["logits_processor"] = [_grammar_processor(rows, self.samples, device)]
         with torch.no_grad():
             output = model.generate(
                 **encoded,
-                max_new_tokens=max_new_tokens,
-                min_new_tokens=min_new_tokens or None,
+                max_new_tokens=self.max_new_tokens,
+                min_new_tokens=self.min_new_tokens or None,
                 pad_token_id=tokenizer.pad_token_id,
                 **options,
             )
-        new_tokens = output[:, encoded["input_ids"].shape[1] :]
-        decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        for k, j in enumerate(chunk):
-            answers[j] = decoded[k * samples : (k + 1) * samples]
+        decoded = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+        return {j: decoded[k * self.samples : (k + 1) * self.samples] for k, j in enumerate(chunk)}
 
-    def run_or_split(chunk: list[int]) -> None:
+    def or_split(self, chunk: list[int]) -> dict[int, list[str]]:
         """A batch the GPU's memory cannot hold is generated as two halves (the answers are the same up to
         sampling's random draws), rather than losing the work done so far to an error."""
+        import torch
+
         try:
-            run(chunk)
+            return self.batch(chunk)
         except torch.OutOfMemoryError:
             if len(chunk) == 1:
                 raise StockToolError(
-                    f"one prompt of {max(len(texts[j]) for j in chunk):,} characters with {samples} samples does not "
+                    f"one prompt of {len(self.texts[chunk[0]]):,} characters with {self.samples} samples does not "
                     "fit the GPU's memory: fewer --samples or a shorter --past"
                 ) from None
             torch.cuda.empty_cache()
-            half = len(chunk) // 2
             log.warning(
                 "out of GPU memory at %d sequences: generating them as two batches (a smaller --eval-batch-size "
                 "skips this retry)",
-                len(chunk) * samples,
+                len(chunk) * self.samples,
             )
-            run_or_split(chunk[:half])
-            run_or_split(chunk[half:])
-
-    for i in range(0, len(order), per_batch):
-        run_or_split(order[i : i + per_batch])
-    return answers
+            half = len(chunk) // 2
+            return self.or_split(chunk[:half]) | self.or_split(chunk[half:])
 
 
 def _grammar_processor(automata: list, samples: int, device):
