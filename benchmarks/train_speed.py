@@ -143,8 +143,9 @@ PRESETS = {
 }
 BASELINE = "unsloth-padded"
 
-# Dense bf16 tensor-core peaks (no sparsity) from NVIDIA's datasheets, by a name fragment of the device.
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}
+# Dense bf16 tensor-core peaks (no sparsity) from NVIDIA's datasheets, by a name fragment of the device, the
+# more specific fragment first (an "NVIDIA H100 80GB HBM3" is the SXM part).
+PEAK_BF16_FLOPS = [("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12)]
 
 
 def parse_config(token: str) -> Config:
@@ -183,7 +184,7 @@ def llama_parameters(config: dict) -> int:
 
 def peak_flops(device: str) -> float | None:
     """The device's dense bf16 peak in FLOP/s, or None for a device not in the table."""
-    for fragment, flops in PEAK_BF16_FLOPS.items():
+    for fragment, flops in PEAK_BF16_FLOPS:
         if fragment.lower() in (device or "").lower():
             return flops
     return None

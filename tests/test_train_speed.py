@@ -58,6 +58,7 @@ def test_parameter_count_matches_the_published_model_sizes():
 def test_mfu_is_four_n_tokens_per_second_over_the_devices_peak():
     peak = train_speed.peak_flops("NVIDIA H100 80GB HBM3")
     assert peak == 989e12 and train_speed.peak_flops("NVIDIA H200") == 989e12
+    assert train_speed.peak_flops("NVIDIA H100 PCIe") == 756e12  # not the SXM part's figure
     assert train_speed.peak_flops("cpu") is None and train_speed.mfu(15_000, 3_212_749_824, None) is None
     # issue 13's figure: 14,932 useful tokens/s on the 3B shape is about 19% of the H100's peak
     assert train_speed.mfu(14_932, 3_212_749_824, peak) == pytest.approx(0.194, abs=0.001)
