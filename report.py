@@ -142,27 +142,51 @@ def headline_text(table: dict, backtests: dict, context: dict) -> str:
 
 
 def render(context: dict, table: dict, backtests: dict) -> str:
+    """The report's markdown: its sections in order."""
     windows = context["windows"]
-    costs = context["costs"]
+    lines = [
+        *_intro_lines(context),
+        *_verdict_lines(table, windows),
+        *_point_lines(context, table, windows),
+        *_distribution_lines(context, table, windows),
+        "## Bias: mean forecast return against mean actual return",
+        "",
+        *bias_rows(table, windows),
+        "",
+        *_backtest_lines(context, backtests),
+        *_detail_lines(context),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _intro_lines(context: dict) -> list[str]:
     lines = [
         f"# Walk-forward evaluation, {context['test_start']} → {context['test_end']}",
         "",
-        f"{len(context['companies'])} companies; window types {', '.join(windows)} (past:future trading days); "
-        f"origins every {context['config']['stride']} trading day(s). Each forecast was made at an origin's close "
-        "from prices up to that day only, and every target day lies inside the test period.",
+        f"{len(context['companies'])} companies; window types {', '.join(context['windows'])} (past:future trading "
+        f"days); origins every {context['config']['stride']} trading day(s). Each forecast was made at an origin's "
+        "close from prices up to that day only, and every target day lies inside the test period.",
     ]
     if context.get("adapter"):
         lines.append(
             f"Adapter `{context['adapter']}` on `{context['base_model']}`, trained on prices up to "
             f"{context['adapter_data_last_date']} (before the test period)."
         )
-    lines += ["", "## Verdict", ""]
+    return lines
+
+
+def _verdict_lines(table: dict, windows: list[str]) -> list[str]:
+    lines = ["", "## Verdict", ""]
     for model in _ordered(table):
         if model in ("persistence", *POINT_ONLY_SKIP):
             continue
         verdicts = [f"{w}: {verdict(table[model][w]['all'])}" for w in windows if w in table[model]]
         lines.append(f"- **{LABELS.get(model, model)}** — " + "; ".join(verdicts))
-    lines += [
+    return lines
+
+
+def _point_lines(context: dict, table: dict, windows: list[str]) -> list[str]:
+    return [
         "",
         "## Each model against persistence (all horizon steps together)",
         "",
@@ -178,6 +202,11 @@ def render(context: dict, table: dict, backtests: dict) -> str:
         "- An unparseable or impossible LLM answer is a failure: it lowers *valid* and *direction right*, is never "
         "replaced by another forecast, and its raw text is in `answers.jsonl`.",
         "",
+    ]
+
+
+def _distribution_lines(context: dict, table: dict, windows: list[str]) -> list[str]:
+    return [
         "## Forecast distributions against the random walk",
         "",
         *probabilistic_rows(table, windows),
@@ -188,10 +217,12 @@ def render(context: dict, table: dict, backtests: dict) -> str:
         "- *CRPS* (continuous ranked probability score) and *pinball* (mean quantile loss at 2.5/10/50/90/97.5%) "
         "are in % of the origin's close; lower is better. *CRPS skill* = 1 − CRPS / random walk's CRPS.",
         "",
-        "## Bias: mean forecast return against mean actual return",
-        "",
-        *bias_rows(table, windows),
-        "",
+    ]
+
+
+def _backtest_lines(context: dict, backtests: dict) -> list[str]:
+    costs = context["costs"]
+    return [
         f"## Backtest (window {context['backtest_window']}, next day)",
         "",
         "Long/flat, equal weight over the companies: hold a stock to the next close when its forecast close "
@@ -202,6 +233,11 @@ def render(context: dict, table: dict, backtests: dict) -> str:
         "",
         *backtest_rows(backtests),
         "",
+    ]
+
+
+def _detail_lines(context: dict) -> list[str]:
+    lines = [
         "## Plots",
         "",
         "![error by horizon step](error_by_step.png)",
@@ -225,7 +261,7 @@ def render(context: dict, table: dict, backtests: dict) -> str:
             f"- LSTM {window}: {f['train_windows']:,} training / {f['val_windows']:,} validation windows, "
             f"{f['epochs']} epochs, {f['seconds']} s on {f['device']}."
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_report(run_dir: Path, context: dict, rows: pd.DataFrame, table: dict, backtests: dict, answers) -> dict:
