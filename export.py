@@ -185,33 +185,52 @@ def chat_format(tokenizer) -> tuple[str, str, list[str]]:
 def write_gguf(merged, tokenizer, tokenizer_dir: Path, path: Path, kind: str, name: str) -> None:
     """A llama.cpp GGUF of a merged Llama-architecture model: `f16` (norms stay float32) or `q8_0`."""
     import gguf
-    import numpy as np
 
     config = merged.config
     if config.model_type != "llama":
         raise StockToolError(f"--export gguf writes the Llama architecture; this model is {config.model_type!r}")
-    pre, _, _ = chat_format(tokenizer)
-    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     writer = gguf.GGUFWriter(str(path), "llama")
+    _gguf_header(writer, config, kind, name)
+    _gguf_tokenizer(writer, tokenizer, tokenizer_dir, config.vocab_size)
+    _gguf_tensors(writer, merged, kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _head_dim(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def _gguf_header(writer, config, kind: str, name: str) -> None:
+    """The architecture's hyper-parameters, as llama.cpp reads them."""
+    import gguf
+
     writer.add_name(name)
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
     writer.add_block_count(config.num_hidden_layers)
     writer.add_feed_forward_length(config.intermediate_size)
-    writer.add_head_count(heads)
-    writer.add_head_count_kv(kv_heads)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_rope_freq_base(_rope(config).get("rope_theta", 10000.0))
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_dimension_count(_head_dim(config))
     writer.add_vocab_size(config.vocab_size)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if kind == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
-    # the tokenizer, as llama.cpp's converter writes a byte-level BPE one
+
+
+def _gguf_tokenizer(writer, tokenizer, tokenizer_dir: Path, vocab_size: int) -> None:
+    """The tokenizer, as llama.cpp's converter writes a byte-level BPE one (merges and chat template included)."""
+    import gguf
+
+    pre, _, _ = chat_format(tokenizer)
     reverse = {i: t for t, i in tokenizer.get_vocab().items()}
     special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
     added = set(tokenizer.get_added_vocab().values())
     tokens, types = [], []
-    for i in range(config.vocab_size):
+    for i in range(vocab_size):
         if i not in reverse:
             tokens.append(f"[PAD{i}]")
             types.append(gguf.TokenType.UNUSED)
@@ -231,7 +250,14 @@ def write_gguf(merged, tokenizer, tokenizer_dir: Path, path: Path, kind: str, na
     vocab = gguf.SpecialVocab(tokenizer_dir, load_merges=True, n_vocab=len(tokens))
     vocab.chat_template = tokenizer.chat_template
     vocab.add_to_gguf(writer)
-    # the weights, under llama.cpp's names
+
+
+def _gguf_tensors(writer, merged, kind: str) -> None:
+    """The weights under llama.cpp's names (q/k rows permuted to its rotary layout), f16 or q8_0; norms float32."""
+    import gguf
+    import numpy as np
+
+    config = merged.config
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
     factors = _llama3_rope_factors(config)
     if factors is not None:
@@ -244,9 +270,9 @@ def write_gguf(merged, tokenizer, tokenizer_dir: Path, path: Path, kind: str, na
             raise StockToolError(f"--export gguf: no llama.cpp name for the tensor {key}")
         data = tensor.float().numpy()
         if key.endswith("q_proj.weight"):
-            data = _permute(data, heads)
+            data = _permute(data, config.num_attention_heads)
         elif key.endswith("k_proj.weight"):
-            data = _permute(data, kv_heads)
+            data = _permute(data, config.num_key_value_heads)
         if data.ndim == 1:
             writer.add_tensor(target, data.astype(np.float32))
         elif kind == "q8_0" and data.shape[-1] % 32 == 0:
@@ -254,10 +280,6 @@ def write_gguf(merged, tokenizer, tokenizer_dir: Path, path: Path, kind: str, na
             writer.add_tensor(target, quantized, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
         else:
             writer.add_tensor(target, data.astype(np.float16))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
 
 
 SYSTEM_TURNS = {
