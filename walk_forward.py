@@ -400,20 +400,7 @@ def _llm_forecasts(name, tests, fields, generate, cache, context, answer_format,
     for window in sorted({w.window for w in tests}, key=lambda w: (w.future, w.past)):
         index = [i for i, w in enumerate(tests) if w.window == window]
         max_new = dataset.answer_token_budget(window.future, fields)
-        contexts = [context(tests[i].code)(tests[i].origin) for i in index]
-        prompts = [
-            [
-                {
-                    "role": "user",
-                    "content": dataset.user_prompt(
-                        tests[i].name, tests[i].past, window.future, fields, c, answer_format
-                    ),
-                }
-            ]
-            for i, (c, _) in zip(index, contexts, strict=True)
-        ]
-        # the answer's dates are the market's next trading days (its calendar is published a year ahead)
-        regexes = [dataset.answer_regex(tests[i].actual.index, fields, answer_format) for i in index]
+        prompts, regexes, kinds = _window_prompts([tests[i] for i in index], window, fields, context, answer_format)
         keys = [cache.key(prompt, max_new) for prompt in prompts]
         missing = [j for j, k in enumerate(keys) if k not in cache.answers]
         reused += len(prompts) - len(missing)
@@ -423,28 +410,11 @@ def _llm_forecasts(name, tests, fields, generate, cache, context, answer_format,
                 [keys[j] for j in part], generate([prompts[j] for j in part], max_new, [regexes[j] for j in part])
             )
             generated += len(part)
-        for i, key, (_, kind) in zip(index, keys, contexts, strict=True):
-            w, raw = tests[i], cache.answers[key]
-            samples = [raw] if isinstance(raw, str) else raw
-            anchor = dataset.anchor_of(w.history, answer_format)
-            read = read_samples(samples, fields, window.future, w.origin, anchor)
-            if read.ok:
-                predictions[i] = read.point[ev.OHLC].to_numpy(dtype=float)
-                distributions[i] = read.closes if len(samples) > 1 else None
-            answers.append(
-                {
-                    "model": name,
-                    "code": w.code,
-                    "window": window.name,
-                    "origin": f"{w.origin:%Y-%m-%d}",
-                    "context": kind,
-                    "valid": read.ok,
-                    "usable_samples": read.usable,
-                    "impossible_samples": read.impossible,
-                    "problem": read.problem,
-                    "answer": samples[0] if len(samples) == 1 else samples,
-                }
-            )
+        for i, key, kind in zip(index, keys, kinds, strict=True):
+            predictions[i], distributions[i], record = _read_answer(tests[i], cache.answers[key], fields, answer_format)
+            w = tests[i]
+            where = {"model": name, "code": w.code, "window": window.name, "origin": f"{w.origin:%Y-%m-%d}"}
+            answers.append(where | {"context": kind} | record)
         log.info("%s %s: %d forecasts", name, window.name, len(index))
     seconds = time.perf_counter() - started
     valid = sum(pred is not None for pred in predictions)
@@ -457,6 +427,34 @@ def _llm_forecasts(name, tests, fields, generate, cache, context, answer_format,
     )
     timing = {"forecasts": generated, "reused": reused, "seconds": round(seconds, 2), "valid": valid}
     return predictions, distributions, answers, timing | {"forecasts_per_s": round(rate, 2) if rate else None}
+
+
+def _window_prompts(tests, window, fields, context, answer_format):
+    """(chat prompts, answer regexes, context kinds) of test windows of one window type."""
+    contexts = [context(w.code)(w.origin) for w in tests]
+    prompts = [
+        [{"role": "user", "content": dataset.user_prompt(w.name, w.past, window.future, fields, c, answer_format)}]
+        for w, (c, _) in zip(tests, contexts, strict=True)
+    ]
+    # the answer's dates are the market's next trading days (its calendar is published a year ahead)
+    regexes = [dataset.answer_regex(w.actual.index, fields, answer_format) for w in tests]
+    return prompts, regexes, [kind for _, kind in contexts]
+
+
+def _read_answer(w, raw, fields, answer_format):
+    """(point forecast or None, sample closes or None, the answer's record) of one test window's raw answer."""
+    samples = [raw] if isinstance(raw, str) else raw
+    read = read_samples(samples, fields, w.window.future, w.origin, dataset.anchor_of(w.history, answer_format))
+    point = read.point[ev.OHLC].to_numpy(dtype=float) if read.ok else None
+    closes = read.closes if read.ok and len(samples) > 1 else None
+    record = {
+        "valid": read.ok,
+        "usable_samples": read.usable,
+        "impossible_samples": read.impossible,
+        "problem": read.problem,
+        "answer": samples[0] if len(samples) == 1 else samples,
+    }
+    return point, closes, record
 
 
 def _parse_models(text: str) -> list[str]:
