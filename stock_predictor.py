@@ -263,6 +263,43 @@ class StockPredictor:
         return fallback
 
     def build_dataset(self, companies: list[Company], prices: dict[str, pd.DataFrame]) -> tuple[list, list, dict]:
+        examples, skipped = self._all_examples(companies, prices)
+        all_dates = [d for f in prices.values() for d in f.index]
+        cutoff = dataset.split_cutoff(all_dates, self.data.val_fraction)
+        train, val, straddling = dataset.chronological_split(examples, cutoff)
+        if not train:
+            raise StockToolError(f"no training window ends before the validation cutoff {cutoff:%Y-%m-%d}")
+        if len(val) > self.data.max_val_examples:  # an even spread over the held-out period, not a shuffle
+            step = len(val) / self.data.max_val_examples
+            val = [val[int(i * step)] for i in range(self.data.max_val_examples)]
+        manifest = {
+            "cutoff": cutoff.strftime("%Y-%m-%d"),
+            "first_date": min(all_dates).strftime("%Y-%m-%d"),
+            "last_date": max(all_dates).strftime("%Y-%m-%d"),  # nothing after it was seen: the leakage guard
+            "stride": self.data.stride,
+            "windows": [w.name for w in self.windows],
+            "fields": self.fields,
+            "answer_format": self.data.answer_format,
+            "companies": [c.code for c in companies],
+            "train_examples": len(train),
+            "val_examples": len(val),
+            "dropped_straddling_cutoff": straddling,
+            "skipped_blank_fields": skipped,
+            "per_window": {w.name: sum(e["meta"]["window"] == w.name for e in train) for w in self.windows},
+            "per_context": _count_by(train, "context"),
+        }
+        out = self.examples_dir()
+        write_jsonl(out / "train.jsonl", train)
+        write_jsonl(out / "val.jsonl", val)
+        write_json(out / "manifest.json", manifest)
+        print(
+            f"examples: {len(train):,} train / {len(val):,} validation (cutoff {manifest['cutoff']}, "
+            f"{straddling} straddling the cutoff dropped, {skipped} with blank fields skipped) → {out}"
+        )
+        return train, val, manifest
+
+    def _all_examples(self, companies: list[Company], prices: dict[str, pd.DataFrame]) -> tuple[list, int]:
+        """(every company's examples of every window type, windows skipped for blank fields)."""
         from tqdm import tqdm
 
         examples, skipped = [], 0
@@ -291,41 +328,7 @@ class StockPredictor:
                 f"too little history: no company has {longest} trading days with every field in "
                 f"--fields {self.data.fields}; start earlier with --year/--month or use shorter --windows"
             )
-        all_dates = [d for f in prices.values() for d in f.index]
-        cutoff = dataset.split_cutoff(all_dates, self.data.val_fraction)
-        train, val, straddling = dataset.chronological_split(examples, cutoff)
-        if not train:
-            raise StockToolError(f"no training window ends before the validation cutoff {cutoff:%Y-%m-%d}")
-        if len(val) > self.data.max_val_examples:  # an even spread over the held-out period, not a shuffle
-            step = len(val) / self.data.max_val_examples
-            val = [val[int(i * step)] for i in range(self.data.max_val_examples)]
-        manifest = {
-            "cutoff": cutoff.strftime("%Y-%m-%d"),
-            "first_date": min(all_dates).strftime("%Y-%m-%d"),
-            "last_date": max(all_dates).strftime("%Y-%m-%d"),  # nothing after it was seen: the leakage guard
-            "stride": self.data.stride,
-            "windows": [w.name for w in self.windows],
-            "fields": self.fields,
-            "answer_format": self.data.answer_format,
-            "companies": [c.code for c in companies],
-            "train_examples": len(train),
-            "val_examples": len(val),
-            "dropped_straddling_cutoff": straddling,
-            "skipped_blank_fields": skipped,
-            "per_window": {w.name: sum(e["meta"]["window"] == w.name for e in train) for w in self.windows},
-            "per_context": {
-                k: sum(e["meta"]["context"] == k for e in train) for k in sorted({e["meta"]["context"] for e in train})
-            },  # fmt: skip
-        }
-        out = self.examples_dir()
-        write_jsonl(out / "train.jsonl", train)
-        write_jsonl(out / "val.jsonl", val)
-        write_json(out / "manifest.json", manifest)
-        print(
-            f"examples: {len(train):,} train / {len(val):,} validation (cutoff {manifest['cutoff']}, "
-            f"{straddling} straddling the cutoff dropped, {skipped} with blank fields skipped) → {out}"
-        )
-        return train, val, manifest
+        return examples, skipped
 
     # ----------------------------------------------------------------- stage 3: training
 
@@ -551,6 +554,12 @@ class StockPredictor:
         gc.collect()
         if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
             sys.modules["torch"].cuda.empty_cache()
+
+
+def _count_by(examples: list[dict], key: str) -> dict[str, int]:
+    """How many examples carry each value of meta[key], by value in order."""
+    values = sorted({e["meta"][key] for e in examples})
+    return {v: sum(e["meta"][key] == v for e in examples) for v in values}
 
 
 def _check_fits(loaded, prompts: list, max_new: int, past: int) -> None:
