@@ -6,7 +6,7 @@
   padding-free training runs one attention call per layer instead of one per sequence (training).
 
 Both are switched by module flags the benchmarks turn off to measure what they give. Like model.py, this module
-imports torch and unsloth only inside functions, and model.py is its only caller.
+imports torch and unsloth only inside functions; model.py calls it (the benchmarks set its flags).
 """
 
 from __future__ import annotations
