@@ -13,7 +13,9 @@ and prints one `BENCH {json}` line; the run ends with a table of every configura
 model's parameters) and peak GPU memory. Configurations (`--configs`, comma list):
 
     default              the tool's CUDA default: unsloth, padding-free batches of 16, torch varlen attention
-                         with grouped heads (`attention.install_varlen_gqa`)
+                         with grouped heads (`attention.install_varlen_gqa`); unsloth swaps torch's flash
+                         kernel for FlashAttention-3 or -4 on Hopper when one is installed (its row says which)
+    default-bundled-flash  the same with UNSLOTH_FLASH_ATTENTION_IMPL=off: torch's bundled flash kernel
     unsloth-padded       plain unsloth as it ships: padded batches of 8
     transformers-padded  plain transformers + PEFT + bitsandbytes (no unsloth), padded batches of 8,
                          gradient checkpointing, SDPA attention
@@ -134,10 +136,12 @@ class Config:
     padding_free: bool
     packing: bool = False
     varlen_gqa: bool = True  # attention.install_varlen_gqa (unsloth only)
+    flash: str = "auto"  # UNSLOTH_FLASH_ATTENTION_IMPL: auto (FA3, then FA4 on Hopper, when installed) or off
 
 
 PRESETS = {
     "default": Config("default", "unsloth", 16, True, False, True),
+    "default-bundled-flash": Config("default-bundled-flash", "unsloth", 16, True, False, True, "off"),
     "unsloth-padded": Config("unsloth-padded", "unsloth", 8, False, False, False),
     "transformers-padded": Config("transformers-padded", "transformers", 8, False, False, False),
 }
@@ -293,6 +297,7 @@ def measure(config: Config, name: str, args, processes: int) -> dict:
         attention = {
             "varlen_gqa": attention.ATTENTION.get("varlen_gqa"),
             "unsloth_varlen": dispatch._TORCH_VARLEN_ATTN is not None,
+            "flash_impl": _flash_impl(),
         }
     parameters = llama_parameters(json.loads((Path(name) / "config.json").read_text()))
     peak = peak_flops(figures.get("device", ""))
@@ -336,6 +341,8 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {r['name']} | {r.get('batch', '')} | failed: {r['error']} | | | | | |")
             continue
         batching = "packed" if r["packing"] else "padding-free" if r["padding_free"] else "padded"
+        if r.get("flash_impl"):  # unsloth's FlashAttention-3/-4 verdict
+            batching += f"; {r['flash_impl'][:60]}"
         ratio = f"{rate / base:.2f}" if rate and base else "—"
         share = "—" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
         lines.append(
@@ -348,6 +355,8 @@ def table(rows: list[dict]) -> str:
 def run_in_subprocess(config: Config, argv: list[str]) -> dict:
     """One configuration in a fresh process; its BENCH line, or the reason it gave none."""
     env = {**os.environ, "STOCK_VARLEN_GQA": "1" if config.varlen_gqa else "0"}
+    if config.flash != "auto":
+        env["UNSLOTH_FLASH_ATTENTION_IMPL"] = config.flash
     cmd = [sys.executable, __file__, *argv, "--configs", config.name if config.name in PRESETS else _token(config)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     sys.stderr.write(done.stderr[-4000:])
@@ -356,6 +365,15 @@ def run_in_subprocess(config: Config, argv: list[str]) -> dict:
             return json.loads(line[6:])
     tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
     return {**asdict(config), "error": f"exit {done.returncode}: {tail[:200]}"}
+
+
+def _flash_impl() -> str | None:
+    """unsloth's verdict on FlashAttention-3/-4 for the last training ("FA4 active", or why not)."""
+    try:
+        from unsloth.utils.flash_impl import FLASH_IMPL_STATE
+    except ImportError:  # an unsloth without the swap
+        return None
+    return FLASH_IMPL_STATE.get("reason")
 
 
 def _token(config: Config) -> str:

@@ -33,6 +33,8 @@ def test_configurations_are_presets_or_spelled_out_and_bad_ones_are_refused():
         False,
     )
     assert train_speed.parse_config("unsloth:8:0:1").varlen_gqa  # on unless said
+    assert train_speed.parse_config("default").flash == "auto"  # unsloth picks FlashAttention-3/-4 when installed
+    assert train_speed.parse_config("default-bundled-flash").flash == "off"
     assert not train_speed.parse_config("transformers:4:0:0").varlen_gqa  # an unsloth setting only
     for bad in (
         "fast",
@@ -78,12 +80,18 @@ def test_the_table_sets_every_configuration_beside_plain_unsloth_of_the_same_run
         }
 
     text = train_speed.table(
-        [row("default", 16_000), row("unsloth-padded", 8_000), {"name": "x", "error": "exit 1: oom"}]
+        [
+            row("default", 16_000),
+            row("unsloth-padded", 8_000),
+            {"name": "x", "error": "exit 1: oom"},
+            row("default", 20_000, flash_impl="FA4 active"),
+        ]
     )
     lines = text.splitlines()
     assert "| default (unsloth) | 16 | padding-free | 16,000 | 2.00 | 20.0% | 8.3 GB | 1.5 |" in lines
     assert "| unsloth-padded (unsloth) | 8 | padded | 8,000 | 1.00 |" in lines[3]
     assert "failed: exit 1: oom" in lines[4]
+    assert "| default (unsloth) | 16 | padding-free; FA4 active | 20,000 | 2.50 |" in lines[5]
 
 
 def _counted(batch):
