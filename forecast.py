@@ -27,6 +27,9 @@ def band_levels(band: float = 0.8) -> dict[str, tuple[float, float]]:
     return {f"{100 * band:g}%": (low, round(1 - low, 6)), "95%": (0.025, 0.975)}
 
 
+BAND_SOURCES = ("calibrated", "samples")
+
+
 @dataclass(frozen=True)
 class DecodingConfig:
     samples: int = 1  # answers per prompt; 1: greedy decoding (measured: README), more: median and bands
@@ -36,8 +39,13 @@ class DecodingConfig:
     constrained: bool = True  # generate under the answer's grammar (dates fixed, numbers free)
     seed: int = 3407
     band: float = 0.8  # the central band a forecast draws on its chart
+    # where bands come from: "calibrated", the model's own errors on held-out days (calibration.py), or
+    # "samples", the quantiles of the K sampled answers (too narrow when measured: README)
+    bands: str = "calibrated"
 
     def __post_init__(self):
+        if self.bands not in BAND_SOURCES:
+            raise StockToolError(f"--bands {self.bands!r}: one of {', '.join(BAND_SOURCES)}")
         if not 0 < self.band < 1:
             raise StockToolError(f"--band {self.band}: a central band is a share between 0 and 1, e.g. 0.8")
         if self.samples < 1:
@@ -134,8 +142,9 @@ class Forecast:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     chart: Path | None = None
-    bands: pd.DataFrame | None = None  # close quantiles per day (columns q0.025 … q0.975), with samples
+    bands: pd.DataFrame | None = None  # close quantiles per day (columns q0.025 … q0.975)
     band: float = 0.8
+    band_source: str = ""  # what the bands are quantiles of
     samples: int = 1
     usable_samples: int = 1
     files: list[Path] = field(default_factory=list)
@@ -147,9 +156,20 @@ class Forecast:
 
 
 def read_forecast(
-    code, name, history, answers: list[str], fields, future, anchor=None, name_en="", band: float = 0.8
+    code,
+    name,
+    history,
+    answers: list[str],
+    fields,
+    future,
+    anchor=None,
+    name_en="",
+    band: float = 0.8,
+    calibration=None,
 ) -> Forecast:
-    """A user-facing forecast from one prompt's sampled answers (problems recorded, never repaired)."""
+    """A user-facing forecast from one prompt's sampled answers (problems recorded, never repaired). Its bands
+    come from `calibration` (a `calibration.Calibration`: the model's errors on held-out days) when given,
+    else from the samples' quantiles when there are several."""
     read = read_samples(answers, fields, future, history.index[-1], anchor)
     result = Forecast(code, name, history, answers[0], samples=len(answers), usable_samples=read.usable)
     result.name_en, result.band = name_en, band
@@ -157,11 +177,23 @@ def read_forecast(
         result.problems = [read.problem]
         return result
     result.forecast = read.point
-    if len(answers) > 1:
-        levels = sorted({q for pair in band_levels(band).values() for q in pair} | {0.5})
+    levels = sorted({q for pair in band_levels(band).values() for q in pair} | {0.5})
+    quantiles = None
+    if calibration is not None:
+        quantiles = calibration.quantiles(f"{len(history)}:{future}", read.point["Close"].to_numpy(), levels)
+        if quantiles is None:
+            period = f"{calibration.start} → {calibration.end}"
+            result.notes.append(f"no band: the calibration ({period}) has too few errors for this window")
+        else:
+            result.band_source = (
+                f"errors of {calibration.usable} held-out forecasts, {calibration.start} → {calibration.end}"
+            )
+    elif len(answers) > 1:
         quantiles = ev.sample_quantiles(read.closes, levels)
+        result.band_source = f"{read.usable} sampled closes"
+    if quantiles is not None:
         result.bands = pd.DataFrame(quantiles.T, index=read.point.index, columns=[f"q{q:g}" for q in levels])
-    result.notes = [
+    result.notes += [
         f"{d:%Y-%m-%d} is a {d:%A}: the exchange does not trade on weekends"
         for d in result.forecast.index
         if d.weekday() >= 5
@@ -202,6 +234,7 @@ def write_forecast_files(result: Forecast, stem: Path) -> list[Path]:
         "last_close": float(result.past["Close"].iloc[-1]),
         "samples": result.samples,
         "usable_samples": result.usable_samples,
+        "band_source": result.band_source,
         "bands": {k: [f"q{lo:g}", f"q{hi:g}"] for k, (lo, hi) in band_levels(result.band).items()}
         if result.bands is not None
         else {},
@@ -252,7 +285,7 @@ def plot_forecast(result: Forecast, out_dir: Path, chart_style: str = "internati
         low = [math.nan] * len(past) + list(result.bands[f"q{lo:g}"])
         high = [math.nan] * len(past) + list(result.bands[f"q{hi:g}"])
         extra["fill_between"] = {"y1": np.array(low), "y2": np.array(high), "alpha": 0.2, "color": "tab:blue"}
-        subtitle += f"; shaded: {label} band of {result.usable_samples} sampled closes"
+        subtitle += f"; shaded: {label} band from {result.band_source}"
     volume = "Volume" in forecast.columns and not combined["Volume"].isna().any()
     if volume:  # forecast volume as grey bars of its own, known volume in the style's colours
         forecast_volume = combined["Volume"].where(combined.index.isin(forecast.index))
@@ -289,9 +322,11 @@ def print_forecast(result: Forecast) -> None:
         if result.samples > 1:
             print(
                 f"point forecast: the per-field median of {result.usable_samples} usable of {result.samples} sampled "
-                "answers; "
-                + ", ".join(f"Close_q{lo:g}…q{hi:g} the {k} band" for k, (lo, hi) in band_levels(result.band).items())
+                "answers"
             )
+        if result.bands is not None:
+            bands = ", ".join(f"Close_q{lo:g}…q{hi:g} the {k} band" for k, (lo, hi) in band_levels(result.band).items())
+            print(f"{bands}, from {result.band_source}")
         print(forecast_table(result))
     for note in result.notes:
         print(f"note: {note}")

@@ -309,6 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument(
         "--band", type=float, default=decoding.band, help="central band drawn on the chart (0 < band < 1)"
     )
+    infer.add_argument(
+        "--bands",
+        choices=["calibrated", "samples"],
+        default=decoding.bands,
+        help="where bands come from: calibrated, the model's own errors on the held-out days of its training "
+        "(an evaluation measures them and leaves calibration.json beside the adapter); samples, the quantiles "
+        "of the --samples answers (measured far too narrow: README)",
+    )
 
     ev = p.add_argument_group("evaluation (--evaluate 1)")
     ev.add_argument(
@@ -449,6 +457,7 @@ def build_configs(args, cuda: bool):
         constrained=args.decoding == "constrained",
         seed=args.random_state,
         band=args.band,
+        bands=args.bands,
     )
     if not cuda and args.train == 1:
         implicit = [k for k in CPU_DEMO_DEFAULTS if getattr(args, k) is None]

@@ -415,16 +415,37 @@ class StockPredictor:
         )
         results = []
         out_dir = Path(self.train_settings.output_dir) / "forecasts"
+        cal = self._calibration()
         for company, history, raw in zip(companies, histories, answers, strict=True):
             anchor = dataset.anchor_of(history, answer_format)
             result = read_forecast(
-                company.code, company.name_zh, history, raw, fields, future, anchor, company.name_en, d.band
+                company.code, company.name_zh, history, raw, fields, future, anchor, company.name_en, d.band, cal
             )
             if result.ok and charts:  # an impossible candle is reported, never drawn as if it were a forecast
                 result.chart = plot_forecast(result, out_dir, self.chart_style)
                 result.files = write_forecast_files(result, result.chart.with_suffix(""))
             results.append(result)
         return results
+
+    def _calibration(self):
+        """The adapter's calibration (written by an evaluation) when the bands are to come from it and it was
+        made with this decoding; else None (the bands then come from samples, if any)."""
+        import calibration
+
+        if self.decoding.bands != "calibrated":
+            return None
+        cal = calibration.load(Path(self.model_cfg.model_dir) / calibration.FILE)
+        if cal is None:
+            return None
+        if cal.decoding != self.decoding.identity():
+            log.warning(
+                "%s was calibrated with decoding %s, not %s: no calibrated band (evaluate with this decoding)",
+                self.model_cfg.model_dir,
+                cal.decoding,
+                self.decoding.identity(),
+            )
+            return None
+        return cal
 
     # ----------------------------------------------------------------- decisions and orders
 

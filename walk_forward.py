@@ -13,8 +13,10 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+import calibration
 import dataset
 import distributed
 import evaluation as ev
@@ -92,19 +94,34 @@ def evaluate(predictor, cfg: EvalConfig, generators: dict | None = None, pool=No
     predictions, distributions, reference, rw_last_day, lstm_figures = _reference_forecasts(predictor, cfg, plan)
     run_dir = Path(predictor.train_settings.output_dir) / (cfg.run_name or f"eval_{plan.test_start}_{plan.test_end}")
     cache_dir = run_dir.with_name(run_dir.name + ".answers")
-    answers, timings, answer_format = _llm_runs(
+    answers, timings, answer_format, calibrations = _llm_runs(
         predictor, cfg, plan, generators, pool, cache_dir, predictions, distributions
     )
     predictor.release()
     extra = {
         "answer_format": answer_format,
+        "bands": cfg.decoding.bands,
+        "calibration": {name: cal.summary() for name, cal in calibrations.items()},
         "random_walk_last_day": f"{rw_last_day:%Y-%m-%d}",
         "generation": timings,
         "lstm": lstm_figures,
     }
     result = _score_and_report(predictor, cfg, plan, run_dir, predictions, distributions, reference, answers, extra)
+    _save_calibrations(predictor, run_dir, calibrations, injected=set(generators or {}))
     shutil.rmtree(cache_dir, ignore_errors=True)  # the answers are in the report's answers.jsonl now
     return result
+
+
+def _save_calibrations(predictor, run_dir: Path, calibrations: dict, injected: set) -> None:
+    """Each model's calibration into the report folder; the tuned model's also beside its adapter, where its
+    forecasts (`--train 0`) find their band."""
+    for name, cal in calibrations.items():
+        if not cal.errors:
+            continue
+        cal.save(run_dir / f"calibration-{name}.json")
+        if name == "tuned" and name not in injected:
+            path = cal.save(Path(predictor.model_cfg.model_dir) / calibration.FILE)
+            print(f"calibration: {cal.usable} of {cal.windows} held-out forecasts ({cal.start} → {cal.end}) → {path}")
 
 
 def _plan(predictor, cfg: EvalConfig) -> _Plan:
@@ -148,8 +165,8 @@ def _reference_forecasts(predictor, cfg: EvalConfig, plan: _Plan):
 
 def _llm_runs(predictor, cfg, plan: _Plan, generators, pool, cache_dir, predictions, distributions):
     """The tuned and untuned LLMs' forecasts, one model at a time (each freed before the next loads), into
-    `predictions` and `distributions`. Returns (answers, timings, the answer format)."""
-    answers, timings = [], {}
+    `predictions` and `distributions`. Returns (answers, timings, the answer format, calibrations)."""
+    answers, timings, calibrations = [], {}, {}
     context = predictor.context_builder(plan.train_data, plan.prices)  # as trained: same signals and news
     answer_format = trained_answer_format(plan.adapter) if plan.adapter else predictor.data.answer_format
     for name in ("tuned", "base"):
@@ -166,9 +183,47 @@ def _llm_runs(predictor, cfg, plan: _Plan, generators, pool, cache_dir, predicti
             name, plan.tests, plan.fields, generate, cache, context, answer_format, cfg.decoding, chunk
         )
         answers += model_answers
+        if cfg.decoding.bands == "calibrated":  # the band from the model's errors on held-out days
+            run = (name, generate, cache, context, answer_format, chunk)
+            calibrations[name] = _calibrate(cfg, plan, *run)
+            distributions[name] = _calibrated_distributions(calibrations[name], plan.tests, predictions[name])
         del generate
         pool.release(("eval", name))  # frees the model before the next one loads
-    return answers, timings, answer_format
+    return answers, timings, answer_format, calibrations
+
+
+def _calibrate(cfg, plan: _Plan, name, generate, cache, context, answer_format, chunk) -> calibration.Calibration:
+    """The model's forecast errors on the adapter's validation period: windows whose every target lies on or
+    after its training cutoff (never a training target) and before the test period, origins --eval-stride
+    apart. Too few such windows for a band: an empty calibration saying why, and nothing generated."""
+    cutoff = ((plan.adapter or {}).get("dataset") or {}).get("cutoff")
+    if not cutoff:
+        return calibration.Calibration({}, notes=["no adapter with a training cutoff: no calibration period"])
+    end = min(pd.Timestamp(plan.seen_end), pd.Timestamp(plan.test_start) - pd.Timedelta(days=1))
+    columns = [dataset.FIELDS[f][1] for f in plan.fields]
+    start, tests = pd.Timestamp(cutoff), []
+    for window in plan.windows:
+        for c in plan.companies:
+            tests += ev.test_windows(plan.prices[c.code], c.code, c.name_zh, window, start, end, cfg.stride, columns)
+    if len(tests) < calibration.MIN_ERRORS:
+        note = (
+            f"{len(tests)} forecast windows fit between the training cutoff {cutoff} and {end:%Y-%m-%d}, fewer than "
+            f"the {calibration.MIN_ERRORS} a band needs: no band (train with a longer validation period)"
+        )
+        print(f"{name}: {note}")
+        return calibration.Calibration({}, start=cutoff, end=f"{end:%Y-%m-%d}", windows=len(tests), notes=[note])
+    predictions, _, _, _ = _llm_forecasts(
+        f"{name} calibration", tests, plan.fields, generate, cache, context, answer_format, cfg.decoding, chunk
+    )
+    return calibration.fit(tests, predictions, cfg.decoding.identity())
+
+
+def _calibrated_distributions(cal: calibration.Calibration, tests, predictions) -> list:
+    """Each usable forecast's closes spread by the calibration's errors (n × future), or None."""
+    return [
+        None if pred is None else cal.ensemble(w.window.name, np.asarray(pred)[:, 3])
+        for w, pred in zip(tests, predictions, strict=True)
+    ]
 
 
 def _score_and_report(predictor, cfg, plan: _Plan, run_dir, predictions, distributions, reference, answers, extra):

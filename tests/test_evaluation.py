@@ -15,6 +15,7 @@ import main as cli
 from conftest import candles as frame_of
 from conftest import write_price_csv
 from dataset import WindowType
+from forecast import DecodingConfig
 from stock_predictor import DataConfig, StockPredictor
 from walk_forward import EvalConfig, training_windows
 
@@ -319,7 +320,8 @@ def test_evaluation_without_an_adapter(price_dir, tmp_path, capsys):
 def test_an_interrupted_evaluation_resumes_from_the_answers_it_had(price_dir, tmp_path):
     fake_adapter_dir(tmp_path / "out" / "adapter")
     predictor = predictor_for(price_dir, tmp_path / "out")
-    cfg = EvalConfig(test_end="2026-04-24", bootstrap=0, models="tuned")
+    # bands from the samples: no calibration forecasts, so the calls counted are the test windows' alone
+    cfg = EvalConfig(test_end="2026-04-24", bootstrap=0, models="tuned", decoding=DecodingConfig(bands="samples"))
     calls = []
 
     def crashes_on_the_second_window_type(prompts, max_new_tokens):

@@ -1,0 +1,118 @@
+"""Forecast bands calibrated on the model's own errors: split conformal prediction on held-out days.
+
+A tuned model's sampled answers sit far too close together to be an interval (README: the 80% band of
+K = 8 samples covered 34–41% of outcomes). So the band comes from how wrong the model's point forecasts
+were on windows it never trained on: the validation period of its training, whose targets lie on or after
+the training cutoff and before the test period. There the model forecasts as usual, and each forecast step
+leaves a relative close error e = actual / forecast − 1, kept per window type and horizon step. A new
+forecast's distribution is its point close × (1 + e) over those errors, so its 80% band runs from the 10th
+to the 90th percentile of them: split conformal prediction (Vovk et al., 2005; per horizon step as in
+Stankeviciute et al., 2021), which covers as often as intended when the errors of the test period are like
+those of the calibration period, and says nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from utils import atomic_write_text
+
+FILE = "calibration.json"  # beside the adapter (read by forecasts) and in an evaluation's report folder
+MIN_ERRORS = 30  # errors per horizon step below which no band is drawn (fewer cannot place a 2.5% tail)
+
+
+@dataclass
+class Calibration:
+    """Relative close errors of one model's point forecasts, per window type and horizon step."""
+
+    errors: dict[str, list[list[float]]]  # window name → [errors of step 1, of step 2, …]
+    start: str = ""  # the calibration targets' first and last days
+    end: str = ""
+    windows: int = 0  # calibration forecasts made
+    usable: int = 0  # of them, usable (parsed, possible candles)
+    decoding: str = ""  # DecodingConfig.identity() of the forecasts: bands fit forecasts decoded alike
+    notes: list[str] = field(default_factory=list)
+
+    def step_errors(self, window: str, step: int) -> np.ndarray | None:
+        """The errors behind step `step` (1-based) of `window`; too few of them: every window type's errors
+        of that step pooled; still too few: None."""
+        own = self.errors.get(window, [])
+        values = own[step - 1] if step <= len(own) else []
+        if len(values) >= MIN_ERRORS:
+            return np.asarray(values, dtype=float)
+        pooled = [e for steps in self.errors.values() if step <= len(steps) for e in steps[step - 1]]
+        return np.asarray(pooled, dtype=float) if len(pooled) >= MIN_ERRORS else None
+
+    def ensemble(self, window: str, point_closes) -> np.ndarray | None:
+        """The forecast's distribution of closes, n × future (n: the fewest errors of any step, each step's
+        errors thinned evenly to n), or None when a step has too few errors."""
+        columns = [self.step_errors(window, step) for step in range(1, len(point_closes) + 1)]
+        if any(c is None for c in columns):
+            return None
+        n = min(len(c) for c in columns)
+        thinned = [np.sort(c)[np.linspace(0, len(c) - 1, n).astype(int)] for c in columns]
+        return np.asarray(point_closes, dtype=float)[None, :] * (1 + np.stack(thinned, axis=1))
+
+    def quantiles(self, window: str, point_closes, levels) -> np.ndarray | None:
+        """len(levels) × future closes, or None without a band."""
+        closes = self.ensemble(window, point_closes)
+        return None if closes is None else np.quantile(closes, levels, axis=0)
+
+    def summary(self) -> dict:
+        """What a report says about it: the period, the counts, and the 80% band's width per window and step."""
+        widths = {}
+        for window, steps in self.errors.items():
+            widths[window] = [
+                round(100 * float(np.quantile(e, 0.9) - np.quantile(e, 0.1)), 3) if len(e) else None for e in steps
+            ]
+        return {
+            "start": self.start,
+            "end": self.end,
+            "windows": self.windows,
+            "usable": self.usable,
+            "errors_per_step": {w: [len(e) for e in steps] for w, steps in self.errors.items()},
+            "band80_width_pct": widths,
+            "notes": self.notes,
+        }
+
+    def save(self, path: Path) -> Path:
+        return atomic_write_text(Path(path), json.dumps(asdict(self), indent=1) + "\n")
+
+
+def fit(tests, predictions, decoding: str = "") -> Calibration:
+    """Errors of the point forecasts `predictions` (future × OHLC arrays, or None for a failure) against the
+    windows' actual closes. A failed forecast adds no error (it is counted in `usable`)."""
+    errors: dict[str, list[list[float]]] = {}
+    usable = 0
+    for w, pred in zip(tests, predictions, strict=True):
+        steps = errors.setdefault(w.window.name, [[] for _ in range(w.window.future)])
+        if pred is None:
+            continue
+        usable += 1
+        actual = w.actual["Close"].to_numpy(dtype=float)
+        for step, (forecast, outcome) in enumerate(zip(np.asarray(pred)[:, 3], actual, strict=True)):
+            if forecast > 0 and math.isfinite(outcome):
+                steps[step].append(float(outcome / forecast - 1))
+    days = [d for w in tests for d in w.actual.index]
+    return Calibration(
+        errors,
+        start=f"{min(days):%Y-%m-%d}" if days else "",
+        end=f"{max(days):%Y-%m-%d}" if days else "",
+        windows=len(tests),
+        usable=usable,
+        decoding=decoding,
+    )
+
+
+def load(path: Path) -> Calibration | None:
+    """A saved calibration, or None when there is none or it cannot be read (a forecast then has no band)."""
+    try:
+        record = json.loads(Path(path).read_text())
+        return Calibration(**record)
+    except (OSError, ValueError, TypeError):
+        return None

@@ -1,0 +1,147 @@
+"""Calibrated bands: the model's errors on held-out days, the band they make, and where they come from."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_evaluation import fake_adapter_dir, predictor_for, price_dir, repeat_last_row  # noqa: F401
+
+import calibration
+import dataset
+import evaluation as ev
+from conftest import candles
+from dataset import WindowType
+from forecast import DecodingConfig, Forecast, read_forecast, write_forecast_files
+from walk_forward import EvalConfig
+
+
+def _windows(window: WindowType, outcomes: list[list[float]]) -> list[ev.TestWindow]:
+    """One test window per row of `outcomes` (the actual closes of its steps), each after a close of 100."""
+    tests = []
+    for i, closes in enumerate(outcomes):
+        frame = candles([100.0] * window.past + list(closes), start=f"2026-0{1 + i % 3}-05")
+        history, actual = frame.iloc[: window.past], frame.iloc[window.past :]
+        tests.append(ev.TestWindow("2330", "台積電", window, history, actual))
+    return tests
+
+
+def _point(closes) -> np.ndarray:
+    """A future × OHLC point forecast whose closes are `closes`."""
+    closes = np.asarray(closes, dtype=float)
+    return np.stack([closes, closes + 1, closes - 1, closes], axis=1)
+
+
+def test_errors_are_actual_over_forecast_per_window_and_step_and_failures_add_none():
+    two = WindowType(1, 2)
+    tests = _windows(two, [[110.0, 90.0], [100.0, 100.0], [50.0, 50.0]])
+    cal = calibration.fit(tests, [_point([100, 100]), _point([125, 80]), None], decoding="k1")
+    assert cal.errors == {"1:2": [[pytest.approx(0.1), pytest.approx(-0.2)], [pytest.approx(-0.1), 0.25]]}
+    assert (cal.windows, cal.usable, cal.decoding) == (3, 2, "k1")
+    assert cal.start <= cal.end
+
+
+def test_the_band_is_the_point_spread_by_the_errors_and_needs_enough_of_them():
+    window = WindowType(1, 1)
+    errors = list(np.linspace(-0.1, 0.1, 41))  # 41 errors, evenly from −10% to +10%
+    cal = calibration.Calibration({"1:1": [errors]})
+    closes = cal.ensemble("1:1", [200.0])
+    assert closes.shape == (41, 1) and closes.min() == pytest.approx(180) and closes.max() == pytest.approx(220)
+    low, median, high = cal.quantiles("1:1", [200.0], [0.1, 0.5, 0.9])[:, 0]
+    assert (low, median, high) == (pytest.approx(184), pytest.approx(200), pytest.approx(216))
+    # a window type of its own too few errors takes every window type's errors of the same step
+    assert cal.step_errors("5:5", 1) is not None and cal.ensemble("5:5", [100.0, 100.0]) is None  # no step 2
+    few = calibration.Calibration({"1:1": [errors[: calibration.MIN_ERRORS - 1]]})
+    assert few.ensemble("1:1", [200.0]) is None and few.quantiles("1:1", [200.0], [0.5]) is None
+    assert window.name == "1:1"
+
+
+def test_a_calibration_survives_saving_and_a_broken_file_reads_as_none(tmp_path):
+    cal = calibration.Calibration({"1:1": [[0.01, -0.02]]}, start="2026-02-02", end="2026-02-27", windows=3, usable=2)
+    path = cal.save(tmp_path / calibration.FILE)
+    assert calibration.load(path) == cal
+    path.write_text("{not json")
+    assert calibration.load(path) is None and calibration.load(tmp_path / "absent.json") is None
+
+
+def test_an_evaluation_calibrates_on_the_held_out_days_before_the_test_period(price_dir, tmp_path):  # noqa: F811
+    fake_adapter_dir(tmp_path / "out" / "adapter")  # cutoff 2026-03-10, trained on days up to 2026-03-31
+    predictor = predictor_for(price_dir, tmp_path / "out")
+    seen: list[str] = []
+
+    def persistence(prompts, max_new_tokens):
+        seen.extend(
+            [line for line in p[0]["content"].splitlines() if line.startswith("Date: ")][-1][6:16] for p in prompts
+        )
+        return repeat_last_row(prompts, max_new_tokens)
+
+    result = predictor.evaluate(
+        EvalConfig(test_end="2026-04-24", bootstrap=20, models="tuned", windows="1:1"),
+        generators={"tuned": persistence},
+    )
+    summary = result["context"]["calibration"]["tuned"]
+    # every calibration target on or after the cutoff and before the test period: nothing from the test days
+    assert "2026-03-10" <= summary["start"] <= summary["end"] < "2026-04-01"
+    assert summary["windows"] == summary["usable"] == 2 * 16  # 2 companies × 16 trading days, 03-10 to 03-31
+    calibration_origins = [d for d in seen if d < "2026-03-31"]  # the test's first origin is 03-31
+    assert len(calibration_origins) == 32 and len(seen) == 32 + 2 * 17  # then the test windows: 04-01 to 04-23
+    tuned = result["table"]["tuned"]["1:1"]["all"]
+    assert 0 <= tuned["coverage80"] <= 1 and tuned["crps"] > 0  # the band is scored like the random walk's
+    run = result["paths"]["dir"]
+    saved = calibration.load(run / "calibration-tuned.json")
+    assert saved.usable == 32 and saved.decoding == DecodingConfig().identity()
+    assert not (tmp_path / "out" / "adapter" / calibration.FILE).exists()  # an injected model's errors stay out
+
+    samples_only = predictor.evaluate(
+        EvalConfig(
+            test_end="2026-04-24",
+            bootstrap=20,
+            models="tuned",
+            windows="1:1",
+            run_name="plain",
+            decoding=DecodingConfig(bands="samples"),
+        ),
+        generators={"tuned": persistence},
+    )
+    assert samples_only["context"]["calibration"] == {}
+    assert samples_only["table"]["tuned"]["1:1"]["all"].get("coverage80") is None  # greedy: no distribution
+
+
+def test_too_short_a_held_out_period_draws_no_band_and_generates_nothing_for_it(price_dir, tmp_path):  # noqa: F811
+    adapter = fake_adapter_dir(tmp_path / "out" / "adapter")
+    config = json.loads((adapter / "stock_config.json").read_text())
+    config["dataset"]["cutoff"] = "2026-03-27"  # three trading days before its last day
+    (adapter / "stock_config.json").write_text(json.dumps(config, ensure_ascii=False))
+    calls = []
+
+    def counting(prompts, max_new_tokens):
+        calls.append(len(prompts))
+        return repeat_last_row(prompts, max_new_tokens)
+
+    result = predictor_for(price_dir, tmp_path / "out").evaluate(
+        EvalConfig(test_end="2026-04-24", bootstrap=0, models="tuned", windows="1:1"), generators={"tuned": counting}
+    )
+    assert calls == [2 * 17]  # the test windows alone
+    assert "fewer than the 30 a band needs" in result["context"]["calibration"]["tuned"]["notes"][0]
+
+
+def test_a_forecast_takes_its_band_from_the_calibration_and_writes_where_it_came_from(tmp_path):
+    history = candles([100.0, 101.0, 102.0, 103.0, 104.0])
+    day = history.index[-1] + pd.offsets.BDay()
+    answer = dataset.answer_lines([f"Date: {day:%Y-%m-%d}, Open: 104.00, High: 106.00, Low: 103.00, Close: 105.00"])
+    cal = calibration.Calibration(
+        {"5:1": [list(np.linspace(-0.05, 0.05, 41))]}, start="2026-01-05", end="2026-02-27", usable=41
+    )
+    fields = ["open", "high", "low", "close"]
+    result = read_forecast("2330", "台積電", history, [answer], fields, 1, calibration=cal)
+    assert result.ok and result.band_source.startswith("errors of 41 held-out forecasts")
+    assert result.bands["q0.1"].iloc[0] == pytest.approx(105 * 0.96) and result.bands["q0.9"].iloc[0] == pytest.approx(
+        105 * 1.04
+    )
+    files = write_forecast_files(result, tmp_path / "f")
+    record = json.loads(files[1].read_text())
+    assert record["band_source"] == result.band_source and "Close_q0.1" in record["forecast"][0]
+    plain = read_forecast("2330", "台積電", history, [answer], fields, 1)
+    assert plain.bands is None and isinstance(plain, Forecast)
