@@ -43,10 +43,12 @@ evaluate() {
   # sequences per batch: 1,024 held every window's prompts at once greedily; 1,024 sampled sequences (128
   # prompts x 8) ran out of the H100's memory at 20:5 (before batches were split on running out), so sampling takes
   # 256 unless K_BATCH says otherwise
-  local extra=(--samples 8 --eval-batch-size "${K_BATCH:-256}")
+  # greedy: the default, bands calibrated on the adapter's held-out days; k8 and free compare point forecasts
+  # (k8's bands are its samples' quantiles, free has none), so they skip the calibration's forecasts
+  local extra=(--samples 8 --bands samples --eval-batch-size "${K_BATCH:-256}")
   case $mode in
     greedy) extra=(--samples 1 --eval-batch-size 1024) ;;
-    free) extra=(--samples 1 --decoding free --eval-batch-size 1024) ;;
+    free) extra=(--samples 1 --decoding free --bands samples --eval-batch-size 1024) ;;
   esac
   echo "== evaluate $name $mode"
   python3 main.py --train 0 --evaluate 1 --data-dir "$PRICES" --offline --end-date 2026-04-30 \
