@@ -211,13 +211,32 @@ def _distribution_lines(context: dict, table: dict, windows: list[str]) -> list[
         "",
         *probabilistic_rows(table, windows),
         "",
-        "- Sampled LLM forecasts: the point forecast is the per-field median of the usable samples; the bands are "
-        "their quantiles. The random walk is persistence spread by each stock's own past returns over the same "
-        f"horizon, from days up to {context.get('random_walk_last_day')} only (no test-period data).",
+        *_band_source_lines(context),
+        "- The random walk is persistence spread by each stock's own past returns over the same horizon, from days "
+        f"up to {context.get('random_walk_last_day')} only (no test-period data).",
         "- *CRPS* (continuous ranked probability score) and *pinball* (mean quantile loss at 2.5/10/50/90/97.5%) "
         "are in % of the origin's close; lower is better. *CRPS skill* = 1 − CRPS / random walk's CRPS.",
         "",
     ]
+
+
+def _band_source_lines(context: dict) -> list[str]:
+    """Where the LLMs' bands came from: their errors on held-out days (calibrated) or their samples."""
+    lines = []
+    if context.get("config", {}).get("decoding", {}).get("samples", 1) > 1:
+        lines.append("- Sampled LLM forecasts: the point forecast is the per-field median of the usable samples.")
+    if context.get("bands", "samples") == "samples":
+        return lines + ["- LLM bands: the quantiles of the usable samples (none for greedy forecasts)."]
+    for name, cal in (context.get("calibration") or {}).items():
+        if cal.get("usable"):
+            lines.append(
+                f"- {LABELS.get(name, name)} bands: its point forecast spread by its own close errors on "
+                f"{cal['usable']:,} held-out forecasts with targets {cal['start']} → {cal['end']} (after its training "
+                "cutoff, before the test period; `calibration.py`)."
+            )
+        else:
+            lines.append(f"- {LABELS.get(name, name)}: no band; {'; '.join(cal.get('notes') or ['not calibrated'])}.")
+    return lines
 
 
 def _backtest_lines(context: dict, backtests: dict) -> list[str]:

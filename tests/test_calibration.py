@@ -90,6 +90,10 @@ def test_an_evaluation_calibrates_on_the_held_out_days_before_the_test_period(pr
     tuned = result["table"]["tuned"]["1:1"]["all"]
     assert 0 <= tuned["coverage80"] <= 1 and tuned["crps"] > 0  # the band is scored like the random walk's
     run = result["paths"]["dir"]
+    assert (
+        "its own close errors on 32 held-out forecasts with targets 2026-03-10 → 2026-03-31"
+        in (run / "report.md").read_text()
+    )
     saved = calibration.load(run / "calibration-tuned.json")
     assert saved.usable == 32 and saved.decoding == DecodingConfig().identity()
     assert not (tmp_path / "out" / "adapter" / calibration.FILE).exists()  # an injected model's errors stay out
