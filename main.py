@@ -312,10 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument(
         "--bands",
         choices=["calibrated", "samples"],
-        default=decoding.bands,
-        help="where bands come from: calibrated, the model's own errors on the held-out days of its training "
-        "(an evaluation measures them and leaves calibration.json beside the adapter); samples, the quantiles "
-        "of the --samples answers (measured far too narrow: README)",
+        default=None,
+        help="where bands come from: calibrated (the GPU default), the model's own errors on the held-out days of "
+        "its training (an evaluation measures them and leaves calibration.json beside the adapter); samples (the "
+        "CPU default), the quantiles of the --samples answers (measured far too narrow: README)",
     )
 
     ev = p.add_argument_group("evaluation (--evaluate 1)")
@@ -457,8 +457,13 @@ def build_configs(args, cuda: bool):
         constrained=args.decoding == "constrained",
         seed=args.random_state,
         band=args.band,
-        bands=args.bands,
+        bands=args.bands or ("calibrated" if cuda else "samples"),
     )
+    if not cuda and args.bands is None and args.evaluate:
+        print(
+            "no CUDA GPU: bands from samples (--bands samples), since calibrating them would forecast the adapter's "
+            "held-out days too, about doubling the evaluation's time on a CPU; --bands calibrated asks for it"
+        )
     if not cuda and args.train == 1:
         implicit = [k for k in CPU_DEMO_DEFAULTS if getattr(args, k) is None]
         if args.task == "instruct":

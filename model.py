@@ -890,19 +890,20 @@ class _Generation:
         try:
             return self.batch(chunk)
         except torch.OutOfMemoryError:
-            if len(chunk) == 1:
-                raise StockToolError(
-                    f"one prompt of {len(self.texts[chunk[0]]):,} characters with {self.samples} samples does not "
-                    "fit the GPU's memory: fewer --samples or a shorter --past"
-                ) from None
-            torch.cuda.empty_cache()
-            log.warning(
-                "out of GPU memory at %d sequences: generating them as two batches (a smaller --eval-batch-size "
-                "skips this retry)",
-                len(chunk) * self.samples,
+            pass  # retried below, outside the handler: its traceback holds the failed batch's tensors
+        if len(chunk) == 1:
+            raise StockToolError(
+                f"one prompt of {len(self.texts[chunk[0]]):,} characters with {self.samples} samples does not "
+                "fit the GPU's memory: fewer --samples or a shorter --past"
             )
-            half = len(chunk) // 2
-            return self.or_split(chunk[:half]) | self.or_split(chunk[half:])
+        torch.cuda.empty_cache()
+        log.warning(
+            "out of GPU memory at %d sequences: generating them as two batches (a smaller --eval-batch-size "
+            "skips this retry)",
+            len(chunk) * self.samples,
+        )
+        half = len(chunk) // 2
+        return self.or_split(chunk[:half]) | self.or_split(chunk[half:])
 
 
 def _grammar_processor(automata: list, samples: int, device):

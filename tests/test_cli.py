@@ -139,3 +139,13 @@ def test_read_only_cache_needs_offline(shared_data, tmp_path, capsys, monkeypatc
         ["--train", "1", "--data-dir", str(shared_data / "prices"), "--output-dir", str(tmp_path)], capsys
     )
     assert code == 2 and "--offline" in err
+
+
+def test_bands_are_calibrated_on_a_gpu_and_from_samples_on_a_cpu_unless_asked(capsys):
+    parse = cli.build_parser().parse_args
+    gpu = cli.build_configs(parse(["--train", "0", "--evaluate", "1"]), cuda=True)[4]
+    cpu = cli.build_configs(parse(["--train", "0", "--evaluate", "1"]), cuda=False)[4]
+    assert (gpu.decoding.bands, cpu.decoding.bands) == ("calibrated", "samples")
+    assert "bands from samples (--bands samples)" in capsys.readouterr().out
+    asked = cli.build_configs(parse(["--train", "0", "--evaluate", "1", "--bands", "calibrated"]), cuda=False)[4]
+    assert asked.decoding.bands == "calibrated" and "bands from samples" not in capsys.readouterr().out

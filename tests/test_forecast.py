@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -174,14 +175,23 @@ def test_a_batch_too_big_for_the_gpu_is_generated_in_halves_with_the_same_answer
     expected = model.generate_samples(loaded, prompts, 8, batch_size=1, regexes=regexes, stop_after=6)
     generate = loaded.model.generate
 
+    class Cache:  # stands for the key/value cache a failed batch had filled
+        pass
+
+    failed, held = [], []
+
     def small_memory(**kwargs):
         if kwargs["input_ids"].shape[0] > 1:
+            cache = Cache()
+            failed.append(weakref.ref(cache))
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        held.append(any(ref() is not None for ref in failed))  # the halves run once the failed batch is freed
         return generate(**kwargs)
 
     loaded.model.generate = small_memory
     assert model.generate_samples(loaded, prompts, 8, batch_size=3, regexes=regexes, stop_after=6) == expected
     assert "out of GPU memory at 3 sequences" in caplog.text
+    assert failed and held and not any(held)
     with pytest.raises(StockToolError, match="does not fit the GPU's memory"):
         loaded.model.generate = lambda **kwargs: (_ for _ in ()).throw(torch.OutOfMemoryError("simulated"))
         model.generate_samples(loaded, prompts[:1], 8, batch_size=1, regexes=regexes[:1], stop_after=6)
