@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from utils import atomic_write_text
 
@@ -62,6 +63,13 @@ class Calibration:
         """len(levels) × future closes, or None without a band."""
         closes = self.ensemble(window, point_closes)
         return None if closes is None else np.quantile(closes, levels, axis=0)
+
+    def distributions(self, tests, predictions) -> list:
+        """Each usable forecast's closes (future × OHLC point forecasts) spread by the errors: n × future, or None."""
+        return [
+            None if pred is None else self.ensemble(w.window.name, np.asarray(pred)[:, 3])
+            for w, pred in zip(tests, predictions, strict=True)
+        ]
 
     def summary(self) -> dict:
         """What a report says about it: the period, the counts, and the 80% band's width per window and step."""
@@ -107,6 +115,41 @@ def fit(tests, predictions, decoding: str = "") -> Calibration:
         usable=usable,
         decoding=decoding,
     )
+
+
+def held_out(
+    prices: dict, companies, windows, cutoff: str | None, end, stride: int, columns
+) -> tuple[list, Calibration | None]:
+    """(the calibration period's windows, None), or ([], an empty calibration saying why there is none). The
+    period: every company's windows whose targets all lie in [cutoff, end], on or after the adapter's training
+    cutoff (so never a training target) and before the test period, origins `stride` days apart."""
+    import evaluation as ev
+
+    if not cutoff:
+        return [], Calibration({}, notes=["no adapter with a training cutoff: no calibration period"])
+    start, last, found = pd.Timestamp(cutoff), pd.Timestamp(end), []
+    for window in windows:
+        for c in companies:
+            found += ev.test_windows(prices[c.code], c.code, c.name_zh, window, start, last, stride, columns)
+    if len(found) >= MIN_ERRORS:
+        return found, None
+    note = (
+        f"{len(found)} forecast windows fit between the training cutoff {cutoff} and {last:%Y-%m-%d}, fewer than the "
+        f"{MIN_ERRORS} a band needs: no band (train with a longer validation period)"
+    )
+    return [], Calibration({}, start=cutoff, end=f"{last:%Y-%m-%d}", windows=len(found), notes=[note])
+
+
+def save_all(calibrations: dict, run_dir: Path, adapter_dir: Path | None) -> None:
+    """Each model's calibration into the report folder as `calibration-<model>.json`; the tuned model's also
+    into `adapter_dir` (None: not), where its forecasts (`--train 0`) find their band."""
+    for name, cal in calibrations.items():
+        if not cal.errors:
+            continue
+        cal.save(Path(run_dir) / f"calibration-{name}.json")
+        if name == "tuned" and adapter_dir is not None:
+            path = cal.save(Path(adapter_dir) / FILE)
+            print(f"calibration: {cal.usable} of {cal.windows} held-out forecasts ({cal.start} → {cal.end}) → {path}")
 
 
 def load(path: Path) -> Calibration | None:

@@ -13,7 +13,6 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 import calibration
@@ -107,21 +106,10 @@ def evaluate(predictor, cfg: EvalConfig, generators: dict | None = None, pool=No
         "lstm": lstm_figures,
     }
     result = _score_and_report(predictor, cfg, plan, run_dir, predictions, distributions, reference, answers, extra)
-    _save_calibrations(predictor, run_dir, calibrations, injected=set(generators or {}))
+    adapter_dir = None if "tuned" in (generators or {}) else Path(predictor.model_cfg.model_dir)  # not a fake's errors
+    calibration.save_all(calibrations, run_dir, adapter_dir)
     shutil.rmtree(cache_dir, ignore_errors=True)  # the answers are in the report's answers.jsonl now
     return result
-
-
-def _save_calibrations(predictor, run_dir: Path, calibrations: dict, injected: set) -> None:
-    """Each model's calibration into the report folder; the tuned model's also beside its adapter, where its
-    forecasts (`--train 0`) find their band."""
-    for name, cal in calibrations.items():
-        if not cal.errors:
-            continue
-        cal.save(run_dir / f"calibration-{name}.json")
-        if name == "tuned" and name not in injected:
-            path = cal.save(Path(predictor.model_cfg.model_dir) / calibration.FILE)
-            print(f"calibration: {cal.usable} of {cal.windows} held-out forecasts ({cal.start} → {cal.end}) → {path}")
 
 
 def _plan(predictor, cfg: EvalConfig) -> _Plan:
@@ -184,46 +172,26 @@ def _llm_runs(predictor, cfg, plan: _Plan, generators, pool, cache_dir, predicti
         )
         answers += model_answers
         if cfg.decoding.bands == "calibrated":  # the band from the model's errors on held-out days
-            run = (name, generate, cache, context, answer_format, chunk)
-            calibrations[name] = _calibrate(cfg, plan, *run)
-            distributions[name] = _calibrated_distributions(calibrations[name], plan.tests, predictions[name])
+            calibrations[name] = _calibrate(cfg, plan, name, generate, cache, context, answer_format, chunk)
+            distributions[name] = calibrations[name].distributions(plan.tests, predictions[name])
         del generate
         pool.release(("eval", name))  # frees the model before the next one loads
     return answers, timings, answer_format, calibrations
 
 
 def _calibrate(cfg, plan: _Plan, name, generate, cache, context, answer_format, chunk) -> calibration.Calibration:
-    """The model's forecast errors on the adapter's validation period: windows whose every target lies on or
-    after its training cutoff (never a training target) and before the test period, origins --eval-stride
-    apart. Too few such windows for a band: an empty calibration saying why, and nothing generated."""
+    """The model's errors on its adapter's held-out days (`calibration.held_out`); too few windows: none made."""
     cutoff = ((plan.adapter or {}).get("dataset") or {}).get("cutoff")
-    if not cutoff:
-        return calibration.Calibration({}, notes=["no adapter with a training cutoff: no calibration period"])
-    end = min(pd.Timestamp(plan.seen_end), pd.Timestamp(plan.test_start) - pd.Timedelta(days=1))
+    end = min(pd.Timestamp(plan.seen_end or plan.test_start), pd.Timestamp(plan.test_start) - pd.Timedelta(days=1))
     columns = [dataset.FIELDS[f][1] for f in plan.fields]
-    start, tests = pd.Timestamp(cutoff), []
-    for window in plan.windows:
-        for c in plan.companies:
-            tests += ev.test_windows(plan.prices[c.code], c.code, c.name_zh, window, start, end, cfg.stride, columns)
-    if len(tests) < calibration.MIN_ERRORS:
-        note = (
-            f"{len(tests)} forecast windows fit between the training cutoff {cutoff} and {end:%Y-%m-%d}, fewer than "
-            f"the {calibration.MIN_ERRORS} a band needs: no band (train with a longer validation period)"
-        )
-        print(f"{name}: {note}")
-        return calibration.Calibration({}, start=cutoff, end=f"{end:%Y-%m-%d}", windows=len(tests), notes=[note])
+    tests, empty = calibration.held_out(plan.prices, plan.companies, plan.windows, cutoff, end, cfg.stride, columns)
+    if empty is not None:
+        print(f"{name}: {empty.notes[0]}")
+        return empty
     predictions, _, _, _ = _llm_forecasts(
         f"{name} calibration", tests, plan.fields, generate, cache, context, answer_format, cfg.decoding, chunk
     )
     return calibration.fit(tests, predictions, cfg.decoding.identity())
-
-
-def _calibrated_distributions(cal: calibration.Calibration, tests, predictions) -> list:
-    """Each usable forecast's closes spread by the calibration's errors (n × future), or None."""
-    return [
-        None if pred is None else cal.ensemble(w.window.name, np.asarray(pred)[:, 3])
-        for w, pred in zip(tests, predictions, strict=True)
-    ]
 
 
 def _score_and_report(predictor, cfg, plan: _Plan, run_dir, predictions, distributions, reference, answers, extra):
