@@ -133,7 +133,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from export import EXPORT_DTYPES, GGUF_TYPES
-    from forecast import DecodingConfig
+    from forecast import BAND_SOURCES, DecodingConfig
 
     p = argparse.ArgumentParser(
         prog="main.py",
@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     infer.add_argument(
         "--bands",
-        choices=["calibrated", "samples"],
+        choices=BAND_SOURCES,
         default=None,
         help="where bands come from: calibrated (the GPU default), the model's own errors on the held-out days of "
         "its training (an evaluation measures them and leaves calibration.json beside the adapter); samples (the "
