@@ -9,6 +9,13 @@ forecast's distribution is its point close × (1 + e) over those errors, so its 
 to the 90th percentile of them: split conformal prediction (Vovk et al., 2005; per horizon step as in
 Stankeviciute et al., 2021), which covers as often as intended when the errors of the test period are like
 those of the calibration period, and says nothing more.
+
+The same held-out forecasts weigh the point forecast. A tuned model's predicted change (forecast − last close)
+barely correlates with what happened (README: about −0.1 to +0.02), so taken at face value it loses to
+persistence. Each window type's weight w in [0, 1] is the one whose forecast last close + w × (forecast − last
+close) had the lowest close MAPE on the calibration days (w = 1: the model as generated; 0: persistence). The
+weight maps every candle to a candle (the map is increasing), and the errors behind the band are those of
+the weighted forecasts. It is fit before the test period and never sees it.
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils import atomic_write_text
+from utils import atomic_write_text, write_jsonl
 
 FILE = "calibration.json"  # beside the adapter (read by forecasts) and in an evaluation's report folder
 MIN_ERRORS = 30  # errors per horizon step below which no band is drawn (fewer cannot place a 2.5% tail)
+WEIGHTS = np.round(np.linspace(0, 1, 21), 2)  # the point weights tried, 0.05 apart
 
 
 @dataclass
@@ -38,6 +46,18 @@ class Calibration:
     usable: int = 0  # of them, usable (parsed, possible candles)
     decoding: str = ""  # DecodingConfig.identity() of the forecasts: bands fit forecasts decoded alike
     notes: list[str] = field(default_factory=list)
+    point: str = "model"  # "calibrated": the errors are those of the forecasts weighted by `weights`
+    weights: dict[str, float] = field(default_factory=dict)  # window name → the model's change's weight
+    weighing: dict[str, dict] = field(default_factory=dict)  # window name → close MAPE (%) at weights 1, 0, w
+    # the held-out forecasts' answer records (walk_forward): written beside the report, never into this file
+    answers: list[dict] = field(default_factory=list, repr=False, compare=False)
+
+    def weight(self, window: str) -> float:
+        return self.weights.get(window, 1.0) if self.point == "calibrated" else 1.0
+
+    def weigh(self, window: str, point, last_close: float) -> np.ndarray:
+        """Price forecasts (any shape) of `window` moved toward `last_close` by the window's weight."""
+        return last_close + self.weight(window) * (np.asarray(point, dtype=float) - last_close)
 
     def step_errors(self, window: str, step: int) -> np.ndarray | None:
         """The errors behind step `step` (1-based) of `window`; too few of them: every window type's errors
@@ -64,6 +84,21 @@ class Calibration:
         closes = self.ensemble(window, point_closes)
         return None if closes is None else np.quantile(closes, levels, axis=0)
 
+    def weighted(self, tests, predictions) -> list:
+        """The point forecasts (future × OHLC, or None) of `tests`, each weighted by its window's weight."""
+        return [
+            None if pred is None else self.weigh(w.window.name, pred, w.last_close)
+            for w, pred in zip(tests, predictions, strict=True)
+        ]
+
+    def apply(self, name: str, tests, predictions: dict, distributions: dict) -> None:
+        """Model `name`'s point forecasts of `tests` in `predictions` weighted (those as generated kept as
+        `<name>_raw`, for the report) and spread into its `distributions`."""
+        if self.weights:
+            predictions[f"{name}_raw"] = predictions[name]
+            predictions[name] = self.weighted(tests, predictions[name])
+        distributions[name] = self.distributions(tests, predictions[name])
+
     def distributions(self, tests, predictions) -> list:
         """Each usable forecast's closes (future × OHLC point forecasts) spread by the errors: n × future, or None."""
         return [
@@ -85,36 +120,61 @@ class Calibration:
             "usable": self.usable,
             "errors_per_step": {w: [len(e) for e in steps] for w, steps in self.errors.items()},
             "band80_width_pct": widths,
+            "point": self.point,
+            "weights": self.weights,
+            "weighing": self.weighing,
             "notes": self.notes,
         }
 
     def save(self, path: Path) -> Path:
-        return atomic_write_text(Path(path), json.dumps(asdict(self), indent=1) + "\n")
+        record = {k: v for k, v in asdict(self).items() if k != "answers"}
+        return atomic_write_text(Path(path), json.dumps(record, indent=1) + "\n")
 
 
-def fit(tests, predictions, decoding: str = "") -> Calibration:
-    """Errors of the point forecasts `predictions` (future × OHLC arrays, or None for a failure) against the
-    windows' actual closes. A failed forecast adds no error (it is counted in `usable`)."""
-    errors: dict[str, list[list[float]]] = {}
+def best_weight(last_closes, forecasts, actuals) -> tuple[float, dict]:
+    """The weight of WEIGHTS whose weighted forecasts have the lowest close MAPE (the smaller weight on a tie),
+    and the MAPE (%) at weights 1, 0 and that one. Arrays of one value per forecast step."""
+    last, forecast, actual = (np.asarray(a, dtype=float) for a in (last_closes, forecasts, actuals))
+    mape = [float(100 * np.mean(np.abs(last + w * (forecast - last) - actual) / np.abs(actual))) for w in WEIGHTS]
+    best = int(np.argmin(mape))
+    figures = {"model": mape[-1], "persistence": mape[0], "weighted": mape[best]}
+    return float(WEIGHTS[best]), {k: round(v, 4) for k, v in figures.items()}
+
+
+def fit(tests, predictions, decoding: str = "", point: str = "calibrated", answers=()) -> Calibration:
+    """Weights and errors of the point forecasts `predictions` (future × OHLC arrays, or None for a failure)
+    against the windows' actual closes. `point` "calibrated" fits each window type's weight (`best_weight`)
+    and keeps the weighted forecasts' errors; "model" keeps the forecasts as they are (weight 1). A failed
+    forecast adds no error (it is counted in `usable`). `answers`: the forecasts' answer records, kept with it."""
+    weights, weighing = {}, {}
+    if point == "calibrated":
+        for name in sorted({w.window.name for w in tests}):
+            steps = [
+                (w.last_close, forecast, outcome)
+                for w, pred in zip(tests, predictions, strict=True)
+                if w.window.name == name and pred is not None
+                for forecast, outcome in zip(np.asarray(pred)[:, 3], w.actual["Close"].to_numpy(float), strict=True)
+                if forecast > 0 and math.isfinite(outcome) and outcome > 0
+            ]
+            if len(steps) >= MIN_ERRORS:
+                weights[name], weighing[name] = best_weight(*zip(*steps, strict=True))
+    cal = Calibration({}, decoding=decoding, point=point, weights=weights, weighing=weighing, answers=list(answers))
     usable = 0
     for w, pred in zip(tests, predictions, strict=True):
-        steps = errors.setdefault(w.window.name, [[] for _ in range(w.window.future)])
+        steps = cal.errors.setdefault(w.window.name, [[] for _ in range(w.window.future)])
         if pred is None:
             continue
         usable += 1
         actual = w.actual["Close"].to_numpy(dtype=float)
-        for step, (forecast, outcome) in enumerate(zip(np.asarray(pred)[:, 3], actual, strict=True)):
+        closes = cal.weigh(w.window.name, np.asarray(pred)[:, 3], w.last_close)
+        for step, (forecast, outcome) in enumerate(zip(closes, actual, strict=True)):
             if forecast > 0 and math.isfinite(outcome):
                 steps[step].append(float(outcome / forecast - 1))
     days = [d for w in tests for d in w.actual.index]
-    return Calibration(
-        errors,
-        start=f"{min(days):%Y-%m-%d}" if days else "",
-        end=f"{max(days):%Y-%m-%d}" if days else "",
-        windows=len(tests),
-        usable=usable,
-        decoding=decoding,
-    )
+    cal.start = f"{min(days):%Y-%m-%d}" if days else ""
+    cal.end = f"{max(days):%Y-%m-%d}" if days else ""
+    cal.windows, cal.usable = len(tests), usable
+    return cal
 
 
 def held_out(
@@ -141,12 +201,14 @@ def held_out(
 
 
 def save_all(calibrations: dict, run_dir: Path, adapter_dir: Path | None) -> None:
-    """Each model's calibration into the report folder as `calibration-<model>.json`; the tuned model's also
+    """Each model's calibration into the report folder as `calibration-<model>.json` (its forecasts' answers as
+    `calibration-answers-<model>.jsonl`); the tuned model's also
     into `adapter_dir` (None: not), where its forecasts (`--train 0`) find their band."""
     for name, cal in calibrations.items():
         if not cal.errors:
             continue
         cal.save(Path(run_dir) / f"calibration-{name}.json")
+        write_jsonl(Path(run_dir) / f"calibration-answers-{name}.jsonl", cal.answers)
         if name == "tuned" and adapter_dir is not None:
             path = cal.save(Path(adapter_dir) / FILE)
             print(f"calibration: {cal.usable} of {cal.windows} held-out forecasts ({cal.start} → {cal.end}) → {path}")

@@ -28,6 +28,7 @@ def band_levels(band: float = 0.8) -> dict[str, tuple[float, float]]:
 
 
 BAND_SOURCES = ("calibrated", "samples")
+POINT_SOURCES = ("calibrated", "model")
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,15 @@ class DecodingConfig:
     # where bands come from: "calibrated", the model's own errors on held-out days (calibration.py), or
     # "samples", the quantiles of the K sampled answers (too narrow when measured: README)
     bands: str = "calibrated"
+    # with calibrated bands, the point forecast: "calibrated", the model's change weighted by what held-out days
+    # support (calibration.py), or "model", as generated
+    point: str = "calibrated"
 
     def __post_init__(self):
         if self.bands not in BAND_SOURCES:
             raise StockToolError(f"--bands {self.bands!r}: one of {', '.join(BAND_SOURCES)}")
+        if self.point not in POINT_SOURCES:
+            raise StockToolError(f"--point {self.point!r}: one of {', '.join(POINT_SOURCES)}")
         if not 0 < self.band < 1:
             raise StockToolError(f"--band {self.band}: a central band is a share between 0 and 1, e.g. 0.8")
         if self.samples < 1:
@@ -145,6 +151,7 @@ class Forecast:
     bands: pd.DataFrame | None = None  # close quantiles per day (columns q0.025 … q0.975)
     band: float = 0.8
     band_source: str = ""  # what the bands are quantiles of
+    weight: float = 1.0  # the model's change from the last close × weight is the point forecast (calibration.py)
     samples: int = 1
     usable_samples: int = 1
     files: list[Path] = field(default_factory=list)
@@ -180,7 +187,17 @@ def read_forecast(
     levels = sorted({q for pair in band_levels(band).values() for q in pair} | {0.5})
     quantiles = None
     if calibration is not None:
-        quantiles = calibration.quantiles(f"{len(history)}:{future}", read.point["Close"].to_numpy(), levels)
+        window = f"{len(history)}:{future}"
+        result.weight = calibration.weight(window)
+        if result.weight != 1:
+            prices = [c for c in ev.OHLC if c in read.point.columns]
+            result.forecast = read.point.copy()
+            result.forecast[prices] = calibration.weigh(window, read.point[prices], float(history["Close"].iloc[-1]))
+            result.notes.append(
+                f"point forecast: the model's change from the last close × {result.weight:g}, the weight with the "
+                f"lowest error on held-out days ({calibration.start} → {calibration.end}; 0 would be persistence)"
+            )
+        quantiles = calibration.quantiles(window, result.forecast["Close"].to_numpy(), levels)
         if quantiles is None:
             period = f"{calibration.start} → {calibration.end}"
             result.notes.append(f"no band: the calibration ({period}) has too few errors for this window")
@@ -235,6 +252,7 @@ def write_forecast_files(result: Forecast, stem: Path) -> list[Path]:
         "samples": result.samples,
         "usable_samples": result.usable_samples,
         "band_source": result.band_source,
+        "weight": result.weight,
         "bands": {k: [f"q{lo:g}", f"q{hi:g}"] for k, (lo, hi) in band_levels(result.band).items()}
         if result.bands is not None
         else {},

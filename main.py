@@ -133,7 +133,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from export import EXPORT_DTYPES, GGUF_TYPES
-    from forecast import BAND_SOURCES, DecodingConfig
+    from forecast import BAND_SOURCES, POINT_SOURCES, DecodingConfig
 
     p = argparse.ArgumentParser(
         prog="main.py",
@@ -317,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
         "its training (an evaluation measures them and leaves calibration.json beside the adapter); samples (the "
         "CPU default), the quantiles of the --samples answers (measured far too narrow: README)",
     )
+    infer.add_argument(
+        "--point",
+        choices=POINT_SOURCES,
+        default=decoding.point,
+        help="with calibrated bands, the point forecast: calibrated (default), the model's change from the last close "
+        "weighted by what the held-out days support (0: persistence, 1: as generated; README); model: as generated",
+    )
 
     ev = p.add_argument_group("evaluation (--evaluate 1)")
     ev.add_argument(
@@ -458,6 +465,7 @@ def build_configs(args, cuda: bool):
         seed=args.random_state,
         band=args.band,
         bands=args.bands or ("calibrated" if cuda else "samples"),
+        point=args.point,
     )
     if not cuda and args.bands is None and args.evaluate:
         print(

@@ -14,11 +14,14 @@ import pandas as pd
 from evaluation import verdict
 from utils import atomic_write_text, write_json, write_jsonl
 
-MODEL_ORDER = ["tuned", "base", "lstm", "drift", "moving_average", "persistence", "random_walk"]
+MODEL_ORDER = ["tuned", "tuned_raw", "base", "base_raw", "lstm", "drift", "moving_average"]
+MODEL_ORDER += ["persistence", "random_walk"]
 POINT_ONLY_SKIP = {"random_walk"}  # its point forecast is persistence: it appears in the probabilistic table
 LABELS = {
     "tuned": "LLM + LoRA (tuned)",
+    "tuned_raw": "LLM + LoRA as generated (weight 1)",
     "base": "LLM untuned",
+    "base_raw": "LLM untuned as generated (weight 1)",
     "lstm": "LSTM",
     "drift": "drift (20 days)",
     "moving_average": "moving average (20 days)",
@@ -234,6 +237,13 @@ def _band_source_lines(context: dict) -> list[str]:
                 f"{cal['usable']:,} held-out forecasts with targets {cal['start']} → {cal['end']} (after its training "
                 "cutoff, before the test period; `calibration.py`)."
             )
+            for window, weight in (cal.get("weights") or {}).items():
+                mape = cal["weighing"][window]
+                lines.append(
+                    f"  - {window}: point forecast = last close + {weight:g} × (the model's forecast − last close), "
+                    f"the weight with the lowest close MAPE on those days ({mape['weighted']:.3f}%; as generated "
+                    f"{mape['model']:.3f}%, persistence {mape['persistence']:.3f}%)."
+                )
         else:
             lines.append(f"- {LABELS.get(name, name)}: no band; {'; '.join(cal.get('notes') or ['not calibrated'])}.")
     return lines

@@ -437,6 +437,15 @@ class StockPredictor:
         cal = calibration.load(Path(self.model_cfg.model_dir) / calibration.FILE)
         if cal is None:
             return None
+        if cal.point != self.decoding.point:
+            log.warning(
+                "%s was calibrated for --point %s, not %s: no calibrated band (evaluate with --point %s)",
+                self.model_cfg.model_dir,
+                cal.point,
+                self.decoding.point,
+                self.decoding.point,
+            )
+            return None
         if cal.decoding != self.decoding.identity():
             log.warning(
                 "%s was calibrated with decoding %s, not %s: no calibrated band (evaluate with this decoding)",

@@ -171,9 +171,9 @@ def _llm_runs(predictor, cfg, plan: _Plan, generators, pool, cache_dir, predicti
             name, plan.tests, plan.fields, generate, cache, context, answer_format, cfg.decoding, chunk
         )
         answers += model_answers
-        if cfg.decoding.bands == "calibrated":  # the band from the model's errors on held-out days
+        if cfg.decoding.bands == "calibrated":  # the weight and the band from the model's errors on held-out days
             calibrations[name] = _calibrate(cfg, plan, name, generate, cache, context, answer_format, chunk)
-            distributions[name] = calibrations[name].distributions(plan.tests, predictions[name])
+            calibrations[name].apply(name, plan.tests, predictions, distributions)
         del generate
         pool.release(("eval", name))  # frees the model before the next one loads
     return answers, timings, answer_format, calibrations
@@ -188,10 +188,10 @@ def _calibrate(cfg, plan: _Plan, name, generate, cache, context, answer_format, 
     if empty is not None:
         print(f"{name}: {empty.notes[0]}")
         return empty
-    predictions, _, _, _ = _llm_forecasts(
+    predictions, _, answers, _ = _llm_forecasts(
         f"{name} calibration", tests, plan.fields, generate, cache, context, answer_format, cfg.decoding, chunk
     )
-    return calibration.fit(tests, predictions, cfg.decoding.identity())
+    return calibration.fit(tests, predictions, cfg.decoding.identity(), cfg.decoding.point, answers)
 
 
 def _score_and_report(predictor, cfg, plan: _Plan, run_dir, predictions, distributions, reference, answers, extra):

@@ -149,3 +149,113 @@ def test_a_forecast_takes_its_band_from_the_calibration_and_writes_where_it_came
     assert record["band_source"] == result.band_source and "Close_q0.1" in record["forecast"][0]
     plain = read_forecast("2330", "台積電", history, [answer], fields, 1)
     assert plain.bands is None and isinstance(plain, Forecast)
+
+
+def test_the_weight_is_the_one_with_the_lowest_close_mape_on_literal_forecasts():
+    last = [100.0] * 4
+    # the model forecasts twice the change that happens: half its change is exact
+    weight, mape = calibration.best_weight(last, [110, 90, 110, 90], [105, 95, 105, 95])
+    assert weight == 0.5 and mape["weighted"] == pytest.approx(0)
+    assert mape["persistence"] == pytest.approx(100 * np.mean([5 / 105, 5 / 95] * 2), abs=1e-4)
+    assert mape["model"] == pytest.approx(100 * np.mean([5 / 105, 5 / 95] * 2), abs=1e-4)
+    assert calibration.best_weight(last, [110, 90, 110, 90], [95, 105, 95, 105])[0] == 0.0  # always wrong: none
+    assert calibration.best_weight(last, [103, 98, 101, 97], [103, 98, 101, 97])[0] == 1.0  # always right: all
+    assert calibration.best_weight(last, [100, 100, 100, 100], [103, 98, 101, 97])[0] == 0.0  # a tie: the smaller
+
+
+def test_a_calibration_weighs_each_window_and_keeps_the_weighted_forecasts_errors(tmp_path):
+    one = WindowType(1, 1)
+    moves = [(-1) ** i * (1 + i % 4) for i in range(40)]  # the actual changes from a close of 100
+    tests = _windows(one, [[100.0 + m] for m in moves])
+    doubled = [_point([100.0 + 2 * m]) for m in moves]  # a model that forecasts twice each change
+    cal = calibration.fit(tests, doubled, decoding="k1")
+    assert cal.point == "calibrated" and cal.weights == {"1:1": 0.5} and cal.weight("1:1") == 0.5
+    assert cal.errors["1:1"][0] == pytest.approx([0.0] * 40)  # the weighted forecasts are exact
+    assert cal.weighing["1:1"]["weighted"] == pytest.approx(0) and cal.weighing["1:1"]["model"] > 1
+    weighted = cal.weighted(tests, doubled)
+    assert weighted[0] == pytest.approx(100 + 0.5 * (doubled[0] - 100))  # every price field, toward the last close
+    assert cal.summary()["weights"] == {"1:1": 0.5}
+    as_generated = calibration.fit(tests, doubled, decoding="k1", point="model")
+    assert as_generated.weights == {} and as_generated.weight("1:1") == 1.0
+    assert as_generated.errors["1:1"][0] == pytest.approx([(100 + m) / (100 + 2 * m) - 1 for m in moves])
+    assert calibration.load(cal.save(tmp_path / calibration.FILE)) == cal
+
+
+def test_a_forecast_is_weighted_toward_the_last_close_and_says_so(tmp_path):
+    history = candles([100.0, 101.0, 102.0, 103.0, 104.0])
+    day = history.index[-1] + pd.offsets.BDay()
+    row = f"Date: {day:%Y-%m-%d}, Open: 104.00, High: 106.00, Low: 103.00, Close: 105.00, Capacity: 5000"
+    errors = {"5:1": [list(np.linspace(-0.05, 0.05, 41))]}
+    cal = calibration.Calibration(
+        errors, start="2026-01-05", end="2026-02-27", usable=41, point="calibrated", weights={"5:1": 0.5}
+    )
+    fields = ["open", "high", "low", "close", "capacity"]
+    result = read_forecast("2330", "台積電", history, [dataset.answer_lines([row])], fields, 1, calibration=cal)
+    first = result.forecast.iloc[0]
+    assert (first["Open"], first["High"], first["Low"], first["Close"]) == (104.0, 105.0, 103.5, 104.5)
+    assert first["Volume"] == 5000  # not a price: as the model said
+    assert result.weight == 0.5 and any("× 0.5" in note for note in result.notes)
+    assert result.bands["q0.1"].iloc[0] == pytest.approx(104.5 * 0.96)  # around the weighted close
+    record = json.loads(write_forecast_files(result, tmp_path / "f")[1].read_text())
+    assert record["weight"] == 0.5 and record["forecast"][0]["Close"] == 104.5
+    as_generated = calibration.Calibration(errors, usable=41, point="model", weights={"5:1": 0.5})
+    answer = dataset.answer_lines([row])
+    unweighted = read_forecast("2330", "台積電", history, [answer], fields, 1, calibration=as_generated)
+    assert unweighted.forecast.iloc[0]["Close"] == 105.0 and unweighted.weight == 1.0
+
+
+def test_an_evaluation_reports_the_weighted_forecast_and_the_one_as_generated(price_dir, tmp_path):  # noqa: F811
+    fake_adapter_dir(tmp_path / "out" / "adapter")
+    predictor = predictor_for(price_dir, tmp_path / "out")
+
+    def falling(prompts, max_new_tokens):  # persistence's candle, 20% lower: always far off
+        answers = []
+        for answer in repeat_last_row(prompts, max_new_tokens):
+            head, *rows = answer.strip().splitlines()
+            answers.append(dataset.answer_lines([_scaled(row, 0.8) for row in rows]))
+        return answers
+
+    result = predictor.evaluate(
+        EvalConfig(test_end="2026-04-24", bootstrap=20, models="tuned", windows="1:1"), generators={"tuned": falling}
+    )
+    weights = result["context"]["calibration"]["tuned"]["weights"]
+    assert weights == {"1:1": 0.0}  # held-out days said the model's change only hurt
+    table = result["table"]
+    tuned, raw = table["tuned"]["1:1"]["all"], table["tuned_raw"]["1:1"]["all"]
+    assert tuned["mape_close"] == pytest.approx(table["persistence"]["1:1"]["all"]["mape_close"])
+    assert raw["mape_close"] > 15 > tuned["mape_close"]
+    text = (result["paths"]["dir"] / "report.md").read_text()
+    assert "LLM + LoRA as generated (weight 1)" in text and "1:1: point forecast = last close + 0 ×" in text
+    held_out = (result["paths"]["dir"] / "calibration-answers-tuned.jsonl").read_text().splitlines()
+    assert len(held_out) == 32 and json.loads(held_out[0])["model"] == "tuned calibration"
+
+
+def _scaled(row: str, factor: float) -> str:
+    """An answer row with its prices × factor."""
+    parts = []
+    for part in row.split(", "):
+        key, value = part.split(": ")
+        if key in ("Open", "High", "Low", "Close"):
+            value = f"{float(value) * factor:.2f}"
+        parts.append(f"{key}: {value}")
+    return ", ".join(parts)
+
+
+def test_a_forecast_uses_the_adapters_calibration_only_when_made_for_its_point_and_decoding(tmp_path):
+    from model import ModelConfig
+    from stock_predictor import StockPredictor
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    made = DecodingConfig()
+    calibration.Calibration({"1:1": [[0.01] * 40]}, decoding=made.identity(), point=made.point).save(
+        adapter / calibration.FILE
+    )
+
+    def loaded(decoding):
+        return StockPredictor(model=ModelConfig(model_dir=str(adapter)), decoding=decoding)._calibration()
+
+    assert loaded(made) is not None
+    assert loaded(DecodingConfig(point="model")) is None  # its errors are the weighted forecasts'
+    assert loaded(DecodingConfig(samples=8)) is None  # other answers than those calibrated
+    assert loaded(DecodingConfig(bands="samples")) is None

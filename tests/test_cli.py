@@ -149,3 +149,12 @@ def test_bands_are_calibrated_on_a_gpu_and_from_samples_on_a_cpu_unless_asked(ca
     assert "bands from samples (--bands samples)" in capsys.readouterr().out
     asked = cli.build_configs(parse(["--train", "0", "--evaluate", "1", "--bands", "calibrated"]), cuda=False)[4]
     assert asked.decoding.bands == "calibrated" and "bands from samples" not in capsys.readouterr().out
+
+
+def test_the_point_forecast_is_weighted_by_default_and_as_generated_when_asked():
+    parse = cli.build_parser().parse_args
+    assert cli.build_configs(parse(["--train", "0"]), cuda=True)[4].decoding.point == "calibrated"
+    assert cli.build_configs(parse(["--train", "0", "--point", "model"]), cuda=True)[4].decoding.point == "model"
+    with pytest.raises(SystemExit) as exit_info:
+        parse(["--train", "0", "--point", "median"])
+    assert exit_info.value.code == 2
