@@ -18,6 +18,7 @@ import pandas as pd
 
 import dataset
 import evaluation as ev
+from calibration import volatility
 from utils import StockToolError, atomic_write_text
 
 
@@ -173,10 +174,12 @@ def read_forecast(
     name_en="",
     band: float = 0.8,
     calibration=None,
+    volatility_history=None,
 ) -> Forecast:
     """A user-facing forecast from one prompt's sampled answers (problems recorded, never repaired). Its bands
     come from `calibration` (a `calibration.Calibration`: the model's errors on held-out days) when given,
-    else from the samples' quantiles when there are several."""
+    scaled by the volatility of `volatility_history` (the stock's prices up to the last known day; default:
+    `history`), else from the samples' quantiles when there are several."""
     read = read_samples(answers, fields, future, history.index[-1], anchor)
     result = Forecast(code, name, history, answers[0], samples=len(answers), usable_samples=read.usable)
     result.name_en, result.band = name_en, band
@@ -197,7 +200,8 @@ def read_forecast(
                 f"point forecast: the model's change from the last close × {result.weight:g}, the weight with the "
                 f"lowest error on held-out days ({calibration.start} → {calibration.end}; 0 would be persistence)"
             )
-        quantiles = calibration.quantiles(window, result.forecast["Close"].to_numpy(), levels)
+        scale = volatility(history if volatility_history is None else volatility_history)
+        quantiles = calibration.quantiles(window, result.forecast["Close"].to_numpy(), levels, scale)
         if quantiles is None:
             period = f"{calibration.start} → {calibration.end}"
             result.notes.append(f"no band: the calibration ({period}) has too few errors for this window")

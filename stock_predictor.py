@@ -384,7 +384,7 @@ class StockPredictor:
         trained = data_config_from(loaded.config["data"]) if "data" in loaded.config else self.data
         end = self.date_range()[1]
         start = end - dt.timedelta(days=max(60, past * 3))  # calendar days covering `past` trading days
-        companies, histories, prompts, regexes = [], [], [], []
+        companies, histories, prompts, regexes, frames = [], [], [], [], []
         for code in codes:
             company = _with_english_name(market_data.resolve_company({"code": code}))
             frame = market_data.update_prices(company, self.cache, start, end, self.client())
@@ -393,6 +393,7 @@ class StockPredictor:
                     f"{code} has only {len(frame)} trading days cached before {frame.index[-1]:%Y-%m-%d}"
                 )
             history = frame.iloc[-past:]
+            frames.append(frame)  # its volatility scales a calibrated band
             # the context the adapter was trained with (signals, news as of the last known day), then the user's
             built, _ = self.context_builder(trained, {code: frame})(code)(history.index[-1])
             text = "\n".join(part for part in (built, context.strip()) if part)
@@ -416,10 +417,10 @@ class StockPredictor:
         results = []
         out_dir = Path(self.train_settings.output_dir) / "forecasts"
         cal = self._calibration()
-        for company, history, raw in zip(companies, histories, answers, strict=True):
+        for company, history, raw, frame in zip(companies, histories, answers, frames, strict=True):
             anchor = dataset.anchor_of(history, answer_format)
             result = read_forecast(
-                company.code, company.name_zh, history, raw, fields, future, anchor, company.name_en, d.band, cal
+                company.code, company.name_zh, history, raw, fields, future, anchor, company.name_en, d.band, cal, frame
             )
             if result.ok and charts:  # an impossible candle is reported, never drawn as if it were a forecast
                 result.chart = plot_forecast(result, out_dir, self.chart_style)

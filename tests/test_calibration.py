@@ -37,7 +37,7 @@ def _point(closes) -> np.ndarray:
 def test_errors_are_actual_over_forecast_per_window_and_step_and_failures_add_none():
     two = WindowType(1, 2)
     tests = _windows(two, [[110.0, 90.0], [100.0, 100.0], [50.0, 50.0]])
-    cal = calibration.fit(tests, [_point([100, 100]), _point([125, 80]), None], decoding="k1")
+    cal = calibration.fit(tests, [_point([100, 100]), _point([125, 80]), None], decoding="k1", scaled=False)
     assert cal.errors == {"1:2": [[pytest.approx(0.1), pytest.approx(-0.2)], [pytest.approx(-0.1), 0.25]]}
     assert (cal.windows, cal.usable, cal.decoding) == (3, 2, "k1")
     assert cal.start <= cal.end
@@ -177,7 +177,9 @@ def test_a_calibration_weighs_each_window_and_keeps_the_weighted_forecasts_error
     assert cal.summary()["weights"] == {"1:1": 0.5}
     as_generated = calibration.fit(tests, doubled, decoding="k1", point="model")
     assert as_generated.weights == {} and as_generated.weight("1:1") == 1.0
-    assert as_generated.errors["1:1"][0] == pytest.approx([(100 + m) / (100 + 2 * m) - 1 for m in moves])
+    # a history of one unchanged close has the floor's volatility: errors in units of it
+    expected = [((100 + m) / (100 + 2 * m) - 1) / calibration.MIN_VOL for m in moves]
+    assert as_generated.errors["1:1"][0] == pytest.approx(expected)
     assert calibration.load(cal.save(tmp_path / calibration.FILE)) == cal
 
 
@@ -259,3 +261,26 @@ def test_a_forecast_uses_the_adapters_calibration_only_when_made_for_its_point_a
     assert loaded(DecodingConfig(point="model")) is None  # its errors are the weighted forecasts'
     assert loaded(DecodingConfig(samples=8)) is None  # other answers than those calibrated
     assert loaded(DecodingConfig(bands="samples")) is None
+
+
+def test_errors_are_kept_in_units_of_the_origins_volatility_and_bands_scale_with_it():
+    calm, wild = [100.0, 101.0] * 11, [100.0, 110.0] * 11  # 21 daily returns of ±1% and of ±10%
+    assert calibration.volatility(candles(calm)) == pytest.approx(np.std(np.diff(np.log(calm[-21:]))))
+    assert calibration.volatility(candles([50.0] * 30)) == calibration.MIN_VOL  # a stock that has not moved
+    assert calibration.volatility(candles([50.0])) == calibration.MIN_VOL  # no return yet
+    window = WindowType(22, 1)
+    tests = []
+    for i, closes in enumerate([calm, wild] * 20):  # every forecast 2% too low, after a calm or a wild month
+        frame = candles(closes + [closes[-1] * 1.02], start=f"2025-0{1 + i % 9}-01")
+        tests.append(ev.TestWindow("2330", "台積電", window, frame.iloc[:22], frame.iloc[22:]))
+    points = [_point([w.last_close]) for w in tests]
+    cal = calibration.fit(tests, points, point="model")
+    vol_calm, vol_wild = (calibration.volatility(tests[i].history) for i in (0, 1))
+    assert cal.scaled and cal.errors["22:1"][0][:2] == pytest.approx([0.02 / vol_calm, 0.02 / vol_wild])
+    # a forecast after a wild month gets the wider band: the same errors, times its own volatility
+    narrow = cal.quantiles("22:1", [100.0], [0.1, 0.9], vol_calm)[:, 0]
+    wide = cal.quantiles("22:1", [100.0], [0.1, 0.9], vol_wild)[:, 0]
+    assert wide[1] - wide[0] > 5 * (narrow[1] - narrow[0]) > 0
+    spread = cal.distributions(tests[:2], points[:2])
+    errors = np.sort(cal.step_errors("22:1", 1))
+    assert spread[0][:, 0] == pytest.approx(tests[0].last_close * (1 + vol_calm * errors))
