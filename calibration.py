@@ -14,7 +14,7 @@ Each error is kept in units of its stock's volatility at the forecast's origin: 
 last VOL_DAYS daily log returns up to that day (normalized conformal prediction, Papadopoulos et al., 2008, with
 the simplest difficulty estimate there is). A band is then the point close × (1 + e × that volatility), wide for
 a stock that has been moving and in a month that moves, narrow for a quiet one. Measured on both test periods
-(README): the 80% band covered 74–75% of March–April 2026 outcomes against 60–63% with unscaled errors.
+(README): the 80% band covered about 74% of March–April 2026 outcomes, against 60–63% with unscaled errors.
 
 The same held-out forecasts weigh the point forecast. A tuned model's predicted change (forecast − last close)
 barely correlates with what happened (README: about −0.1 to +0.02), so taken at face value it loses to
@@ -146,7 +146,7 @@ class Calibration:
 
 def volatility(history: pd.DataFrame) -> float:
     """The standard deviation of the last VOL_DAYS daily log returns of `history`'s closes (at least MIN_VOL;
-    MIN_VOL too with fewer than two closes)."""
+    MIN_VOL too with fewer than two returns)."""
     closes = history["Close"].dropna().to_numpy(dtype=float)[-(VOL_DAYS + 1) :]
     closes = closes[closes > 0]
     if len(closes) < 3:
@@ -182,8 +182,8 @@ def fit(tests, predictions, decoding: str = "", point: str = "calibrated", answe
             ]
             if len(steps) >= MIN_ERRORS:
                 weights[name], weighing[name] = best_weight(*zip(*steps, strict=True))
-    cal = Calibration({}, decoding=decoding, point=point, weights=weights, weighing=weighing, answers=list(answers))
-    cal.scaled = scaled
+    cal = Calibration({}, decoding=decoding, point=point, weights=weights, weighing=weighing, scaled=scaled)
+    cal.answers = list(answers)
     usable = 0
     for w, pred in zip(tests, predictions, strict=True):
         steps = cal.errors.setdefault(w.window.name, [[] for _ in range(w.window.future)])
