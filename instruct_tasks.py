@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import distributed
+import generation
 import market_data
 from market_data import ExchangeClient
 from utils import StockToolError, atomic_write_text, write_json, write_jsonl
@@ -230,7 +231,7 @@ def compare_factory(predictor, cfg: InstructConfig):
         loaded = model.load_untuned(base_cfg) if name == "base" else model.load_for_inference(name)
 
         def generate(prompts, max_new_tokens, regexes=None):
-            return model.generate(loaded, prompts, max_new_tokens, batch_size=cfg.batch_size)
+            return generation.generate(loaded, prompts, max_new_tokens, batch_size=cfg.batch_size)
 
         generate.loaded = loaded
         return generate

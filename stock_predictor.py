@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 import dataset
+import generation
 import market_data
 from configs import DataConfig, TradeConfig, data_config_from, parse_flag, trained_answer_format
 from forecast import (  # noqa: F401  (print_forecast: the spec's facade re-exports it)
@@ -374,7 +375,6 @@ class StockPredictor:
     ) -> list[Forecast]:
         """Latest-days forecasts for several stocks, generated in one batch; valid ones are charted and
         written to CSV and JSON beside the chart."""
-        import model
 
         if past < 1 or future < 1:
             raise StockToolError("--past and --future must be at least 1")
@@ -404,7 +404,7 @@ class StockPredictor:
         max_new = dataset.answer_token_budget(future, fields)
         _check_fits(loaded, prompts, max_new, past)
         d = self.decoding
-        answers = model.generate_samples(
+        answers = generation.generate_samples(
             loaded,
             prompts,
             max_new,

@@ -19,6 +19,7 @@ import calibration
 import dataset
 import distributed
 import evaluation as ev
+import generation
 import lstm
 import market_data
 from configs import DataConfig, data_config_from, parse_flag, trained_answer_format
@@ -49,8 +50,7 @@ class EvalConfig:
 
 
 def _sampler(fn):
-    """An injected generator fn(prompts, max_new_tokens) -> answers (a str, or a list of sampled answers, per
-    prompt), as the samplers below."""
+    """An injected fn(prompts, max_new_tokens) -> answers (str or list of samples each) as the samplers below."""
 
     def sample(prompts, max_new_tokens, regexes):
         return [answer if isinstance(answer, list) else [answer] for answer in fn(prompts, max_new_tokens)]
@@ -342,7 +342,7 @@ def _generator(predictor, name: str, batch_size: int, decoding: DecodingConfig):
     def generate(prompts, max_new_tokens, regexes):
         if "loaded" not in state:
             state["loaded"] = model.load_for_inference(predictor.model_cfg.model_dir, adapter=name == "tuned")
-        return model.generate_samples(
+        return generation.generate_samples(
             state["loaded"],
             prompts,
             max_new_tokens,

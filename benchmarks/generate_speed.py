@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import attention  # noqa: E402
 import dataset  # noqa: E402
+import generation  # noqa: E402
 import market_data  # noqa: E402
 import model  # noqa: E402
 from forecast import DecodingConfig, read_samples  # noqa: E402
@@ -68,11 +69,11 @@ def step_scan(loaded, window, prompts, regexes, batches: list[int], steps: int) 
     import torch
 
     def timed(chunk, rules, new_tokens):
-        model.generate_samples(loaded, chunk[:8], 4, 8, regexes=rules[:8] if rules else None)  # warm-up
+        generation.generate_samples(loaded, chunk[:8], 4, 8, regexes=rules[:8] if rules else None)  # warm-up
         if loaded.cuda:
             torch.cuda.synchronize()
         started = time.perf_counter()
-        model.generate_samples(loaded, chunk, new_tokens, len(chunk), regexes=rules, min_new_tokens=new_tokens)
+        generation.generate_samples(loaded, chunk, new_tokens, len(chunk), regexes=rules, min_new_tokens=new_tokens)
         if loaded.cuda:
             torch.cuda.synchronize()
         return time.perf_counter() - started, STEPS[-1]
@@ -99,9 +100,9 @@ def profile(loaded, prompts, regexes, batch_size, steps) -> None:
     from torch.profiler import profile as torch_profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if loaded.cuda else [])
-    model.generate_samples(loaded, prompts[:8], steps, 8, regexes=regexes[:8])  # warm-up
+    generation.generate_samples(loaded, prompts[:8], steps, 8, regexes=regexes[:8])  # warm-up
     with torch_profile(activities=activities) as prof:
-        model.generate_samples(
+        generation.generate_samples(
             loaded, prompts[:batch_size], steps, batch_size, regexes=regexes[:batch_size], stop_after=steps
         )
     for key in (["self_cuda_time_total"] if loaded.cuda else []) + ["self_cpu_time_total"]:
@@ -174,7 +175,7 @@ def main() -> None:
         ]
         regexes = [dataset.answer_regex(future.index, fields, answer_format) for _, _, future in picked]
         max_new = dataset.answer_token_budget(window.future, fields)
-        model.generate_samples(loaded, prompts[:4], max_new, 4, 1, regexes=regexes[:4])  # warm-up, compile
+        generation.generate_samples(loaded, prompts[:4], max_new, 4, 1, regexes=regexes[:4])  # warm-up, compile
         if args.profile:
             profile(loaded, prompts, regexes, args.batch_size, args.steps)
             args.profile = False
@@ -189,7 +190,7 @@ def main() -> None:
                 torch.cuda.synchronize()
             STEPS.clear()
             started = time.perf_counter()
-            answers = model.generate_samples(
+            answers = generation.generate_samples(
                 loaded,
                 prompts,
                 max_new,

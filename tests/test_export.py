@@ -11,6 +11,7 @@ import pytest
 
 import dataset
 import export
+import generation
 import main as cli
 import model
 from utils import StockToolError
@@ -58,7 +59,7 @@ def adapter(tmp_path_factory) -> Path:
 def greedy(folder: Path, adapter: bool = True) -> str:
     prompt = [{"role": "user", "content": dataset.user_prompt("台積電", FRAME, 1, OHLCV, "", "change")}]
     loaded = model.load_for_inference(str(folder), adapter=adapter)
-    return model.generate(loaded, [prompt], 24, 1)[0]
+    return generation.generate(loaded, [prompt], 24, 1)[0]
 
 
 def test_a_float32_merge_forecasts_exactly_as_the_adapter_and_loads_without_this_tool(adapter, tmp_path):

@@ -17,6 +17,7 @@ import attention
 import constrained
 import dataset
 import evaluation as ev
+import generation
 import main as cli
 import model
 from dataset import WindowType
@@ -124,7 +125,7 @@ def test_constrained_generation_on_the_real_model_always_matches(tokenizer):
         {"role": "user", "content": dataset.user_prompt("巨大", FRAME.iloc[:3], 1, OHLCV, answer_format="change")}
     ]
     regex = dataset.answer_regex(DAYS[3:4], OHLCV, "change")
-    answers = model.generate_samples(loaded, [prompt], 8, batch_size=2, samples=2, regexes=[regex])
+    answers = generation.generate_samples(loaded, [prompt], 8, batch_size=2, samples=2, regexes=[regex])
     assert len(answers) == 1 and len(answers[0]) == 2
     assert all(re.fullmatch(regex, a) for a in answers[0])
 
@@ -172,7 +173,7 @@ def test_a_batch_too_big_for_the_gpu_is_generated_in_halves_with_the_same_answer
         for name in ("巨大", "台積電", "聯發科")
     ]
     regexes = [dataset.answer_regex(DAYS[3:4], OHLCV, "change")] * 3
-    expected = model.generate_samples(loaded, prompts, 8, batch_size=1, regexes=regexes, stop_after=6)
+    expected = generation.generate_samples(loaded, prompts, 8, batch_size=1, regexes=regexes, stop_after=6)
     generate = loaded.model.generate
 
     class Cache:  # stands for the key/value cache a failed batch had filled
@@ -189,12 +190,12 @@ def test_a_batch_too_big_for_the_gpu_is_generated_in_halves_with_the_same_answer
         return generate(**kwargs)
 
     loaded.model.generate = small_memory
-    assert model.generate_samples(loaded, prompts, 8, batch_size=3, regexes=regexes, stop_after=6) == expected
+    assert generation.generate_samples(loaded, prompts, 8, batch_size=3, regexes=regexes, stop_after=6) == expected
     assert "out of GPU memory at 3 sequences" in caplog.text
     assert failed and held and not any(held)
     with pytest.raises(StockToolError, match="does not fit the GPU's memory"):
         loaded.model.generate = lambda **kwargs: (_ for _ in ()).throw(torch.OutOfMemoryError("simulated"))
-        model.generate_samples(loaded, prompts[:1], 8, batch_size=1, regexes=regexes[:1], stop_after=6)
+        generation.generate_samples(loaded, prompts[:1], 8, batch_size=1, regexes=regexes[:1], stop_after=6)
 
 
 # --------------------------------------------------------------------------- samples, medians and scores
