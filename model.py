@@ -67,6 +67,7 @@ class TrainSettings:
     packing: bool = False
     resume: bool = False
     run_name: str | None = None
+    torch_compile: bool = False  # TrainingArguments.torch_compile: measured no faster for the default (README)
 
 
 def cuda_available() -> bool:
@@ -418,6 +419,7 @@ def sft_arguments(
         dataloader_num_workers=0,
         # LoRA leaves the base weights frozen: DDP need not search the graph for unused parameters each step
         ddp_find_unused_parameters=False if processes > 1 else None,
+        torch_compile=settings.torch_compile,
     )
 
 

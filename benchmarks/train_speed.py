@@ -16,6 +16,8 @@ model's parameters) and peak GPU memory. Configurations (`--configs`, comma list
                          with grouped heads (`attention.install_varlen_gqa`); unsloth swaps torch's flash
                          kernel for FlashAttention-3 or -4 on Hopper when one is installed (its row says which)
     default-bundled-flash  the same with UNSLOTH_FLASH_ATTENTION_IMPL=off: torch's bundled flash kernel
+    default-compile        the default with TrainingArguments.torch_compile (the model through torch.compile)
+    unsloth-padded-compile plain unsloth, padded, with torch_compile
     unsloth-padded       plain unsloth as it ships: padded batches of 8
     transformers-padded  plain transformers + PEFT + bitsandbytes (no unsloth), padded batches of 8,
                          gradient checkpointing, SDPA attention
@@ -137,11 +139,14 @@ class Config:
     packing: bool = False
     varlen_gqa: bool = True  # attention.install_varlen_gqa (unsloth only)
     flash: str = "auto"  # UNSLOTH_FLASH_ATTENTION_IMPL: auto (FA3, then FA4 on Hopper, when installed) or off
+    compile: bool = False  # TrainingArguments.torch_compile (the model through torch.compile)
 
 
 PRESETS = {
     "default": Config("default", "unsloth", 16, True, False, True),
     "default-bundled-flash": Config("default-bundled-flash", "unsloth", 16, True, False, True, "off"),
+    "default-compile": Config("default-compile", "unsloth", 16, True, False, True, compile=True),
+    "unsloth-padded-compile": Config("unsloth-padded-compile", "unsloth", 8, False, False, False, compile=True),
     "unsloth-padded": Config("unsloth-padded", "unsloth", 8, False, False, False),
     "transformers-padded": Config("transformers-padded", "transformers", 8, False, False, False),
 }
@@ -288,13 +293,14 @@ def measure(config: Config, name: str, args, processes: int) -> dict:
             warmup_steps=2,
             padding_free=config.padding_free,
             packing=config.packing,
+            torch_compile=config.compile,
         )
         figures = model.train(cfg, model.LoraSettings(), settings, examples, [], {"benchmark": config.name})
-    attention = {}
+    paths = {}
     if config.stack == "unsloth" and figures.get("device", "cpu") != "cpu":
         import unsloth.utils.attention_dispatch as dispatch  # which path padding-free batches took
 
-        attention = {
+        paths = {
             "varlen_gqa": attention.ATTENTION.get("varlen_gqa"),
             "unsloth_varlen": dispatch._TORCH_VARLEN_ATTN is not None,
             "flash_impl": _flash_impl(),
@@ -310,7 +316,7 @@ def measure(config: Config, name: str, args, processes: int) -> dict:
         "steps": args.steps,
         "wall_s": round(time.time() - started, 1),
         "parameters": parameters,
-        **attention,
+        **paths,
         "mfu": None if mfu(rate, parameters, peak) is None else round(mfu(rate, parameters, peak), 4),
         **{
             k: figures.get(k)

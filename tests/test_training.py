@@ -51,6 +51,9 @@ def test_sft_arguments_follow_the_settings_and_the_device():
         ModelConfig(), dataclasses.replace(settings, eval_steps=10), 1, True, True, "x", 1, 0, 1
     )
     assert no_val["eval_strategy"] == "no" and no_val["bf16"] and not no_val["fp16"]
+    assert not no_val["torch_compile"]
+    compiled = dataclasses.replace(settings, torch_compile=True)
+    assert model.sft_arguments(ModelConfig(), compiled, 1, True, True, "x", 1, 0, 1)["torch_compile"]
 
 
 def test_resume_continues_from_the_last_checkpoint_or_says_there_is_none(tmp_path, capsys):
