@@ -181,3 +181,32 @@ def test_the_varlen_shim_is_left_out_where_it_cannot_or_need_not_apply(monkeypat
     assert attention.install_varlen_gqa() == "installed" and varlen.varlen_attn.takes_gqa
     assert attention.install_varlen_gqa().startswith("not needed")  # once only
     monkeypatch.setattr(varlen, "varlen_attn", before)
+
+
+def test_a_gpu_row_records_which_attention_path_unsloth_took(monkeypatch, tmp_path):
+    """The GPU branch of `measure` (stand-ins for unsloth and the training): a row with its attention paths."""
+    import argparse
+    import json
+    import types
+
+    dispatch = types.ModuleType("unsloth.utils.attention_dispatch")
+    dispatch._TORCH_VARLEN_ATTN = object()
+    for name, module in (
+        ("unsloth", types.ModuleType("unsloth")),
+        ("unsloth.utils", types.ModuleType("unsloth.utils")),
+        ("unsloth.utils.attention_dispatch", dispatch),
+    ):
+        monkeypatch.setitem(sys.modules, name, module)
+    trained = {"device": "NVIDIA H100 80GB HBM3", "useful_tokens_per_s": 1000.0, "train_loss": 1.5}
+    monkeypatch.setattr(train_speed.model, "train", lambda *args, **kwargs: trained)
+    monkeypatch.setattr(train_speed, "prompt_mix", lambda *args, **kwargs: [])
+    monkeypatch.setattr(train_speed, "_flash_impl", lambda: "FA3")
+    folder = tmp_path / "net"
+    folder.mkdir()
+    shape = {"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 100, "num_attention_heads": 4}
+    (folder / "config.json").write_text(json.dumps(shape | {"intermediate_size": 128}))
+    flags = {"steps": 2, "windows": "1:1", "fields": "ohlcv", "max_seq_length": 64, "load_in_4bit": 1, "shape": None}
+    args = argparse.Namespace(prices=str(tmp_path), work=str(tmp_path), **flags)
+    row = train_speed.measure(train_speed.PRESETS["default-compile"], str(folder), args, 1)
+    assert row["flash_impl"] == "FA3" and row["unsloth_varlen"] is True and "varlen_gqa" in row
+    assert row["compile"] is True and row["useful_tokens_per_s"] == 1000.0 and row["mfu"] is not None
