@@ -2,7 +2,7 @@
 
 Loads a trained adapter (or its untuned base with --base), builds the evaluation's prompts (the adapter's
 answer format, the real next trading dates as the grammar's dates) for the latest windows of real price
-CSVs, and generates them through `model.generate_samples`, once per decoding mode. Prints one JSON line
+CSVs, and generates them through `generation.generate_samples`, once per decoding mode. Prints one JSON line
 per window × mode. A forecast is one prompt's answer(s): with K samples, K sequences.
 
     python benchmarks/generate_speed.py --model-dir outputs/model --prices ../shared/data/prices \

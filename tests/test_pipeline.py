@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import dataset
+import generation
 import main as cli
 import market_data
 import model
@@ -44,7 +45,7 @@ def fake_adapter(monkeypatch, answer_for):
     )
     monkeypatch.setattr(model, "load_for_inference", lambda model_dir, cfg=None: loaded)
     monkeypatch.setattr(
-        model, "generate_samples", lambda _, prompts, *a, **kw: [[answer_for(p[0]["content"])] for p in prompts]
+        generation, "generate_samples", lambda _, prompts, *a, **kw: [[answer_for(p[0]["content"])] for p in prompts]
     )
 
 

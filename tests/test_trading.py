@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 import dataset
+import generation
 import main as cli
 import model
 import stock_api
@@ -215,7 +216,7 @@ def work(tmp_path, monkeypatch, server):
         return dataset.answer_text(row, fields)
 
     monkeypatch.setattr(
-        model, "generate_samples", lambda _, prompts, *a, **kw: [[answer(p[0]["content"])] for p in prompts]
+        generation, "generate_samples", lambda _, prompts, *a, **kw: [[answer(p[0]["content"])] for p in prompts]
     )
     return tmp_path
 
