@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dataset  # noqa: E402
 import market_data  # noqa: E402
 import model  # noqa: E402
+import model_source  # noqa: E402
 
 
 def answer_and_regex(prices: Path) -> tuple[str, str]:
@@ -92,7 +93,7 @@ def main() -> None:
     args = p.parse_args()
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model.gguf_to_hf(model.smollm2_gguf())))
+    tokenizer = AutoTokenizer.from_pretrained(str(model_source.gguf_to_hf(model_source.smollm2_gguf())))
     answer, regex = answer_and_regex(Path(args.prices))
     ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
     common = {"batch": args.batch, "answer_tokens": len(ids), "device": "cpu"}

