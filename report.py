@@ -14,8 +14,17 @@ import pandas as pd
 from evaluation import verdict
 from utils import atomic_write_text, write_json, write_jsonl
 
-MODEL_ORDER = ["tuned", "tuned_raw", "base", "base_raw", "lstm", "drift", "moving_average"]
-MODEL_ORDER += ["persistence", "random_walk"]
+MODEL_ORDER = [
+    "tuned",
+    "tuned_raw",
+    "base",
+    "base_raw",
+    "lstm",
+    "drift",
+    "moving_average",
+    "persistence",
+    "random_walk",
+]
 POINT_ONLY_SKIP = {"random_walk"}  # its point forecast is persistence: it appears in the probabilistic table
 LABELS = {
     "tuned": "LLM + LoRA (tuned)",
