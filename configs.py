@@ -1,66 +1,329 @@
-"""The settings every stage reads, and the adapter's saved settings read back in one place.
+"""Every setting of the pipeline, each with its one default, and the flag that sets it.
 
-`main.py` builds these from the command line; `stock_predictor` and `walk_forward` import them
-from here, so no stage module needs the `StockPredictor` facade for its settings.
+`main.py` generates the command line from these dataclasses (`options.py`); a field's metadata holds its
+help text, group, range check and, where a CPU demonstration shrinks it, the CPU's default (the field's
+own default is the GPU's). The stages import their settings from here, never from the `StockPredictor`
+facade; the adapter's saved settings are read back in `manifest.py`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import dataset
+from options import AT_LEAST_0, AT_LEAST_1, POSITIVE, SHARE, option, shared
 from utils import StockToolError
+
+SEED = 3407  # the spec's random_state: LoRA, sampling, the LSTM and every shuffle
+BOOTSTRAP = 1000  # block-bootstrap resamples for the 95% intervals
+BAND_SOURCES = ("calibrated", "samples")
+POINT_SOURCES = ("calibrated", "model")
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    data_dir: str = "data"
-    company_list_file: str | None = None  # None: the spec's 41 companies shipped in data/companies.json
-    year: int = 2024
-    month: int = 12
-    end_date: str | None = None  # None: today (Taipei)
-    offline: bool = False
-    choose_stock: int = 0
-    windows: str = dataset.DEFAULT_WINDOWS
-    fields: str = "ohlcv"
-    answer_format: str = "change"  # "absolute": the spec's NTD prices; "change": % from the last close
-    stride: int = 1
-    val_fraction: float = 0.1
-    max_val_examples: int = 200
-    price_source: str = "twstock"  # or "server": the trading server's price history
-    signals: bool = False  # twstock's best four points in the prompt; off: measured better
-    news: bool = True  # stored news (as of each window's last day) in the prompt; collected with NEWSAPI_KEY
-    news_languages: str = "both"  # zh, en or both
-    news_max_articles: int = 5
-    news_max_tokens: int = 300  # estimated: one token per CJK character, one per four other characters
-    news_days: int = 30  # how far back to collect (newsapi's free plan: ~30 days)
-    news_daily_limit: int = 100  # newsapi requests a day (the free plan's limit)
-    news_csv: str | None = None  # headlines to import into the store: code,date,title[,description,source,url]
-    market_csv: str | None = None  # market-wide daily CSV for --choose-stock instead of the exchanges
+    data_dir: str = option(
+        "data",
+        "where prices (<data-dir>/prices/<code>.csv) and examples are kept; a folder of price CSVs works as the "
+        "cache too",
+        group="data",
+    )
+    company_list_file: str | None = option(
+        None,
+        "JSON list of companies to train on, by name_zh or code (default: the spec's 41, data/companies.json)",
+        group="data",
+    )
+    year: int = option(2024, "collect prices from this year ...", group="data")
+    month: int = option(12, "... and month, up to --end-date", group="data", check=("1-12", lambda v: 1 <= v <= 12))
+    end_date: str | None = option(
+        None, "last day of prices to use, YYYY-MM-DD (default: today in Taipei)", group="data", check="date"
+    )
+    offline: bool = option(False, "never call the exchanges: use the price cache as it is", group="data", switch=True)
+    choose_stock: int = option(
+        0,
+        "instead of a company list, pick N listed stocks for each of twstock's four buy and four sell points",
+        group="data",
+        check=AT_LEAST_0,
+    )
+    windows: str = option(dataset.DEFAULT_WINDOWS, "window types past:future in trading days", group="data", cpu="1:1")
+    fields: str = option(
+        "ohlcv",
+        "price fields in prompts: ohlcv, all, turnover, basic (the spec's column sets) or a comma list",
+        group="data",
+    )
+    answer_format: str = option(
+        "change",
+        "how prompts and answers write prices: change (%% from the last close, measured better: README) "
+        "or absolute (the spec's NTD prices)",
+        group="data",
+        choices=["change", "absolute"],
+    )
+    stride: int = option(1, "trading days between consecutive windows", group="data", check=AT_LEAST_1)
+    val_fraction: float = option(0.1, "latest share of trading days held out for validation", group="data", check=SHARE)
+    max_val_examples: int = option(
+        200,
+        "validation examples evaluated, spread over the held-out days",
+        group="data",
+        cpu=4,
+        check=AT_LEAST_1,
+    )
+    price_source: str = option(
+        "twstock",
+        "where missing prices come from: the exchanges (twstock) or the trading server (--api-url)",
+        group="data",
+        choices=["twstock", "server"],
+    )
+    signals: bool = option(
+        False,
+        "1/0: twstock's best four points in the prompt (0 by default: measured better without them)",
+        group="context",
+    )
+    news: bool = option(
+        True, "1/0: stored news in the prompt; when training online with NEWSAPI_KEY, collect it first", group="context"
+    )
+    news_languages: str = option(
+        "both", "news languages used", group="context", flag="--news-language", choices=["zh", "en", "both"]
+    )
+    news_max_articles: int = option(5, "headlines per prompt at most", group="context", check=AT_LEAST_0)
+    # estimated: one token per CJK character, one per four other characters
+    news_max_tokens: int = option(300, "estimated tokens of news per prompt at most", group="context", check=AT_LEAST_0)
+    news_days: int = option(
+        30, "collect articles of the last N days (free plan ~30)", group="context", check=AT_LEAST_1
+    )
+    news_daily_limit: int = option(100, "newsapi requests a day (free plan 100)", group="context", check=AT_LEAST_0)
+    news_csv: str | None = option(None, "import headlines (code,date,title[,description,source,url])", group="context")
+    market_csv: str | None = option(
+        None, "market-wide daily CSV (code + twstock columns) for --choose-stock offline", group="context"
+    )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    model_name: str | None = option(
+        None,
+        "Hub id (unsloth/Llama-3.2-3B-Instruct, unsloth/Meta-Llama-3.1-8B-bnb-4bit), HF folder or .gguf; "
+        "default: the 3B model on CUDA, the bundled SmolLM2-135M on a CPU",
+        group="model",
+    )
+    max_seq_length: int = option(
+        4096,
+        "longest training example in tokens",
+        group="model",
+        cpu=768,
+        check=("at least 64 tokens", lambda v: v >= 64),
+    )
+    # unset: on with CUDA unless --load_in_8bit (main.build_configs)
+    load_in_4bit: bool = option(
+        False,
+        "load the model in 4 bit (CUDA only; default on with CUDA)",
+        group="model",
+        flag="--load_in_4bit",
+        aliases=["--load-in-4bit"],
+        bare=True,
+        auto=True,
+    )
+    load_in_8bit: bool = option(
+        False,
+        "load the model in 8 bit (CUDA only)",
+        group="model",
+        flag="--load_in_8bit",
+        aliases=["--load-in-8bit"],
+        bare=True,
+    )
+    model_dir: str = option("outputs/model", "where the trained adapter is saved and loaded from", group="model")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    rank: int = option(16, "LoRA rank r", group="lora", check=AT_LEAST_1)
+    lora_alpha: int = option(16, "LoRA alpha", group="lora", check=AT_LEAST_1)
+    lora_dropout: float = option(
+        0.0, "LoRA dropout", group="lora", check=("from 0 up to 1 (exclusive)", lambda v: 0 <= v < 1)
+    )
+    random_state: int = option(SEED, "random seed", group="lora")
+
+
+# Trainer defaults. CUDA: the spec's total batch of 32 and 60 steps, as 16 x 2 rather than 8 x 4 because
+# padding-free batches of 16 measured fastest on the H100 (README, "Measured"). CPU: a short, labelled
+# demonstration of next-day forecasts (a full run there would take days: ~40 tokens/s for SmolLM2 LoRA on two
+# cores), 16 steps of 4 at a higher learning rate: enough for SmolLM2 to write possible candles (measured: six
+# of six stocks), so the main job ends with a chart.
+@dataclass(frozen=True)
+class TrainSettings:
+    batch_size: int = option(16, "per-device batch size", group="trainer", cpu=4, check=AT_LEAST_1)
+    gradient_accumulation_steps: int = option(2, "batches per optimizer step", group="trainer", cpu=1, check=AT_LEAST_1)
+    num_epochs: float = option(1.0, "epochs (used when --max-steps is 0)", group="trainer", check=POSITIVE)
+    max_steps: int = option(
+        60,
+        "optimizer steps; 0: train --num-epochs",
+        group="trainer",
+        cpu=16,
+        check=("0 (train --num-epochs) or more", lambda v: v >= 0),
+    )
+    learning_rate: float = option(2e-4, "peak learning rate", group="trainer", cpu=1e-3, check=POSITIVE)
+    logging_steps: int = option(1, "log the training loss every N steps", group="trainer", check=AT_LEAST_1)
+    optim: str | None = option(None, "optimizer (default adamw_8bit on CUDA, adamw_torch on a CPU)", group="trainer")
+    weight_decay: float = option(0.01, "AdamW weight decay", group="trainer", check=AT_LEAST_0)
+    lr_scheduler_type: str = option("linear", "linear, cosine, constant, ...", group="trainer")
+    warmup_steps: int = option(5, "learning-rate warm-up steps", group="trainer", check=AT_LEAST_0)
+    output_dir: str = option("outputs", "checkpoints, TensorBoard runs (<output-dir>/runs), charts", group="trainer")
+    report_to: str = option("tensorboard", "tensorboard, none, or any transformers integration", group="trainer")
+    save_steps: int = option(50, "checkpoint every N steps (for --resume)", group="trainer", check=AT_LEAST_1)
+    eval_steps: int = option(0, "validation loss every N steps (0: once at the end)", group="trainer", check=AT_LEAST_0)
+    padding_free: bool | None = option(None, "1/0: padding-free batches (default on with CUDA)", group="trainer")
+    packing: bool = option(False, "1/0: pack examples into full-length rows", group="trainer")
+    resume: bool = option(False, "continue from the last checkpoint in --output-dir", group="trainer", switch=True)
+    run_name: str | None = None
+    torch_compile: bool = False  # TrainingArguments.torch_compile: measured no faster for the default (README)
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    # answers per prompt; 1: greedy decoding (measured: README), more: median and bands
+    samples: int = option(
+        1,
+        "answers sampled per forecast; with more than 1 the point forecast is their per-field median and "
+        "their quantiles the bands (1: greedy, the measured default; README)",
+        group="inference",
+    )
+    # at 0.7, 51 of 64 five-day forecasts of a tuned SmolLM2 were usable, at 1.0 only 29 (the median candle was
+    # impossible more often): README, "Sampled forecasts"
+    temperature: float = option(0.7, "sampling temperature (with --samples > 1)", group="inference")
+    constrained: bool = option(
+        True,
+        "constrained: answers generated under the answer format's grammar (dates fixed, numbers free); "
+        "free: unconstrained, for comparison",
+        group="inference",
+        flag="--decoding",
+        choices={"constrained": True, "free": False},
+    )
+    seed: int = shared(SEED, "random_state")
+    band: float = option(0.8, "central band drawn on the chart (0 < band < 1)", group="inference")
+    bands: str = option(
+        "calibrated",
+        "where bands come from: calibrated, the model's own errors on the held-out days of its training (an "
+        "evaluation measures them and leaves calibration.json beside the adapter); samples, the quantiles of "
+        "the --samples answers (measured far too narrow: README)",
+        group="inference",
+        choices=list(BAND_SOURCES),
+        cpu="samples",
+    )
+    point: str = option(
+        "calibrated",
+        "with calibrated bands, the point forecast: calibrated (default), the model's change from the last close "
+        "weighted by what the held-out days support (0: persistence, 1: as generated; README); model: as generated",
+        group="inference",
+        choices=list(POINT_SOURCES),
+    )
+
+    def __post_init__(self):
+        if self.bands not in BAND_SOURCES:
+            raise StockToolError(f"--bands {self.bands!r}: one of {', '.join(BAND_SOURCES)}")
+        if self.point not in POINT_SOURCES:
+            raise StockToolError(f"--point {self.point!r}: one of {', '.join(POINT_SOURCES)}")
+        if not 0 < self.band < 1:
+            raise StockToolError(f"--band {self.band}: a central band is a share between 0 and 1, e.g. 0.8")
+        if self.samples < 1:
+            raise StockToolError(f"--samples {self.samples}: at least 1 answer per forecast (1 = greedy)")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise StockToolError(f"--temperature {self.temperature}: must be a positive number")
+
+    def identity(self) -> str:
+        """What cached answers depend on besides the model and the prompt."""
+        return f"k{self.samples}:t{self.temperature}:{'grammar' if self.constrained else 'free'}:s{self.seed}"
+
+    def describe(self) -> str:
+        how = "greedy" if self.samples == 1 else f"median of {self.samples} samples at temperature {self.temperature:g}"
+        return how + (", constrained to the answer format" if self.constrained else ", unconstrained")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    test_start: str | None = option(
+        None,
+        "first target day, YYYY-MM-DD (default: the day after the adapter's data)",
+        group="evaluation",
+        check="date",
+    )
+    test_end: str | None = option(
+        None, "last target day, YYYY-MM-DD (default: --end-date or today)", group="evaluation", check="date"
+    )
+    stride: int = option(
+        1, "trading days between forecast origins", group="evaluation", flag="--eval-stride", check=AT_LEAST_1
+    )
+    models: str = option(
+        "tuned,base,lstm",
+        "models besides the always-run baselines (persistence, drift, moving average): tuned, base, lstm",
+        group="evaluation",
+        flag="--eval-models",
+    )
+    windows: str | None = shared(None, "windows")  # None: the adapter's window types
+    batch_size: int = option(
+        1024,
+        "forecast evaluation: sequences (prompts x samples) generated together (a batch the GPU cannot hold is "
+        "split in two); instruction comparison: prompts, GPU 64, CPU 8",
+        group="evaluation",
+        flag="--eval-batch-size",
+        cpu=8,
+        check=AT_LEAST_1,
+    )
+    bootstrap: int = option(
+        BOOTSTRAP, "block-bootstrap resamples for 95%% intervals", group="evaluation", check=AT_LEAST_0
+    )
+    brokerage: float = option(0.001425, "backtest brokerage per side (0.1425%%)", group="evaluation", check=AT_LEAST_0)
+    sell_tax: float = option(
+        0.003, "backtest securities transaction tax on sells", group="evaluation", check=AT_LEAST_0
+    )
+    run_name: str | None = option(
+        None, "report folder under --output-dir (default eval_<start>_<end>)", group="evaluation", flag="--eval-name"
+    )
+    lstm_epochs: int = option(
+        30, "LSTM baseline epochs (early stopping on validation)", group="evaluation", check=AT_LEAST_1
+    )
+    seed: int = shared(SEED, "random_state")
+    decoding: DecodingConfig = DecodingConfig()
 
 
 @dataclass(frozen=True)
 class TradeConfig:
-    execute: bool = False  # False: a dry run that prints and journals the plan and sends nothing
-    api_url: str | None = None  # None: $STOCK_API_URL or the spec's server
-    threshold: float = 0.01
-    max_lots: int = 1
-    max_positions: int = 5
-    past: int = 5
-    future: int = 5
-    journal_dir: str = "outputs/trades"
+    execute: bool = option(False, "send the planned orders (otherwise nothing is sent)", group="trading", switch=True)
+    api_url: str | None = option(
+        None, "trading server base URL (default $STOCK_API_URL or the spec's)", group="trading"
+    )
+    threshold: float = option(
+        0.01, "act when |expected return| exceeds this", group="trading", flag="--trade-threshold", check=AT_LEAST_0
+    )
+    max_lots: int = option(1, "lots (1,000 shares) per order at most", group="trading", check=AT_LEAST_1)
+    max_positions: int = option(5, "stocks held at most", group="trading", check=AT_LEAST_1)
+    past: int = option(5, "known trading days given to the model", group="inference", cpu=1, check=AT_LEAST_1)
+    future: int = option(5, "trading days to forecast", group="inference", cpu=1, check=AT_LEAST_1)
+    journal_dir: str = shared("outputs/trades", "output_dir", convert=lambda out: str(Path(out) / "trades"))
 
 
-def trained_answer_format(config: dict) -> str:
-    """The answer format an adapter was trained with; adapters from before the change format wrote prices."""
-    return config.get("dataset", {}).get("answer_format", "absolute")
-
-
-def data_config_from(saved: dict) -> DataConfig:
-    """An adapter's saved data settings; adapters from before signals and news had neither in their prompts."""
-    known = {f for f in DataConfig.__dataclass_fields__}
-    old = {"signals": False, "news": False, "answer_format": "absolute"}
-    return DataConfig(**(old | {k: v for k, v in saved.items() if k in known}))
+@dataclass(frozen=True)
+class InstructConfig:
+    dataset_files: str | None = option(
+        None, "training files, JSON/JSONL: a.jsonl,b.jsonl:0.5 (weights)", group="instruct", flag="--dataset-file"
+    )
+    template: str = option(
+        "chat", "prompt template", group="instruct", flag="--prompt-template", choices=["chat", "cornucopia"]
+    )
+    skip_bad_rows: bool = option(
+        False, "skip (and count) malformed rows instead of stopping", group="instruct", switch=True
+    )
+    eval_file: str | None = option(None, "instructions to answer and score (--train 0)", group="instruct")
+    compare: str | None = option(
+        None, "models to run over --eval-file: base,<adapter dir>,... (default: --model-dir)", group="instruct"
+    )
+    max_new_tokens: int = option(256, "answer length limit", group="instruct", check=AT_LEAST_1)
+    batch_size: int = shared(64, "eval_batch_size", cpu=8)
+    limit: int = option(
+        0, "only the first N rows of --eval-file (0: all)", group="instruct", flag="--eval-limit", check=AT_LEAST_0
+    )
+    bootstrap: int = shared(BOOTSTRAP, "bootstrap")
+    run_name: str | None = shared(None, "eval_name")  # None: compare_<eval file stem> under --output-dir
 
 
 def parse_flag(parser, text: str, flag: str):

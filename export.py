@@ -12,13 +12,14 @@ The folder is written beside its final name and renamed at the end: it is comple
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+import manifest
 import model
-from utils import StockToolError, is_writable_dir, write_json
+from utils import StockToolError, is_writable_dir
 
 log = logging.getLogger("stock.export")
 
@@ -39,7 +40,7 @@ def export_merged(model_dir: str, target: str, dtype: str = "bfloat16") -> Path:
     if dtype not in EXPORT_DTYPES:
         raise StockToolError(f"--export-dtype {dtype!r}: choose one of {', '.join(EXPORT_DTYPES)}")
     out, config = _source(model_dir, target)
-    merged, tokenizer = model.merge_adapter(model_dir, config["base_model"], dtype)
+    merged, tokenizer = model.merge_adapter(model_dir, config.base_model, dtype)
 
     def fill(staging: Path) -> dict:
         merged.save_pretrained(staging)
@@ -51,18 +52,18 @@ def export_merged(model_dir: str, target: str, dtype: str = "bfloat16") -> Path:
     return out
 
 
-def _source(model_dir: str, target: str) -> tuple[Path, dict]:
-    """(the export's folder, the adapter's stock config), both checked before any loading."""
+def _source(model_dir: str, target: str) -> tuple[Path, manifest.Manifest]:
+    """(the export's folder, the adapter's manifest), both checked before any loading."""
     out = Path(target)
     check_target(out)
-    config = model.read_stock_config(model_dir)
-    if config.get("export"):
-        kind = config["export"].get("kind", "")
+    config = manifest.read(model_dir)
+    if config.export:
+        kind = config.export.get("kind", "")
         raise StockToolError(f"{model_dir} is already a {kind} export, not an adapter: export from the adapter folder")
     return out, config
 
 
-def _write_whole(out: Path, model_dir: str, config: dict, fill) -> None:
+def _write_whole(out: Path, model_dir: str, config: manifest.Manifest, fill) -> None:
     """`fill(staging)` writes the export's files into a folder beside `out` and returns what the export is; this
     tool's config (marked as that export) joins them, and the folder is renamed to `out` only when complete. A
     failure leaves nothing behind; a failed write (a full disk) is one error line."""
@@ -71,7 +72,7 @@ def _write_whole(out: Path, model_dir: str, config: dict, fill) -> None:
     try:
         staging.mkdir(parents=True)
         what = fill(staging) | {"adapter": str(Path(model_dir).resolve())}
-        write_json(staging / model.STOCK_CONFIG, config | {"export": what})
+        replace(config, export=what).write(staging)
         if out.exists():
             out.rmdir()  # checked empty before the work
         staging.replace(out)
@@ -92,16 +93,16 @@ def export(args, model_dir: str, target: Path) -> Path:
 
 def describe(folder: Path) -> str:
     """One line for the user: what was written and how to use it."""
-    config = json.loads((folder / model.STOCK_CONFIG).read_text(encoding="utf-8"))
+    exported = manifest.read(str(folder)).export
     size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-    if config["export"]["kind"] == "gguf":
+    if exported["kind"] == "gguf":
         return (
-            f"GGUF ({config['export']['type']}, {size / 1e6:,.1f} MB) and an Ollama Modelfile in {folder}: "
+            f"GGUF ({exported['type']}, {size / 1e6:,.1f} MB) and an Ollama Modelfile in {folder}: "
             f"`cd {folder} && ollama create stock-forecaster -f Modelfile`, or llama.cpp's "
-            f"`llama-cli -m {folder / config['export']['file']}`; this tool: `--train 0 --model-dir {folder}`"
+            f"`llama-cli -m {folder / exported['file']}`; this tool: `--train 0 --model-dir {folder}`"
         )
     return (
-        f"merged model ({config['export']['dtype']}, {size / 1e6:,.1f} MB) in {folder}: "
+        f"merged model ({exported['dtype']}, {size / 1e6:,.1f} MB) in {folder}: "
         f"forecast with `python main.py --train 0 --model-dir {folder}`; "
         f"load elsewhere with transformers.AutoModelForCausalLM.from_pretrained({str(folder)!r})"
     )
@@ -319,7 +320,7 @@ def export_gguf(model_dir: str, target: str, kind: str = "f16") -> Path:
     if kind not in GGUF_TYPES:
         raise StockToolError(f"--gguf-type {kind!r}: choose one of {', '.join(GGUF_TYPES)} (no K-quants in `gguf`)")
     out, config = _source(model_dir, target)
-    merged, tokenizer = model.merge_adapter(model_dir, config["base_model"], "float32")
+    merged, tokenizer = model.merge_adapter(model_dir, config.base_model, "float32")
     chat_format(tokenizer)  # refuse before writing anything
     name = f"model-{kind}.gguf"
 

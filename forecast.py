@@ -19,54 +19,13 @@ import pandas as pd
 import dataset
 import evaluation as ev
 from calibration import volatility
-from utils import StockToolError, atomic_write_text
+from utils import atomic_write_text
 
 
 def band_levels(band: float = 0.8) -> dict[str, tuple[float, float]]:
     """The central bands a forecast reports: `band` (drawn on the chart) and 95%."""
     low = round((1 - band) / 2, 6)
     return {f"{100 * band:g}%": (low, round(1 - low, 6)), "95%": (0.025, 0.975)}
-
-
-BAND_SOURCES = ("calibrated", "samples")
-POINT_SOURCES = ("calibrated", "model")
-
-
-@dataclass(frozen=True)
-class DecodingConfig:
-    samples: int = 1  # answers per prompt; 1: greedy decoding (measured: README), more: median and bands
-    # sampling temperature (with samples > 1); at 0.7, 51 of 64 five-day forecasts of a tuned SmolLM2 were usable,
-    # at 1.0 only 29 (the median candle was impossible more often): README, "Sampled forecasts"
-    temperature: float = 0.7
-    constrained: bool = True  # generate under the answer's grammar (dates fixed, numbers free)
-    seed: int = 3407
-    band: float = 0.8  # the central band a forecast draws on its chart
-    # where bands come from: "calibrated", the model's own errors on held-out days (calibration.py), or
-    # "samples", the quantiles of the K sampled answers (too narrow when measured: README)
-    bands: str = "calibrated"
-    # with calibrated bands, the point forecast: "calibrated", the model's change weighted by what held-out days
-    # support (calibration.py), or "model", as generated
-    point: str = "calibrated"
-
-    def __post_init__(self):
-        if self.bands not in BAND_SOURCES:
-            raise StockToolError(f"--bands {self.bands!r}: one of {', '.join(BAND_SOURCES)}")
-        if self.point not in POINT_SOURCES:
-            raise StockToolError(f"--point {self.point!r}: one of {', '.join(POINT_SOURCES)}")
-        if not 0 < self.band < 1:
-            raise StockToolError(f"--band {self.band}: a central band is a share between 0 and 1, e.g. 0.8")
-        if self.samples < 1:
-            raise StockToolError(f"--samples {self.samples}: at least 1 answer per forecast (1 = greedy)")
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise StockToolError(f"--temperature {self.temperature}: must be a positive number")
-
-    def identity(self) -> str:
-        """What cached answers depend on besides the model and the prompt."""
-        return f"k{self.samples}:t{self.temperature}:{'grammar' if self.constrained else 'free'}:s{self.seed}"
-
-    def describe(self) -> str:
-        how = "greedy" if self.samples == 1 else f"median of {self.samples} samples at temperature {self.temperature:g}"
-        return how + (", constrained to the answer format" if self.constrained else ", unconstrained")
 
 
 @dataclass
@@ -190,25 +149,8 @@ def read_forecast(
     levels = sorted({q for pair in band_levels(band).values() for q in pair} | {0.5})
     quantiles = None
     if calibration is not None:
-        window = f"{len(history)}:{future}"
-        result.weight = calibration.weight(window)
-        if result.weight != 1:
-            prices = [c for c in ev.OHLC if c in read.point.columns]
-            result.forecast = read.point.copy()
-            result.forecast[prices] = calibration.weigh(window, read.point[prices], float(history["Close"].iloc[-1]))
-            result.notes.append(
-                f"point forecast: the model's change from the last close × {result.weight:g}, the weight with the "
-                f"lowest error on held-out days ({calibration.start} → {calibration.end}; 0 would be persistence)"
-            )
         scale = volatility(history if volatility_history is None else volatility_history)
-        quantiles = calibration.quantiles(window, result.forecast["Close"].to_numpy(), levels, scale)
-        if quantiles is None:
-            period = f"{calibration.start} → {calibration.end}"
-            result.notes.append(f"no band: the calibration ({period}) has too few errors for this window")
-        else:
-            result.band_source = (
-                f"errors of {calibration.usable} held-out forecasts, {calibration.start} → {calibration.end}"
-            )
+        quantiles = _calibrated(result, read.point, calibration, f"{len(history)}:{future}", levels, scale)
     elif len(answers) > 1:
         quantiles = ev.sample_quantiles(read.closes, levels)
         result.band_source = f"{read.usable} sampled closes"
@@ -227,6 +169,30 @@ def read_forecast(
             "(kept as draws; the median candle is possible)"
         )
     return result
+
+
+def _calibrated(result: Forecast, point: pd.DataFrame, calibration, window: str, levels, scale):
+    """Weigh `result`'s point forecast toward the last close by the calibration's weight, and its band quantiles
+    from the held-out errors scaled by the stock's volatility (None, with a note, when too few errors)."""
+    result.weight = calibration.weight(window)
+    if result.weight != 1:
+        prices = [c for c in ev.OHLC if c in point.columns]
+        result.forecast = point.copy()
+        result.forecast[prices] = calibration.weigh(window, point[prices], float(result.past["Close"].iloc[-1]))
+        result.notes.append(
+            f"point forecast: the model's change from the last close × {result.weight:g}, the weight with the "
+            f"lowest error on held-out days ({calibration.start} → {calibration.end}; 0 would be persistence)"
+        )
+    quantiles = calibration.quantiles(window, result.forecast["Close"].to_numpy(), levels, scale)
+    if quantiles is None:
+        result.notes.append(
+            f"no band: the calibration ({calibration.start} → {calibration.end}) has too few errors for this window"
+        )
+    else:
+        result.band_source = (
+            f"errors of {calibration.usable} held-out forecasts, {calibration.start} → {calibration.end}"
+        )
+    return quantiles
 
 
 def forecast_frame(result: Forecast) -> pd.DataFrame:

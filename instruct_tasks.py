@@ -8,12 +8,14 @@ the data handling and scoring themselves are in `instructions.py` and `events.py
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import distributed
 import generation
-import market_data
+import manifest
+import market_wide
+from configs import InstructConfig
 from market_data import ExchangeClient
 from utils import StockToolError, atomic_write_text, write_json, write_jsonl
 from walk_forward import AnswerCache
@@ -21,20 +23,6 @@ from walk_forward import AnswerCache
 log = logging.getLogger("stock.instruct")
 
 TRAIN_QUESTIONS = "train_questions.txt"  # beside an instruction adapter: fingerprints of its training questions
-
-
-@dataclass(frozen=True)
-class InstructConfig:
-    dataset_files: str | None = None  # training files, "a.jsonl,b.jsonl:0.5" (a weight multiplies a file's rows)
-    template: str = "chat"  # chat (the model's template) or cornucopia (the seed's plain template)
-    skip_bad_rows: bool = False
-    eval_file: str | None = None  # instructions to answer with each model of `compare`
-    compare: str | None = None  # "base,outputs/model,...": None means --model-dir alone
-    max_new_tokens: int = 256
-    batch_size: int = 8
-    limit: int = 0  # the first N rows of eval_file (0: all)
-    bootstrap: int = 1000
-    run_name: str | None = None  # None: compare_<eval file stem> under --output-dir
 
 
 def build_events(predictor, mix: str = "news:0.6,market:0.4", rows: int = 2000) -> dict:
@@ -51,7 +39,7 @@ def build_events(predictor, mix: str = "news:0.6,market:0.4", rows: int = 2000) 
     predictor.collect_news(companies)
     start, end = predictor.date_range()
     exchange = predictor.client() if isinstance(predictor.client(), ExchangeClient) else None  # None offline
-    taiex = market_data.update_taiex(predictor.cache.directory, start, end, exchange)
+    taiex = market_wide.update_taiex(predictor.cache.directory, start, end, exchange)
     if taiex is None:
         log.warning(
             "no TAIEX closes (%s/TAIEX.csv, or online): market returns are left empty", predictor.cache.directory
@@ -91,73 +79,17 @@ def build_forecaster(predictor, teacher, weeks: int = 4, samples: int = 200) -> 
     """
     import random
 
-    import instructions as ins
-
     companies = predictor.companies()
     prices = predictor.fetch_prices(companies)
     predictor.collect_news(companies)
     store = predictor.news_store()
-    candidates = []
-    for company in companies:
-        frame = prices[company.code]
-        articles = store.articles(company.code, ("zh", "en"))
-        by_week = [g for _, g in frame.groupby([frame.index.isocalendar().year, frame.index.isocalendar().week])]
-        for k in range(weeks, len(by_week)):
-            past, nxt = by_week[k - weeks : k], by_week[k]
-            described = []
-            for week in past:
-                start, end = week.index[0].date(), week.index[-1].date()
-                heads = [a["title"] for a in sorted(articles, key=lambda a: a["taipei_time"], reverse=True)
-                         if start <= a["taipei_date"] <= end][:5]  # fmt: skip
-                closes = (float(week["Close"].iloc[0]), float(week["Close"].iloc[-1]))
-                described.append({"start": f"{start}", "end": f"{end}", "headlines": heads, "open_close": closes})
-            last_close = float(past[-1]["Close"].iloc[-1])
-            before_last = float(past[-2]["Close"].iloc[-1]) if weeks > 1 else float(past[-1]["Close"].iloc[0])
-            prompt = ins.forecaster_prompt(
-                company.name_zh, company.code, described,
-                (f"{nxt.index[0]:%Y-%m-%d}", f"{nxt.index[-1]:%Y-%m-%d}"),
-            )  # fmt: skip
-            candidates.append({
-                "code": company.code, "week_end": f"{nxt.index[-1]:%Y-%m-%d}", "prompt": prompt,
-                "movement": ins.movement_bin(float(nxt["Close"].iloc[-1]) / last_close - 1),
-                "last_movement": ins.movement_bin(last_close / before_last - 1),
-                "news": sum(len(d["headlines"]) for d in described),
-            })  # fmt: skip
+    candidates = [c for company in companies for c in _forecaster_weeks(company, prices[company.code], store, weeks)]
     if not candidates:
         raise StockToolError(f"too little history for {weeks} past weeks plus one; start earlier with --year/--month")
     chosen = random.Random(predictor.lora_seed).sample(candidates, min(samples, len(candidates)))
     chosen.sort(key=lambda c: (c["week_end"], c["code"]))
     directory = predictor.store_dir("instructions")
-    cache = AnswerCache(directory / "forecaster_teacher_cache.jsonl", f"teacher:{teacher.url}:{teacher.model}")
-    system = (
-        "You are a seasoned stock market analyst. Answer in exactly this format:\n"
-        "[Positive Developments]:\n1. ...\n[Potential Concerns]:\n1. ...\n[Prediction & Analysis]:\n"
-        "Prediction: Up/Down by X-Y% (or by more than 5%)\nAnalysis: ..."
-    )
-    failures, rows, rejected = [], [], 0
-    for c in chosen:
-        hint = (f"{c['prompt']}\n\n(For the writer only, never mention it: next week the stock actually moved "
-                f"{ins.bin_words(c['movement'])}. Your prediction line must read 'Prediction: "
-                f"{ins.bin_words(c['movement'])}'.)")  # fmt: skip
-        key = cache.key([{"role": "system", "content": system}, {"role": "user", "content": hint}], 0)
-        if key not in cache.answers:
-            try:
-                cache.add([key], [teacher.chat(system, hint)])
-            except StockToolError as exc:
-                failures.append(str(exc))
-                break  # the endpoint is down: stop, keep what is cached, report
-        answer = cache.answers[key]
-        if ins.sections_valid(answer) and ins.parse_prediction(answer) == c["movement"]:
-            rows.append(
-                {k: c[k] for k in ("prompt", "movement", "last_movement", "code", "week_end")} | {"answer": answer}
-            )
-        else:
-            rejected += 1
-    if failures:
-        raise StockToolError(
-            f"the teacher failed ({failures[0]}); {len(cache.answers):,} answers are cached in {cache.path} and no "
-            "dataset was written: rerun to resume"
-        )
+    rows, rejected = _teacher_answers(teacher, chosen, directory / "forecaster_teacher_cache.jsonl")
     cut = sorted(r["week_end"] for r in rows)[int(len(rows) * (1 - predictor.data.val_fraction))] if rows else ""
     train = [r for r in rows if r["week_end"] < cut]
     test = [r for r in rows if r["week_end"] >= cut]
@@ -171,10 +103,77 @@ def build_forecaster(predictor, teacher, weeks: int = 4, samples: int = 200) -> 
     return {"train": len(train), "test": len(test), "rejected": rejected, "calls": teacher.calls}
 
 
+def _forecaster_weeks(company, frame, store, weeks: int) -> list[dict]:
+    """One candidate per week with `weeks` weeks before it: the prompt (past moves and each week's headlines, as
+    of its end), the next week's movement bin (the answer) and the last week's (persistence's)."""
+    import instructions as ins
+
+    articles = sorted(store.articles(company.code, ("zh", "en")), key=lambda a: a["taipei_time"], reverse=True)
+    by_week = [g for _, g in frame.groupby([frame.index.isocalendar().year, frame.index.isocalendar().week])]
+    out = []
+    for k in range(weeks, len(by_week)):
+        past, nxt = by_week[k - weeks : k], by_week[k]
+        described = []
+        for week in past:
+            start, end = week.index[0].date(), week.index[-1].date()
+            heads = [a["title"] for a in articles if start <= a["taipei_date"] <= end][:5]
+            closes = (float(week["Close"].iloc[0]), float(week["Close"].iloc[-1]))
+            described.append({"start": f"{start}", "end": f"{end}", "headlines": heads, "open_close": closes})
+        last_close = float(past[-1]["Close"].iloc[-1])
+        before_last = float(past[-2]["Close"].iloc[-1]) if weeks > 1 else float(past[-1]["Close"].iloc[0])
+        span = (f"{nxt.index[0]:%Y-%m-%d}", f"{nxt.index[-1]:%Y-%m-%d}")
+        out.append({
+            "code": company.code, "week_end": span[1],
+            "prompt": ins.forecaster_prompt(company.name_zh, company.code, described, span),
+            "movement": ins.movement_bin(float(nxt["Close"].iloc[-1]) / last_close - 1),
+            "last_movement": ins.movement_bin(last_close / before_last - 1),
+            "news": sum(len(d["headlines"]) for d in described),
+        })  # fmt: skip
+    return out
+
+
+FORECASTER_SYSTEM = (
+    "You are a seasoned stock market analyst. Answer in exactly this format:\n"
+    "[Positive Developments]:\n1. ...\n[Potential Concerns]:\n1. ...\n[Prediction & Analysis]:\n"
+    "Prediction: Up/Down by X-Y% (or by more than 5%)\nAnalysis: ..."
+)
+
+
+def _teacher_answers(teacher, chosen: list[dict], cache_path: Path) -> tuple[list[dict], int]:
+    """(rows whose answer has the three sections and predicts what happened, answers rejected). Every answer is
+    cached as it comes; a failing teacher stops the run with nothing written, and a rerun resumes."""
+    import instructions as ins
+
+    cache = AnswerCache(cache_path, f"teacher:{teacher.url}:{teacher.model}")
+    rows, rejected = [], 0
+    for c in chosen:
+        hint = (f"{c['prompt']}\n\n(For the writer only, never mention it: next week the stock actually moved "
+                f"{ins.bin_words(c['movement'])}. Your prediction line must read 'Prediction: "
+                f"{ins.bin_words(c['movement'])}'.)")  # fmt: skip
+        key = cache.key([{"role": "system", "content": FORECASTER_SYSTEM}, {"role": "user", "content": hint}], 0)
+        if key not in cache.answers:
+            try:
+                cache.add([key], [teacher.chat(FORECASTER_SYSTEM, hint)])
+            except StockToolError as exc:  # the endpoint is down: stop, keep what is cached, report
+                raise StockToolError(
+                    f"the teacher failed ({exc}); {len(cache.answers):,} answers are cached in {cache.path} and no "
+                    "dataset was written: rerun to resume"
+                ) from exc
+        answer = cache.answers[key]
+        if ins.sections_valid(answer) and ins.parse_prediction(answer) == c["movement"]:
+            rows.append(
+                {k: c[k] for k in ("prompt", "movement", "last_movement", "code", "week_end")} | {"answer": answer}
+            )
+        else:
+            rejected += 1
+    return rows, rejected
+
+
 def train_instruct(predictor, cfg: InstructConfig) -> dict:
     """LoRA on Alpaca / conversational / sentiment files mixed by weight; answer-only loss."""
     import instructions as ins
     import model
+    import training
 
     if not cfg.dataset_files:
         raise StockToolError("--task instruct --train 1 needs --dataset-file a.jsonl[,b.jsonl:weight ...]")
@@ -197,7 +196,7 @@ def train_instruct(predictor, cfg: InstructConfig) -> dict:
     )
     extra = {"task": "instruct", "instruct": asdict(cfg), "sources": sources}
     fingerprints = "".join(f"{f}\n" for f in sorted({ins.fingerprint(r) for r in train}))
-    figures = model.train(
+    figures = training.train(
         predictor.model_cfg,
         predictor.lora,
         predictor.train_settings,
@@ -224,7 +223,7 @@ def compare_factory(predictor, cfg: InstructConfig):
     adapters = [n for n in _compare_names(predictor, cfg) if n != "base"]
     base_cfg = predictor.model_cfg
     if adapters and not predictor.model_cfg.model_name:
-        base_cfg = replace(predictor.model_cfg, model_name=model.read_stock_config(adapters[0])["base_model"])
+        base_cfg = replace(predictor.model_cfg, model_name=manifest.read(adapters[0]).base_model)
 
     def build(key):
         name = key[1]
@@ -244,7 +243,6 @@ def compare(predictor, cfg: InstructConfig, pool=None) -> dict:
     where gold answers exist, and a side-by-side Markdown comparison. Refuses rows an adapter trained on.
     `pool` (a `distributed.Pool` over `compare_factory`) spreads generation over a torchrun launch's processes."""
     import instructions as ins
-    import model
 
     if not cfg.eval_file:
         raise StockToolError("--task instruct --train 0 needs --eval-file (instructions to answer)")
@@ -255,7 +253,7 @@ def compare(predictor, cfg: InstructConfig, pool=None) -> dict:
     for adapter in adapters:  # the overlap guard, before any model is loaded
         seen_file = Path(adapter) / TRAIN_QUESTIONS
         if not seen_file.is_file():
-            model.read_stock_config(adapter)  # a clear "no trained adapter" error when it is not one
+            manifest.read(adapter)  # a clear "no trained adapter" error when it is not one
             raise StockToolError(f"{adapter} has no {TRAIN_QUESTIONS}: cannot prove the eval rows are unseen")
         seen = set(seen_file.read_text(encoding="utf-8").split())
         overlap = [r.origin for r in rows if ins.fingerprint(r) in seen]
@@ -275,7 +273,7 @@ def compare(predictor, cfg: InstructConfig, pool=None) -> dict:
     results = {}
     for name in names:
         loaded = pool.local(("compare", name)).loaded
-        template = loaded.config.get("instruct", {}).get("template", cfg.template)
+        template = loaded.config.instruct.template if loaded.config.instruct else cfg.template
         rows = _rows_that_fit(loaded, rows, template, cfg.max_new_tokens, first=not results)
         prompts = [ins.to_example(r, template)["prompt"] for r in rows]
         # several processes (torchrun): each answers its share of the rows

@@ -19,6 +19,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from utils import StockToolError
 
@@ -240,9 +241,47 @@ def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0) -> list
     return [means[int(0.025 * n_boot)], means[min(n_boot - 1, math.ceil(0.975 * n_boot) - 1)]]
 
 
-def score(rows: list[Row], answers: list[str], n_boot: int = 1000) -> dict:
+class ChoiceScore(TypedDict):
+    """Multiple-choice exams: exact letters."""
+
+    n: int
+    accuracy: float
+    accuracy_ci95: list[float] | None
+
+
+class SentimentScore(ChoiceScore):
+    macro_f1: float
+    majority_class_accuracy: float  # the baseline: always the commonest gold label
+    unlabelled_answers: int  # answers that name no label (counted wrong)
+
+
+class TextScore(TypedDict):
+    """Free-text answers against the reference: ROUGE-L F1."""
+
+    n: int
+    rouge_l: float
+    rouge_l_ci95: list[float] | None
+
+
+class ForecasterScore(TypedDict):
+    """News-driven analyses (FinGPT-Forecaster style): the predicted week's move, its sections, its text."""
+
+    n: int
+    section_validity: float
+    direction_accuracy: float  # an unreadable prediction counts as wrong
+    direction_accuracy_ci95: list[float] | None
+    majority_class_accuracy: float
+    mean_bin_error: float | None
+    persistence_mean_bin_error: float | None  # the baseline: last week's bin again
+    rouge_l: float | None
+
+
+TaskScore = ChoiceScore | SentimentScore | TextScore | ForecasterScore
+
+
+def score(rows: list[Row], answers: list[str], n_boot: int = 1000) -> dict[str, TaskScore]:
     """Per task: accuracy (exams: exact letters; sentiment: label) or ROUGE-L, with 95% intervals."""
-    out: dict = {}
+    out: dict[str, TaskScore] = {}
     forecaster = [(r, a) for r, a in zip(rows, answers, strict=True) if r.task == "forecaster"]
     if forecaster:
         out["forecaster"] = forecaster_scores([r for r, _ in forecaster], [a for _, a in forecaster])
@@ -252,27 +291,27 @@ def score(rows: list[Row], answers: list[str], n_boot: int = 1000) -> dict:
             continue
         if task == "multiple_choice":
             hits = [float(choice_letters(a) == "".join(sorted(set(r.gold)))) for r, a in pairs]
-            out[task] = {"n": len(hits), "accuracy": sum(hits) / len(hits), "accuracy_ci95": bootstrap_ci(hits, n_boot)}
+            out[task] = ChoiceScore(
+                n=len(hits), accuracy=sum(hits) / len(hits), accuracy_ci95=bootstrap_ci(hits, n_boot)
+            )
         elif task == "sentiment":
             predicted = [sentiment_label(a, r.labels) for r, a in pairs]
             hits = [float(p == r.gold) for (r, _), p in zip(pairs, predicted, strict=True)]
             labels = tuple(sorted({label for r, _ in pairs for label in r.labels}))
             majority = max(labels, key=lambda label: sum(r.gold == label for r, _ in pairs))
-            out[task] = {
-                "n": len(hits),
-                "accuracy": sum(hits) / len(hits),
-                "accuracy_ci95": bootstrap_ci(hits, n_boot),
-                "macro_f1": macro_f1([r.gold for r, _ in pairs], predicted, labels),
-                "majority_class_accuracy": sum(r.gold == majority for r, _ in pairs) / len(pairs),
-                "unlabelled_answers": sum(p == "" for p in predicted),
-            }
+            out[task] = SentimentScore(
+                n=len(hits),
+                accuracy=sum(hits) / len(hits),
+                accuracy_ci95=bootstrap_ci(hits, n_boot),
+                macro_f1=macro_f1([r.gold for r, _ in pairs], predicted, labels),
+                majority_class_accuracy=sum(r.gold == majority for r, _ in pairs) / len(pairs),
+                unlabelled_answers=sum(p == "" for p in predicted),
+            )
         else:
             values = [rouge_l(a, r.output) for r, a in pairs]
-            out[task] = {
-                "n": len(values),
-                "rouge_l": sum(values) / len(values),
-                "rouge_l_ci95": bootstrap_ci(values, n_boot),
-            }
+            out[task] = TextScore(
+                n=len(values), rouge_l=sum(values) / len(values), rouge_l_ci95=bootstrap_ci(values, n_boot)
+            )
     return out
 
 
@@ -336,7 +375,7 @@ def forecaster_prompt(name: str, code: str, weeks: list[dict], next_week: tuple[
     return "\n".join(lines)
 
 
-def forecaster_scores(rows: list[Row], answers: list[str]) -> dict:
+def forecaster_scores(rows: list[Row], answers: list[str]) -> ForecasterScore:
     """Up/down accuracy against the majority class, bin error against persistence, section validity, ROUGE-L."""
     n = len(rows)
     predicted = [parse_prediction(a) for a in answers]
@@ -346,15 +385,13 @@ def forecaster_scores(rows: list[Row], answers: list[str]) -> dict:
     bin_errors = [abs(_bin_index(p) - _bin_index(r.gold)) for r, p in zip(rows, predicted, strict=True) if p]
     persistence = [abs(_bin_index(r.labels[0]) - _bin_index(r.gold)) for r in rows if r.labels]
     with_reference = [(r, a) for r, a in zip(rows, answers, strict=True) if r.output]
-    return {
-        "n": n,
-        "section_validity": sum(valid) / n,
-        "direction_accuracy": sum(right) / n,  # an unreadable prediction counts as wrong
-        "direction_accuracy_ci95": bootstrap_ci([float(x) for x in right]),
-        "majority_class_accuracy": max(ups, n - ups) / n,
-        "mean_bin_error": sum(bin_errors) / len(bin_errors) if bin_errors else None,
-        "persistence_mean_bin_error": sum(persistence) / len(persistence) if persistence else None,
-        "rouge_l": sum(rouge_l(a, r.output) for r, a in with_reference) / len(with_reference)
-        if with_reference
-        else None,
-    }
+    return ForecasterScore(
+        n=n,
+        section_validity=sum(valid) / n,
+        direction_accuracy=sum(right) / n,
+        direction_accuracy_ci95=bootstrap_ci([float(x) for x in right]),
+        majority_class_accuracy=max(ups, n - ups) / n,
+        mean_bin_error=sum(bin_errors) / len(bin_errors) if bin_errors else None,
+        persistence_mean_bin_error=sum(persistence) / len(persistence) if persistence else None,
+        rouge_l=sum(rouge_l(a, r.output) for r, a in with_reference) / len(with_reference) if with_reference else None,
+    )

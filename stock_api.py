@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from market_data import ExchangeUnavailable, rows_to_frame, to_number
+from market_data import ExchangeUnavailable, rows_to_frame
+from market_wide import to_number
 from utils import TAIPEI, StockToolError
 
 log = logging.getLogger("stock.api")

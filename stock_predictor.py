@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 import logging
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -20,9 +19,18 @@ import pandas as pd
 import dataset
 import generation
 import market_data
-from configs import DataConfig, TradeConfig, data_config_from, parse_flag, trained_answer_format
-from forecast import (  # noqa: F401  (print_forecast: the spec's facade re-exports it)
+import market_wide
+import prompt_context
+from configs import (
+    DataConfig,
     DecodingConfig,
+    LoraSettings,
+    ModelConfig,
+    TradeConfig,
+    TrainSettings,
+    parse_flag,
+)
+from forecast import (  # noqa: F401  (print_forecast: the spec's facade re-exports it)
     Forecast,
     next_trading_days,
     plot_forecast,
@@ -31,12 +39,9 @@ from forecast import (  # noqa: F401  (print_forecast: the spec's facade re-expo
     write_forecast_files,
 )
 from market_data import Company, ExchangeClient, PriceCache
-from model import LoraSettings, ModelConfig, TrainSettings
 from utils import StockToolError, is_writable_dir, taipei_today, write_json, write_jsonl
 
 log = logging.getLogger("stock.predictor")
-
-DEFAULT_COMPANY_FILE = Path(__file__).with_name("data") / "companies.json"
 
 
 class StockPredictor:
@@ -88,55 +93,17 @@ class StockPredictor:
             if self._chosen is None:
                 self._chosen = self.choose_stocks()
             return self._chosen
-        return market_data.load_company_list(self.data.company_list_file or DEFAULT_COMPANY_FILE)
+        return market_data.load_company_list(self.data.company_list_file or market_data.DEFAULT_COMPANY_FILE)
 
     def choose_stocks(self) -> list[Company]:
         """N listed stocks for each of twstock's four buy and four sell points on the latest market day."""
-        import random
-
-        n, end = self.data.choose_stock, self.date_range()[1]
-        if n < 1:
-            raise StockToolError("--choose-stock must be at least 1")
-        days = 10  # enough trading days for the 6-day average and the turns of the 3-day one
-        full = None
-        if self.data.market_csv:
-            full = market_data.read_market_csv(self.data.market_csv)
-            rows = market_data.last_days(full, end, days)
-            origin = self.data.market_csv
-        elif self.data.offline:
-            raise StockToolError("--choose-stock with --offline needs --market-csv (a market-wide daily CSV)")
-        else:
-            client = self.client() if isinstance(self.client(), ExchangeClient) else ExchangeClient()
-            rows = market_data.collect_market_days(client, self.market_dir(), end, days)
-            origin = f"the exchanges' daily reports ({self.market_dir()})"
-        frames = market_data.market_frames(rows)
-        latest = max(f.index[-1] for f in frames.values() if len(f))
-        points = {}
-        for code, frame in sorted(frames.items()):
-            if len(frame) < 7 or frame.index[-1] != latest or not _is_common_stock(code):
-                continue
-            points[code] = dataset.best_four_points(frame)[-1]
-        rng = random.Random(self.lora_seed)
-        chosen: dict[str, Company] = {}
-        print(f"choose-stock: {len(points):,} listed stocks on {latest:%Y-%m-%d} from {origin}")
-        for side, names in (("buy", dataset.BEST_BUY_WHY), ("sell", dataset.BEST_SELL_WHY)):
-            for i, why in enumerate(names):
-                pool = [c for c, p in points.items() if p and p[side][i]]
-                picks = rng.sample(pool, min(n, len(pool)))
-                named = []
-                for code in picks:
-                    try:
-                        company = chosen.get(code) or market_data.resolve_company({"code": code})
-                    except StockToolError:
-                        continue  # not in twstock's table (a new listing): cannot be fetched by code
-                    chosen[code] = company
-                    named.append(f"{code} {company.name_zh}")
-                print(f"  {side} {i + 1} ({why}): {', '.join(named) or 'none'}  [{len(pool):,} stocks meet it]")
-        if not chosen:
-            raise StockToolError(f"--choose-stock: no stock meets any best-four-point condition on {latest:%Y-%m-%d}")
-        if full is not None:  # the market CSV is also the chosen stocks' price history (used offline)
-            self._market_prices = market_data.market_frames(full[full["code"].isin(list(chosen))])
-        return list(chosen.values())
+        client = None if self.data.offline or self.data.market_csv else self.client()
+        chosen, market_prices = market_wide.choose_stocks(
+            self.data, self.date_range()[1], client, self.market_dir(), self.lora_seed
+        )
+        if market_prices is not None:  # the market CSV is also the chosen stocks' price history (used offline)
+            self._market_prices = market_prices
+        return chosen
 
     def market_dir(self) -> Path:
         return self.store_dir("market")
@@ -156,55 +123,11 @@ class StockPredictor:
 
     def collect_news(self, companies: list[Company]) -> None:
         """Import --news-csv, then fetch newsapi.org (with a key, online) into the store."""
-        import news
-
-        store = self.news_store()
-        store.check(c.code for c in companies)
-        if self.data.news_csv:
-            counts = news.import_csv(self.data.news_csv, store, {c.code: _with_english_name(c) for c in companies})
-            print(
-                f"news: imported {counts['imported']:,} new of {counts['rows']:,} rows from {self.data.news_csv} "
-                f"({counts['unknown_code']:,} for other companies, {counts['bad_rows']:,} unreadable) "
-                f"→ {store.directory}"
-            )
-        if not self.data.news or self.data.offline:
-            return
-        if not self.newsapi_key:
-            log.warning("no NEWSAPI_KEY: news is not collected; prompts use the news already stored (if any)")
-            return
-        collector = news.NewsCollector(self.newsapi_key, store, self.data.news_daily_limit)
-        summary = collector.collect([_with_english_name(c) for c in companies], self.data.news_days)
-        print(
-            f"news: {summary['requests']} newsapi request(s), {summary['new_articles']:,} new article(s) → "
-            f"{store.directory}"
-            + (f"; daily budget reached, skipped: {', '.join(summary['skipped'])}" if summary["skipped"] else "")
-        )
+        prompt_context.collect_news(self.data, self.news_store(), companies, self.newsapi_key)
 
     def context_builder(self, data: DataConfig, prices: dict[str, pd.DataFrame]):
         """fn(code) → fn(as_of_date) → (context text, kind): the as-of context of `data`'s settings."""
-        languages = ("zh", "en") if data.news_languages == "both" else (data.news_languages,)
-        store = self.news_store() if data.news else None
-        signals = {code: dict(zip(f.index, dataset.best_four_points(f), strict=True)) for code, f in prices.items()}
-
-        def for_code(code: str):
-            articles = store.articles(code, languages) if store else []
-            points = signals.get(code, {})
-
-            def context_for(as_of) -> tuple[str, str]:
-                parts, kind = [], "prices"
-                if data.signals:
-                    parts.append(dataset.signal_text(points.get(pd.Timestamp(as_of))))
-                    kind += "+signals"
-                lines = dataset.news_lines(articles, pd.Timestamp(as_of).date(), data.news_max_articles,
-                                           data.news_max_tokens) if articles else []  # fmt: skip
-                if lines:
-                    parts.append(f"News up to {pd.Timestamp(as_of):%Y-%m-%d} (newest first):\n" + "\n".join(lines))
-                    kind += "+news"
-                return "\n".join(parts), kind
-
-            return context_for
-
-        return for_code
+        return prompt_context.builder(data, prices, self.news_store() if data.news else None)
 
     def client(self) -> ExchangeClient | None:
         """Where missing months come from: the exchanges through twstock, or the trading server."""
@@ -347,9 +270,11 @@ class StockPredictor:
             extra = {"data": asdict(self.data), "dataset": manifest, "companies": [asdict(c) for c in companies]}
             return train, val, extra
 
+        import training
+
         # with several processes (torchrun), rank 0 alone talks to the exchanges and writes the examples
         train, val, extra = distributed.on_main(prepare)
-        figures = model.train(self.model_cfg, self.lora, self.train_settings, train, val, extra)
+        figures = training.train(self.model_cfg, self.lora, self.train_settings, train, val, extra)
         print("training: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
         print(
             f"adapter saved to {self.model_cfg.model_dir}; TensorBoard: tensorboard --logdir "
@@ -379,14 +304,14 @@ class StockPredictor:
         if past < 1 or future < 1:
             raise StockToolError("--past and --future must be at least 1")
         loaded = self._model()
-        fields = loaded.config.get("dataset", {}).get("fields", self.fields)
-        answer_format = trained_answer_format(loaded.config)
-        trained = data_config_from(loaded.config["data"]) if "data" in loaded.config else self.data
+        fields = loaded.config.fields or self.fields
+        answer_format = loaded.config.answer_format
+        trained = loaded.config.data or self.data
         end = self.date_range()[1]
         start = end - dt.timedelta(days=max(60, past * 3))  # calendar days covering `past` trading days
         companies, histories, prompts, regexes, frames = [], [], [], [], []
         for code in codes:
-            company = _with_english_name(market_data.resolve_company({"code": code}))
+            company = prompt_context.with_english_name(market_data.resolve_company({"code": code}))
             frame = market_data.update_prices(company, self.cache, start, end, self.client())
             if len(frame) < past:
                 raise StockToolError(
@@ -460,77 +385,12 @@ class StockPredictor:
     # ----------------------------------------------------------------- decisions and orders
 
     def trade(self, cfg: TradeConfig, credentials, api=None) -> list[dict]:
-        """Holdings → forecasts (holdings and candidates) → buy/sell/hold per stock → orders (only with execute).
-
-        Every decision and server reply goes to the day's journal; a decision already sent (or possibly
-        sent) today is never sent again.
-        """
-        import stock_api
+        """Holdings → forecasts → buy/sell/hold → orders (only with execute): `trading.run`."""
         import trading
 
-        api = api or stock_api.StockApiClient(**({"base_url": cfg.api_url} if cfg.api_url else {}))
-        rules = trading.TradeRules(cfg.threshold, cfg.max_lots, cfg.max_positions)
-        held = {}
-        for h in api.holdings(credentials):
-            held[h.code] = held.get(h.code, 0) + h.shares
         candidates = [c.code for c in self.companies()]
-        codes = list(dict.fromkeys([c for c in held if held[c] > 0] + candidates))
-        forecasts = {f.code: f for f in self.forecast_many(codes, cfg.past, cfg.future, charts=False)}
-        positions = sum(1 for lots in held.values() if lots > 0)
-        decisions = []
-        for code in codes:
-            f = forecasts[code]
-            problem = "; ".join(f.problems)[:200]
-            d = trading.decide(
-                code,
-                float(f.past["Close"].iloc[-1]),
-                f.forecast if f.ok else None,
-                held.get(code, 0),
-                positions,
-                rules,
-                problem,
-            )
-            positions += d.side == "buy"
-            decisions.append(d)
-        journal = trading.TradeJournal(cfg.journal_dir, taipei_today(), credentials.tag)
-        mode = "EXECUTE" if cfg.execute else "DRY RUN (nothing is sent; add --execute to send the orders)"
-        print(f"trade plan, {journal.day} ({mode}); holdings: {held or 'none'}")
-        outcomes = []
-        for d in decisions:
-            line = f"  {d.code} {d.side.upper():4s} {d.lots} lot(s)" + (f" @ {d.price:g}" if d.price else "")
-            print(f"{line:34s} {d.reason}")
-            outcomes.append(self._carry_out(d, cfg.execute, journal, api, credentials))
-        sent = sum(o["status"] == "sent" for o in outcomes)
-        print(f"journal: {journal.path} ({sent} order(s) sent)")
-        return outcomes
-
-    @staticmethod
-    def _carry_out(decision, execute: bool, journal, api, credentials) -> dict:
-        import stock_api
-
-        if decision.side == "hold":
-            return journal.append(decision, "hold")
-        if not execute:
-            return journal.append(decision, "dry-run")
-        earlier = journal.already(decision.code, decision.side)
-        if earlier:
-            print(f"    not sent: this {decision.side} of {decision.code} is already {earlier!r} in today's journal")
-            return journal.append(decision, "duplicate-skipped", earlier=earlier)
-        journal.append(decision, "sending")  # written and synced before the request: a crash cannot double it
-        send = api.buy if decision.side == "buy" else api.sell
-        try:
-            result = send(credentials, decision.code, decision.lots, decision.price)
-        except stock_api.OrderRefused as exc:
-            print(f"    refused: {exc}")
-            return journal.append(decision, "refused", reply=exc.body)
-        except stock_api.OrderOutcomeUnknown as exc:
-            print(f"    UNKNOWN: {exc}")
-            return journal.append(decision, "unknown", error=str(exc))
-        except stock_api.StockApiError as exc:  # the request never reached the server
-            print(f"    not sent: {exc}")
-            return journal.append(decision, "not-sent", error=str(exc))
-        print(f"    sent: {result.status or result.result}")
-        return journal.append(decision, "sent", reply=result.raw)
+        forecast = functools.partial(self.forecast_many, past=cfg.past, future=cfg.future, charts=False)
+        return trading.run(cfg, credentials, candidates, forecast, api)
 
     # ----------------------------------------------------------------- stages in their own modules
 
@@ -605,31 +465,8 @@ def _check_fits(loaded, prompts: list, max_new: int, past: int) -> None:
         )
 
 
-def _is_common_stock(code: str) -> bool:
-    """A listed common stock per twstock's table (not an ETF, warrant or bond)."""
-    from twstock.codes import codes
-
-    info = codes.get(code)
-    return info is not None and info.type == "股票"
-
-
 def _from_market(frame: pd.DataFrame, company: Company, start: dt.date, end: dt.date) -> pd.DataFrame:
     sliced = frame.loc[pd.Timestamp(start) : pd.Timestamp(end)]
     if sliced.empty:
         raise StockToolError(f"the market CSV has no prices for {company.code} between {start} and {end}")
     return sliced
-
-
-@functools.cache
-def _shipped_english_names() -> dict[str, str]:
-    try:
-        entries = json.loads(DEFAULT_COMPANY_FILE.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return {str(e.get("code")): e.get("name_en", "") for e in entries if isinstance(e, dict) and e.get("name_en")}
-
-
-def _with_english_name(company: Company) -> Company:
-    """Add the English name from the shipped company list (twstock has none) when the company has none."""
-    name = _shipped_english_names().get(company.code)
-    return replace(company, name_en=name) if name and not company.name_en else company

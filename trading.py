@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 
-from utils import append_jsonl
+from utils import append_jsonl, taipei_today
 
 DAILY_LIMIT = 0.10  # TWSE/TPEx daily price limit
 BLOCKING = {"sending", "sent", "refused", "unknown"}
@@ -130,3 +130,73 @@ class TradeJournal:
         }
         append_jsonl(self.path, [record])
         return record
+
+
+# --------------------------------------------------------------------------- the trading stage
+
+
+def run(cfg, credentials, candidates: list[str], forecast, api=None) -> list[dict]:
+    """Holdings → forecasts (holdings and candidates) → buy/sell/hold per stock → orders (only with execute).
+
+    `forecast(codes)` returns one `Forecast` per code. Every decision and server reply goes to the day's
+    journal; a decision already sent (or possibly sent) today is never sent again.
+    """
+    import stock_api
+
+    api = api or stock_api.StockApiClient(**({"base_url": cfg.api_url} if cfg.api_url else {}))
+    rules = TradeRules(cfg.threshold, cfg.max_lots, cfg.max_positions)
+    held = {}
+    for h in api.holdings(credentials):
+        held[h.code] = held.get(h.code, 0) + h.shares
+    codes = list(dict.fromkeys([c for c in held if held[c] > 0] + candidates))
+    forecasts = {f.code: f for f in forecast(codes)}
+    positions = sum(1 for lots in held.values() if lots > 0)
+    decisions = []
+    for code in codes:
+        f = forecasts[code]
+        last = float(f.past["Close"].iloc[-1])
+        d = decide(
+            code, last, f.forecast if f.ok else None, held.get(code, 0), positions, rules, "; ".join(f.problems)[:200]
+        )
+        positions += d.side == "buy"
+        decisions.append(d)
+    journal = TradeJournal(cfg.journal_dir, taipei_today(), credentials.tag)
+    mode = "EXECUTE" if cfg.execute else "DRY RUN (nothing is sent; add --execute to send the orders)"
+    print(f"trade plan, {journal.day} ({mode}); holdings: {held or 'none'}")
+    outcomes = []
+    for d in decisions:
+        line = f"  {d.code} {d.side.upper():4s} {d.lots} lot(s)" + (f" @ {d.price:g}" if d.price else "")
+        print(f"{line:34s} {d.reason}")
+        outcomes.append(carry_out(d, cfg.execute, journal, api, credentials))
+    sent = sum(o["status"] == "sent" for o in outcomes)
+    print(f"journal: {journal.path} ({sent} order(s) sent)")
+    return outcomes
+
+
+def carry_out(decision, execute: bool, journal, api, credentials) -> dict:
+    """One decision: journalled as hold or dry run, or sent once (a `sending` line first), with the reply."""
+    import stock_api
+
+    if decision.side == "hold":
+        return journal.append(decision, "hold")
+    if not execute:
+        return journal.append(decision, "dry-run")
+    earlier = journal.already(decision.code, decision.side)
+    if earlier:
+        print(f"    not sent: this {decision.side} of {decision.code} is already {earlier!r} in today's journal")
+        return journal.append(decision, "duplicate-skipped", earlier=earlier)
+    journal.append(decision, "sending")  # written and synced before the request: a crash cannot double it
+    send = api.buy if decision.side == "buy" else api.sell
+    try:
+        result = send(credentials, decision.code, decision.lots, decision.price)
+    except stock_api.OrderRefused as exc:
+        print(f"    refused: {exc}")
+        return journal.append(decision, "refused", reply=exc.body)
+    except stock_api.OrderOutcomeUnknown as exc:
+        print(f"    UNKNOWN: {exc}")
+        return journal.append(decision, "unknown", error=str(exc))
+    except stock_api.StockApiError as exc:  # the request never reached the server
+        print(f"    not sent: {exc}")
+        return journal.append(decision, "not-sent", error=str(exc))
+    print(f"    sent: {result.status or result.result}")
+    return journal.append(decision, "sent", reply=result.raw)

@@ -21,32 +21,16 @@ import distributed
 import evaluation as ev
 import generation
 import lstm
+import manifest
 import market_data
-from configs import DataConfig, data_config_from, parse_flag, trained_answer_format
-from forecast import DecodingConfig, read_samples
+from configs import DataConfig, DecodingConfig, EvalConfig, parse_flag
+from forecast import read_samples
 from market_data import Company
 from utils import StockToolError, append_jsonl
 
 log = logging.getLogger("stock.evaluate")
 
 EVAL_MODELS = ("tuned", "base", "lstm")
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    test_start: str | None = None  # None: the day after the adapter's last training day
-    test_end: str | None = None  # None: --end-date, or today
-    stride: int = 1  # trading days between forecast origins
-    models: str = "tuned,base,lstm"  # besides the naive baselines, which always run
-    windows: str | None = None  # None: the adapter's window types
-    batch_size: int = 64  # prompts generated together
-    bootstrap: int = 1000  # block-bootstrap resamples for the 95% intervals
-    brokerage: float = 0.001425  # per side
-    sell_tax: float = 0.003
-    run_name: str | None = None  # None: eval_<test-start>_<test-end> under --output-dir
-    lstm_epochs: int = 30
-    seed: int = 3407
-    decoding: DecodingConfig = DecodingConfig()
 
 
 def _sampler(fn):
@@ -63,7 +47,7 @@ class _Plan:
     """What an evaluation forecasts: the adapter's settings, the period, the companies' prices and test windows."""
 
     wanted: list[str]
-    adapter: dict | None
+    adapter: manifest.Manifest | None
     train_data: DataConfig
     test_start: dt.date
     test_end: dt.date
@@ -116,12 +100,12 @@ def _plan(predictor, cfg: EvalConfig) -> _Plan:
     """The adapter's settings (or the command line's), the test period, prices up to its end, the test windows."""
     wanted = _parse_models(cfg.models)
     adapter = _adapter_config(predictor, required=bool({"tuned", "base"} & set(wanted)))
-    train_data = data_config_from(adapter["data"]) if adapter else predictor.data
+    train_data = (adapter.data if adapter else None) or predictor.data
     test_start, test_end, seen_end = _test_period(predictor, cfg, adapter)
     companies = _eval_companies(predictor, adapter)
-    window_text = cfg.windows or _adapter_windows(adapter) or predictor.data.windows
+    window_text = cfg.windows or (adapter.windows if adapter else None) or predictor.data.windows
     windows = parse_flag(dataset.parse_windows, window_text, "--windows")
-    fields = (adapter or {}).get("dataset", {}).get("fields") or predictor.fields
+    fields = (adapter.fields if adapter else None) or predictor.fields
     first_day = dt.date(train_data.year, train_data.month, 1)
     prices = {
         c.code: market_data.update_prices(c, predictor.cache, first_day, test_end, predictor.client())
@@ -143,7 +127,7 @@ def _reference_forecasts(predictor, cfg: EvalConfig, plan: _Plan):
     distributions = {"random_walk": reference}
     lstm_figures = {}
     if "lstm" in plan.wanted:
-        cutoff = pd.Timestamp(plan.adapter["dataset"]["cutoff"]) if plan.adapter else None
+        cutoff = pd.Timestamp(plan.adapter.cutoff) if plan.adapter and plan.adapter.cutoff else None
         pool_prices = {code: f[f.index <= last_seen] for code, f in plan.prices.items()}
         predictions["lstm"], lstm_figures = _lstm_forecasts(
             predictor, plan.tests, plan.windows, pool_prices, plan.fields, plan.train_data, cutoff, cfg
@@ -156,7 +140,7 @@ def _llm_runs(predictor, cfg, plan: _Plan, generators, pool, cache_dir, predicti
     `predictions` and `distributions`. Returns (answers, timings, the answer format, calibrations)."""
     answers, timings, calibrations = [], {}, {}
     context = predictor.context_builder(plan.train_data, plan.prices)  # as trained: same signals and news
-    answer_format = trained_answer_format(plan.adapter) if plan.adapter else predictor.data.answer_format
+    answer_format = plan.adapter.answer_format if plan.adapter else predictor.data.answer_format
     for name in ("tuned", "base"):
         if name not in plan.wanted:
             continue
@@ -181,7 +165,7 @@ def _llm_runs(predictor, cfg, plan: _Plan, generators, pool, cache_dir, predicti
 
 def _calibrate(cfg, plan: _Plan, name, generate, cache, context, answer_format, chunk) -> calibration.Calibration:
     """The model's errors on its adapter's held-out days (`calibration.held_out`); too few windows: none made."""
-    cutoff = ((plan.adapter or {}).get("dataset") or {}).get("cutoff")
+    cutoff = plan.adapter.cutoff if plan.adapter else None
     end = min(pd.Timestamp(plan.seen_end or plan.test_start), pd.Timestamp(plan.test_start) - pd.Timedelta(days=1))
     columns = [dataset.FIELDS[f][1] for f in plan.fields]
     tests, empty = calibration.held_out(plan.prices, plan.companies, plan.windows, cutoff, end, cfg.stride, columns)
@@ -208,14 +192,13 @@ def _score_and_report(predictor, cfg, plan: _Plan, run_dir, predictions, distrib
         m: ev.backtest(rows[(rows["model"] == m) & (rows["window"] == one_step) & (rows["step"] == 1)], costs)
         for m in predictions
     }
-    adapter = plan.adapter or {}
     context = {
         "test_start": str(plan.test_start),
         "test_end": str(plan.test_end),
         "adapter": predictor.model_cfg.model_dir if plan.adapter else None,
-        "base_model": adapter.get("base_model"),
+        "base_model": plan.adapter.base_model if plan.adapter else None,
         "adapter_data_last_date": str(plan.seen_end) if plan.seen_end else None,
-        "adapter_training": adapter.get("dataset"),
+        "adapter_training": asdict(plan.adapter.dataset) if plan.adapter and plan.adapter.dataset else None,
         "companies": [c.code for c in plan.companies],
         "windows": [w.name for w in plan.windows],
         "fields": plan.fields,
@@ -232,19 +215,17 @@ def _score_and_report(predictor, cfg, plan: _Plan, run_dir, predictions, distrib
     return {"table": table, "backtests": backtests, "paths": paths, "context": context}
 
 
-def _adapter_config(predictor, required: bool) -> dict | None:
+def _adapter_config(predictor, required: bool) -> manifest.Manifest | None:
     """The adapter's saved configuration when an LLM is evaluated; an LSTM-and-baselines run uses none, so an
     adapter left in --model-dir neither changes nor blocks it."""
-    import model
-
-    return model.read_stock_config(str(predictor.model_cfg.model_dir)) if required else None
+    return manifest.read(str(predictor.model_cfg.model_dir)) if required else None
 
 
-def _test_period(predictor, cfg: EvalConfig, adapter: dict | None):
+def _test_period(predictor, cfg: EvalConfig, adapter: manifest.Manifest | None):
     """(test_start, test_end, last day the adapter saw). Refuses a period the adapter was trained on."""
     seen = None
     if adapter:
-        seen = adapter.get("dataset", {}).get("last_date") or adapter.get("data", {}).get("end_date")
+        seen = adapter.last_seen
         if not seen:
             raise StockToolError(
                 f"{predictor.model_cfg.model_dir} does not record the last day it was trained on; "
@@ -269,10 +250,10 @@ def _test_period(predictor, cfg: EvalConfig, adapter: dict | None):
     return start, end, seen
 
 
-def _eval_companies(predictor, adapter: dict | None) -> list[Company]:
-    if predictor.data.company_list_file or not adapter or not adapter.get("companies"):
+def _eval_companies(predictor, adapter: manifest.Manifest | None) -> list[Company]:
+    if predictor.data.company_list_file or not adapter or not adapter.companies:
         return predictor.companies()
-    return [Company.from_saved(c) for c in adapter["companies"]]
+    return [Company.from_saved(c) for c in adapter.companies]
 
 
 def _test_windows(predictor, companies, prices, windows, test_start, test_end, stride, columns):
@@ -356,18 +337,16 @@ def _generator(predictor, name: str, batch_size: int, decoding: DecodingConfig):
     return generate
 
 
-def _model_identity(predictor, name: str, adapter: dict | None, generators: dict | None) -> str:
+def _model_identity(predictor, name: str, adapter: manifest.Manifest | None, generators: dict | None) -> str:
     """What the cached answers depend on: the adapter's (or an export's) weights file (tuned) or the base model's
     name."""
     if generators and name in generators:
         return f"{name}:injected"
     if name == "tuned":
-        import model
-
-        weights = model.weights_file(predictor.model_cfg.model_dir, adapter or {})
+        weights = manifest.weights_file(predictor.model_cfg.model_dir, adapter)
         stat = weights.stat() if weights.is_file() else None
         return f"tuned:{weights.resolve()}:{stat.st_size if stat else 0}:{stat.st_mtime_ns if stat else 0}"
-    return f"base:{(adapter or {}).get('base_model')}"
+    return f"base:{adapter.base_model if adapter else None}"
 
 
 def training_windows(prices: dict, window, fields, stride: int, cutoff: pd.Timestamp | None):
@@ -486,11 +465,6 @@ def _parse_models(text: str) -> list[str]:
     if unknown:
         raise StockToolError(f"--eval-models: unknown {unknown}; choose from {', '.join(EVAL_MODELS)}")
     return models
-
-
-def _adapter_windows(adapter: dict | None) -> str | None:
-    names = (adapter or {}).get("dataset", {}).get("windows")
-    return ",".join(names) if names else None
 
 
 def _date(text: str, flag: str) -> dt.date:

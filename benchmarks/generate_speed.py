@@ -33,8 +33,8 @@ import dataset  # noqa: E402
 import generation  # noqa: E402
 import market_data  # noqa: E402
 import model  # noqa: E402
-from forecast import DecodingConfig, read_samples  # noqa: E402
-from stock_predictor import trained_answer_format  # noqa: E402
+from configs import DecodingConfig  # noqa: E402
+from forecast import read_samples  # noqa: E402
 
 
 def windows_for(prices: Path, window: dataset.WindowType, count: int) -> list:
@@ -165,8 +165,8 @@ def main() -> None:
     attention.FOLD_GQA_DECODE = bool(args.fold_gqa)
     loaded = load(args)
     count_steps(loaded)
-    fields = loaded.config.get("dataset", {}).get("fields", dataset.FIELD_SETS["ohlcv"])
-    answer_format = trained_answer_format(loaded.config)
+    fields = loaded.config.fields or dataset.FIELD_SETS["ohlcv"]
+    answer_format = loaded.config.answer_format
     for window in dataset.parse_windows(args.windows):
         picked = windows_for(Path(args.prices), window, args.count)
         prompts = [
@@ -183,52 +183,50 @@ def main() -> None:
             step_scan(loaded, window, prompts, regexes, [int(b) for b in args.step_scan.split(",")], args.steps)
             continue
         for mode in args.modes.split(","):
-            samples, constrained = mode_options(mode)
-            if loaded.cuda:
-                import torch
+            measure_mode(args, loaded, window, mode, picked, prompts, regexes, max_new, fields, answer_format)
 
-                torch.cuda.synchronize()
-            STEPS.clear()
-            started = time.perf_counter()
-            answers = generation.generate_samples(
-                loaded,
-                prompts,
-                max_new,
-                args.batch_size,
-                samples,
-                args.temperature,
-                regexes if constrained else None,
-            )
-            seconds = time.perf_counter() - started
-            tokens = sum(len(loaded.tokenizer(a)["input_ids"]) for group in answers for a in group)
-            usable = impossible = 0
-            for (_, past, _), group in zip(picked, answers, strict=True):
-                anchor = dataset.anchor_of(past, answer_format)
-                read = read_samples(group, fields, window.future, past.index[-1], anchor)
-                usable, impossible = usable + read.ok, impossible + read.impossible
-            figures = {
-                "window": window.name,
-                "mode": mode,
-                "answer_format": answer_format,
-                "forecasts": len(prompts),
-                "sequences": len(prompts) * samples,
-                "batch_size": args.batch_size,
-                "seconds": round(seconds, 2),
-                "forecasts_per_s": round(len(prompts) / seconds, 2),
-                "generated_tokens_per_s": round(tokens / seconds, 1),
-                "decode_steps": sum(STEPS),
-                "ms_per_step": round(1000 * seconds / max(1, sum(STEPS)), 2),
-                "usable": usable,
-                "impossible_samples": impossible,
-                "temperature": args.temperature if samples > 1 else None,
-                "stack": args.stack,
-                "load_in_4bit": args.stack == "unsloth"
-                and bool(loaded.config["model"]["load_in_4bit"] if args.load_in_4bit is None else args.load_in_4bit),
-                "cuda_graphs": os.environ.get("UNSLOTH_DECODE_CUDA_GRAPHS", "unset"),
-                "fold_gqa": attention.FOLD_GQA_DECODE,
-                "device": "cuda" if loaded.cuda else "cpu",
-            }
-            print("BENCH " + json.dumps(figures), flush=True)
+
+def measure_mode(args, loaded, window, mode, picked, prompts, regexes, max_new, fields, answer_format) -> None:
+    """One window and mode: every prompt generated in batches, timed, the answers read; one BENCH line."""
+    samples, constrained = mode_options(mode)
+    if loaded.cuda:
+        import torch
+
+        torch.cuda.synchronize()
+    STEPS.clear()
+    started = time.perf_counter()
+    answers = generation.generate_samples(
+        loaded, prompts, max_new, args.batch_size, samples, args.temperature, regexes if constrained else None
+    )
+    seconds = time.perf_counter() - started
+    tokens = sum(len(loaded.tokenizer(a)["input_ids"]) for group in answers for a in group)
+    usable = impossible = 0
+    for (_, past, _), group in zip(picked, answers, strict=True):
+        read = read_samples(group, fields, window.future, past.index[-1], dataset.anchor_of(past, answer_format))
+        usable, impossible = usable + read.ok, impossible + read.impossible
+    four_bit = loaded.config.model.load_in_4bit if args.load_in_4bit is None else args.load_in_4bit
+    figures = {
+        "window": window.name,
+        "mode": mode,
+        "answer_format": answer_format,
+        "forecasts": len(prompts),
+        "sequences": len(prompts) * samples,
+        "batch_size": args.batch_size,
+        "seconds": round(seconds, 2),
+        "forecasts_per_s": round(len(prompts) / seconds, 2),
+        "generated_tokens_per_s": round(tokens / seconds, 1),
+        "decode_steps": sum(STEPS),
+        "ms_per_step": round(1000 * seconds / max(1, sum(STEPS)), 2),
+        "usable": usable,
+        "impossible_samples": impossible,
+        "temperature": args.temperature if samples > 1 else None,
+        "stack": args.stack,
+        "load_in_4bit": args.stack == "unsloth" and bool(four_bit),
+        "cuda_graphs": os.environ.get("UNSLOTH_DECODE_CUDA_GRAPHS", "unset"),
+        "fold_gqa": attention.FOLD_GQA_DECODE,
+        "device": "cuda" if loaded.cuda else "cpu",
+    }
+    print("BENCH " + json.dumps(figures), flush=True)
 
 
 if __name__ == "__main__":

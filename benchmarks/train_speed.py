@@ -1,6 +1,6 @@
 """Training throughput on the spec's prompt mix: useful (non-padding) tokens/s and peak GPU memory.
 
-Runs the project's own training path (`model.train`) on examples built from real price CSVs with the
+Runs the project's own training path (`training.train`) on examples built from real price CSVs with the
 spec's four windows (1:1, 5:5, 20:5, 60:20), on a random-weight model of a real architecture's exact
 shape (the Llama-3.2-3B and -1B weights cannot be downloaded here; speed does not depend on the values
 of the weights), or on any model given by --model-name.
@@ -45,11 +45,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import attention  # noqa: E402
+import configs  # noqa: E402
 import dataset  # noqa: E402
 import distributed  # noqa: E402
 import market_data  # noqa: E402
 import model  # noqa: E402
 import model_source  # noqa: E402
+import training  # noqa: E402
 
 # Exact shapes from the models' published config.json files.
 SHAPES = {
@@ -230,7 +232,7 @@ def train_plain_transformers(name: str, examples: list[dict], config: Config, ar
         name, dtype=torch.bfloat16, quantization_config=quant, attn_implementation="sdpa", device_map={"": 0}
     )
     net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=True)
-    lora = model.LoraSettings()
+    lora = configs.LoraSettings()
     net = get_peft_model(
         net,
         LoraConfig(r=lora.rank, lora_alpha=lora.lora_alpha, target_modules=model.LORA_TARGETS, task_type="CAUSAL_LM"),
@@ -253,9 +255,9 @@ def train_plain_transformers(name: str, examples: list[dict], config: Config, ar
         seed=lora.random_state,
     )
     trainer = SFTTrainer(model=net, args=sft, train_dataset=rows, processing_class=tokenizer)
-    counter = model.CountingCollator(trainer.data_collator)
+    counter = training.CountingCollator(trainer.data_collator)
     trainer.data_collator = counter
-    throughput = model._throughput_callback(counter, warmup=min(5, max(1, args.steps // 5)))
+    throughput = training._throughput_callback(counter, warmup=min(5, max(1, args.steps // 5)))
     trainer.add_callback(throughput)
     torch.cuda.reset_peak_memory_stats()
     result = trainer.train()
@@ -269,6 +271,30 @@ def train_plain_transformers(name: str, examples: list[dict], config: Config, ar
     }
 
 
+def train_tool(name: str, examples: list[dict], config: Config, args) -> dict:
+    """`config` through the tool's own `training.train` (unsloth on a GPU); its figures."""
+    cfg = configs.ModelConfig(
+        model_name=name,
+        max_seq_length=args.max_seq_length,
+        load_in_4bit=bool(args.load_in_4bit),
+        model_dir=str(Path(args.work) / f"adapter-{config.name}"),
+    )
+    settings = configs.TrainSettings(
+        batch_size=config.batch,
+        gradient_accumulation_steps=1,
+        max_steps=args.steps,
+        logging_steps=5,
+        output_dir=str(Path(args.work) / f"out-{config.name}"),
+        report_to="none",
+        save_steps=10**9,
+        warmup_steps=2,
+        padding_free=config.padding_free,
+        packing=config.packing,
+        torch_compile=config.compile,
+    )
+    return training.train(cfg, configs.LoraSettings(), settings, examples, [], {"benchmark": config.name})
+
+
 def measure(config: Config, name: str, args, processes: int) -> dict:
     """Trains `config` for --steps steps in this process; one row of figures."""
     limit = config.batch * processes * (args.steps + 2)
@@ -277,26 +303,7 @@ def measure(config: Config, name: str, args, processes: int) -> dict:
     if config.stack == "transformers":
         figures = train_plain_transformers(name, examples, config, args)
     else:
-        cfg = model.ModelConfig(
-            model_name=name,
-            max_seq_length=args.max_seq_length,
-            load_in_4bit=bool(args.load_in_4bit),
-            model_dir=str(Path(args.work) / f"adapter-{config.name}"),
-        )
-        settings = model.TrainSettings(
-            batch_size=config.batch,
-            gradient_accumulation_steps=1,
-            max_steps=args.steps,
-            logging_steps=5,
-            output_dir=str(Path(args.work) / f"out-{config.name}"),
-            report_to="none",
-            save_steps=10**9,
-            warmup_steps=2,
-            padding_free=config.padding_free,
-            packing=config.packing,
-            torch_compile=config.compile,
-        )
-        figures = model.train(cfg, model.LoraSettings(), settings, examples, [], {"benchmark": config.name})
+        figures = train_tool(name, examples, config, args)
     paths = {}
     if config.stack == "unsloth" and figures.get("device", "cpu") != "cpu":
         import unsloth.utils.attention_dispatch as dispatch  # which path padding-free batches took

@@ -12,10 +12,10 @@ from test_evaluation import fake_adapter_dir, predictor_for, price_dir, repeat_l
 import calibration
 import dataset
 import evaluation as ev
+from configs import DecodingConfig, EvalConfig
 from conftest import candles
 from dataset import WindowType
-from forecast import DecodingConfig, Forecast, read_forecast, write_forecast_files
-from walk_forward import EvalConfig
+from forecast import Forecast, read_forecast, write_forecast_files
 
 
 def _windows(window: WindowType, outcomes: list[list[float]]) -> list[ev.TestWindow]:
@@ -244,7 +244,7 @@ def _scaled(row: str, factor: float) -> str:
 
 
 def test_a_forecast_uses_the_adapters_calibration_only_when_made_for_its_point_and_decoding(tmp_path):
-    from model import ModelConfig
+    from configs import ModelConfig
     from stock_predictor import StockPredictor
 
     adapter = tmp_path / "adapter"

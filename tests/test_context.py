@@ -12,6 +12,7 @@ import pytest
 
 import dataset
 import market_data
+import market_wide
 import news
 from conftest import LocalServer
 from market_data import Company
@@ -222,13 +223,13 @@ def test_csv_import_errors(tmp_path):
 
 def test_twse_daily_report_parses_the_recorded_reply(shared_data):
     body = json.loads((shared_data / "twse_responses" / "twse_MI_INDEX_ALLBUT0999_20260211.json").read_text())
-    rows = market_data.parse_twse_daily(body, dt.date(2026, 2, 11))
+    rows = market_wide.parse_twse_daily(body, dt.date(2026, 2, 11))
     tsmc = next(r for r in rows if r["code"] == "2330")
     real = market_data.parse_price_csv(shared_data / "prices" / "2330.csv").loc["2026-02-11"]
     assert (tsmc["open"], tsmc["high"], tsmc["low"], tsmc["close"]) == (real.Open, real.High, real.Low, real.Close)
     assert tsmc["capacity"] == real.Volume and tsmc["change"] == real.Change
     holiday = json.loads((shared_data / "twse_responses" / "twse_MI_INDEX_20260212_nodata.json").read_text())
-    assert market_data.parse_twse_daily(holiday, dt.date(2026, 2, 12)) == []
+    assert market_wide.parse_twse_daily(holiday, dt.date(2026, 2, 12)) == []
 
 
 def test_tpex_daily_report_parses_its_documented_shape():
@@ -238,12 +239,12 @@ def test_tpex_daily_report_parses_its_documented_shape():
                    "成交筆數 "],
         "data": [["6569", "醫揚", "101.50", "-1.50", "103.00", "103.50", "101.00", "102.1", "123,000", "12,558,300",
                   "150"]]}]}  # fmt: skip
-    [row] = market_data.parse_tpex_daily(body, dt.date(2026, 2, 11))
+    [row] = market_wide.parse_tpex_daily(body, dt.date(2026, 2, 11))
     assert row == {"code": "6569", "date": "2026-02-11", "close": 101.5, "change": -1.5, "open": 103.0,
                    "high": 103.5, "low": 101.0, "capacity": 123000.0, "turnover": 12558300.0,
                    "transaction": 150.0}  # fmt: skip
     with pytest.raises(market_data.ExchangeUnavailable):
-        market_data.parse_tpex_daily({"stat": "error"}, dt.date(2026, 2, 11))
+        market_wide.parse_tpex_daily({"stat": "error"}, dt.date(2026, 2, 11))
 
 
 @pytest.fixture
@@ -256,7 +257,7 @@ def broad(shared_data) -> Path:
 
 def test_choose_stock_picks_reproducibly_by_each_point(broad, tmp_path, capsys):
     def choose(seed):
-        from model import LoraSettings
+        from configs import LoraSettings
 
         predictor = StockPredictor(
             DataConfig(data_dir=str(tmp_path), offline=True, end_date="2026-04-30", choose_stock=2,
@@ -272,8 +273,8 @@ def test_choose_stock_picks_reproducibly_by_each_point(broad, tmp_path, capsys):
     assert [c.code for c in choose(7)[1]] == [c.code for c in first]  # --random-state makes it reproducible
     assert [c.code for c in choose(8)[1]] != [c.code for c in first]
     # every pick meets the condition it was picked for, on the latest day of the market data
-    rows = market_data.last_days(market_data.read_market_csv(broad), dt.date(2026, 4, 30), 10)
-    frames = market_data.market_frames(rows)
+    rows = market_wide.last_days(market_wide.read_market_csv(broad), dt.date(2026, 4, 30), 10)
+    frames = market_wide.market_frames(rows)
     for line in out.splitlines()[1:17]:
         side, number = line.split()[0], int(line.split()[1]) - 1
         codes = [part.split()[0] for part in line.split("): ")[1].split("  [")[0].split(", ") if part != "none"]

@@ -12,12 +12,12 @@ import pytest
 import dataset
 import evaluation as ev
 import main as cli
+from configs import DecodingConfig, EvalConfig
 from conftest import candles as frame_of
 from conftest import write_price_csv
 from dataset import WindowType
-from forecast import DecodingConfig
 from stock_predictor import DataConfig, StockPredictor
-from walk_forward import EvalConfig, training_windows
+from walk_forward import training_windows
 
 # --------------------------------------------------------------------------- windows and leakage
 
@@ -47,8 +47,8 @@ def test_lstm_trains_on_exactly_the_llms_training_windows(tmp_path):
     frames = {"1111": frame_of(np.linspace(50, 80, 60)), "2222": frame_of(np.linspace(90, 60, 60))}
     for code, frame in frames.items():
         write_price_csv(tmp_path, code, frame)
+    from configs import TrainSettings
     from market_data import Company
-    from model import TrainSettings
 
     predictor = StockPredictor(
         DataConfig(data_dir=str(tmp_path), windows="5:5", val_fraction=0.2),
@@ -245,7 +245,7 @@ def repeat_last_row(prompts, max_new_tokens):
 
 
 def predictor_for(price_dir, out, **data):
-    from model import ModelConfig, TrainSettings
+    from configs import ModelConfig, TrainSettings
 
     return StockPredictor(
         DataConfig(data_dir=str(price_dir / "prices"), offline=True, end_date="2026-04-30", **data),

@@ -12,7 +12,7 @@ import pytest
 
 import events
 import main as cli
-import market_data
+import market_wide
 from utils import TAIPEI, StockToolError
 
 DAYS = pd.DatetimeIndex(pd.to_datetime(["2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05", "2026-03-06"]))
@@ -98,7 +98,7 @@ def test_market_analysis_and_the_mix():
 
 def test_fmtqik_gives_taiex_closes(shared_data):
     body = json.loads((shared_data / "twse_responses" / "twse_FMTQIK_202510_partial_to_1003.json").read_text())
-    series = market_data.parse_fmtqik(body)
+    series = market_wide.parse_fmtqik(body)
     assert series[pd.Timestamp("2025-10-01")] == 25982.91 and len(series) == len(body["data"])
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import configs
 import dataset
 import export
 import generation
@@ -39,7 +40,7 @@ def adapter(tmp_path_factory) -> Path:
 
     gguf = model_source.smollm2_gguf()
     base, tokenizer = model.load_base(
-        model.ModelConfig(model_name=str(gguf)), model_source.resolve_model_source(str(gguf)), False
+        configs.ModelConfig(model_name=str(gguf)), model_source.resolve_model_source(str(gguf)), False
     )
     torch.manual_seed(0)
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)

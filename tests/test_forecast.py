@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 import attention
+import configs
 import constrained
 import dataset
 import evaluation as ev
@@ -21,8 +22,10 @@ import generation
 import main as cli
 import model
 import model_source
+import training
+from configs import DecodingConfig
 from dataset import WindowType
-from forecast import DecodingConfig, Forecast, read_forecast, read_samples, write_forecast_files
+from forecast import Forecast, read_forecast, read_samples, write_forecast_files
 from utils import StockToolError
 
 OHLCV = dataset.FIELD_SETS["ohlcv"]
@@ -121,7 +124,7 @@ def test_stacked_automata_keep_each_rows_own_grammar(tokenizer):
 
 def test_constrained_generation_on_the_real_model_always_matches(tokenizer):
     """Even the untuned SmolLM2, which never answers in the format by itself, writes it under the grammar."""
-    loaded = model.load_untuned(model.ModelConfig(model_name=str(model_source.smollm2_gguf())))
+    loaded = model.load_untuned(configs.ModelConfig(model_name=str(model_source.smollm2_gguf())))
     prompt = [
         {"role": "user", "content": dataset.user_prompt("巨大", FRAME.iloc[:3], 1, OHLCV, answer_format="change")}
     ]
@@ -168,7 +171,7 @@ def test_folded_grouped_query_decode_attention_is_the_same_attention():
 def test_a_batch_too_big_for_the_gpu_is_generated_in_halves_with_the_same_answers(tokenizer, caplog):
     import torch
 
-    loaded = model.load_untuned(model.ModelConfig(model_name=str(model_source.smollm2_gguf())))
+    loaded = model.load_untuned(configs.ModelConfig(model_name=str(model_source.smollm2_gguf())))
     prompts = [
         [{"role": "user", "content": dataset.user_prompt(name, FRAME.iloc[:3], 1, OHLCV, answer_format="change")}]
         for name in ("巨大", "台積電", "聯發科")
@@ -334,14 +337,14 @@ def test_the_examples_a_short_run_trains_on_cover_every_company_and_window_in_pr
     examples = [
         {"meta": {"code": c, "window": w, "n": n}} for c in companies for w in windows for n in range(400)
     ]  # in the order they are built: company by company
-    settings = model.TrainSettings(max_steps=60, batch_size=8, gradient_accumulation_steps=4)
-    picked = model._examples_for_steps(examples, settings, seed=3407)[: 60 * 8 * 4]
+    settings = configs.TrainSettings(max_steps=60, batch_size=8, gradient_accumulation_steps=4)
+    picked = training._examples_for_steps(examples, settings, seed=3407)[: 60 * 8 * 4]
     share = pd.Series([(e["meta"]["code"], e["meta"]["window"]) for e in picked]).value_counts(normalize=True)
     assert (
         len(share) == 10
         and math.isclose(share.min(), 0.1, abs_tol=0.03)
         and math.isclose(share.max(), 0.1, abs_tol=0.03)
     )
-    assert model._examples_for_steps(examples, settings, seed=3407) == model._examples_for_steps(
+    assert training._examples_for_steps(examples, settings, seed=3407) == training._examples_for_steps(
         examples, settings, 3407
     )

@@ -90,7 +90,7 @@ def test_invalid_candles_are_reported_not_repaired(workdir, monkeypatch, capsys)
 
 
 def test_a_folder_of_price_csvs_is_only_read(workdir):
-    from model import TrainSettings
+    from configs import TrainSettings
     from stock_predictor import DataConfig, StockPredictor
 
     before = sorted(p.name for p in (workdir / "prices").iterdir())

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import attention
-import model
+import training
 
 torch = pytest.importorskip("torch")
 
@@ -95,7 +95,7 @@ def test_the_table_sets_every_configuration_beside_plain_unsloth_of_the_same_run
 
 
 def _counted(batch):
-    counter = model.CountingCollator(lambda features: batch)
+    counter = training.CountingCollator(lambda features: batch)
     counter([{}])
     return counter.tokens, counter.trained_tokens
 

@@ -1,0 +1,75 @@
+"""The command line generated from the config dataclasses (issue 12): one default per setting, shared flags."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+
+import pytest
+
+import main as cli
+import options
+from configs import DataConfig, DecodingConfig, EvalConfig, InstructConfig, LoraSettings, TrainSettings
+from options import AT_LEAST_1, option, shared
+from utils import StockToolError
+
+
+@dataclass(frozen=True)
+class Toy:
+    steps: int = option(60, "optimizer steps", group="g", cpu=16, check=AT_LEAST_1)
+    mode: bool = option(True, "how", group="g", flag="--how", choices={"fast": True, "slow": False})
+    seed: int = option(7, "seed", group="g")
+    copy_of_seed: int = shared(7, "seed")
+    hidden: int = 3  # no metadata: not a flag
+
+
+def _toy_parser():
+    parser = argparse.ArgumentParser()
+    options.add_arguments(parser, {}, [Toy])
+    return parser
+
+
+def test_a_field_with_help_is_a_flag_and_its_cpu_default_applies_only_when_unset():
+    parser = _toy_parser()
+    flags = {o for a in parser._actions for o in a.option_strings}
+    assert {"--steps", "--how", "--seed"} <= flags and "--hidden" not in flags and "--copy-of-seed" not in flags
+    unset = parser.parse_args([])
+    assert options.build(Toy, unset, cuda=True).steps == 60 and options.build(Toy, unset, cuda=False).steps == 16
+    assert options.build(Toy, parser.parse_args(["--steps", "5"]), cuda=False).steps == 5
+    assert options.unset_device_fields(Toy, unset) == ["steps"]
+
+
+def test_a_choice_text_maps_to_the_fields_value_and_a_shared_field_follows_its_flag():
+    built = options.build(Toy, _toy_parser().parse_args(["--how", "slow", "--seed", "9"]), cuda=True)
+    assert (built.mode, built.seed, built.copy_of_seed, built.hidden) == (False, 9, 9, 3)
+    assert _toy_parser().parse_args([]).how == "fast"
+
+
+def test_range_checks_name_the_flag():
+    with pytest.raises(StockToolError, match="--steps 0: must be at least 1"):
+        options.check([Toy], _toy_parser().parse_args(["--steps", "0"]))
+
+
+def test_the_seed_flag_reaches_every_config_that_uses_a_seed():
+    args = cli.build_parser().parse_args(["--train", "0", "--random-state", "11", "--eval-batch-size", "5"])
+    _, _, lora, _, evaluation, _, instruct = cli.build_configs(args, cuda=True)
+    assert (lora.random_state, evaluation.seed, evaluation.decoding.seed) == (11, 11, 11)
+    assert (evaluation.batch_size, instruct.batch_size) == (5, 5)
+    _, _, _, _, evaluation, _, instruct = cli.build_configs(cli.build_parser().parse_args(["--train", "0"]), cuda=True)
+    assert (evaluation.batch_size, instruct.batch_size) == (1024, 64)  # each field's own GPU default
+
+
+def test_every_settings_field_is_a_flag_or_set_by_one_except_the_internal_ones():
+    internal = {("TrainSettings", "run_name"), ("TrainSettings", "torch_compile"), ("EvalConfig", "decoding")}
+    for cls in (DataConfig, LoraSettings, TrainSettings, EvalConfig, InstructConfig, DecodingConfig):
+        for f in fields(cls):
+            if (cls.__name__, f.name) not in internal:
+                assert f.metadata.get("help") or f.metadata.get("same_as"), f"{cls.__name__}.{f.name}"
+
+
+def test_the_help_shows_the_gpu_and_the_cpu_default(capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "per-device batch size (default: GPU 16, CPU demo 4)" in text
+    assert "(default: GPU calibrated, CPU demo samples)" in text
