@@ -14,6 +14,7 @@ import dataset
 import export
 import generation
 import main as cli
+import manifest
 import model
 import model_source
 from utils import StockToolError
@@ -54,7 +55,7 @@ def adapter(tmp_path_factory) -> Path:
     tokenizer.save_pretrained(folder)
     settings = {"max_seq_length": 1024, "load_in_4bit": False, "load_in_8bit": False}
     config = {"base_model": str(gguf), "model": settings, "dataset": {"fields": OHLCV, "answer_format": "change"}}
-    (folder / model.STOCK_CONFIG).write_text(json.dumps(config), encoding="utf-8")
+    (folder / manifest.STOCK_CONFIG).write_text(json.dumps(config), encoding="utf-8")
     return folder
 
 

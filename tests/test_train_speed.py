@@ -198,7 +198,7 @@ def test_a_gpu_row_records_which_attention_path_unsloth_took(monkeypatch, tmp_pa
     ):
         monkeypatch.setitem(sys.modules, name, module)
     trained = {"device": "NVIDIA H100 80GB HBM3", "useful_tokens_per_s": 1000.0, "train_loss": 1.5}
-    monkeypatch.setattr(train_speed.model, "train", lambda *args, **kwargs: trained)
+    monkeypatch.setattr(train_speed.training, "train", lambda *args, **kwargs: trained)
     monkeypatch.setattr(train_speed, "prompt_mix", lambda *args, **kwargs: [])
     monkeypatch.setattr(train_speed, "_flash_impl", lambda: "FA3")
     folder = tmp_path / "net"
