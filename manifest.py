@@ -9,7 +9,7 @@ version's behaviour had (prices written as NTD, no signals or news in the prompt
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 from configs import DataConfig, InstructConfig, LoraSettings, ModelConfig, TrainSettings
@@ -86,7 +86,7 @@ class Manifest:
 
     def to_dict(self) -> dict:
         saved = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "other"}
-        saved = {k: asdict(v) if hasattr(v, "__dataclass_fields__") else v for k, v in saved.items()}
+        saved = {k: asdict(v) if is_dataclass(v) else v for k, v in saved.items()}
         return {k: v for k, v in saved.items() if v is not None} | self.other
 
     def write(self, folder: Path) -> None:
