@@ -102,14 +102,6 @@ class Calibration:
             for w, pred in zip(tests, predictions, strict=True)
         ]
 
-    def apply(self, name: str, tests, predictions: dict, distributions: dict) -> None:
-        """Model `name`'s point forecasts of `tests` in `predictions` weighted (those as generated kept as
-        `<name>_raw`, for the report) and spread into its `distributions`."""
-        if self.weights:
-            predictions[f"{name}_raw"] = predictions[name]
-            predictions[name] = self.weighted(tests, predictions[name])
-        distributions[name] = self.distributions(tests, predictions[name])
-
     def distributions(self, tests, predictions) -> list:
         """Each usable forecast's closes (future × OHLC point forecasts) spread by the errors: n × future, or None."""
         return [

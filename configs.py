@@ -17,6 +17,8 @@ from options import AT_LEAST_0, AT_LEAST_1, POSITIVE, SHARE, option, shared
 from utils import StockToolError
 
 SEED = 3407  # the spec's random_state: LoRA, sampling, the LSTM and every shuffle
+BROKERAGE = 0.001425  # Taiwan cash equities: brokerage on each side of a trade (0.1425%)
+SELL_TAX = 0.003  # and the securities transaction tax on sells (0.3%)
 BOOTSTRAP = 1000  # block-bootstrap resamples for the 95% intervals
 BAND_SOURCES = ("calibrated", "samples")
 POINT_SOURCES = ("calibrated", "model")
@@ -272,9 +274,9 @@ class EvalConfig:
     bootstrap: int = option(
         BOOTSTRAP, "block-bootstrap resamples for 95%% intervals", group="evaluation", check=AT_LEAST_0
     )
-    brokerage: float = option(0.001425, "backtest brokerage per side (0.1425%%)", group="evaluation", check=AT_LEAST_0)
+    brokerage: float = option(BROKERAGE, "backtest brokerage per side (0.1425%%)", group="evaluation", check=AT_LEAST_0)
     sell_tax: float = option(
-        0.003, "backtest securities transaction tax on sells", group="evaluation", check=AT_LEAST_0
+        SELL_TAX, "backtest securities transaction tax on sells", group="evaluation", check=AT_LEAST_0
     )
     run_name: str | None = option(
         None, "report folder under --output-dir (default eval_<start>_<end>)", group="evaluation", flag="--eval-name"

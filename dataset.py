@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from market_data import FRAME_COLUMNS
+
 DEFAULT_WINDOWS = "1:1,5:5,20:5,60:20"
 
 
@@ -43,17 +45,9 @@ def parse_windows(text: str) -> list[WindowType]:
     return windows
 
 
-# field name → (label in the prompt, canonical frame column, integer?)
-FIELDS = {
-    "open": ("Open", "Open", False),
-    "high": ("High", "High", False),
-    "low": ("Low", "Low", False),
-    "close": ("Close", "Close", False),
-    "capacity": ("Capacity", "Volume", True),
-    "turnover": ("Turnover", "Turnover", True),
-    "change": ("Change", "Change", False),
-    "transaction": ("Transaction", "Transaction", True),
-}
+# field name → (label in the prompt, canonical frame column (the price cache's), integer?)
+INTEGER_FIELDS = ("capacity", "turnover", "transaction")
+FIELDS = {name: (name.capitalize(), column, name in INTEGER_FIELDS) for name, column in FRAME_COLUMNS.items()}
 # The spec's prompt example (ohlcv) and the three column sets of its experiments (all, turnover, basic).
 FIELD_SETS = {
     "ohlcv": ["open", "high", "low", "close", "capacity"],
@@ -469,16 +463,24 @@ def split_cutoff(dates: list[pd.Timestamp], val_fraction: float) -> pd.Timestamp
     return unique[min(len(unique) - 1, max(1, math.floor(len(unique) * (1 - val_fraction))))]
 
 
-def chronological_split(examples: list[dict], cutoff: pd.Timestamp) -> tuple[list[dict], list[dict], int]:
+def chronological_split(items: list, cutoff: pd.Timestamp | None, span=None) -> tuple[list, list, int]:
     """Train: targets end before `cutoff`. Validation: inputs start on or after it. Straddlers dropped.
 
     So every validation target lies at least `past` trading days after the last training target,
-    and no validation input or target was ever a training target.
+    and no validation input or target was ever a training target. One rule for the LLM's examples and
+    the LSTM's windows: `span(item)` is an item's (first input day, last target day), by default an
+    example's; no cutoff puts everything in train.
     """
-    cut = cutoff.strftime("%Y-%m-%d")
-    train = [e for e in examples if e["meta"]["target_end"] < cut]
-    val = [e for e in examples if e["meta"]["input_start"] >= cut]
-    return train, val, len(examples) - len(train) - len(val)
+    cut = pd.Timestamp.max if cutoff is None else cutoff
+    spans = [(span or _example_span)(item) for item in items]
+    train = [item for item, (_, last) in zip(items, spans, strict=True) if last < cut]
+    val = [item for item, (first, _) in zip(items, spans, strict=True) if first >= cut]
+    return train, val, len(items) - len(train) - len(val)
+
+
+def _example_span(example: dict) -> tuple[dt.datetime, dt.datetime]:
+    meta = example["meta"]
+    return dt.datetime.fromisoformat(meta["input_start"]), dt.datetime.fromisoformat(meta["target_end"])
 
 
 def shuffled(examples: list[dict], seed: int) -> list[dict]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from configs import BROKERAGE, SELL_TAX
 from dataset import WindowType
 
 OHLC = ["Open", "High", "Low", "Close"]
@@ -411,8 +412,8 @@ def verdict(summary: dict) -> str:
 class Costs:
     """Taiwan cash-equity costs: brokerage on each side, securities transaction tax on sells."""
 
-    brokerage: float = 0.001425
-    sell_tax: float = 0.003
+    brokerage: float = BROKERAGE
+    sell_tax: float = SELL_TAX
 
     @property
     def exit(self) -> float:

@@ -8,7 +8,9 @@ is the point forecast, and their quantiles are the forecast's uncertainty.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +20,15 @@ import pandas as pd
 
 import dataset
 import evaluation as ev
+import generation
+import market_data
+import prompt_context
 from calibration import volatility
-from utils import atomic_write_text
+from configs import DecodingConfig
+from utils import StockToolError, atomic_write_text
+from workspace import Workspace
+
+log = logging.getLogger("stock.forecast")
 
 
 def band_levels(band: float = 0.8) -> dict[str, tuple[float, float]]:
@@ -327,3 +336,129 @@ def print_forecast(result: Forecast) -> None:
         print(f"forecast: {path}")
     if result.chart:
         print(f"chart: {result.chart}")
+
+
+# --------------------------------------------------------------------------- the forecast stage
+
+
+def latest(
+    ws: Workspace,
+    loaded,
+    codes: list[str],
+    past: int,
+    future: int,
+    context: str = "",
+    decoding: DecodingConfig = DecodingConfig(),
+    calibration=None,
+    chart_dir: Path | None = None,
+    chart_style: str = "international",
+) -> list[Forecast]:
+    """Forecasts of `future` trading days after each stock's latest `past`, by the loaded model, generated
+    in one batch. With `chart_dir`, each valid one is charted there and written to CSV and JSON beside it."""
+    if past < 1 or future < 1:
+        raise StockToolError("--past and --future must be at least 1")
+    fields = loaded.config.fields or ws.fields
+    answer_format = loaded.config.answer_format
+    asked = [
+        _latest_prompt(ws, loaded.config.data or ws.data, code, past, future, context, fields, answer_format)
+        for code in codes
+    ]
+    max_new = dataset.answer_token_budget(future, fields)
+    check_fits(loaded, [a["prompt"] for a in asked], max_new, past)
+    answers = generation.generate_samples(
+        loaded,
+        [a["prompt"] for a in asked],
+        max_new,
+        batch_size=max(8, decoding.samples),
+        samples=decoding.samples,
+        temperature=decoding.temperature,
+        regexes=[a["regex"] for a in asked] if decoding.constrained else None,
+        seed=decoding.seed,
+    )
+    results = []
+    for a, raw in zip(asked, answers, strict=True):
+        company, history = a["company"], a["history"]
+        anchor = dataset.anchor_of(history, answer_format)
+        result = read_forecast(
+            company.code,
+            company.name_zh,
+            history,
+            raw,
+            fields,
+            future,
+            anchor,
+            company.name_en,
+            decoding.band,
+            calibration,
+            a["frame"],
+        )
+        if result.ok and chart_dir:  # an impossible candle is reported, never drawn as if it were a forecast
+            result.chart = plot_forecast(result, chart_dir, chart_style)
+            result.files = write_forecast_files(result, result.chart.with_suffix(""))
+        results.append(result)
+    return results
+
+
+def _latest_prompt(ws: Workspace, trained, code, past, future, context, fields, answer_format) -> dict:
+    """One stock's prompt from its latest `past` days, with the context the adapter was trained with (signals,
+    news as of the last known day) and then the user's; the answer's regex and the prices behind it."""
+    end = ws.date_range()[1]
+    start = end - dt.timedelta(days=max(60, past * 3))  # calendar days covering `past` trading days
+    company = prompt_context.with_english_name(market_data.resolve_company({"code": code}))
+    frame = ws.update_prices(company, start, end)
+    if len(frame) < past:
+        raise StockToolError(f"{code} has only {len(frame)} trading days cached before {frame.index[-1]:%Y-%m-%d}")
+    history = frame.iloc[-past:]
+    built, _ = ws.context_builder(trained, {code: frame})(code)(history.index[-1])
+    text = "\n".join(part for part in (built, context.strip()) if part)
+    content = dataset.user_prompt(company.name_zh, history, future, fields, text, answer_format)
+    dates = next_trading_days(history.index[-1], future)
+    return {
+        "company": company,
+        "history": history,
+        "frame": frame,  # its volatility scales a calibrated band
+        "prompt": [{"role": "user", "content": content}],
+        "regex": dataset.answer_regex(dates, fields, answer_format),
+    }
+
+
+def check_fits(loaded, prompts: list, max_new: int, past: int) -> None:
+    """Refuse, before generating, a prompt that with its answer would not fit in the model's context."""
+    if loaded.tokenizer is None:  # an injected fake model (tests)
+        return
+    longest = max(loaded.prompt_tokens(p) for p in prompts)
+    if longest + max_new > loaded.context:
+        raise StockToolError(
+            f"--past {past}: the prompt is {longest:,} tokens and the answer needs up to {max_new:,}, more than the "
+            f"model's context of {loaded.context:,} tokens; use a smaller --past"
+        )
+
+
+def band_calibration(model_dir: str, decoding: DecodingConfig):
+    """The adapter's calibration (written by an evaluation) when the bands are to come from it and it was
+    made with this decoding; else None (the bands then come from samples, if any)."""
+    import calibration
+
+    if decoding.bands != "calibrated":
+        return None
+    cal = calibration.load(Path(model_dir) / calibration.FILE)
+    if cal is None:
+        return None
+    if cal.point != decoding.point:
+        log.warning(
+            "%s was calibrated for --point %s, not %s: no calibrated band (evaluate with --point %s)",
+            model_dir,
+            cal.point,
+            decoding.point,
+            decoding.point,
+        )
+        return None
+    if cal.decoding != decoding.identity():
+        log.warning(
+            "%s was calibrated with decoding %s, not %s: no calibrated band (evaluate with this decoding)",
+            model_dir,
+            cal.decoding,
+            decoding.identity(),
+        )
+        return None
+    return cal

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from configs import SEED
 from utils import StockToolError
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ def generate_samples(
     temperature: float = 1.0,
     regexes: list[str] | None = None,
     min_new_tokens: int = 0,
-    seed: int = 3407,
+    seed: int = SEED,
     stop_after: int | None = None,
 ) -> list[list[str]]:
     """`samples` answers per prompt (greedy when 1), batched with left padding; `batch_size` counts

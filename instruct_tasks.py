@@ -1,8 +1,8 @@
 """Financial instruction tuning as pipeline stages: the events database and its instructions, the
 teacher-built news-analysis dataset, LoRA on instruction files, and the base-vs-tuned comparison.
 
-Each function takes the `StockPredictor` for the shared stages (companies, prices, news, model settings);
-the data handling and scoring themselves are in `instructions.py` and `events.py`.
+Each function takes the `Workspace` (companies, prices, news, where files go) and the settings it uses; the
+data handling and scoring themselves are in `instructions.py` and `events.py`.
 """
 
 from __future__ import annotations
@@ -15,17 +15,18 @@ import distributed
 import generation
 import manifest
 import market_wide
-from configs import InstructConfig
+from configs import InstructConfig, LoraSettings, ModelConfig, TrainSettings
+from llm_forecaster import AnswerCache
 from market_data import ExchangeClient
 from utils import StockToolError, atomic_write_text, write_json, write_jsonl
-from walk_forward import AnswerCache
+from workspace import Workspace
 
 log = logging.getLogger("stock.instruct")
 
 TRAIN_QUESTIONS = "train_questions.txt"  # beside an instruction adapter: fingerprints of its training questions
 
 
-def build_events(predictor, mix: str = "news:0.6,market:0.4", rows: int = 2000) -> dict:
+def build_events(ws: Workspace, mix: str = "news:0.6,market:0.4", rows: int = 2000) -> dict:
     """The events database from stored news and prices, then news-impact and market-analysis instructions.
 
     Writes `<data-dir>/events.sqlite` (rebuilt whole, atomically) and
@@ -34,17 +35,15 @@ def build_events(predictor, mix: str = "news:0.6,market:0.4", rows: int = 2000) 
     import events
 
     weights = _parse_mix(mix)
-    companies = predictor.companies()
-    prices = predictor.fetch_prices(companies)
-    predictor.collect_news(companies)
-    start, end = predictor.date_range()
-    exchange = predictor.client() if isinstance(predictor.client(), ExchangeClient) else None  # None offline
-    taiex = market_wide.update_taiex(predictor.cache.directory, start, end, exchange)
+    companies = ws.companies()
+    prices = ws.fetch_prices(companies)
+    ws.collect_news(companies)
+    start, end = ws.date_range()
+    exchange = ws.client() if isinstance(ws.client(), ExchangeClient) else None  # None offline
+    taiex = market_wide.update_taiex(ws.cache.directory, start, end, exchange)
     if taiex is None:
-        log.warning(
-            "no TAIEX closes (%s/TAIEX.csv, or online): market returns are left empty", predictor.cache.directory
-        )
-    store = predictor.news_store()
+        log.warning("no TAIEX closes (%s/TAIEX.csv, or online): market returns are left empty", ws.cache.directory)
+    store = ws.news_store()
     items = []
     for company in companies:
         for article in store.articles(company.code, ("zh", "en")):
@@ -54,13 +53,11 @@ def build_events(predictor, mix: str = "news:0.6,market:0.4", rows: int = 2000) 
             f"no stored news for these companies in {store.directory}: collect it (NEWSAPI_KEY) or import "
             "headlines with --news-csv first"
         )
-    db_path = predictor.store_dir("events.sqlite")
+    db_path = ws.store_dir("events.sqlite")
     counts = events.build(db_path, items, prices, taiex)
     names = {c.code: c.name_zh for c in companies}
-    built = events.build_instructions(
-        events.read_impacts(db_path), prices, taiex, names, weights, rows, predictor.lora_seed
-    )
-    out = predictor.store_dir("instructions") / "events_instructions.jsonl"
+    built = events.build_instructions(events.read_impacts(db_path), prices, taiex, names, weights, rows, ws.seed)
+    out = ws.store_dir("instructions") / "events_instructions.jsonl"
     write_jsonl(out, built)
     kinds = {k: sum(r["kind"] == k for r in built) for k in ("news_impact", "market_analysis")}
     print(
@@ -70,7 +67,7 @@ def build_events(predictor, mix: str = "news:0.6,market:0.4", rows: int = 2000) 
     return {"db": db_path, "instructions": out, **counts, **kinds}
 
 
-def build_forecaster(predictor, teacher, weeks: int = 4, samples: int = 200) -> dict:
+def build_forecaster(ws: Workspace, teacher, weeks: int = 4, samples: int = 200) -> dict:
     """News-driven analysis rows (FinGPT-Forecaster style): past weeks' moves and headlines → three sections.
 
     The teacher sees the real next-week movement, so every training answer's prediction is what happened;
@@ -79,18 +76,18 @@ def build_forecaster(predictor, teacher, weeks: int = 4, samples: int = 200) -> 
     """
     import random
 
-    companies = predictor.companies()
-    prices = predictor.fetch_prices(companies)
-    predictor.collect_news(companies)
-    store = predictor.news_store()
+    companies = ws.companies()
+    prices = ws.fetch_prices(companies)
+    ws.collect_news(companies)
+    store = ws.news_store()
     candidates = [c for company in companies for c in _forecaster_weeks(company, prices[company.code], store, weeks)]
     if not candidates:
         raise StockToolError(f"too little history for {weeks} past weeks plus one; start earlier with --year/--month")
-    chosen = random.Random(predictor.lora_seed).sample(candidates, min(samples, len(candidates)))
+    chosen = random.Random(ws.seed).sample(candidates, min(samples, len(candidates)))
     chosen.sort(key=lambda c: (c["week_end"], c["code"]))
-    directory = predictor.store_dir("instructions")
+    directory = ws.store_dir("instructions")
     rows, rejected = _teacher_answers(teacher, chosen, directory / "forecaster_teacher_cache.jsonl")
-    cut = sorted(r["week_end"] for r in rows)[int(len(rows) * (1 - predictor.data.val_fraction))] if rows else ""
+    cut = sorted(r["week_end"] for r in rows)[int(len(rows) * (1 - ws.data.val_fraction))] if rows else ""
     train = [r for r in rows if r["week_end"] < cut]
     test = [r for r in rows if r["week_end"] >= cut]
     write_jsonl(directory / "forecaster_train.jsonl", train)
@@ -169,7 +166,9 @@ def _teacher_answers(teacher, chosen: list[dict], cache_path: Path) -> tuple[lis
     return rows, rejected
 
 
-def train_instruct(predictor, cfg: InstructConfig) -> dict:
+def train_instruct(
+    ws: Workspace, model_cfg: ModelConfig, lora: LoraSettings, settings: TrainSettings, cfg: InstructConfig
+) -> dict:
     """LoRA on Alpaca / conversational / sentiment files mixed by weight; answer-only loss."""
     import instructions as ins
     import model
@@ -177,15 +176,15 @@ def train_instruct(predictor, cfg: InstructConfig) -> dict:
 
     if not cfg.dataset_files:
         raise StockToolError("--task instruct --train 1 needs --dataset-file a.jsonl[,b.jsonl:weight ...]")
-    model.check_quantization(predictor.model_cfg, model.cuda_available())
+    model.check_quantization(model_cfg, model.cuda_available())
     files, sources = [], {}
     for path, weight in ins.parse_file_weights(cfg.dataset_files):
         rows, skipped = ins.read_rows(path, cfg.skip_bad_rows)
         files.append((rows, weight))
         sources[path] = {"rows": len(rows), "weight": weight, "bad_rows_skipped": skipped}
-    mixed = ins.mix(files, predictor.lora_seed)
-    train, val = ins.split(mixed, predictor.data.val_fraction, predictor.lora_seed)
-    val = val[: predictor.data.max_val_examples]
+    mixed = ins.mix(files, ws.seed)
+    train, val = ins.split(mixed, ws.data.val_fraction, ws.seed)
+    val = val[: ws.data.max_val_examples]
     print(
         f"instructions: {len(mixed):,} rows from {len(files)} file(s) → {len(train):,} train / {len(val):,} "
         f"validation (split by question); template {cfg.template}; "
@@ -197,33 +196,33 @@ def train_instruct(predictor, cfg: InstructConfig) -> dict:
     extra = {"task": "instruct", "instruct": asdict(cfg), "sources": sources}
     fingerprints = "".join(f"{f}\n" for f in sorted({ins.fingerprint(r) for r in train}))
     figures = training.train(
-        predictor.model_cfg,
-        predictor.lora,
-        predictor.train_settings,
+        model_cfg,
+        lora,
+        settings,
         [ins.to_example(r, cfg.template) for r in train],
         [ins.to_example(r, cfg.template) for r in val],
         extra,
         extra_files={TRAIN_QUESTIONS: fingerprints},
     )
     print("training: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
-    print(f"adapter saved to {predictor.model_cfg.model_dir}")
+    print(f"adapter saved to {model_cfg.model_dir}")
     return figures
 
 
-def _compare_names(predictor, cfg: InstructConfig) -> list[str]:
-    return [n.strip() for n in (cfg.compare or predictor.model_cfg.model_dir).split(",") if n.strip()]
+def _compare_names(model_cfg: ModelConfig, cfg: InstructConfig) -> list[str]:
+    return [n.strip() for n in (cfg.compare or model_cfg.model_dir).split(",") if n.strip()]
 
 
-def compare_factory(predictor, cfg: InstructConfig):
+def compare_factory(model_cfg: ModelConfig, cfg: InstructConfig):
     """("compare", name) → a generator fn(prompts, max_new_tokens, regexes=None) -> answers of that model
     ("base" or an adapter folder), its loaded model as `.loaded`: what every process of a sharded comparison
     builds (`distributed.Pool`). "base" is the adapters' base model unless --model-name names one."""
     import model
 
-    adapters = [n for n in _compare_names(predictor, cfg) if n != "base"]
-    base_cfg = predictor.model_cfg
-    if adapters and not predictor.model_cfg.model_name:
-        base_cfg = replace(predictor.model_cfg, model_name=manifest.read(adapters[0]).base_model)
+    adapters = [n for n in _compare_names(model_cfg, cfg) if n != "base"]
+    base_cfg = model_cfg
+    if adapters and not model_cfg.model_name:
+        base_cfg = replace(model_cfg, model_name=manifest.read(adapters[0]).base_model)
 
     def build(key):
         name = key[1]
@@ -238,17 +237,18 @@ def compare_factory(predictor, cfg: InstructConfig):
     return build
 
 
-def compare(predictor, cfg: InstructConfig, pool=None) -> dict:
+def compare(ws: Workspace, model_cfg: ModelConfig, cfg: InstructConfig, pool=None) -> dict:
     """Run each model of --compare over --eval-file: answers JSONL per model, scores with 95% intervals
     where gold answers exist, and a side-by-side Markdown comparison. Refuses rows an adapter trained on.
     `pool` (a `distributed.Pool` over `compare_factory`) spreads generation over a torchrun launch's processes."""
     import instructions as ins
+    import model
 
     if not cfg.eval_file:
         raise StockToolError("--task instruct --train 0 needs --eval-file (instructions to answer)")
     rows, skipped = ins.read_rows(cfg.eval_file, cfg.skip_bad_rows)
     rows = rows[: cfg.limit] if cfg.limit else rows
-    names = _compare_names(predictor, cfg)
+    names = _compare_names(model_cfg, cfg)
     adapters = [n for n in names if n != "base"]
     for adapter in adapters:  # the overlap guard, before any model is loaded
         seen_file = Path(adapter) / TRAIN_QUESTIONS
@@ -268,8 +268,8 @@ def compare(predictor, cfg: InstructConfig, pool=None) -> dict:
                 f"compare: {len(overlap)} eval row(s) were in {adapter}'s training data (e.g. {overlap[:3]}) "
                 f"and are left out; {len(rows)} remain"
             )
-    pool = pool or distributed.Pool(compare_factory(predictor, cfg))
-    out_dir = Path(predictor.train_settings.output_dir) / (cfg.run_name or f"compare_{Path(cfg.eval_file).stem}")
+    pool = pool or distributed.Pool(compare_factory(model_cfg, cfg))
+    out_dir = ws.output_dir / (cfg.run_name or f"compare_{Path(cfg.eval_file).stem}")
     results = {}
     for name in names:
         loaded = pool.local(("compare", name)).loaded
@@ -280,7 +280,7 @@ def compare(predictor, cfg: InstructConfig, pool=None) -> dict:
         answers = pool.generator(("compare", name))(prompts, cfg.max_new_tokens)
         del loaded
         pool.release(("compare", name))
-        predictor.release()
+        model.free_memory()
         label = "base" if name == "base" else Path(name).name
         write_jsonl(
             out_dir / f"answers_{label}.jsonl",

@@ -7,6 +7,8 @@ import math
 import time
 from dataclasses import dataclass
 
+from configs import SEED
+
 
 @dataclass(frozen=True)
 class LstmSettings:
@@ -16,7 +18,7 @@ class LstmSettings:
     batch_size: int = 256
     learning_rate: float = 1e-3
     patience: int = 4  # epochs without a better validation loss before stopping
-    seed: int = 3407
+    seed: int = SEED
 
 
 def fit_lstm(x_train, y_train, x_val, y_val, settings: LstmSettings = LstmSettings()) -> dict:

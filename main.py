@@ -159,14 +159,20 @@ def build_configs(args, cuda: bool):
 
 
 def _say_device_defaults(args, cuda: bool, configs) -> None:
-    """Print what the hardware chose: on a CPU the demonstration's shrunk defaults, and bands from samples."""
+    """Print what the hardware chose: on a GPU its defaults and calibrated bands; on a CPU the demonstration's shrunk
+    defaults, and bands from samples."""
     implicit = {
         name: getattr(config, name) for config in configs for name in options.unset_device_fields(type(config), args)
     }
     if args.task == "instruct":  # price windows and forecasts play no part in instruction tuning
         implicit = {k: v for k, v in implicit.items() if k not in ("windows", "learning_rate", "past", "future")}
     if cuda:
-        log.debug("CUDA defaults: %s", ", ".join(f"{k}={v}" for k, v in implicit.items()))
+        import distributed
+
+        if distributed.world().main and args.train == 1 and implicit:  # once, not once per torchrun process
+            print("CUDA GPU: the GPU defaults apply: " + ", ".join(f"{k}={v}" for k, v in implicit.items()))
+        if distributed.world().main and args.bands is None and args.evaluate:
+            print("CUDA GPU: bands calibrated on the adapter's held-out days (--bands samples draws them instead)")
         return
     if args.bands is None and args.evaluate:
         print(

@@ -42,6 +42,16 @@ def cuda_available() -> bool:
     return True
 
 
+def free_memory() -> None:
+    """Return a released model's memory: Python's garbage, then CUDA's cached blocks (without importing torch)."""
+    import gc
+    import sys
+
+    gc.collect()
+    if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+        sys.modules["torch"].cuda.empty_cache()
+
+
 def default_model_name(cuda: bool) -> tuple[str, str]:
     """(model, why) for when --model-name is not given."""
     if cuda:

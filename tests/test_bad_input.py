@@ -134,7 +134,7 @@ def test_random_bytes_in_a_news_file_stop_the_step_before_any_file_is_written(wo
 
 def test_a_prompt_longer_than_the_models_context_is_refused_before_generating():
     import model
-    from stock_predictor import _check_fits
+    from forecast import check_fits as _check_fits
     from utils import StockToolError
 
     class Words:  # a tokenizer stand-in: one token per word

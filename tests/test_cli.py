@@ -128,13 +128,11 @@ def test_no_network_and_no_cache(tmp_path):
 
 def test_read_only_cache_needs_offline(shared_data, tmp_path, capsys, monkeypatch):
     # as root every folder is writable, so the folder's permission check itself is replaced: read-only for it
-    import stock_predictor
     import utils
+    import workspace
 
     prices = shared_data / "prices"
-    monkeypatch.setattr(
-        stock_predictor, "is_writable_dir", lambda path: Path(path) != prices and utils.is_writable_dir(path)
-    )
+    monkeypatch.setattr(workspace, "is_writable_dir", lambda path: Path(path) != prices and utils.is_writable_dir(path))
     code, _, err = run(
         ["--train", "1", "--data-dir", str(shared_data / "prices"), "--output-dir", str(tmp_path)], capsys
     )

@@ -16,8 +16,8 @@ from configs import DecodingConfig, EvalConfig
 from conftest import candles as frame_of
 from conftest import write_price_csv
 from dataset import WindowType
+from forecasters import training_windows
 from stock_predictor import DataConfig, StockPredictor
-from walk_forward import training_windows
 
 # --------------------------------------------------------------------------- windows and leakage
 

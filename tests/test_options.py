@@ -73,3 +73,13 @@ def test_the_help_shows_the_gpu_and_the_cpu_default(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "per-device batch size (default: GPU 16, CPU demo 4)" in text
     assert "(default: GPU calibrated, CPU demo samples)" in text
+
+
+def test_the_device_defaults_are_printed_on_a_gpu_too_leaving_out_what_the_user_set(capsys):
+    parse = cli.build_parser().parse_args
+    cli.build_configs(parse(["--train", "1", "--batch-size", "4"]), cuda=True)
+    out = capsys.readouterr().out
+    assert out.startswith("CUDA GPU: the GPU defaults apply: ") and "max_steps=60" in out
+    assert "batch_size=" not in out  # the user gave it, so it is no default
+    cli.build_configs(parse(["--train", "0", "--evaluate", "1"]), cuda=True)
+    assert "CUDA GPU: bands calibrated" in capsys.readouterr().out
