@@ -242,16 +242,21 @@ def load_for_inference(model_dir: str, adapter: bool = True, load_in_4bit: bool 
     model, tokenizer = load_base(base_cfg, source, cuda)
     if adapter and not exported:
         model = _load_adapter(model, model_dir)
+    return LoadedModel(_for_generation(model, cuda), tokenizer, cuda, config, context=context)
+
+
+def _for_generation(model, cuda: bool):
+    """The one way every loaded model is readied to generate: on a GPU, unsloth's inference mode with the folded
+    decode attention and its decode step replayed as CUDA graphs (bit for bit the eager step, by its docs; it
+    measured 27% more forecasts/s at 5:5, README "Generation speed"; UNSLOTH_DECODE_CUDA_GRAPHS=0 opts out)."""
     if cuda:
         from unsloth import FastLanguageModel
 
-        # unsloth replays its one-token decode step as CUDA graphs (bit for bit the eager step, by its docs);
-        # it measured 27% more forecasts/s at 5:5 (README, "Generation speed"). UNSLOTH_DECODE_CUDA_GRAPHS=0 opts out.
         os.environ.setdefault("UNSLOTH_DECODE_CUDA_GRAPHS", "1")
         attention.fold_unsloth_decode_attention()
         FastLanguageModel.for_inference(model)
     model.eval()
-    return LoadedModel(model, tokenizer, cuda, config, context=context)
+    return model
 
 
 def write_tensorboard(logdir: Path, series: dict[str, list[tuple[int, float]]], images: list[Path]) -> None:
@@ -278,9 +283,4 @@ def load_untuned(cfg: ModelConfig) -> LoadedModel:
     source = resolve_model_source(name)
     context = context_length(source, cfg.max_seq_length)
     base, tokenizer = load_base(replace(cfg, max_seq_length=context), source, cuda)
-    if cuda:
-        from unsloth import FastLanguageModel
-
-        FastLanguageModel.for_inference(base)
-    base.eval()
-    return LoadedModel(base, tokenizer, cuda, {"base_model": name}, context=context)
+    return LoadedModel(_for_generation(base, cuda), tokenizer, cuda, {"base_model": name}, context=context)
