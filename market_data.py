@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from utils import StockToolError, atomic_write_text, taipei_today, write_json
+from utils import Retry, StockToolError, atomic_write_text, taipei_today, with_retries, write_json
 
 log = logging.getLogger("stock.prices")
 
@@ -341,29 +341,27 @@ class ExchangeClient:
     def _request(self, url: str, params: dict) -> dict:
         import requests
 
-        last_error = "no attempt"
-        for attempt in range(self.retries):
-            if attempt:
-                self.sleep(self.backoff * 2 ** (attempt - 1))
+        def attempt() -> dict:
             self.throttle.wait()
             self.requests_made += 1
             try:
                 response = self._session().get(url, params=params, timeout=self.timeout)
             except requests.RequestException as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-                continue
+                raise Retry(f"{type(exc).__name__}: {exc}") from None
             if response.status_code != 200:
-                last_error = f"HTTP {response.status_code}"
-                continue
+                raise Retry(f"HTTP {response.status_code}")
             try:
                 body = response.json()
             except ValueError:
-                last_error = "the reply was not JSON (the exchange answers HTML when it throttles a client)"
-                continue
-            if isinstance(body, dict):
-                return body
-            last_error = "the reply was not a JSON object"
-        raise ExchangeUnavailable(f"{url} failed {self.retries} time(s): {last_error}")
+                raise Retry("the reply was not JSON (the exchange answers HTML when it throttles a client)") from None
+            if not isinstance(body, dict):
+                raise Retry("the reply was not a JSON object")
+            return body
+
+        def failure(last: str) -> ExchangeUnavailable:
+            return ExchangeUnavailable(f"{url} failed {self.retries} time(s): {last}")
+
+        return with_retries(attempt, self.retries, self.backoff, self.sleep, failure)
 
     @staticmethod
     def _parse(purify, body: dict, company: Company, year: int, month: int) -> list:

@@ -28,7 +28,7 @@ import pandas as pd
 
 from market_data import ExchangeUnavailable, rows_to_frame
 from market_wide import to_number
-from utils import TAIPEI, StockToolError
+from utils import TAIPEI, Retry, StockToolError, with_retries
 
 log = logging.getLogger("stock.api")
 
@@ -115,10 +115,8 @@ class StockApiClient:
 
         url = f"{self.base_url.rstrip('/')}/{path}"
         attempts = self.retries if retry else 1
-        last = "no attempt"
-        for attempt in range(attempts):
-            if attempt:
-                self.sleep(self.backoff * 2 ** (attempt - 1))
+
+        def attempt() -> dict:
             self.requests_made += 1
             try:
                 response = requests.request(method, url, data=data, timeout=self.timeout)
@@ -128,32 +126,35 @@ class StockApiClient:
                         f"{path}: no reply within {self.timeout:g} s; the order may or may not have been placed "
                         "(check the holdings before trying again)"
                     ) from exc
-                last = f"no reply within {self.timeout:g} s"
-                continue
+                raise Retry(f"no reply within {self.timeout:g} s") from None
             except requests.RequestException as exc:
                 last = f"{type(exc).__name__}"  # the exception text may carry the form (credentials)
                 if not retry:
                     raise StockApiError(f"{path}: could not reach {self.base_url} ({last}); nothing was sent") from exc
-                continue
+                raise Retry(last) from None
             if response.status_code != 200:
-                last = f"HTTP {response.status_code}"
                 if not retry:
                     raise OrderOutcomeUnknown(
                         f"{path}: HTTP {response.status_code}; the order may or may not have been placed "
                         "(check the holdings before trying again)"
                     )
-                continue
+                raise Retry(f"HTTP {response.status_code}")
             try:
                 body = response.json()
             except ValueError:
-                last = "the reply is not JSON"
                 if not retry:
-                    raise OrderOutcomeUnknown(f"{path}: {last}; the order may or may not have been placed") from None
-                continue
+                    raise OrderOutcomeUnknown(
+                        f"{path}: the reply is not JSON; the order may or may not have been placed"
+                    ) from None
+                raise Retry("the reply is not JSON") from None
             if not isinstance(body, dict):
                 raise StockApiError(f"{path}: the reply is not a JSON object")
             return body
-        raise StockApiError(f"{path} on {self.base_url} failed {attempts} time(s): {last}")
+
+        def failure(last: str) -> StockApiError:
+            return StockApiError(f"{path} on {self.base_url} failed {attempts} time(s): {last}")
+
+        return with_retries(attempt, attempts, self.backoff, self.sleep, failure)
 
     @staticmethod
     def _success(body: dict, what: str) -> list:

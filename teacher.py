@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from utils import StockToolError
+from utils import Retry, StockToolError, with_retries
 
 
 @dataclass
@@ -31,24 +31,24 @@ class TeacherClient:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         body = {"model": self.model, "temperature": 0,
                 "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]}  # fmt: skip
-        last = "no attempt"
-        for attempt in range(self.retries):
-            if attempt:
-                (self.sleep or time.sleep)(self.backoff * 2 ** (attempt - 1))
+
+        def attempt() -> str:
             self.calls += 1
             try:
                 response = requests.post(f"{self.url.rstrip('/')}/chat/completions", json=body, headers=headers,
                                          timeout=self.timeout)  # fmt: skip
             except requests.RequestException as exc:
-                last = type(exc).__name__
-                continue
+                raise Retry(type(exc).__name__) from None
             if response.status_code in (401, 403):
                 raise StockToolError(f"the teacher endpoint refused the key (HTTP {response.status_code})")
             if response.status_code != 200:
-                last = f"HTTP {response.status_code}"
-                continue
+                raise Retry(f"HTTP {response.status_code}")
             try:
                 return str(response.json()["choices"][0]["message"]["content"])
             except (ValueError, KeyError, IndexError, TypeError):
-                last = "a reply that is not a chat completion"
-        raise StockToolError(f"the teacher endpoint {self.url} failed {self.retries} time(s): {last}")
+                raise Retry("a reply that is not a chat completion") from None
+
+        def failure(last: str) -> StockToolError:
+            return StockToolError(f"the teacher endpoint {self.url} failed {self.retries} time(s): {last}")
+
+        return with_retries(attempt, self.retries, self.backoff, self.sleep or time.sleep, failure)

@@ -80,3 +80,23 @@ def is_writable_dir(path: str | os.PathLike) -> bool:
     except OSError:
         return False
     return os.access(path, os.W_OK)
+
+
+class Retry(Exception):
+    """Raised by one attempt of `with_retries` that may be tried again; its text says what went wrong."""
+
+
+def with_retries(attempt, retries: int, backoff: float, sleep, failure):
+    """`attempt()`'s result, trying up to `retries` times and sleeping `backoff` × 2^(k-1) s before the k-th
+    retry, while it raises `Retry`; any other exception ends it at once. After the last attempt the exception
+    `failure(what went wrong last)` is raised. The one retry loop of the exchange, trading-server and teacher
+    clients."""
+    last = "no attempt"
+    for k in range(retries):
+        if k:
+            sleep(backoff * 2 ** (k - 1))
+        try:
+            return attempt()
+        except Retry as exc:
+            last = str(exc)
+    raise failure(last)

@@ -253,3 +253,32 @@ def test_malformed_company_list(tmp_path, text):
     path.write_text(text)
     with pytest.raises(StockToolError, match="company list file"):
         market_data.load_company_list(path)
+
+
+def test_the_one_retry_loop_backs_off_and_stops_at_once_on_another_error():
+    from utils import Retry, with_retries
+
+    sleeps, calls = [], []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise Retry(f"attempt {len(calls)} failed")
+        return "ok"
+
+    assert with_retries(flaky, 3, 2.0, sleeps.append, StockToolError) == "ok" and sleeps == [2.0, 4.0]
+
+    def failing():
+        raise Retry("HTTP 500")
+
+    with pytest.raises(StockToolError, match="^gave up: HTTP 500$"):
+        with_retries(failing, 2, 1.0, sleeps.append, lambda last: StockToolError(f"gave up: {last}"))
+
+    def refused():
+        calls.append(1)
+        raise StockToolError("refused the key")
+
+    calls.clear()
+    with pytest.raises(StockToolError, match="refused the key"):
+        with_retries(refused, 5, 1.0, sleeps.append, StockToolError)
+    assert len(calls) == 1
