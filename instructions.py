@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import re
 from dataclasses import dataclass
@@ -232,13 +231,17 @@ def macro_f1(gold: list[str], predicted: list[str], labels: tuple[str, ...]) -> 
 
 
 def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0) -> list[float] | None:
-    """95% percentile interval of the mean over rows resampled with replacement."""
-    if len(values) < 2:
+    """95% percentile interval of the mean over rows resampled with replacement: the evaluation's bootstrap
+    (`evaluation.block_bootstrap_indices`) in blocks of one row, since the rows are independent questions.
+    None with fewer than two rows or no resamples (--bootstrap 0)."""
+    import numpy as np
+
+    from evaluation import block_bootstrap_indices
+
+    if len(values) < 2 or n_boot < 1:
         return None
-    rng = random.Random(seed)
-    n = len(values)
-    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
-    return [means[int(0.025 * n_boot)], means[min(n_boot - 1, math.ceil(0.975 * n_boot) - 1)]]
+    means = np.asarray(values, dtype=float)[block_bootstrap_indices(len(values), n_boot, 1, seed)].mean(axis=1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
 class ChoiceScore(TypedDict):

@@ -148,3 +148,9 @@ def test_instruction_tuning_and_comparison_with_the_real_model(shared_data, tmp_
     assert "| base | sentiment | 3 |" in out and "| adapter | sentiment | 3 |" in out
     answers = (tmp_path / "out" / "compare_sent_en_fpb" / "answers_adapter.jsonl").read_text().splitlines()
     assert len(answers) == 3 and json.loads(answers[0])["gold"] in ("negative", "neutral", "positive")
+
+
+def test_the_row_bootstrap_is_the_evaluations_bootstrap_in_blocks_of_one_row():
+    low, high = ins.bootstrap_ci([0.0, 1.0] * 15, n_boot=500, seed=1)
+    assert low < 0.5 < high and 0.2 < low and high < 0.8
+    assert ins.bootstrap_ci([0.0, 1.0] * 15, n_boot=0) is None  # --bootstrap 0: no interval, not a crash
