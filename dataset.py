@@ -353,6 +353,16 @@ def approx_tokens(text: str) -> int:
     return cjk + math.ceil((len(text) - cjk) / 4)
 
 
+def articles_as_of(articles: list[dict], as_of: dt.date, since: dt.date | None = None) -> list[dict]:
+    """What was known on `as_of`: the articles published on or before it (Taipei date), and on or after `since`,
+    newest first. The one as-of selection of headlines (the prompts' news lines, the forecaster's weeks)."""
+    return sorted(
+        (a for a in articles if a["taipei_date"] <= as_of and (since is None or since <= a["taipei_date"])),
+        key=lambda a: (a["taipei_date"], a.get("taipei_time") or dt.datetime.min.replace(tzinfo=dt.UTC)),
+        reverse=True,
+    )
+
+
 def news_lines(articles: list[dict], as_of: dt.date, max_articles: int, max_tokens: int) -> list[str]:
     """Headlines published on or before `as_of` (Taipei date), newest first, within a count and a token budget.
 
@@ -360,11 +370,7 @@ def news_lines(articles: list[dict], as_of: dt.date, max_articles: int, max_toke
     (optional `description`, `source`). Nothing dated after `as_of` can pass: that is what keeps a
     window's prompt free of later news.
     """
-    known = sorted(
-        (a for a in articles if a["taipei_date"] <= as_of),
-        key=lambda a: (a["taipei_date"], a.get("taipei_time") or dt.datetime.min.replace(tzinfo=dt.UTC)),
-        reverse=True,
-    )
+    known = articles_as_of(articles, as_of)
     lines, used = [], 0
     for article in known[:max_articles]:
         text = f"- {article['taipei_date']:%Y-%m-%d}"

@@ -11,6 +11,7 @@ import logging
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import dataset
 import distributed
 import generation
 import manifest
@@ -105,7 +106,7 @@ def _forecaster_weeks(company, frame, store, weeks: int) -> list[dict]:
     of its end), the next week's movement bin (the answer) and the last week's (persistence's)."""
     import instructions as ins
 
-    articles = sorted(store.articles(company.code, ("zh", "en")), key=lambda a: a["taipei_time"], reverse=True)
+    articles = store.articles(company.code, ("zh", "en"))
     by_week = [g for _, g in frame.groupby([frame.index.isocalendar().year, frame.index.isocalendar().week])]
     out = []
     for k in range(weeks, len(by_week)):
@@ -113,7 +114,7 @@ def _forecaster_weeks(company, frame, store, weeks: int) -> list[dict]:
         described = []
         for week in past:
             start, end = week.index[0].date(), week.index[-1].date()
-            heads = [a["title"] for a in articles if start <= a["taipei_date"] <= end][:5]
+            heads = [a["title"] for a in dataset.articles_as_of(articles, end, since=start)][:5]
             closes = (float(week["Close"].iloc[0]), float(week["Close"].iloc[-1]))
             described.append({"start": f"{start}", "end": f"{end}", "headlines": heads, "open_close": closes})
         last_close = float(past[-1]["Close"].iloc[-1])
