@@ -19,6 +19,8 @@ from utils import StockToolError
 SEED = 3407  # the spec's random_state: LoRA, sampling, the LSTM and every shuffle
 BROKERAGE = 0.001425  # Taiwan cash equities: brokerage on each side of a trade (0.1425%)
 SELL_TAX = 0.003  # and the securities transaction tax on sells (0.3%)
+INSTRUCT_MIX, INSTRUCT_ROWS = "news:0.6,market:0.4", 2000  # --build-events: the instruction mix, rows at most
+FORECASTER_WEEKS, FORECASTER_SAMPLES = 4, 200  # --build-forecaster: past weeks per prompt, company-weeks at most
 BOOTSTRAP = 1000  # block-bootstrap resamples for the 95% intervals
 BAND_SOURCES = ("calibrated", "samples")
 POINT_SOURCES = ("calibrated", "model")

@@ -16,7 +16,16 @@ import distributed
 import generation
 import manifest
 import market_wide
-from configs import InstructConfig, LoraSettings, ModelConfig, TrainSettings
+from configs import (
+    FORECASTER_SAMPLES,
+    FORECASTER_WEEKS,
+    INSTRUCT_MIX,
+    INSTRUCT_ROWS,
+    InstructConfig,
+    LoraSettings,
+    ModelConfig,
+    TrainSettings,
+)
 from llm_forecaster import AnswerCache
 from market_data import ExchangeClient
 from utils import StockToolError, atomic_write_text, write_json, write_jsonl
@@ -27,7 +36,7 @@ log = logging.getLogger("stock.instruct")
 TRAIN_QUESTIONS = "train_questions.txt"  # beside an instruction adapter: fingerprints of its training questions
 
 
-def build_events(ws: Workspace, mix: str = "news:0.6,market:0.4", rows: int = 2000) -> dict:
+def build_events(ws: Workspace, mix: str = INSTRUCT_MIX, rows: int = INSTRUCT_ROWS) -> dict:
     """The events database from stored news and prices, then news-impact and market-analysis instructions.
 
     Writes `<data-dir>/events.sqlite` (rebuilt whole, atomically) and
@@ -68,7 +77,7 @@ def build_events(ws: Workspace, mix: str = "news:0.6,market:0.4", rows: int = 20
     return {"db": db_path, "instructions": out, **counts, **kinds}
 
 
-def build_forecaster(ws: Workspace, teacher, weeks: int = 4, samples: int = 200) -> dict:
+def build_forecaster(ws: Workspace, teacher, weeks: int = FORECASTER_WEEKS, samples: int = FORECASTER_SAMPLES) -> dict:
     """News-driven analysis rows (FinGPT-Forecaster style): past weeks' moves and headlines → three sections.
 
     The teacher sees the real next-week movement, so every training answer's prediction is what happened;

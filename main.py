@@ -18,7 +18,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import options
-from configs import DataConfig, EvalConfig, InstructConfig, LoraSettings, ModelConfig, TradeConfig, TrainSettings
+from configs import (
+    FORECASTER_SAMPLES,
+    FORECASTER_WEEKS,
+    INSTRUCT_MIX,
+    INSTRUCT_ROWS,
+    DataConfig,
+    EvalConfig,
+    InstructConfig,
+    LoraSettings,
+    ModelConfig,
+    TradeConfig,
+    TrainSettings,
+)
 from export import EXPORT_DTYPES, GGUF_TYPES
 from options import AT_LEAST_1, option
 
@@ -109,10 +121,12 @@ class RunConfig:
     )
     teacher_url: str | None = option(None, "OpenAI-compatible base URL (key: $TEACHER_API_KEY)", group="instruct")
     teacher_model: str | None = option(None, "the teacher's model name", group="instruct")
-    forecaster_weeks: int = option(4, "past weeks in each prompt", group="instruct", check=AT_LEAST_1)
-    forecaster_samples: int = option(200, "samples (company-weeks) at most", group="instruct", check=AT_LEAST_1)
-    instruct_mix: str = option("news:0.6,market:0.4", "shares of news-impact / market rows", group="instruct")
-    instruct_rows: int = option(2000, "instructions built at most", group="instruct", check=AT_LEAST_1)
+    forecaster_weeks: int = option(FORECASTER_WEEKS, "past weeks in each prompt", group="instruct", check=AT_LEAST_1)
+    forecaster_samples: int = option(
+        FORECASTER_SAMPLES, "samples (company-weeks) at most", group="instruct", check=AT_LEAST_1
+    )
+    instruct_mix: str = option(INSTRUCT_MIX, "shares of news-impact / market rows", group="instruct")
+    instruct_rows: int = option(INSTRUCT_ROWS, "instructions built at most", group="instruct", check=AT_LEAST_1)
     verbose: bool = option(False, "debug logging", group=None, switch=True)
 
 

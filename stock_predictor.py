@@ -18,7 +18,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from configs import DataConfig, DecodingConfig, LoraSettings, ModelConfig, TradeConfig, TrainSettings
+from configs import (
+    FORECASTER_SAMPLES,
+    FORECASTER_WEEKS,
+    INSTRUCT_MIX,
+    INSTRUCT_ROWS,
+    DataConfig,
+    DecodingConfig,
+    LoraSettings,
+    ModelConfig,
+    TradeConfig,
+    TrainSettings,
+)
 from forecast import Forecast, print_forecast  # noqa: F401  (print_forecast: the spec's facade re-exports it)
 from market_data import Company, ExchangeClient
 from workspace import Workspace
@@ -137,12 +148,12 @@ class StockPredictor:
         self.release()
         return walk_forward.evaluate(self.workspace, self.model_cfg.model_dir, cfg, generators, pool)
 
-    def build_events(self, mix: str = "news:0.6,market:0.4", rows: int = 2000) -> dict:
+    def build_events(self, mix: str = INSTRUCT_MIX, rows: int = INSTRUCT_ROWS) -> dict:
         import instruct_tasks
 
         return instruct_tasks.build_events(self.workspace, mix, rows)
 
-    def build_forecaster(self, teacher, weeks: int = 4, samples: int = 200) -> dict:
+    def build_forecaster(self, teacher, weeks: int = FORECASTER_WEEKS, samples: int = FORECASTER_SAMPLES) -> dict:
         import instruct_tasks
 
         return instruct_tasks.build_forecaster(self.workspace, teacher, weeks, samples)
