@@ -359,10 +359,9 @@ def latest(
         raise StockToolError("--past and --future must be at least 1")
     fields = loaded.config.fields or ws.fields
     answer_format = loaded.config.answer_format
-    asked = [
-        _latest_prompt(ws, loaded.config.data or ws.data, code, past, future, context, fields, answer_format)
-        for code in codes
-    ]
+    end = ws.date_range()[1]
+    trained = loaded.config.data or ws.data
+    asked = [_latest_prompt(ws, trained, code, end, past, future, context, fields, answer_format) for code in codes]
     max_new = dataset.answer_token_budget(future, fields)
     check_fits(loaded, [a["prompt"] for a in asked], max_new, past)
     answers = generation.generate_samples(
@@ -399,10 +398,9 @@ def latest(
     return results
 
 
-def _latest_prompt(ws: Workspace, trained, code, past, future, context, fields, answer_format) -> dict:
-    """One stock's prompt from its latest `past` days, with the context the adapter was trained with (signals,
-    news as of the last known day) and then the user's; the answer's regex and the prices behind it."""
-    end = ws.date_range()[1]
+def _latest_prompt(ws: Workspace, trained, code, end, past, future, context, fields, answer_format) -> dict:
+    """One stock's prompt from its latest `past` days up to `end`, with the context the adapter was trained with
+    (signals, news as of the last known day) and then the user's; the answer's regex and the prices behind it."""
     start = end - dt.timedelta(days=max(60, past * 3))  # calendar days covering `past` trading days
     company = prompt_context.with_english_name(market_data.resolve_company({"code": code}))
     frame = ws.update_prices(company, start, end)
