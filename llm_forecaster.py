@@ -222,10 +222,10 @@ def _generator(model_dir: str, name: str, batch_size: int, decoding: DecodingCon
     return generate
 
 
-def model_identity(model_dir: str, name: str, adapter: manifest.Manifest | None, injected: bool) -> str:
+def model_identity(model_dir: str, name: str, adapter: manifest.Manifest | None, fake: bool) -> str:
     """What the cached answers depend on: the adapter's (or an export's) weights file (tuned) or the base model's
     name."""
-    if injected:
+    if fake:  # an injected generator (tests)
         return f"{name}:injected"
     if name == "tuned":
         weights = manifest.weights_file(model_dir, adapter)

@@ -151,7 +151,7 @@ class Workspace:
             if self.data.offline and market is not None and self.cache.load(company.code) is None:
                 prices[company.code] = _from_market(market, company, start, end)  # --choose-stock --market-csv
             else:
-                prices[company.code] = market_data.update_prices(company, self.cache, start, end, self.client())
+                prices[company.code] = self.update_prices(company, start, end)
         rows = sum(len(f) for f in prices.values())
         requests = self._client.requests_made if self._client else 0
         print(
