@@ -19,6 +19,9 @@ from configs import BROKERAGE, SELL_TAX
 from dataset import WindowType
 
 OHLC = ["Open", "High", "Low", "Close"]
+# the simple probabilistic references, each scored on every row that has a distribution: persistence spread by
+# past returns (forecasters.RandomWalk), RiskMetrics' EWMA and GARCH(1,1)-t random walks (risk_models.py)
+REFERENCES = ("random_walk", "ewma", "garch")
 BASELINE_LOOKBACK = 20  # trading days of history the drift and moving-average baselines look at
 
 
@@ -196,18 +199,18 @@ def forecast_rows(
     windows: list[TestWindow],
     predictions: list[np.ndarray | None],
     distributions: list[np.ndarray | None] | None = None,
-    reference: list[np.ndarray | None] | None = None,
+    references: dict[str, list] | None = None,
 ) -> pd.DataFrame:
     """One row per model × window × horizon step. A failed forecast (None) keeps its rows, marked invalid.
 
     `distributions` (a probabilistic model's closes, samples × future, per window) add the quantiles of
-    QUANTILES, CRPS and pinball loss, all in % of the origin's close; `reference` (the random walk's) adds
-    its CRPS on the same row, for a skill on the same forecasts."""
+    QUANTILES, CRPS and pinball loss, all in % of the origin's close; `references` (REFERENCES' distributions,
+    by name) add each one's CRPS on the same row (`ref_crps_<name>`), for skills on the same forecasts."""
     records = []
     for i, (w, pred) in enumerate(zip(windows, predictions, strict=True)):
         actual = w.actual[OHLC].to_numpy(dtype=float)
         dist = distributions[i] if distributions is not None and pred is not None else None
-        ref = reference[i] if reference is not None else None
+        refs = {name: dists[i] for name, dists in (references or {}).items()}
         for step in range(w.window.future):
             row = {
                 "model": model,
@@ -222,19 +225,20 @@ def forecast_rows(
             for j, column in enumerate(OHLC):
                 row[f"actual_{column.lower()}"] = actual[step, j]
                 row[f"pred_{column.lower()}"] = float(pred[step, j]) if pred is not None else math.nan
-            row |= _distribution_scores(dist, ref, step, w.last_close, actual[step, 3])
+            row |= _distribution_scores(dist, refs, step, w.last_close, actual[step, 3])
             records.append(row)
     return pd.DataFrame.from_records(records)
 
 
-def _distribution_scores(dist, ref, step: int, last_close: float, actual: float) -> dict:
+def _distribution_scores(dist, refs: dict, step: int, last_close: float, actual: float) -> dict:
     """Quantiles, CRPS and pinball loss of one step's forecast distribution, in % of the origin's close."""
     out = {f"q{round(1000 * q):04d}": math.nan for q in QUANTILES}
-    out |= {"crps": math.nan, "pinball": math.nan, "ref_crps": math.nan}
+    out |= {"crps": math.nan, "pinball": math.nan} | {f"ref_crps_{name}": math.nan for name in REFERENCES}
     scale = 100 / last_close
     target = (actual - last_close) * scale
-    if ref is not None:
-        out["ref_crps"] = crps_ensemble((ref[:, step] - last_close) * scale, target)
+    for name, ref in refs.items():
+        if ref is not None:
+            out[f"ref_crps_{name}"] = crps_ensemble((ref[:, step] - last_close) * scale, target)
     if dist is None:
         return out
     values = (np.asarray(dist, dtype=float)[:, step] - last_close) * scale
@@ -290,10 +294,10 @@ _SUMS = [
     "covered95",
     "crps",
     "pinball",
-    "ref_crps",
+    *(f"ref_crps_{name}" for name in REFERENCES),
 ]
 _VALID_SUMS = _SUMS[2:10] + ["pred_return", "actual_return"]  # summed over valid rows
-_PROB_SUMS = ["covered80", "covered95", "crps", "pinball", "ref_crps"]  # over rows with a distribution
+_PROB_SUMS = ["covered80", "covered95", "crps", "pinball", *(f"ref_crps_{name}" for name in REFERENCES)]
 
 
 def _per_date_sums(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -339,8 +343,10 @@ def _metrics_from_sums(s: np.ndarray) -> dict[str, np.ndarray]:
             "coverage95": col["covered95"] / col["probabilistic"],
             "crps": col["crps"] / col["probabilistic"],  # % of the origin's close
             "pinball": col["pinball"] / col["probabilistic"],
-            "random_walk_crps": col["ref_crps"] / col["probabilistic"],
-            "crps_skill": 1 - col["crps"] / col["ref_crps"],
+            "random_walk_crps": col["ref_crps_random_walk"] / col["probabilistic"],
+            "crps_skill": 1 - col["crps"] / col["ref_crps_random_walk"],
+            **{f"{name}_crps": col[f"ref_crps_{name}"] / col["probabilistic"] for name in REFERENCES[1:]},
+            **{f"crps_skill_{name}": 1 - col["crps"] / col[f"ref_crps_{name}"] for name in REFERENCES[1:]},
         }
 
 
@@ -354,7 +360,16 @@ def block_bootstrap_indices(n_dates: int, n_boot: int, block: int, seed: int) ->
     return ((starts[:, :, None] + np.arange(block)) % n_dates).reshape(n_boot, -1)[:, :n_dates]
 
 
-CI_METRICS = ("mape_close", "skill_mape", "skill_mae", "directional_accuracy", "bias", "coverage80", "crps_skill")
+CI_METRICS = (
+    "mape_close",
+    "skill_mape",
+    "skill_mae",
+    "directional_accuracy",
+    "bias",
+    "coverage80",
+    "crps_skill",
+    *(f"crps_skill_{name}" for name in REFERENCES[1:]),
+)
 
 
 def summarize(rows: pd.DataFrame, n_boot: int = 1000, block: int = 5, seed: int = 0) -> dict:
@@ -372,7 +387,40 @@ def summarize(rows: pd.DataFrame, n_boot: int = 1000, block: int = 5, seed: int 
             point[f"{name}_ci95"] = (
                 [_clean(np.percentile(values, 2.5)), _clean(np.percentile(values, 97.5))] if len(values) else None
             )
+        point |= _dm_against_persistence(sums, int(rows["step"].max()))
     return point
+
+
+def diebold_mariano(d, horizon: int = 1) -> tuple[float, float, float]:
+    """(statistic, p of "worse", two-sided p) of the Diebold–Mariano test that the loss differential series `d`
+    (model's loss − reference's, one value per forecast date) has mean 0. Its variance is Newey–West's HAC with
+    `horizon` − 1 lags (multi-step forecasts overlap), with Harvey, Leybourne and Newbold's (1997) small-sample
+    correction and Student-t tails with n − 1 degrees of freedom. "Worse": the model's loss is higher (d > 0).
+    NaNs when the differential does not vary."""
+    from scipy import stats
+
+    d = np.asarray(d, dtype=float)
+    n, lag = len(d), max(0, horizon - 1)
+    if n < 3:
+        return math.nan, math.nan, math.nan
+    e = d - d.mean()
+    variance = e @ e / n
+    for k in range(1, min(lag, n - 1) + 1):
+        variance += 2 * (1 - k / (lag + 1)) * (e[k:] @ e[:-k]) / n
+    if not variance > 1e-18:
+        return math.nan, math.nan, math.nan
+    h = lag + 1
+    stat = d.mean() / math.sqrt(variance / n) * math.sqrt((n + 1 - 2 * h + h * (h - 1) / n) / n)
+    return stat, float(stats.t.sf(stat, n - 1)), float(2 * stats.t.sf(abs(stat), n - 1))
+
+
+def _dm_against_persistence(sums: np.ndarray, horizon: int) -> dict:
+    """The DM test of close APE against persistence's on the same valid rows, one mean differential per date."""
+    col = {name: sums[:, i] for i, name in enumerate(_SUMS)}
+    has = col["valid"] > 0
+    d = (col["ape_close"][has] - col["persist_ape_close"][has]) / col["valid"][has]
+    stat, worse, two_sided = diebold_mariano(d, horizon)
+    return {"dm_stat": _clean(stat), "dm_p_worse": _clean(worse), "dm_p": _clean(two_sided)}
 
 
 def _clean(value) -> float | None:
@@ -381,14 +429,39 @@ def _clean(value) -> float | None:
 
 
 def metrics_table(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
-    """{model: {window: {"all": summary, "steps": {step: summary}}}}; rows from `add_errors`."""
+    """{model: {window: {"all": summary, "steps": {step: summary}}}}; rows from `add_errors`. Each summary of a
+    model with a distribution also names the window's best simple reference and its CRPS skill against it."""
     table: dict = {}
     for (model, window), group in rows.groupby(["model", "window"], sort=False):
         entry = {"all": summarize(group, n_boot, seed=seed), "steps": {}}
         for step, by_step in group.groupby("step"):
             entry["steps"][int(step)] = summarize(by_step, n_boot=0)
         table.setdefault(model, {})[window] = entry
+    for window in {w for entries in table.values() for w in entries}:
+        best = best_reference(table, window)
+        for entries in table.values():
+            for summary in [entries[window]["all"], *entries[window]["steps"].values()] if window in entries else []:
+                _skill_against(summary, best)
     return table
+
+
+def best_reference(table: dict, window: str) -> str | None:
+    """The simple reference (REFERENCES) with the lowest CRPS on `window`, among those the table holds."""
+    scored = [
+        (table[name][window]["all"]["crps"], name)
+        for name in REFERENCES
+        if window in table.get(name, {}) and table[name][window]["all"].get("crps") is not None
+    ]
+    return min(scored)[1] if scored else None
+
+
+def _skill_against(summary: dict, best: str | None) -> None:
+    """Adds `best_reference` and its CRPS and CRPS skill (with interval) to a summary."""
+    summary["best_reference"] = best
+    key = None if best is None else ("crps_skill" if best == "random_walk" else f"crps_skill_{best}")
+    summary["best_reference_crps"] = None if best is None else summary.get(f"{best}_crps")
+    summary["crps_skill_best"] = summary.get(key) if key else None
+    summary["crps_skill_best_ci95"] = summary.get(f"{key}_ci95") if key else None
 
 
 def verdict(summary: dict) -> str:

@@ -3,8 +3,9 @@ the training period offers (`History`: prices up to the last day before the test
 then `predict` the test windows (`Forecasts`: a point forecast per window, sampled closes where the model
 has a distribution). `walk_forward.evaluate` is a loop over them.
 
-Here: the naive baselines (persistence, drift, moving average), the probabilistic random walk and the
-spec's LSTM. The LLMs, tuned and untuned, are in `llm_forecaster.py`.
+Here: the naive baselines (persistence, drift, moving average), the probabilistic random walks (past returns,
+RiskMetrics' EWMA and GARCH(1,1) volatility: `risk_models.py`) and the spec's LSTM. The LLMs, tuned and
+untuned, are in `llm_forecaster.py`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 
 import dataset
 import evaluation as ev
+import risk_models as risk
 from market_data import Company
 
 log = logging.getLogger("stock.forecasters")
@@ -86,6 +88,74 @@ class RandomWalk(Forecaster):
 
     def predict(self, tests: list[ev.TestWindow]) -> Forecasts:
         return Forecasts([ev.persistence(w) for w in tests], [ev.random_walk_samples(w, self.returns) for w in tests])
+
+
+class VolatilityRandomWalk(Forecaster):
+    """Persistence as its point; the close's distribution a zero-drift random walk in log price whose variance
+    is forecast at each origin from the stock's closes up to that origin, nothing later. Subclasses say how."""
+
+    def predict(self, tests: list[ev.TestWindow]) -> Forecasts:
+        return Forecasts([ev.persistence(w) for w in tests], [self.closes(w) for w in tests])
+
+    def closes(self, w: ev.TestWindow, center=None) -> np.ndarray | None:
+        """QUANTILE_DRAWS × future closes around `center` (default: the last close), or None without history."""
+        variances, unit = self.variances(risk.log_returns(w.history["Close"]), w.code, w.window.future)
+        if variances is None or not np.all(np.isfinite(variances)):
+            return None
+        return risk.closes_from_variances(w.last_close if center is None else center, variances, unit)
+
+    def variances(self, returns: np.ndarray, code: str, horizon: int):
+        """(variances of the cumulative log return to each step, the unit quantiles) or (None, None)."""
+        raise NotImplementedError
+
+
+class EwmaRandomWalk(VolatilityRandomWalk):
+    """RiskMetrics: a Gaussian random walk whose daily variance is the EWMA (lambda 0.94) of squared log
+    returns up to the origin. Nothing is fitted."""
+
+    name = "ewma"
+
+    def __init__(self):
+        self.unit = risk.standard_quantiles()
+
+    def variances(self, returns, code, horizon):
+        if len(returns) < 2:
+            return None, None
+        return risk.ewma_step_variances(returns, horizon), self.unit
+
+
+class GarchRandomWalk(VolatilityRandomWalk):
+    """GARCH(1,1) with Student-t innovations, fitted by `arch` per stock on its returns up to the history's
+    last day (the adapter's last training day, or the day before the test period), then filtered with those
+    parameters through each origin. A stock with too short a history, or whose fit fails, gets the EWMA
+    (counted in `figures`)."""
+
+    name = "garch"
+
+    def __init__(self):
+        self.fitted: dict[str, risk.Garch | None] = {}
+        self.fallback = EwmaRandomWalk()
+
+    def fit(self, history: History) -> None:
+        self.fitted = {
+            code: risk.fit_garch(risk.log_returns(frame.loc[frame.index <= history.last_day, "Close"]))
+            for code, frame in history.prices.items()
+        }
+        missing = sorted(code for code, g in self.fitted.items() if g is None)
+        if missing:
+            log.info("GARCH: no fit for %d stock(s) (%s): the EWMA stands in", len(missing), ", ".join(missing))
+
+    def variances(self, returns, code, horizon):
+        garch = self.fitted.get(code)
+        if garch is None:
+            return self.fallback.variances(returns, code, horizon)
+        return garch.step_variances(100 * returns, horizon) / 1e4, risk.standard_quantiles(nu=garch.nu)
+
+    def predict(self, tests: list[ev.TestWindow]) -> Forecasts:
+        out = super().predict(tests)
+        fitted = sum(g is not None for g in self.fitted.values())
+        out.figures = {"fitted": fitted, "ewma_instead": len(self.fitted) - fitted}
+        return out
 
 
 class Lstm(Forecaster):

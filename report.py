@@ -24,8 +24,11 @@ MODEL_ORDER = [
     "moving_average",
     "persistence",
     "random_walk",
+    "ewma",
+    "garch",
 ]
-POINT_ONLY_SKIP = {"random_walk"}  # its point forecast is persistence: it appears in the probabilistic table
+# their point forecast is persistence: they appear in the probabilistic table
+POINT_ONLY_SKIP = {"random_walk", "ewma", "garch"}
 LABELS = {
     "tuned": "LLM + LoRA (tuned)",
     "tuned_raw": "LLM + LoRA as generated (weight 1)",
@@ -36,6 +39,8 @@ LABELS = {
     "moving_average": "moving average (20 days)",
     "persistence": "persistence (tomorrow = today)",
     "random_walk": "random walk (persistence + past returns)",
+    "ewma": "EWMA random walk (RiskMetrics, λ 0.94)",
+    "garch": "GARCH(1,1)-t random walk",
 }
 
 
@@ -68,9 +73,9 @@ def _summaries(table: dict, windows: list[str]):
 
 def headline_rows(table: dict, windows: list[str]) -> list[str]:
     lines = [
-        "| window | model | valid | MAPE close % [95% CI] | skill vs persistence [95% CI] | direction right "
-        "(majority class) | verdict |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| window | model | valid | MAPE close % [95% CI] | skill vs persistence [95% CI] | DM p (worse) | "
+        "direction right (majority class) | verdict |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for window, model, s in _summaries(table, windows):
         if model in POINT_ONLY_SKIP:
@@ -79,28 +84,32 @@ def headline_rows(table: dict, windows: list[str]) -> list[str]:
         skill = "—" if model == "persistence" else _num(s["skill_mape"]) + _ci(s.get("skill_mape_ci95"))
         direction = _pct(s["directional_accuracy"], 1) + f" ({_pct(s['majority_rate'], 1)})"
         judged = "reference" if model == "persistence" else verdict(s)
+        dm = "—" if model == "persistence" else _num(s.get("dm_p_worse"))
         lines.append(
-            f"| {window} | {LABELS.get(model, model)} | {_pct(s['validity'], 1)} | {mape} | {skill} | "
+            f"| {window} | {LABELS.get(model, model)} | {_pct(s['validity'], 1)} | {mape} | {skill} | {dm} | "
             f"{direction} | {judged} |"
         )
     return lines
 
 
 def probabilistic_rows(table: dict, windows: list[str]) -> list[str]:
-    """Coverage of the 80% and 95% bands, CRPS and pinball loss (in % of the origin's close), CRPS skill
-    against the random walk on the same forecasts; only models that forecast a distribution."""
+    """Coverage of the 80% and 95% bands, CRPS and pinball loss (in % of the origin's close), CRPS skill against
+    the window's best simple reference and against the random walk, on the same forecasts; only models that
+    forecast a distribution."""
     lines = [
-        "| window | model | 80% band covers | 95% band covers | CRPS % | random walk CRPS % | CRPS skill [95% CI] "
-        "| pinball % |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| window | model | 80% band covers | 95% band covers | CRPS % | best reference: CRPS % | CRPS skill vs it "
+        "[95% CI] | CRPS skill vs random walk | pinball % |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for window, model, s in _summaries(table, windows):
         if s.get("coverage80") is None:
             continue
-        skill = _num(s["crps_skill"]) + _ci(s.get("crps_skill_ci95"))
+        best = s.get("best_reference")
+        reference = "n/a" if best is None else f"{best}: {_num(s.get('best_reference_crps'))}"
+        skill = "—" if model == best else _num(s.get("crps_skill_best")) + _ci(s.get("crps_skill_best_ci95"))
         lines.append(
             f"| {window} | {LABELS.get(model, model)} | {_pct(s['coverage80'], 1)} | {_pct(s['coverage95'], 1)} | "
-            f"{_num(s['crps'])} | {_num(s['random_walk_crps'])} | {skill} | {_num(s['pinball'])} |"
+            f"{_num(s['crps'])} | {reference} | {skill} | {_num(s['crps_skill'])} | {_num(s['pinball'])} |"
         )
     return lines
 
@@ -219,17 +228,37 @@ def _point_lines(context: dict, table: dict, windows: list[str]) -> list[str]:
 
 def _distribution_lines(context: dict, table: dict, windows: list[str]) -> list[str]:
     return [
-        "## Forecast distributions against the random walk",
+        "## Forecast distributions against the strongest simple references",
         "",
         *probabilistic_rows(table, windows),
         "",
         *_band_source_lines(context),
-        "- The random walk is persistence spread by each stock's own past returns over the same horizon, from days "
-        f"up to {context.get('random_walk_last_day')} only (no test-period data).",
+        "- Three simple references, all with persistence as their median: the *random walk* spreads it by each "
+        "stock's own past returns over the same horizon, from days up to "
+        f"{context.get('random_walk_last_day')} only; the *EWMA random walk* (RiskMetrics) is Gaussian in log price "
+        "with the exponentially weighted (λ 0.94) variance of the stock's daily returns up to each origin; the "
+        "*GARCH(1,1)-t random walk* has the variance of a GARCH(1,1) with Student-t innovations fitted (`arch`) on "
+        f"each stock's returns up to {context.get('random_walk_last_day')}, filtered through each origin "
+        f"({_garch_note(context)}). The *best reference* of a window is the one of the three with the lowest CRPS "
+        "there: the one a forecast's distribution has to beat.",
         "- *CRPS* (continuous ranked probability score) and *pinball* (mean quantile loss at 2.5/10/50/90/97.5%) "
-        "are in % of the origin's close; lower is better. *CRPS skill* = 1 − CRPS / random walk's CRPS.",
+        "are in % of the origin's close; lower is better. *CRPS skill* = 1 − CRPS / the reference's CRPS on the "
+        "same forecasts.",
+        "- *DM p (worse)*: the Diebold–Mariano test of the close's absolute % error against persistence's on the "
+        "same forecasts (one mean difference per origin date, Newey–West variance with horizon − 1 lags, Harvey et "
+        "al.'s small-sample correction): the p-value of 'worse than persistence'; below 0.05 it is.",
         "",
     ]
+
+
+def _garch_note(context: dict) -> str:
+    figures = context.get("garch") or {}
+    if not figures:
+        return "a stock with under 250 daily returns, or whose fit fails, gets the EWMA's"
+    return (
+        f"fitted for {figures.get('fitted', 0)} stock(s); {figures.get('ewma_instead', 0)} with under 250 daily "
+        "returns or a failed fit got the EWMA's"
+    )
 
 
 def _band_source_lines(context: dict) -> list[str]:
@@ -400,6 +429,7 @@ TENSORBOARD_METRICS = (
     "bias",
     "coverage80",
     "crps_skill",
+    "crps_skill_best",
 )
 
 

@@ -22,7 +22,7 @@ import evaluation as ev
 import llm_forecaster
 import manifest
 from configs import DataConfig, EvalConfig, parse_flag
-from forecasters import Baseline, Forecaster, History, Lstm, RandomWalk
+from forecasters import Baseline, EwmaRandomWalk, Forecaster, GarchRandomWalk, History, Lstm, RandomWalk
 from market_data import Company
 from utils import StockToolError
 from workspace import Workspace
@@ -108,6 +108,7 @@ def evaluate(ws: Workspace, model_dir: str, cfg: EvalConfig, generators: dict | 
         "random_walk_last_day": f"{history.last_day:%Y-%m-%d}",
         "generation": {name: f["generation"] for name, f in figures.items() if "generation" in f},
         "lstm": figures.get("lstm", {}),
+        "garch": figures.get("garch", {}),
     }
     result = _score_and_report(ws, model_dir, cfg, plan, run_dir, predictions, distributions, answers, extra)
     adapter_dir = None if "tuned" in (generators or {}) else Path(model_dir)  # not a fake's errors
@@ -118,7 +119,8 @@ def evaluate(ws: Workspace, model_dir: str, cfg: EvalConfig, generators: dict | 
 
 def _forecasters(ws, model_dir, cfg: EvalConfig, plan: _Plan, generators, pool, cache_dir) -> list[Forecaster]:
     """The baselines, the random walk, then those of --eval-models: the LSTM, the tuned and the untuned LLM."""
-    out: list[Forecaster] = [Baseline(name) for name in ev.BASELINES] + [RandomWalk()]
+    out: list[Forecaster] = [Baseline(name) for name in ev.BASELINES] + [RandomWalk(), EwmaRandomWalk()]
+    out.append(GarchRandomWalk())
     if "lstm" in plan.wanted:
         out.append(Lstm(cfg.lstm_epochs, cfg.seed))
     context = ws.context_builder(plan.train_data, plan.prices)  # as trained: same signals and news
@@ -187,8 +189,10 @@ def _score_and_report(ws, model_dir, cfg, plan: _Plan, run_dir, predictions, dis
     import model
     import report
 
-    reference = distributions["random_walk"]
-    frames = [ev.forecast_rows(m, plan.tests, pred, distributions.get(m), reference) for m, pred in predictions.items()]
+    references = {name: distributions[name] for name in ev.REFERENCES}
+    frames = [
+        ev.forecast_rows(m, plan.tests, pred, distributions.get(m), references) for m, pred in predictions.items()
+    ]
     rows = ev.add_errors(pd.concat(frames, ignore_index=True))
     table = ev.metrics_table(rows, n_boot=cfg.bootstrap, seed=cfg.seed)
     costs = ev.Costs(cfg.brokerage, cfg.sell_tax)

@@ -262,13 +262,26 @@ def test_evaluation_run_scores_llms_lstm_and_baselines_and_writes_a_report(price
         cfg, generators={"tuned": repeat_last_row, "base": lambda prompts, n: ["no idea"] * len(prompts)}
     )
     table = result["table"]
-    assert set(table) == {"tuned", "base", "lstm", "persistence", "drift", "moving_average", "random_walk"}
+    assert set(table) == {
+        "tuned",
+        "base",
+        "lstm",
+        "persistence",
+        "drift",
+        "moving_average",
+        "random_walk",
+        "ewma",
+        "garch",
+    }
     assert result["context"]["test_start"] == "2026-04-01" and result["context"]["companies"] == ["2330", "2317"]
     tuned = table["tuned"]["5:5"]["all"]
     assert tuned["validity"] == 1.0 and tuned["skill_mape"] == 0.0  # it *is* persistence, in words
     assert tuned["mape_close"] == pytest.approx(table["persistence"]["5:5"]["all"]["mape_close"])
     assert table["base"]["1:1"]["all"]["validity"] == 0.0  # evaluated to the end and reported, not dropped
     assert set(table["tuned"]["5:5"]["steps"]) == {1, 2, 3, 4, 5}
+    best = min(("random_walk", "ewma", "garch"), key=lambda m: table[m]["5:5"]["all"]["crps"])
+    assert table["ewma"]["5:5"]["all"]["best_reference"] == best
+    assert 0 <= table["garch"]["1:1"]["all"]["coverage80"] <= 1
     run = tmp_path / "out" / "eval_2026-04-01_2026-04-24"
     assert result["paths"]["dir"] == run and not run.with_name(run.name + ".partial").exists()
     report = (run / "report.md").read_text()
@@ -411,3 +424,30 @@ def test_paired_comparison_scores_both_runs_on_the_same_steps_and_finds_the_bett
     # a step only one run got right is left out of both
     b_short = b[b["key"] != a["key"].iloc[0]]
     assert paired.compare(a, b_short, n_boot=50)[0]["steps"] == 29
+
+
+def test_diebold_mariano_on_a_literal_pair():
+    from scipy import stats
+
+    d = [1.0, -1.0, 2.0, 0.0, 3.0]  # mean 1; demeaned 0, -2, 1, -1, 2; variance 2
+    stat, worse, two_sided = ev.diebold_mariano(d, horizon=1)
+    assert stat == pytest.approx(1 / math.sqrt(2 / 5) * math.sqrt(0.8))  # HLN: sqrt((n + 1 − 2h + h(h − 1)/n) / n)
+    assert worse == pytest.approx(stats.t.sf(stat, 4)) and two_sided == pytest.approx(2 * worse)
+    # two-step forecasts: one Newey–West lag, autocovariance −1 at weight 1/2 → variance 1
+    stat2, _, _ = ev.diebold_mariano(d, horizon=2)
+    assert stat2 == pytest.approx(1 / math.sqrt(1 / 5) * math.sqrt(0.48))
+    assert all(math.isnan(v) for v in ev.diebold_mariano([0.5, 0.5, 0.5]))  # no variation: no test
+    assert ev.diebold_mariano([-1.0, -2.0, -1.5, -0.5])[1] > 0.9  # always better: "worse" is implausible
+
+
+def test_best_reference_and_skill_against_it():
+    table = {
+        m: {"1:1": {"all": {"crps": c, "ewma_crps": 2.0, "garch_crps": 1.8, "random_walk_crps": 2.2,
+                            "crps_skill_garch": 1 - c / 1.8, "crps_skill_garch_ci95": [0.0, 0.1]}, "steps": {}}}
+        for m, c in (("random_walk", 2.2), ("ewma", 2.0), ("garch", 1.8), ("tuned", 1.7))
+    }  # fmt: skip
+    assert ev.best_reference(table, "1:1") == "garch"
+    ev._skill_against(table["tuned"]["1:1"]["all"], "garch")
+    s = table["tuned"]["1:1"]["all"]
+    assert s["best_reference_crps"] == 1.8 and s["crps_skill_best"] == pytest.approx(1 - 1.7 / 1.8)
+    assert s["crps_skill_best_ci95"] == [0.0, 0.1]

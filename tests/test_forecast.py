@@ -231,9 +231,9 @@ def test_crps_pinball_and_coverage_on_literal_inputs():
     assert ev.pinball_loss(np.array([1.0, 2.0]), 0.0, (0.1, 0.9)) == pytest.approx((0.9 * 1 + 0.1 * 2) / 2)
     window = ev.TestWindow("1", "x", WindowType(1, 1), FRAME.iloc[:4], FRAME.iloc[4:])
     dist = [np.array([[100.0], [103.0], [104.0], [105.0], [110.0]])]  # closes; the actual is 104.0
-    rows = ev.add_errors(ev.forecast_rows("m", [window], [np.tile(104.0, (1, 4))], dist, dist))
+    rows = ev.add_errors(ev.forecast_rows("m", [window], [np.tile(104.0, (1, 4))], dist, {"random_walk": dist}))
     row = rows.iloc[0]
-    assert row["covered80"] and row["covered95"] and row["crps"] == row["ref_crps"]
+    assert row["covered80"] and row["covered95"] and row["crps"] == row["ref_crps_random_walk"]
     assert row["q0500"] == 104.0
     table = ev.metrics_table(rows, n_boot=0)
     assert table["m"]["1:1"]["all"]["coverage80"] == 1.0 and table["m"]["1:1"]["all"]["crps_skill"] == 0.0
