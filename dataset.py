@@ -80,7 +80,24 @@ def parse_fields(text: str) -> list[str]:
 # How prices are written. "absolute": the spec's NTD prices. "change": every open/high/low/close, in the
 # prompt and in the answer, as the % change from the last known close (the anchor), which the prompt states
 # once in NTD: one scale for every stock, few digits to get wrong, and "no change" is literally +0.00%.
-ANSWER_FORMATS = ("absolute", "change")
+# "candle": close and open as % changes from the anchor, then the upper and lower wicks as unsigned % distances
+# from the candle's body (high = max(open, close) × (1 + upper), low = min(open, close) × (1 − lower)): every
+# string its grammar allows is a possible candle, so no sampled answer can be an impossible one.
+ANSWER_FORMATS = ("absolute", "change", "candle")
+CANDLE_LABELS = ("Close", "Open", "Upper", "Lower")  # the candle format's price fields, in this order
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """The last known close that a relative format writes prices against; `candle`: the candle format."""
+
+    close: float
+    candle: bool = False
+
+
+def _anchor(anchor) -> Anchor | None:
+    """An Anchor from an Anchor, a bare close (the change format) or None (absolute prices)."""
+    return anchor if anchor is None or isinstance(anchor, Anchor) else Anchor(float(anchor))
 
 
 def format_number(value: float, integer: bool) -> str:
@@ -95,19 +112,38 @@ def format_change(value: float, anchor: float) -> str:
     return f"{change + 0.0:+.2f}%" if round(change, 2) != 0 else "+0.00%"
 
 
-def format_row(date: pd.Timestamp | dt.date, row: pd.Series, fields: list[str], anchor: float | None = None) -> str:
-    """One day as the prompt writes it; with `anchor`, prices are % changes from it (the "change" format)."""
+def candle_parts(row: pd.Series, anchor: float) -> list[str]:
+    """The candle format's price fields of one day: close and open as % changes from `anchor`, then the wicks as
+    % distances from the body (a day whose high or low lies inside its body gets a wick of 0.00%)."""
+    o, h, lo, c = (float(row[k]) for k in ("Open", "High", "Low", "Close"))
+    upper = max(0.0, 100 * (h / max(o, c) - 1))
+    lower = max(0.0, 100 * (1 - lo / min(o, c)))
+    return [
+        f"Close: {format_change(c, anchor)}",
+        f"Open: {format_change(o, anchor)}",
+        f"Upper: {upper + 0.0:.2f}%",
+        f"Lower: {lower + 0.0:.2f}%",
+    ]
+
+
+def format_row(date: pd.Timestamp | dt.date, row: pd.Series, fields: list[str], anchor=None) -> str:
+    """One day as the prompt writes it; with `anchor` (an Anchor, or a close for the change format), prices are
+    % changes from it. The candle format writes its four price fields where the first price field stands."""
+    anchor = _anchor(anchor)
     parts = [f"Date: {pd.Timestamp(date).strftime('%Y-%m-%d')}"]
     for name in fields:
         label, column, integer = FIELDS[name]
-        if anchor is not None and name in PRICE_FIELDS:
-            parts.append(f"{label}: {format_change(row[column], anchor)}")
+        if anchor is not None and anchor.candle and name in PRICE_FIELDS:
+            if name == next(f for f in fields if f in PRICE_FIELDS):
+                parts += candle_parts(row, anchor.close)
+        elif anchor is not None and name in PRICE_FIELDS:
+            parts.append(f"{label}: {format_change(row[column], anchor.close)}")
         else:
             parts.append(f"{label}: {format_number(row[column], integer)}")
     return ", ".join(parts)
 
 
-def format_rows(frame: pd.DataFrame, fields: list[str], anchor: float | None = None) -> list[str]:
+def format_rows(frame: pd.DataFrame, fields: list[str], anchor=None) -> list[str]:
     """One prompt line per trading day."""
     return [format_row(date, row, fields, anchor) for date, row in frame.iterrows()]
 
@@ -140,10 +176,12 @@ def _check_format(answer_format: str) -> None:
         raise ValueError(f"answer format {answer_format!r} is not one of {', '.join(ANSWER_FORMATS)}")
 
 
-def anchor_of(past: pd.DataFrame, answer_format: str) -> float | None:
-    """The change format's anchor: the window's last known close (None for absolute prices)."""
+def anchor_of(past: pd.DataFrame, answer_format: str) -> Anchor | None:
+    """The relative formats' anchor: the window's last known close (None for absolute prices)."""
     _check_format(answer_format)
-    return float(past["Close"].iloc[-1]) if answer_format == "change" else None
+    if answer_format == "absolute":
+        return None
+    return Anchor(float(past["Close"].iloc[-1]), candle=answer_format == "candle")
 
 
 def user_prompt(
@@ -155,12 +193,13 @@ def user_prompt(
     answer_format: str = "absolute",
 ) -> str:
     anchor = anchor_of(past, answer_format)
-    header = anchor_line(anchor, past.index[-1]) if anchor is not None else ""
+    header = anchor_line(anchor.close, past.index[-1]) if anchor is not None else ""
     return user_prompt_lines(name, format_rows(past, fields, anchor), future, context, header)
 
 
-def answer_text(future: pd.DataFrame, fields: list[str], anchor: float | None = None) -> str:
-    """The answer for `future`; `anchor` (the last known close) writes it in the change format."""
+def answer_text(future: pd.DataFrame, fields: list[str], anchor=None) -> str:
+    """The answer for `future`; `anchor` (an Anchor, or the last known close: the change format) writes it in a
+    relative format."""
     return answer_lines(format_rows(future, fields, anchor))
 
 
@@ -176,15 +215,27 @@ def answer_regex(dates: list, fields: list[str], answer_format: str = "absolute"
         "signed": r"-?[0-9]{1,6}\.[0-9]{1,2}",
         "integer": r"[0-9]{1,12}",
     }
+    candle = answer_format == "candle"
+    if candle:  # every string a possible candle: a fall stays above -100%, wicks unsigned, volume positive
+        number["integer"] = r"[1-9][0-9]{0,11}"
+        prices = [f"{label}: {_CANDLE_NUMBERS[label]}" for label in CANDLE_LABELS]
     rows = []
     for date in dates:
         parts = [f"Date: {pd.Timestamp(date):%Y-%m-%d}"]
         for name in fields:
             label, _, integer = FIELDS[name]
+            if candle and name in PRICE_FIELDS:
+                parts += prices if name == next(f for f in fields if f in PRICE_FIELDS) else []
+                continue
             kind = "price" if name in PRICE_FIELDS else "integer" if integer else "signed"
             parts.append(f"{label}: {number[kind]}")
         rows.append(", ".join(parts) + r"\n")
     return rf"The next {len(dates)} day price is:\n" + "".join(rows)
+
+
+_CANDLE_CHANGE = r"(\+[0-9]{1,3}|-[0-9]{1,2})\.[0-9]{2}%"
+_CANDLE_WICK = r"[0-9]{1,2}\.[0-9]{2}%"
+_CANDLE_NUMBERS = {"Close": _CANDLE_CHANGE, "Open": _CANDLE_CHANGE, "Upper": _CANDLE_WICK, "Lower": _CANDLE_WICK}
 
 
 def answer_token_budget(future: int, fields: list[str]) -> int:
@@ -204,24 +255,38 @@ class ForecastParseError(ValueError):
 _HEADER = re.compile(r"The next (\d+) day price is:")
 _NUMBER = r"-?\d+(?:\.\d+)?"
 _CHANGE = r"[+-]\d+(?:\.\d+)?%"
+_WICK = r"\d+(?:\.\d+)?%"
 
 
-def _row_pattern(fields: list[str], change: bool = False) -> re.Pattern:
-    parts = [r"Date: (\d{4}-\d{2}-\d{2})"] + [
-        rf"{FIELDS[f][0]}: ({_CHANGE if change and f in PRICE_FIELDS else _NUMBER})" for f in fields
-    ]
-    return re.compile(r"\s*" + r", ".join(parts) + r"\s*")
+def _row_pattern(fields: list[str], anchor: Anchor | None = None) -> tuple[re.Pattern, list[str]]:
+    """(the row regex, the name of each of its groups after the date)."""
+    parts, names = [r"Date: (\d{4}-\d{2}-\d{2})"], []
+    for f in fields:
+        if anchor is not None and anchor.candle and f in PRICE_FIELDS:
+            if f == next(p for p in fields if p in PRICE_FIELDS):
+                parts += [rf"{label}: ({_CHANGE if label in ('Close', 'Open') else _WICK})" for label in CANDLE_LABELS]
+                names += list(CANDLE_LABELS)
+            continue
+        parts.append(rf"{FIELDS[f][0]}: ({_CHANGE if anchor is not None and f in PRICE_FIELDS else _NUMBER})")
+        names.append(f)
+    return re.compile(r"\s*" + r", ".join(parts) + r"\s*"), names
 
 
-def parse_answer(
-    text: str, fields: list[str], expected: int | None = None, anchor: float | None = None
-) -> pd.DataFrame:
+def _candle_prices(values: dict, anchor: float) -> dict:
+    """Open/High/Low/Close of the candle format's four fields (never rounded: rounding could undo low ≤ body)."""
+    o, c = (anchor * (1 + float(values[k].rstrip("%")) / 100) for k in ("Open", "Close"))
+    upper, lower = (float(values[k].rstrip("%")) / 100 for k in ("Upper", "Lower"))
+    return {"Open": o, "High": max(o, c) * (1 + upper), "Low": min(o, c) * (1 - lower), "Close": c}
+
+
+def parse_answer(text: str, fields: list[str], expected: int | None = None, anchor=None) -> pd.DataFrame:
     """Strictly read an answer back into a frame (Date index; Open, High, Low, Close, Volume, ...).
 
-    With `anchor` (the last known close) the answer is in the change format and its % changes are turned
-    back into prices. Nothing is repaired: a wrong header, a row out of format, a wrong row count,
-    unordered dates or any text after the rows raises ForecastParseError.
+    With `anchor` (an Anchor, or the last known close: the change format) the answer is in a relative format
+    and its % changes are turned back into prices. Nothing is repaired: a wrong header, a row out of format, a
+    wrong row count, unordered dates or any text after the rows raises ForecastParseError.
     """
+    anchor = _anchor(anchor)
     lines = [line for line in text.strip().splitlines()]
     if not lines:
         raise ForecastParseError("the answer is empty")
@@ -234,7 +299,7 @@ def parse_answer(
     rows = [line for line in lines[1:] if line.strip()]
     if len(rows) != count:
         raise ForecastParseError(f"the answer announces {count} row(s) but has {len(rows)}")
-    pattern = _row_pattern(fields, change=anchor is not None)
+    pattern, names = _row_pattern(fields, anchor)
     records = []
     for line in rows:
         match = pattern.fullmatch(line)
@@ -244,10 +309,14 @@ def parse_answer(
             date = pd.Timestamp(dt.date.fromisoformat(match[1]))
         except ValueError as exc:
             raise ForecastParseError(f"row date {match[1]!r} is not a calendar date") from exc
-        record = {"Date": date}
-        for name, value in zip(fields, match.groups()[1:], strict=True):
+        record, values = {"Date": date}, dict(zip(names, match.groups()[1:], strict=True))
+        if anchor is not None and anchor.candle:
+            record |= _candle_prices(values, anchor.close)
+        for name, value in values.items():
+            if name in CANDLE_LABELS:
+                continue
             if anchor is not None and name in PRICE_FIELDS:
-                record[FIELDS[name][1]] = round(anchor * (1 + float(value.rstrip("%")) / 100), 2)
+                record[FIELDS[name][1]] = round(anchor.close * (1 + float(value.rstrip("%")) / 100), 2)
             else:
                 record[FIELDS[name][1]] = float(value)
         records.append(record)
@@ -423,7 +492,7 @@ def build_examples(
     (e.g. "prices+signals+news") is recorded in the example's meta for ablations.
     """
     _check_format(answer_format)
-    change = answer_format == "change"
+    relative = answer_format != "absolute"
     columns = [FIELDS[f][1] for f in fields]
     blank = frame[columns].isna().any(axis=1).to_numpy()
     lines = ["" if blank[i] else format_row(d, frame.iloc[i], fields) for i, d in enumerate(frame.index)]
@@ -432,10 +501,10 @@ def build_examples(
     examples = []
     for start, mid, end in spans:
         context, kind = context_for(frame.index[mid - 1]) if context_for else ("", "prices")
-        if change:  # every row relative to this window's own last close
-            anchor = float(frame["Close"].iloc[mid - 1])
+        if relative:  # every row relative to this window's own last close
+            anchor = anchor_of(frame.iloc[:mid], answer_format)
             rows = format_rows(frame.iloc[start:end], fields, anchor)
-            header = anchor_line(anchor, frame.index[mid - 1])
+            header = anchor_line(anchor.close, frame.index[mid - 1])
             prompt = user_prompt_lines(name, rows[: mid - start], window.future, context, header)
             answer = answer_lines(rows[mid - start :])
         else:

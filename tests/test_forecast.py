@@ -79,7 +79,7 @@ def test_change_examples_use_each_windows_own_last_close():
 def test_the_grammar_accepts_the_builders_answers_and_nothing_with_other_dates(answer_format, fields):
     chosen = dataset.parse_fields(fields)
     frame = FRAME.assign(Turnover=1e6, Change=-0.5, Transaction=42.0)
-    anchor = 100.5 if answer_format == "change" else None
+    anchor = dataset.anchor_of(frame.iloc[:3], answer_format)
     answer = dataset.answer_text(frame.iloc[3:], chosen, anchor=anchor)
     regex = dataset.answer_regex(frame.index[3:], chosen, answer_format)
     assert re.fullmatch(regex, answer)
@@ -348,3 +348,109 @@ def test_the_examples_a_short_run_trains_on_cover_every_company_and_window_in_pr
     assert training._examples_for_steps(examples, settings, seed=3407) == training._examples_for_steps(
         examples, settings, 3407
     )
+
+
+# --------------------------------------------------------------------------- the candle format
+
+
+def test_the_candle_format_writes_wicks_and_parses_back_to_the_same_candles():
+    anchor = dataset.Anchor(100.5, candle=True)
+    answer = dataset.answer_text(FRAME.iloc[3:], OHLCV, anchor=anchor)
+    # 2026-04-30: open 102 (+1.49%), close 103.5 (+2.99%), high 104 = 103.5 × 1.0048, low 101 = 102 × (1 − 0.98%)
+    assert answer.splitlines()[1] == (
+        "Date: 2026-04-30, Close: +2.99%, Open: +1.49%, Upper: 0.48%, Lower: 0.98%, Capacity: 1500"
+    )
+    parsed = dataset.parse_answer(answer, OHLCV, expected=2, anchor=anchor)
+    assert np.allclose(
+        parsed[["Open", "High", "Low", "Close"]], FRAME.iloc[3:][["Open", "High", "Low", "Close"]], atol=0.02
+    )
+    assert not dataset.validate_forecast(parsed)
+    prompt = dataset.user_prompt("巨大", FRAME.iloc[:3], 2, OHLCV, answer_format="candle")
+    assert "Prices are % changes from the last close, 100.5 on 2026-04-29." in prompt
+    assert "Date: 2026-04-29, Close: +0.00%, Open: -1.00%, Upper: 0.50%, Lower: 1.51%, Capacity: 900" in prompt
+    examples, _ = dataset.build_examples(FRAME, "巨大", "9921", WindowType(2, 1), OHLCV, answer_format="candle")
+    assert examples[0]["completion"][0]["content"].splitlines()[1].startswith("Date: 2026-04-29, Close: +0.50%")
+    # the other price fields' places: a field set with turnover keeps its order around the candle block
+    fields = dataset.parse_fields("turnover")
+    frame = FRAME.assign(Turnover=1e6, Transaction=42.0)
+    row = dataset.answer_text(frame.iloc[3:4], fields, anchor=anchor).splitlines()[1]
+    assert row.startswith("Date: 2026-04-30, Turnover: 1000000, Close: +2.99%") and row.endswith("Transaction: 42")
+
+
+@pytest.mark.parametrize("fields", ["ohlcv", "all"])
+def test_every_string_of_the_candle_grammar_is_a_possible_candle(fields):
+    """Random strings of the grammar (each free character drawn at random, the extremes forced in) all parse
+    into possible candles: low ≤ open, close ≤ high, every price and volume positive."""
+    chosen = dataset.parse_fields(fields)
+    anchor = dataset.Anchor(12.3, candle=True)
+    regex = dataset.answer_regex(DAYS[3:], chosen, "candle")
+    assert re.fullmatch(
+        regex, dataset.answer_text(FRAME.assign(Turnover=1e6, Change=-0.5, Transaction=42.0).iloc[3:], chosen, anchor)
+    )
+    rng = np.random.default_rng(0)
+
+    def number(kind):
+        if kind == "change":
+            sign = rng.choice(["+", "-"])
+            digits = rng.integers(1, 4 if sign == "+" else 3)
+            return (
+                sign
+                + "".join(rng.choice(list("0123456789"), digits))
+                + "."
+                + "".join(rng.choice(list("0123456789"), 2))
+                + "%"
+            )
+        if kind == "wick":
+            return (
+                "".join(rng.choice(list("0123456789"), rng.integers(1, 3)))
+                + "."
+                + "".join(rng.choice(list("0123456789"), 2))
+                + "%"
+            )
+        return str(rng.integers(1, 10)) + "".join(rng.choice(list("0123456789"), rng.integers(0, 12)))
+
+    extremes = ["-99.99%", "-99.99%", "99.99%", "99.99%"]  # the lowest candle the grammar allows
+    for trial in range(300):
+        rows = []
+        for date in DAYS[3:]:
+            parts = [f"Date: {date:%Y-%m-%d}"]
+            for name in chosen:
+                label, _, integer = dataset.FIELDS[name]
+                if name in dataset.PRICE_FIELDS:
+                    if name == next(f for f in chosen if f in dataset.PRICE_FIELDS):
+                        values = (
+                            extremes
+                            if trial == 0
+                            else [number("change"), number("change"), number("wick"), number("wick")]
+                        )
+                        parts += [f"{k}: {v}" for k, v in zip(dataset.CANDLE_LABELS, values, strict=True)]
+                    continue
+                parts.append(f"{label}: {number('int') if integer else '-1.5'}")
+            rows.append(", ".join(parts))
+        text = "The next 2 day price is:\n" + "\n".join(rows) + "\n"
+        assert re.fullmatch(regex, text), text
+        parsed = dataset.parse_answer(text, chosen, expected=2, anchor=anchor)
+        assert not dataset.validate_forecast(parsed, DAYS[2]), text
+
+
+def test_random_token_paths_of_the_candle_automaton_are_possible_candles(tokenizer):
+    """Walk the real tokenizer's automaton of the candle grammar with random allowed tokens until it may end:
+    every answer it can produce parses into possible candles (what K sampled answers are drawn from)."""
+    grammars = constrained.Grammars(tokenizer)
+    automaton = grammars.compile(dataset.answer_regex(DAYS[3:], OHLCV, "candle"))
+    anchor = dataset.Anchor(8.0, candle=True)
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        state, ids = automaton.initial, []
+        while True:
+            allowed = set(automaton.tokens[state].tolist())
+            choices = sorted(allowed - {grammars.eos})
+            if not choices or (grammars.eos in allowed and rng.random() < 0.5):
+                break
+            token = int(rng.choice(choices))
+            state = constrained.walk(automaton, [*ids, token])
+            ids.append(token)
+        assert constrained.accepts(automaton, ids, grammars.eos)
+        text = tokenizer.decode(ids)
+        parsed = dataset.parse_answer(text, OHLCV, expected=2, anchor=anchor)
+        assert not dataset.validate_forecast(parsed, DAYS[2]), text
