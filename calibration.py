@@ -16,6 +16,12 @@ the simplest difficulty estimate there is). A band is then the point close × (1
 a stock that has been moving and in a month that moves, narrow for a quiet one. Measured on both test periods
 (README): the 80% band covered about 74% of March–April 2026 outcomes, against 60–63% with unscaled errors.
 
+The same held-out days choose the band's family, per window type: these conformal errors, or the distribution of
+one of the two strongest simple references (`risk_models.py`: RiskMetrics' EWMA or a GARCH(1,1)-t random walk)
+centred on the point forecast, whichever had the lowest CRPS there. The conformal errors are scored cross-fitted
+(each half of the held-out origins by the errors of the other half), the references with GARCH parameters fitted
+on days before the held-out period only, so no family is scored on what it was fitted on.
+
 The same held-out forecasts weigh the point forecast. A tuned model's predicted change (forecast − last close)
 barely correlates with what happened (README: about −0.1 to +0.02), so taken at face value it loses to
 persistence. Each window type's weight w in [0, 1] is the one whose forecast last close + w × (forecast − last
@@ -34,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import risk_models as risk
 from utils import atomic_write_text, write_jsonl
 
 FILE = "calibration.json"  # beside the adapter (read by forecasts) and in an evaluation's report folder
@@ -41,6 +48,8 @@ MIN_ERRORS = 30  # errors per horizon step below which no band is drawn (fewer c
 VOL_DAYS = 20  # daily returns behind a forecast's volatility (as the baselines' 20-day lookback)
 MIN_VOL = 0.002  # a floor for the volatility of a stock that has not moved (0.2% a day)
 WEIGHTS = np.round(np.linspace(0, 1, 21), 2)  # the point weights tried, 0.05 apart
+FAMILIES = ("conformal", "ewma", "garch")  # what a calibrated band can be; `choose_families` picks per window
+ACI_GAMMA = 0.005  # adaptive conformal inference's step (Gibbs & Candès, 2021, used 0.005 on daily returns)
 
 
 @dataclass
@@ -58,6 +67,9 @@ class Calibration:
     weights: dict[str, float] = field(default_factory=dict)  # window name → the model's change's weight
     weighing: dict[str, dict] = field(default_factory=dict)  # window name → close MAPE (%) at weights 1, 0, w
     scaled: bool = False  # True: errors in units of the origin's volatility (`volatility`); older files: False
+    families: dict[str, str] = field(default_factory=dict)  # window name → band family (FAMILIES); absent: conformal
+    family_crps: dict[str, dict] = field(default_factory=dict)  # window → family → CRPS (%) on the held-out days
+    garch: dict[str, list[float]] = field(default_factory=dict)  # code → GARCH (omega, alpha, beta, nu, backcast)
     # the held-out forecasts' answer records (walk_forward): written beside the report, never into this file
     answers: list[dict] = field(default_factory=list, repr=False, compare=False)
 
@@ -90,10 +102,36 @@ class Calibration:
         scale = volatility if self.scaled else 1.0
         return np.asarray(point_closes, dtype=float)[None, :] * (1 + scale * np.stack(thinned, axis=1))
 
-    def quantiles(self, window: str, point_closes, levels, volatility: float = 1.0) -> np.ndarray | None:
+    def family(self, window: str) -> str:
+        return self.families.get(window, "conformal")
+
+    def band_closes(self, window: str, point_closes, history: pd.DataFrame, code: str = "") -> np.ndarray | None:
+        """The forecast's distribution of closes (n × future) in the window's band family: the conformal
+        `ensemble`, or the EWMA or GARCH random walk of the stock's closes in `history` (up to the origin)
+        centred on the point's closes. A stock without GARCH parameters gets the EWMA's."""
+        family = self.family(window)
+        if family == "conformal":
+            return self.ensemble(window, point_closes, volatility(history) if self.scaled else 1.0)
+        return reference_closes(family, point_closes, history, self.garch.get(code))
+
+    def quantiles(self, window: str, point_closes, levels, history=None, code: str = "") -> np.ndarray | None:
         """len(levels) × future closes, or None without a band."""
-        closes = self.ensemble(window, point_closes, volatility)
+        closes = self.band_closes(window, point_closes, history, code)
         return None if closes is None else np.quantile(closes, levels, axis=0)
+
+    def describe(self, window: str) -> str:
+        """What the window's band is, in words."""
+        family = self.family(window)
+        if family == "conformal":
+            return f"errors of {self.usable} held-out forecasts, {self.start} → {self.end}"
+        name = "RiskMetrics EWMA" if family == "ewma" else "GARCH(1,1)-t"
+        crps = self.family_crps.get(window) or {}
+        why = (
+            f"lowest CRPS on held-out days {self.start} → {self.end}, below the model's own errors"
+            if crps and min(crps, key=crps.get) == family
+            else "as asked"
+        )
+        return f"a {name} random walk around the point ({why})"
 
     def weighted(self, tests, predictions) -> list:
         """The point forecasts (future × OHLC, or None) of `tests`, each weighted by its window's weight."""
@@ -103,9 +141,10 @@ class Calibration:
         ]
 
     def distributions(self, tests, predictions) -> list:
-        """Each usable forecast's closes (future × OHLC point forecasts) spread by the errors: n × future, or None."""
+        """Each usable forecast's closes (future × OHLC point forecasts) in its window's band family: n × future,
+        or None."""
         return [
-            None if pred is None else self.ensemble(w.window.name, np.asarray(pred)[:, 3], volatility(w.history))
+            None if pred is None else self.band_closes(w.window.name, np.asarray(pred)[:, 3], w.history, w.code)
             for w, pred in zip(tests, predictions, strict=True)
         ]
 
@@ -128,6 +167,8 @@ class Calibration:
             "point": self.point,
             "weights": self.weights,
             "weighing": self.weighing,
+            "families": self.families,
+            "family_crps": self.family_crps,
             "notes": self.notes,
         }
 
@@ -144,6 +185,133 @@ def volatility(history: pd.DataFrame) -> float:
     if len(closes) < 3:
         return MIN_VOL
     return max(float(np.std(np.diff(np.log(closes)))), MIN_VOL)
+
+
+def reference_closes(family: str, point_closes, history: pd.DataFrame, garch: list[float] | None = None):
+    """n × future closes of the EWMA (or, given its parameters, GARCH) random walk of `history`'s closes, centred
+    on `point_closes` (one per step); None with fewer than two returns."""
+    returns = risk.log_returns(history["Close"])
+    horizon = len(point_closes)
+    if family == "garch" and garch:
+        model = risk.Garch(*garch)
+        variances, unit = model.step_variances(100 * returns, horizon) / 1e4, risk.standard_quantiles(nu=model.nu)
+    elif len(returns) >= 2:
+        variances, unit = risk.ewma_step_variances(returns, horizon), risk.standard_quantiles()
+    else:
+        return None
+    return risk.closes_from_variances(np.asarray(point_closes, dtype=float), variances, unit)
+
+
+def fit_garch_all(prices: dict, last_day) -> dict[str, list[float]]:
+    """{code: GARCH parameters} fitted on each stock's closes up to `last_day` (stocks whose fit fails: absent)."""
+    out = {}
+    for code, frame in prices.items():
+        model = risk.fit_garch(risk.log_returns(frame.loc[frame.index <= pd.Timestamp(last_day), "Close"]))
+        if model is not None:
+            out[code] = [model.omega, model.alpha, model.beta, model.nu, model.backcast]
+    return out
+
+
+def choose_families(cal: Calibration, tests, predictions, garch_before: dict, wanted: str = "auto") -> None:
+    """Sets `cal.families` (and `family_crps`): per window type, the band family with the lowest mean CRPS of the
+    close (in % of the origin's close) on the held-out forecasts, or `wanted` when it names one. The conformal
+    band is scored cross-fitted over two halves of the origins; GARCH with `garch_before`, parameters fitted
+    on days before the held-out period."""
+    import evaluation as ev
+
+    for name in sorted({w.window.name for w in tests}):
+        index = [i for i, w in enumerate(tests) if w.window.name == name and predictions[i] is not None]
+        if len(index) < 2 * MIN_ERRORS:
+            continue
+        weighted = cal.weighted([tests[i] for i in index], [predictions[i] for i in index])
+        points = [p[:, 3] for p in weighted]
+        scored = {
+            "conformal": _cross_fitted(cal, [tests[i] for i in index], weighted),
+            "ewma": [reference_closes("ewma", p, tests[i].history) for i, p in zip(index, points, strict=True)],
+            "garch": [
+                reference_closes("garch", p, tests[i].history, garch_before.get(tests[i].code))
+                for i, p in zip(index, points, strict=True)
+            ],
+        }
+        crps = {}
+        for family, dists in scored.items():
+            values = [
+                ev.crps_ensemble(100 * (d[:, s] / tests[i].last_close - 1), 100 * (actual / tests[i].last_close - 1))
+                for i, d in zip(index, dists, strict=True)
+                if d is not None
+                for s, actual in enumerate(tests[i].actual["Close"].to_numpy(dtype=float))
+            ]
+            if values:
+                crps[family] = round(float(np.mean(values)), 5)
+        cal.family_crps[name] = crps
+        if wanted != "auto":
+            cal.families[name] = wanted
+        elif crps:
+            cal.families[name] = min(crps, key=crps.get)
+
+
+def _cross_fitted(cal: Calibration, tests, weighted) -> list:
+    """Each held-out forecast's conformal distribution made from the errors of the other half of the origins
+    (`weighted`: the forecasts as weighed by the calibration)."""
+    origins = sorted({w.origin for w in tests})
+    middle = origins[len(origins) // 2]
+    halves = [[w.origin < middle for w in tests], [w.origin >= middle for w in tests]]
+    out = [None] * len(tests)
+    for mine, other in (halves, halves[::-1]):
+        rest = [i for i, keep in enumerate(other) if keep]
+        fitted = fit([tests[i] for i in rest], [weighted[i] for i in rest], point="model", scaled=cal.scaled)
+        for i, keep in enumerate(mine):
+            if keep:
+                w = tests[i]
+                scale = volatility(w.history) if cal.scaled else 1.0
+                out[i] = fitted.ensemble(w.window.name, weighted[i][:, 3], scale)
+    return out
+
+
+def adaptive_levels(origins, targets, inside, alpha: float, gamma: float = ACI_GAMMA) -> np.ndarray:
+    """Adaptive conformal inference (Gibbs & Candès, 2021) for forecasts made at `origins` of outcomes known on
+    `targets`: the miscoverage level each forecast's band uses. Starting at `alpha`, every outcome that becomes
+    known before a forecast's origin updates the level by a ← a + gamma × (alpha − miss), so misses widen the
+    band and hits narrow it; `inside(i, a)` says whether outcome i lies in forecast i's band at level a. Only
+    outcomes known at each origin are used."""
+    origins, targets = np.asarray(origins), np.asarray(targets)
+    used = np.empty(len(origins))
+    level, pending = alpha, []  # (target, miss) of forecasts whose outcome is not yet known
+    for i in np.argsort(origins, kind="stable"):
+        known = sorted((p for p in pending if p[0] <= origins[i]), key=lambda p: p[0])
+        pending = [p for p in pending if p[0] > origins[i]]
+        for _, miss in known:
+            level += gamma * (alpha - miss)
+        used[i] = level
+        pending.append((targets[i], float(not inside(i, level))))
+    return used
+
+
+def adaptive_bands(tests, dists, alpha: float, gamma: float = ACI_GAMMA) -> list:
+    """Per test window, future × 2 (low, high) closes of its central 1 − `alpha` band from its distribution
+    (samples × future closes, or None: then None), the level adapted online (`adaptive_levels`) separately for
+    each window type and horizon step, in the order of the forecasts' origins. A level at or below 0 gives the
+    distribution's whole range."""
+    out = [None if d is None else np.zeros((w.window.future, 2)) for w, d in zip(tests, dists, strict=True)]
+    groups: dict = {}
+    for i, w in enumerate(tests):
+        for step in range(w.window.future) if dists[i] is not None else []:
+            groups.setdefault((w.window.name, step), []).append(i)
+    for (_, step), index in groups.items():
+
+        def band(j, level, step=step, index=index):
+            a = min(max(level, 0.0), 1.0)
+            return np.quantile(dists[index[j]][:, step], [a / 2, 1 - a / 2])
+
+        def inside(j, level, step=step, index=index):
+            low, high = band(j, level)
+            return bool(low <= tests[index[j]].actual["Close"].iloc[step] <= high)
+
+        origins = [tests[i].origin for i in index]
+        targets = [tests[i].actual.index[step] for i in index]
+        for j, level in enumerate(adaptive_levels(origins, targets, inside, alpha, gamma)):
+            out[index[j]][step] = band(j, level)
+    return out
 
 
 def best_weight(last_closes, forecasts, actuals) -> tuple[float, dict]:

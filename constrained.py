@@ -163,3 +163,57 @@ def accepts(a: TokenAutomaton, token_ids: list[int], eos: int) -> bool:
     """True when `token_ids` is a complete answer: end-of-sequence is allowed after it."""
     state = walk(a, token_ids)
     return state is not None and eos in a.tokens[state]
+
+
+# --------------------------------------------------------------------------- jump-forward decoding
+
+
+@dataclass(frozen=True)
+class ForcedRuns:
+    """Where the grammar leaves the model no choice, per state of an automaton's table (one or stacked).
+
+    A state is forced when it allows exactly one token and that token is not end-of-sequence: the masked
+    greedy choice and every sample are that token, so it can be appended without asking the model (and several
+    in a row fed in one forward). `tokens[s, :length[s]]` are the forced tokens from state s on, `end[s]` the
+    state they lead to (s itself when s is not forced); `complete[s]`: s allows only end-of-sequence."""
+
+    length: np.ndarray  # states, int64
+    end: np.ndarray  # states, int64
+    tokens: np.ndarray  # states × longest run (at least 1), int64, padded with end-of-sequence
+    complete: np.ndarray  # states, bool
+
+
+def forced_tokens(tokens: np.ndarray, eos: int) -> np.ndarray:
+    """Per state of a table, the one token it allows when that is its only one and not end-of-sequence, else -1.
+    (Padded slots repeat an allowed token, so a single allowed token fills its whole row.)"""
+    single = (tokens == tokens[:, :1]).all(axis=1) & (tokens[:, 0] != eos)
+    return np.where(single, tokens[:, 0], -1)
+
+
+def forced_runs(tokens: np.ndarray, nexts: np.ndarray, eos: int) -> ForcedRuns:
+    """The forced runs of every state of a table (`TokenAutomaton.tokens`/`.next`, or `stack`'s), computed for
+    all states at once, one token of every run per pass (runs are a few tokens long: a date, a label's colon)."""
+    forced = forced_tokens(tokens, eos)
+    states = len(tokens)
+    current = np.arange(states, dtype=np.int64)
+    length = np.zeros(states, dtype=np.int64)
+    columns: list[np.ndarray] = []
+    while True:
+        step = forced[current]
+        moving = step >= 0
+        if not moving.any():
+            break
+        if len(columns) > states:  # pragma: no cover - a finite language has no cycle of forced tokens
+            raise StockToolError("the answer grammar forces an endless run of tokens")
+        columns.append(np.where(moving, step, eos))
+        length += moving
+        current = np.where(moving, nexts[current, 0], current)
+    run = np.stack(columns, axis=1) if columns else np.full((states, 1), eos, dtype=np.int64)
+    complete = (tokens == eos).all(axis=1)
+    return ForcedRuns(length, current, run.astype(np.int64), complete)
+
+
+def forced_run(a: TokenAutomaton, state: int, eos: int) -> list[int]:
+    """The tokens the grammar forces from `state` on (tests, token counts)."""
+    runs = forced_runs(a.tokens, a.next, eos)
+    return runs.tokens[state, : runs.length[state]].tolist()

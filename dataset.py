@@ -17,9 +17,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from configs import DEFAULT_WINDOWS  # noqa: F401 (the default of --windows, kept beside its flag)
 from market_data import FRAME_COLUMNS
-
-DEFAULT_WINDOWS = "1:1,5:5,20:5,60:20"
 
 
 @dataclass(frozen=True)

@@ -200,12 +200,15 @@ def forecast_rows(
     predictions: list[np.ndarray | None],
     distributions: list[np.ndarray | None] | None = None,
     references: dict[str, list] | None = None,
+    bands: dict[str, list] | None = None,
 ) -> pd.DataFrame:
     """One row per model × window × horizon step. A failed forecast (None) keeps its rows, marked invalid.
 
     `distributions` (a probabilistic model's closes, samples × future, per window) add the quantiles of
     QUANTILES, CRPS and pinball loss, all in % of the origin's close; `references` (REFERENCES' distributions,
-    by name) add each one's CRPS on the same row (`ref_crps_<name>`), for skills on the same forecasts."""
+    by name) add each one's CRPS on the same row (`ref_crps_<name>`), for skills on the same forecasts. `bands`
+    ({"80": …, "95": …}: per window, future × (low, high) closes, or None) are the bands whose coverage counts,
+    when they are not the distribution's fixed quantiles (adaptive conformal inference)."""
     records = []
     for i, (w, pred) in enumerate(zip(windows, predictions, strict=True)):
         actual = w.actual[OHLC].to_numpy(dtype=float)
@@ -226,6 +229,10 @@ def forecast_rows(
                 row[f"actual_{column.lower()}"] = actual[step, j]
                 row[f"pred_{column.lower()}"] = float(pred[step, j]) if pred is not None else math.nan
             row |= _distribution_scores(dist, refs, step, w.last_close, actual[step, 3])
+            for level, edges in (bands or {}).items():
+                edge = edges[i] if dist is not None else None
+                row[f"band{level}_lo"] = math.nan if edge is None else float(edge[step, 0])
+                row[f"band{level}_hi"] = math.nan if edge is None else float(edge[step, 1])
             records.append(row)
     return pd.DataFrame.from_records(records)
 
@@ -267,8 +274,16 @@ def add_errors(rows: pd.DataFrame) -> pd.DataFrame:
     rows["actual_return"] = 100 * (rows["actual_close"] / rows["last_close"] - 1)
     rows["probabilistic"] = rows["valid"] & rows["crps"].notna() if "crps" in rows else False
     if "crps" in rows:
-        rows["covered80"] = (rows["q0100"] <= rows["actual_close"]) & (rows["actual_close"] <= rows["q0900"])
-        rows["covered95"] = (rows["q0025"] <= rows["actual_close"]) & (rows["actual_close"] <= rows["q0975"])
+        actual = rows["actual_close"]
+        for level, low, high in (("80", "q0100", "q0900"), ("95", "q0025", "q0975")):
+            fixed = (rows[low] <= actual) & (actual <= rows[high])
+            rows[f"covered{level}_fixed"] = fixed
+            if f"band{level}_lo" in rows:  # adapted bands where a model has them, its fixed quantiles elsewhere
+                adapted = rows[f"band{level}_lo"].notna()
+                band = (rows[f"band{level}_lo"] <= actual) & (actual <= rows[f"band{level}_hi"])
+                rows[f"covered{level}"] = band.where(adapted, fixed)
+            else:
+                rows[f"covered{level}"] = fixed
     return rows
 
 
@@ -295,9 +310,19 @@ _SUMS = [
     "crps",
     "pinball",
     *(f"ref_crps_{name}" for name in REFERENCES),
+    "covered80_fixed",
+    "covered95_fixed",
 ]
 _VALID_SUMS = _SUMS[2:10] + ["pred_return", "actual_return"]  # summed over valid rows
-_PROB_SUMS = ["covered80", "covered95", "crps", "pinball", *(f"ref_crps_{name}" for name in REFERENCES)]
+_PROB_SUMS = [
+    "covered80",
+    "covered95",
+    "crps",
+    "pinball",
+    *(f"ref_crps_{name}" for name in REFERENCES),
+    "covered80_fixed",
+    "covered95_fixed",
+]
 
 
 def _per_date_sums(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -341,6 +366,8 @@ def _metrics_from_sums(s: np.ndarray) -> dict[str, np.ndarray]:
             "bias": (col["pred_return"] - col["actual_return"]) / valid,
             "coverage80": col["covered80"] / col["probabilistic"],
             "coverage95": col["covered95"] / col["probabilistic"],
+            "coverage80_fixed": col["covered80_fixed"] / col["probabilistic"],  # without adaptive levels
+            "coverage95_fixed": col["covered95_fixed"] / col["probabilistic"],
             "crps": col["crps"] / col["probabilistic"],  # % of the origin's close
             "pinball": col["pinball"] / col["probabilistic"],
             "random_walk_crps": col["ref_crps_random_walk"] / col["probabilistic"],

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +22,8 @@ import pandas as pd
 import dataset
 import evaluation as ev
 import generation
-import market_data
 import prompt_context
-from calibration import volatility
+import trading_calendar
 from configs import DecodingConfig
 from utils import StockToolError, atomic_write_text
 from workspace import Workspace
@@ -101,12 +101,6 @@ def read_samples(
     return SampleRead(point, closes, usable, total, problem, frames, impossible)
 
 
-def next_trading_days(last_day: pd.Timestamp, count: int) -> pd.DatetimeIndex:
-    """The weekdays after `last_day`: the dates a live forecast is written for. Exchange holidays are not
-    known to the tool (TWSE publishes them yearly); the answer's dates are fixed by the grammar."""
-    return pd.bdate_range(pd.Timestamp(last_day) + pd.offsets.BDay(), periods=count, name="Date")
-
-
 @dataclass
 class Forecast:
     code: str
@@ -125,6 +119,9 @@ class Forecast:
     usable_samples: int = 1
     files: list[Path] = field(default_factory=list)
     name_en: str = ""
+    band_kind: str = ""  # "calibrated" or "sampled" (what `band_source` describes); pages.py says it
+    shown: pd.DataFrame | None = None  # prices up to the last known day, more than `past`: drawn on the chart
+    page: Path | None = None  # the run's index.html (pages.py) listing this forecast
 
     @property
     def ok(self) -> bool:
@@ -143,11 +140,13 @@ def read_forecast(
     band: float = 0.8,
     calibration=None,
     volatility_history=None,
+    calendar: str | None = None,
 ) -> Forecast:
     """A user-facing forecast from one prompt's sampled answers (problems recorded, never repaired). Its bands
     come from `calibration` (a `calibration.Calibration`: the model's errors on held-out days) when given,
     scaled by the volatility of `volatility_history` (the stock's prices up to the last known day; default:
-    `history`), else from the samples' quantiles when there are several."""
+    `history`), else from the samples' quantiles when there are several. A day the exchange's `calendar` (or,
+    without one, the week) has no session on is noted (free decoding lets the model choose its dates)."""
     read = read_samples(answers, fields, future, history.index[-1], anchor)
     result = Forecast(code, name, history, answers[0], samples=len(answers), usable_samples=read.usable)
     result.name_en, result.band = name_en, band
@@ -158,18 +157,24 @@ def read_forecast(
     levels = sorted({q for pair in band_levels(band).values() for q in pair} | {0.5})
     quantiles = None
     if calibration is not None:
-        scale = volatility(history if volatility_history is None else volatility_history)
-        quantiles = _calibrated(result, read.point, calibration, f"{len(history)}:{future}", levels, scale)
+        known = history if volatility_history is None else volatility_history
+        quantiles = _calibrated(result, read.point, calibration, f"{len(history)}:{future}", levels, known)
     elif len(answers) > 1:
         quantiles = ev.sample_quantiles(read.closes, levels)
-        result.band_source = f"{read.usable} sampled closes"
+        result.band_source, result.band_kind = f"{read.usable} sampled closes", "sampled"
     if quantiles is not None:
         result.bands = pd.DataFrame(quantiles.T, index=read.point.index, columns=[f"q{q:g}" for q in levels])
-    result.notes += [
-        f"{d:%Y-%m-%d} is a {d:%A}: the exchange does not trade on weekends"
-        for d in result.forecast.index
-        if d.weekday() >= 5
-    ]
+    if calendar:
+        result.notes += [
+            f"{d:%Y-%m-%d} ({d:%A}) is not a trading day of the {calendar} calendar"
+            for d in trading_calendar.closed_days(result.forecast.index, calendar)
+        ]
+    else:
+        result.notes += [
+            f"{d:%Y-%m-%d} is a {d:%A}: the exchange does not trade on weekends"
+            for d in result.forecast.index
+            if d.weekday() >= 5
+        ]
     if read.problem:
         result.notes.append(read.problem)
     if read.impossible:
@@ -180,9 +185,10 @@ def read_forecast(
     return result
 
 
-def _calibrated(result: Forecast, point: pd.DataFrame, calibration, window: str, levels, scale):
+def _calibrated(result: Forecast, point: pd.DataFrame, calibration, window: str, levels, known: pd.DataFrame):
     """Weigh `result`'s point forecast toward the last close by the calibration's weight, and its band quantiles
-    from the held-out errors scaled by the stock's volatility (None, with a note, when too few errors)."""
+    in the window's band family (the held-out errors scaled by the stock's volatility, or a reference's random
+    walk of the `known` prices; None, with a note, when too few errors)."""
     result.weight = calibration.weight(window)
     if result.weight != 1:
         prices = [c for c in ev.OHLC if c in point.columns]
@@ -192,15 +198,15 @@ def _calibrated(result: Forecast, point: pd.DataFrame, calibration, window: str,
             f"point forecast: the model's change from the last close × {result.weight:g}, the weight with the "
             f"lowest error on held-out days ({calibration.start} → {calibration.end}; 0 would be persistence)"
         )
-    quantiles = calibration.quantiles(window, result.forecast["Close"].to_numpy(), levels, scale)
+    quantiles = calibration.quantiles(window, result.forecast["Close"].to_numpy(), levels, known, result.code)
     if quantiles is None:
         result.notes.append(
             f"no band: the calibration ({calibration.start} → {calibration.end}) has too few errors for this window"
         )
     else:
-        result.band_source = (
-            f"errors of {calibration.usable} held-out forecasts, {calibration.start} → {calibration.end}"
-        )
+        result.band_source = calibration.describe(window)
+        family = calibration.family(window)
+        result.band_kind = "calibrated" if family == "conformal" else family
     return quantiles
 
 
@@ -254,16 +260,38 @@ CHART_STYLES = {
 }
 
 
+CHART_DAYS = 30  # known trading days a forecast chart shows at least (more than the prompt's, to judge it by)
+
+
+def chart_history(result: Forecast) -> pd.DataFrame:
+    """The known days a chart draws: the last CHART_DAYS (or `past`, when longer) of `result.shown`, the stock's
+    prices up to the last known day (without them, of `past`)."""
+    known = result.past if result.shown is None else result.shown
+    return known.iloc[-max(CHART_DAYS, len(result.past)) :]
+
+
+def no_band_reason(result: Forecast) -> str:
+    """Why a forecast has no band, in words ('' when it has one)."""
+    if result.bands is not None:
+        return ""
+    return next(
+        (n for n in result.notes if n.startswith("no band")),
+        "no band: no calibration for this adapter and decoding (an evaluation, --evaluate 1, makes one), and a "
+        "single greedy answer has no spread (--samples above 1 gives a sampled band)",
+    )
+
+
 def plot_forecast(result: Forecast, out_dir: Path, chart_style: str = "international") -> Path:
-    """Candles of the known days then the forecast days (blue up / orange down, after a dashed line across
-    the price and volume panels), the close's band shaded when the forecast was sampled. One date label per
-    trading day (at most about 12 of them), and forecast-day volume in grey: it is a forecast, not a fact."""
+    """Candles of at least CHART_DAYS known days (the prompt's shaded grey) then the forecast days (blue up /
+    orange down, after a dashed line across the price and volume panels), the close's band shaded, or a note
+    saying why there is none. One date label per few trading days (about 12 of them), and forecast-day volume
+    in grey: it is a forecast, not a fact. Written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import mplfinance as mpf
 
-    past, forecast = result.past, result.forecast
+    past, forecast, prompt_days = chart_history(result), result.forecast, len(result.past)
     columns = ["Open", "High", "Low", "Close", "Volume"]
     combined = pd.concat([past[columns], forecast.reindex(columns=columns)])
     up, down = CHART_STYLES[chart_style]
@@ -272,17 +300,21 @@ def plot_forecast(result: Forecast, out_dir: Path, chart_style: str = "internati
     forecast_colors = mpf.make_marketcolors(up="tab:blue", down="tab:orange", edge="inherit", wick="inherit")
     predicted = [forecast_colors] * len(forecast)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{result.code}_{past.index[-1]:%Y%m%d}_{len(past)}to{len(forecast)}.png"
+    path = out_dir / f"{result.code}_{past.index[-1]:%Y%m%d}_{prompt_days}to{len(forecast)}.png"
     tmp = path.with_name(f".{path.name}.tmp.png")
-    title = f"{result.code} {result.name_en}: {len(past)} known + {len(forecast)} forecast days".replace("  ", " ")
+    title = f"{result.code} {result.name_en}".strip()
     extra = {}
-    subtitle = "(forecast: blue up / orange down, right of the dashed line"
+    days = "day" if len(forecast) == 1 else f"{len(forecast)} days"
+    subtitle = f"forecast {days} right of the dashed line (blue up / orange down) from the {prompt_days} known"
+    subtitle += " day shaded grey" if prompt_days == 1 else " days shaded grey"
     if result.bands is not None:
         (label, (lo, hi)), *_ = band_levels(result.band).items()
-        low = [math.nan] * len(past) + list(result.bands[f"q{lo:g}"])
-        high = [math.nan] * len(past) + list(result.bands[f"q{hi:g}"])
+        last_close = [math.nan] * (len(past) - 1) + [float(past["Close"].iloc[-1])]  # the band starts there
+        low = last_close + list(result.bands[f"q{lo:g}"])
+        high = last_close + list(result.bands[f"q{hi:g}"])
         extra["fill_between"] = {"y1": np.array(low), "y2": np.array(high), "alpha": 0.2, "color": "tab:blue"}
-        subtitle += f"; shaded: {label} band from {result.band_source}"
+        kind = f" ({result.band_kind})" if result.band_kind else ""
+        subtitle += f"; shaded blue: the {label} band{kind} of the close, from {result.band_source}"
     volume = "Volume" in forecast.columns and not combined["Volume"].isna().any()
     if volume:  # forecast volume as grey bars of its own, known volume in the style's colours
         forecast_volume = combined["Volume"].where(combined.index.isin(forecast.index))
@@ -294,7 +326,7 @@ def plot_forecast(result: Forecast, out_dir: Path, chart_style: str = "internati
         volume=volume,
         style=style,
         marketcolor_overrides=[None] * len(past) + predicted,
-        title=title + "\n" + subtitle + ")",
+        title={"title": title + "\n" + textwrap.fill(subtitle, 100), "fontsize": 10},
         figsize=(10, 6),
         returnfig=True,
         **extra,
@@ -304,6 +336,13 @@ def plot_forecast(result: Forecast, out_dir: Path, chart_style: str = "internati
         ax.axvline(len(past) - 0.5, linestyle="--", color="gray", linewidth=1)
         if volume and ax.get_ylabel().startswith("Volume"):  # room for the forecast's bars too
             ax.set_ylim(0, 1.05 * max(past["Volume"].max(), forecast["Volume"].max()))
+    if len(past) > prompt_days:  # the days the model was shown
+        axes[0].axvspan(len(past) - prompt_days - 0.5, len(past) - 0.5, color="0.5", alpha=0.12, linewidth=0)
+    said = [no_band_reason(result)] + (["point forecast = persistence (weight 0)"] if result.weight == 0 else [])
+    if any(said):
+        box = {"boxstyle": "round", "facecolor": "white", "edgecolor": "0.6", "alpha": 0.9}
+        text = "\n".join(textwrap.fill(line, 70) for line in said if line)
+        axes[0].text(0.01, 0.98, text, transform=axes[0].transAxes, va="top", fontsize=8, bbox=box, zorder=5)
     axes[0].set_xticks(range(0, len(combined), step))
     axes[-1].set_xticks(range(0, len(combined), step))
     axes[-1].set_xticklabels([f"{d:%m-%d}" for d in combined.index[::step]], rotation=45)
@@ -332,6 +371,8 @@ def print_forecast(result: Forecast) -> None:
         for problem in result.problems:
             print(f"  - {problem}")
         print("Raw model answer:\n" + result.raw_answer)
+    if result.page:
+        print(f"page: {result.page}")
     for path in result.files:
         print(f"forecast: {path}")
     if result.chart:
@@ -373,6 +414,7 @@ def latest(
         temperature=decoding.temperature,
         regexes=[a["regex"] for a in asked] if decoding.constrained else None,
         seed=decoding.seed,
+        jump_forward=decoding.jump_forward,
     )
     results = []
     for a, raw in zip(asked, answers, strict=True):
@@ -390,27 +432,36 @@ def latest(
             decoding.band,
             calibration,
             a["frame"],
+            calendar=ws.data.calendar,
         )
+        result.shown = a["frame"]  # the chart shows more days than the prompt
         if result.ok and chart_dir:  # an impossible candle is reported, never drawn as if it were a forecast
             result.chart = plot_forecast(result, chart_dir, chart_style)
             result.files = write_forecast_files(result, result.chart.with_suffix(""))
         results.append(result)
+    if chart_dir and any(r.chart for r in results):  # one page for the run: every code asked for, charts inline
+        import pages
+
+        page = pages.write_forecast_index(chart_dir, results, decoding)
+        for result in results:
+            result.page = page
     return results
 
 
 def _latest_prompt(ws: Workspace, trained, code, end, past, future, context, fields, answer_format) -> dict:
     """One stock's prompt from its latest `past` days up to `end`, with the context the adapter was trained with
     (signals, news as of the last known day) and then the user's; the answer's regex and the prices behind it."""
-    start = end - dt.timedelta(days=max(60, past * 3))  # calendar days covering `past` trading days
-    company = prompt_context.with_english_name(market_data.resolve_company({"code": code}))
-    frame = ws.update_prices(company, start, end)
+    # calendar days covering `past` trading days, and the CHART_DAYS a chart shows (a long holiday included)
+    start = end - dt.timedelta(days=max(90, past * 3))
+    company = prompt_context.with_english_name(ws.company(code))
+    frame = ws.update_prices(company, start, end, fields)
     if len(frame) < past:
         raise StockToolError(f"{code} has only {len(frame)} trading days cached before {frame.index[-1]:%Y-%m-%d}")
     history = frame.iloc[-past:]
     built, _ = ws.context_builder(trained, {code: frame})(code)(history.index[-1])
     text = "\n".join(part for part in (built, context.strip()) if part)
     content = dataset.user_prompt(company.name_zh, history, future, fields, text, answer_format)
-    dates = next_trading_days(history.index[-1], future)
+    dates = trading_calendar.next_trading_days(history.index[-1], future, ws.data.calendar)  # the exchange's days
     return {
         "company": company,
         "history": history,

@@ -6,7 +6,7 @@ torch and transformers are imported inside the functions, as in `model.py`, whic
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from configs import SEED
@@ -38,6 +38,8 @@ def generate_samples(
     min_new_tokens: int = 0,
     seed: int = SEED,
     stop_after: int | None = None,
+    jump_forward: bool = True,
+    stats: dict | None = None,
 ) -> list[list[str]]:
     """`samples` answers per prompt (greedy when 1), batched with left padding; `batch_size` counts
     sequences, so a batch holds batch_size // samples prompts, each expanded to its samples.
@@ -46,7 +48,37 @@ def generate_samples(
     only tokens that keep the answer a prefix of the regex can be chosen, and end-of-sequence only once
     it is complete, so the answer always matches. `stop_after` (benchmarks' profiles) cuts every answer at that
     many tokens, under a grammar too.
+
+    `jump_forward` (with regexes): a token the grammar forces (the only one its state allows) is appended
+    without asking the model, and each sequence's forced run is fed with its last chosen token in one forward,
+    so only the free tokens (the numbers, the labels' spellings) cost decode steps. Greedy answers are token for
+    token those of the one-token-per-step path (the masked argmax of a forced state is its token); samples are
+    drawn from the same distribution, but with other random draws. `stats` (benchmarks), when given, adds up
+    the model's forwards, the tokens fed and what the generation path did.
     """
+    ids = generate_token_ids(
+        loaded, prompts, max_new_tokens, batch_size, samples, temperature, regexes, min_new_tokens, seed,
+        stop_after, jump_forward, stats,
+    )  # fmt: skip
+    return [loaded.tokenizer.batch_decode(group, skip_special_tokens=True) for group in ids]
+
+
+def generate_token_ids(
+    loaded: LoadedModel,
+    prompts: list,
+    max_new_tokens: int,
+    batch_size: int = 8,
+    samples: int = 1,
+    temperature: float = 1.0,
+    regexes: list[str] | None = None,
+    min_new_tokens: int = 0,
+    seed: int = SEED,
+    stop_after: int | None = None,
+    jump_forward: bool = True,
+    stats: dict | None = None,
+) -> list[list[list[int]]]:
+    """`generate_samples`' answers as token ids, special tokens left out (what the tests compare token for
+    token); the same arguments."""
     import torch
 
     tokenizer = loaded.tokenizer
@@ -75,12 +107,15 @@ def generate_samples(
         temperature=temperature,
         max_new_tokens=stop_after if stop_after is not None else max_new_tokens,
         min_new_tokens=min_new_tokens,
+        jump_forward=jump_forward and automata is not None and _jump_forward_applies(loaded, min_new_tokens),
+        stats=stats if stats is not None else {},
     )
+    run.stats["path"] = "jump-forward" if run.jump_forward else "generate"
     torch.manual_seed(seed)
     per_batch = max(1, batch_size // samples)
     # similar lengths side by side: less padding per batch; answers go back in the callers' order
     order = sorted(range(len(run.texts)), key=lambda i: len(run.texts[i]))
-    answers: dict[int, list[str]] = {}
+    answers: dict[int, list[list[int]]] = {}
     for i in range(0, len(order), per_batch):
         answers |= run.or_split(order[i : i + per_batch])
     return [answers[i] for i in range(len(run.texts))]
@@ -98,10 +133,18 @@ class _Generation:
     temperature: float
     max_new_tokens: int
     min_new_tokens: int
+    jump_forward: bool = False  # with automata: forced tokens fed in runs (`_jump_forward_batch`)
+    stats: dict = field(default_factory=dict)  # forwards, tokens fed, halvings (benchmarks)
 
-    def batch(self, chunk: list[int]) -> dict[int, list[str]]:
+    def batch(self, chunk: list[int]) -> dict[int, list[list[int]]]:
+        """Token ids (special tokens left out) of every prompt's samples."""
         import torch
 
+        _count(self.stats, "batches")
+        _count(self.stats, "sequences", len(chunk) * self.samples)
+        if self.jump_forward:
+            ids = _jump_forward_batch(self, chunk)
+            return {j: ids[k * self.samples : (k + 1) * self.samples] for k, j in enumerate(chunk)}
         tokenizer, model = self.loaded.tokenizer, self.loaded.model
         device = next(model.parameters()).device
         encoded = tokenizer(
@@ -121,10 +164,14 @@ class _Generation:
                 pad_token_id=tokenizer.pad_token_id,
                 **options,
             )
-        decoded = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
-        return {j: decoded[k * self.samples : (k + 1) * self.samples] for k, j in enumerate(chunk)}
+        new = output[:, encoded["input_ids"].shape[1] :]
+        _count(self.stats, "forwards", new.shape[1])  # one forward per new token, the prompt's included
+        _count(self.stats, "fed_tokens", encoded["input_ids"].numel() + new.shape[0] * max(0, new.shape[1] - 1))
+        special = set(tokenizer.all_special_ids)
+        ids = [[t for t in row if t not in special] for row in new.tolist()]
+        return {j: ids[k * self.samples : (k + 1) * self.samples] for k, j in enumerate(chunk)}
 
-    def or_split(self, chunk: list[int]) -> dict[int, list[str]]:
+    def or_split(self, chunk: list[int]) -> dict[int, list[list[int]]]:
         """A batch the GPU's memory cannot hold is generated as two halves (the answers are the same up to
         sampling's random draws), rather than losing the work done so far to an error."""
         import torch
@@ -139,6 +186,7 @@ class _Generation:
                 "fit the GPU's memory: fewer --samples or a shorter --past"
             )
         torch.cuda.empty_cache()
+        _count(self.stats, "halvings")
         log.warning(
             "out of GPU memory at %d sequences: generating them as two batches (a smaller --eval-batch-size "
             "skips this retry)",
@@ -154,6 +202,7 @@ def _grammar_processor(automata: list, samples: int, device):
     Per step: advance each row's state by the token it just produced, then leave only that state's allowed
     tokens their scores. Both are gathers over small tables, for all rows at once."""
     import torch
+    from torch.profiler import record_function
     from transformers import LogitsProcessor
 
     import constrained
@@ -167,6 +216,7 @@ def _grammar_processor(automata: list, samples: int, device):
             self.state = torch.as_tensor(initial, device=device).repeat_interleave(samples)  # rows × samples
             self.started = False
 
+        @record_function("grammar mask")  # a profile's name for it (benchmarks/generate_speed.py --profile)
         def __call__(self, input_ids, scores):
             if self.started:
                 last = input_ids[:, -1:]
@@ -178,3 +228,238 @@ def _grammar_processor(automata: list, samples: int, device):
             return masked.scatter_(1, allowed, scores.gather(1, allowed))
 
     return GrammarLogits()
+
+
+# --------------------------------------------------------------------------- jump-forward decoding
+
+
+def _count(stats: dict, key: str, n: int = 1) -> None:
+    stats[key] = stats.get(key, 0) + n
+
+
+# generation_config settings whose logits processors the jump-forward loop does not apply: with any of them set
+# (no model of this tool sets one), the answers go through `generate` as before, which applies them
+_GENERATE_ONLY = {
+    "repetition_penalty": (None, 1.0),
+    "encoder_repetition_penalty": (None, 1.0),
+    "no_repeat_ngram_size": (None, 0),
+    "bad_words_ids": (None,),
+    "suppress_tokens": (None,),
+    "begin_suppress_tokens": (None,),
+    "sequence_bias": (None,),
+    "min_length": (None, 0),
+    "min_new_tokens": (None, 0),
+    "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,),
+    "exponential_decay_length_penalty": (None,),
+}
+
+
+def _jump_forward_applies(loaded: LoadedModel, min_new_tokens: int) -> bool:
+    """Jump-forward decoding reproduces `generate`'s greedy and sampling choices, not its other processors."""
+    config = getattr(loaded.model, "generation_config", None)
+    others = [k for k, plain in _GENERATE_ONLY.items() if getattr(config, k, None) not in plain]
+    if others or min_new_tokens:
+        log.info("jump-forward decoding off: %s set", ", ".join(others) or "min_new_tokens")
+        return False
+    return True
+
+
+@dataclass
+class _JumpTables:
+    """A batch's grammar tables on the device: allowed tokens and next states (`constrained.stack`), and per
+    state the forced run that follows it (`constrained.forced_runs`)."""
+
+    tokens: object  # states × width
+    next: object
+    run_length: object  # states
+    run_end: object
+    run_tokens: object  # states × longest run
+    complete: object  # states, bool
+    first_slot: object  # states × width, bool: a slot's token is not an earlier slot's (padding repeats one)
+    eos: int
+
+    @classmethod
+    def build(cls, automata: list, eos: int, device):
+        import numpy as np
+        import torch
+
+        import constrained
+
+        tokens, nexts, initial = constrained.stack(automata)
+        runs = constrained.forced_runs(tokens, nexts, eos)
+        first = np.ones(tokens.shape, dtype=bool)
+        for slot in range(1, tokens.shape[1]):
+            first[:, slot] = ~(tokens[:, :slot] == tokens[:, slot : slot + 1]).any(axis=1)
+        on = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
+        tables = cls(
+            on(tokens), on(nexts), on(runs.length), on(runs.end), on(runs.tokens), on(runs.complete), on(first), eos
+        )
+        return tables, runs, initial
+
+
+def _jump_forward_batch(run: _Generation, chunk: list[int]) -> list[list[int]]:
+    """One batch under its grammars, decoded with jump-forward: the token ids of its rows (prompt-major, then
+    samples), end-of-sequence left out.
+
+    Every forward feeds each unfinished row its pending tokens: the token chosen from the last logits and the
+    forced run after it (the prefill: the prompt and the run the grammar starts with). Rows pending fewer
+    tokens than the longest are padded on the left of the chunk and those positions masked, so every row's last
+    position gives its next logits; the masked positions are holes in the key/value cache, which is compacted
+    (holes moved to the left, where the prompts' padding is, and cut) once they take more than `_SLACK`
+    columns. A row ends at end-of-sequence, when its state allows only end-of-sequence (its last run is
+    recorded, never fed) or at the token budget. The cost per step is one forward of the longest pending chunk
+    (a few tokens) and one host sync, for its width."""
+    import torch
+    from torch.profiler import record_function
+
+    tokenizer, model, samples = run.loaded.tokenizer, run.loaded.model, run.samples
+    device = next(model.parameters()).device
+    tables, runs, initial = _JumpTables.build([run.automata[j] for j in chunk], run.loaded.grammars.eos, device)
+    initial = initial.repeat(samples)  # rows × samples, as `generate`'s num_return_sequences lays them out
+    prompts = tokenizer([run.texts[j] for j in chunk], add_special_tokens=run.plain)["input_ids"]
+    prompts = [p for p in prompts for _ in range(samples)]
+    rows, budget, pad = len(prompts), run.max_new_tokens, tokenizer.pad_token_id
+    # the prefill: each prompt and its grammar's opening forced run (the header), recorded as generated
+    opening = [runs.tokens[s, : runs.length[s]].tolist()[:budget] for s in initial]
+    width = max(len(p) + len(o) for p, o in zip(prompts, opening, strict=True))
+    ids = torch.full((rows, width), pad, dtype=torch.long)
+    mask = torch.zeros((rows, width), dtype=torch.long)
+    for r, (p, o) in enumerate(zip(prompts, opening, strict=True)):
+        ids[r, width - len(p) - len(o) :] = torch.tensor(p + o, dtype=torch.long)
+        mask[r, width - len(p) - len(o) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 1)
+    answer = torch.full((rows, budget + 1), pad, dtype=torch.long)  # the tokens so far; column `budget`: a dump
+    for r, o in enumerate(opening):
+        answer[r, : len(o)] = torch.tensor(o, dtype=torch.long)
+    answer, count = answer.to(device), torch.tensor([len(o) for o in opening], device=device)
+    state = torch.as_tensor(runs.end[initial], device=device)
+    done = tables.complete[state] | (count >= budget)
+    pos = mask.sum(1)  # each row's next position: its real tokens so far
+    run_width = tables.run_tokens.shape[1]
+    steps = torch.arange(run_width + 1, device=device)
+    unsloth = _is_unsloth(model)
+
+    def forward(ids, mask, positions, past):
+        """One forward of a chunk: (the cache, the last position's logits)."""
+        if unsloth:
+            positions._unsloth_position_bound = mask.shape[1]  # positions < the mask's length: no host read
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=past,
+            use_cache=True,
+            logits_to_keep=1,
+            return_dict=True,
+        )
+        _count(run.stats, "forwards")
+        _count(run.stats, "fed_tokens", ids.numel())
+        return out.past_key_values, out.logits[:, -1, :]
+
+    with _decoding_context(model, unsloth, width + budget):
+        past, logits = forward(ids, mask, positions, None)
+        while True:
+            with record_function("sampling"):
+                allowed = tables.tokens[state]  # rows × width
+                scores = logits.gather(1, allowed).float()  # in float32, as `generate` takes them
+                if samples > 1:
+                    scores = (scores / run.temperature).masked_fill_(~tables.first_slot[state], float("-inf"))
+                    slot = torch.multinomial(torch.softmax(scores, dim=1), 1)
+                    pick = allowed.gather(1, slot).squeeze(1)
+                else:  # `generate`'s argmax over the masked vocabulary: the smallest token id among the best
+                    best = scores.max(dim=1, keepdim=True).values
+                    pick = torch.where(scores == best, allowed, torch.iinfo(allowed.dtype).max).min(dim=1).values
+            with record_function("grammar mask"):
+                slot = (allowed == pick[:, None]).int().argmax(dim=1, keepdim=True)
+                chosen = tables.next[state].gather(1, slot).squeeze(1)
+                ended = pick == tables.eos
+                length = tables.run_length[chosen]
+                pending = torch.cat([pick[:, None], tables.run_tokens[chosen]], dim=1)  # rows × (1 + longest run)
+                n = torch.where(done | ended, 0, 1 + length)
+                keep = torch.minimum(n, budget - count)
+                at = torch.where(steps < keep[:, None], count[:, None] + steps, budget)
+                answer.scatter_(1, at, pending)
+                count += keep
+                state = torch.where(done | ended, state, tables.run_end[chosen])
+                done = done | ended | tables.complete[state] | (count >= budget)
+                feed = torch.where(done, 0, n)  # a finished row's last tokens are recorded, never fed
+            with record_function("host<->device"):
+                chunk_width, longest = torch.stack([feed.max(), pos.max()]).tolist()
+            if chunk_width == 0:
+                break
+            if mask.shape[1] - longest > _SLACK:
+                with record_function("compaction"):
+                    mask, past = _compact(model, mask, past, longest)
+                _count(run.stats, "compactions")
+            with record_function("grammar mask"):
+                offset = torch.arange(chunk_width, device=device)[None, :] - (chunk_width - feed[:, None])
+                real = offset >= 0
+                ids = torch.where(real, pending.gather(1, offset.clamp(min=0)), pad)
+                positions = (pos[:, None] + offset).clamp(min=0)
+                pos = pos + feed
+                mask = torch.cat([mask, real.long()], dim=1)
+            past, logits = forward(ids, mask, positions, past)
+    lengths = count.tolist()
+    return [row[:n] for row, n in zip(answer.tolist(), lengths, strict=True)]
+
+
+_SLACK = 64  # cache columns of holes tolerated before compacting: a gather of the whole cache, as a step's concat
+
+
+def _compact(model, mask, past, longest: int):
+    """The cache with each row's real positions moved right, in order, and the columns no row uses cut: the
+    same attention (masked positions weigh nothing; RoPE's positions were applied when the keys were made)."""
+    import torch
+
+    order = torch.sort(mask, dim=1, stable=True).indices[:, -longest:]
+    mask = mask.gather(1, order)
+
+    def take(t):
+        return t.gather(2, order[:, None, :, None].expand(t.shape[0], t.shape[1], longest, t.shape[3]))
+
+    if hasattr(past, "layers"):  # transformers' DynamicCache
+        for layer in past.layers:
+            layer.keys, layer.values = take(layer.keys), take(layer.values)
+    else:  # unsloth's (keys, values) per layer
+        past = [(take(k), take(v)) for k, v in past]
+    # unsloth's one-token decode step keeps its own copy of the cache beside the one it returns: drop it, so its
+    # next step seeds it again from this cache (as unsloth's generate does with a cache it is given)
+    for module in model.modules():
+        if "paged_attention" in module.__dict__:
+            del module.paged_attention_K, module.paged_attention_V, module.paged_attention
+    return mask, past
+
+
+def _decoding_context(model, unsloth: bool, longest: int):
+    """What `generate` sets up around its forwards: no gradients; under unsloth, its inference mode, autocast to
+    the model's dtype and the CUDA-graph decode buffers sized for the whole answer (`longest` cache columns)."""
+    import contextlib
+
+    import torch
+
+    stack = contextlib.ExitStack()
+    if not unsloth:
+        stack.enter_context(torch.no_grad())
+        return stack
+    import unsloth.models._utils as unsloth_utils
+    import unsloth.models.llama as llama
+
+    inference = getattr(unsloth_utils, "_get_inference_mode_context_manager", lambda m: torch.inference_mode())
+    stack.enter_context(inference(model))
+    dtype = llama._get_dtype(llama.dtype_from_config(model.config))
+    stack.enter_context(torch.autocast(device_type="cuda", dtype=dtype))
+    try:
+        from unsloth.models import _decode_graphs as graphs
+    except ImportError:  # an unsloth without CUDA-graph decoding
+        return stack
+    if graphs.enabled():
+        graphs.start_generation(longest + _SLACK)
+        stack.callback(graphs.end_generation)
+    return stack
+
+
+def _is_unsloth(model) -> bool:
+    """True for a model whose forward unsloth has replaced (its fast inference path: CUDA graphs, paged cache)."""
+    return any((getattr(type(m).forward, "__module__", "") or "").startswith("unsloth") for m in model.modules())

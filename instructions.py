@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
-from utils import StockToolError
+from utils import StockToolError, read_user_text
 
 # Cornucopia's plain template (seed 004), used as is at training and inference with --prompt-template cornucopia.
 CORNUCOPIA = "下面是一个问题，运用金融财经知识来正确回答问题。\n### 问题:\n{question}\n### 回答:\n"
@@ -93,10 +93,7 @@ def parse_row(record: dict, origin: str) -> Row:
 def read_rows(path: str | Path, skip_bad_rows: bool = False) -> tuple[list[Row], int]:
     """A JSON array or JSONL file → (rows, skipped). A bad row stops with its file and line, unless skipped."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StockToolError(f"cannot read dataset file {path}: {exc}") from exc
+    text = read_user_text(path, "dataset file")  # UTF-8, UTF-16 or Big5
     records: list[tuple[int, object]] = []
     if text.lstrip().startswith("["):
         try:

@@ -89,9 +89,14 @@ class Llm(Forecaster):
             self.calibration = empty
             return
         held = self._forecasts(f"{self.name} calibration", tests)
-        self.calibration = calibration.fit(
-            tests, held.points, self.decoding.identity(), self.decoding.point, held.answers
-        )
+        cal = calibration.fit(tests, held.points, self.decoding.identity(), self.decoding.point, held.answers)
+        # the band's family is chosen with GARCH fitted before the held-out days, and used with GARCH fitted on
+        # every training day, as the GARCH reference of the evaluation is
+        before = calibration.fit_garch_all(history.prices, min(w.origin for w in tests))
+        calibration.choose_families(cal, tests, held.points, before, self.decoding.band_family)
+        cal.garch = calibration.fit_garch_all(history.prices, history.last_day)
+        print(f"{self.name}: band per window type {cal.families} (held-out CRPS %: {cal.family_crps})")
+        self.calibration = cal
 
     def predict(self, tests: list[ev.TestWindow]) -> Forecasts:
         out = self._forecasts(self.name, tests)
@@ -217,6 +222,7 @@ def _generator(model_dir: str, name: str, batch_size: int, decoding: DecodingCon
             decoding.temperature,
             regexes if decoding.constrained else None,
             seed=decoding.seed,
+            jump_forward=decoding.jump_forward,
         )
 
     return generate

@@ -131,8 +131,27 @@ class RunConfig:
 
 
 def check_arguments(args) -> None:
-    """Refuse an out-of-range number or a malformed date before any work, naming the flag."""
+    """Refuse an out-of-range number, a malformed date, a path of the wrong kind or flags that do not go together
+    before any work, naming the flag; nothing heavy (torch, transformers, ...) is imported for it."""
+    from utils import StockToolError, is_writable_dir
+
     options.check((RunConfig, *CONFIGS), args)
+    if not is_writable_dir(args.output_dir):
+        raise StockToolError(f"--output-dir {args.output_dir} is not writable: choose another folder")
+    if args.execute and not args.trade:
+        raise StockToolError("--execute only applies to --trade 1")
+    if args.export and args.export_dir is not None:
+        import export
+
+        options.folder("--export-dir", args.export_dir)
+        export.check_target(Path(args.export_dir))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's refusals as one line, like every other refusal of the tool (exit code 2)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (python3 main.py --help lists the flags)\n")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -147,7 +166,7 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     """Every flag, generated from `RunConfig` and the stage configs (`configs.py`)."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="main.py",
         description="Fine-tune an LLM with LoRA to forecast Taiwan stock prices (twstock data), and forecast with it.",
         formatter_class=_HelpFormatter,
@@ -204,22 +223,22 @@ def _say_device_defaults(args, cuda: bool, configs) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import distributed
-    from utils import StockToolError, is_writable_dir, setup_logging
+    from utils import StockToolError, setup_logging
 
     setup_logging(args.verbose)
     try:
-        check_arguments(args)
+        check_arguments(args)  # before the heavy imports: a refusal comes at once
         import model
         from stock_predictor import StockPredictor
 
         cuda = model.cuda_available()
-        if not is_writable_dir(args.output_dir):
-            raise StockToolError(f"--output-dir {args.output_dir} is not writable: choose another folder")
         here = distributed.setup(cuda)  # one of several processes under torchrun / accelerate launch
         data, model_cfg, lora, train, evaluation, trade, instruct = build_configs(args, cuda)
         model.check_quantization(model_cfg, cuda)  # in every mode: inference ignored the flags on a CPU
-        if args.execute and not args.trade:
-            raise StockToolError("--execute only applies to --trade 1")
+        if args.train == 1:
+            import training
+
+            training.check_train_flags(train, cuda)  # what needs CUDA, before any data work
         newsapi_key = args.newsapi_key or os.environ.get("NEWSAPI_KEY") or None
         predictor = StockPredictor(data, model_cfg, lora, train, newsapi_key=newsapi_key, decoding=evaluation.decoding)
         predictor.chart_style = args.chart_style

@@ -3,7 +3,9 @@
 This is the I/O boundary of the pipeline. Raw exchange strings ("45,851,963", "--", ROC dates) are
 parsed here by twstock's own parsers and never leave this module: callers get one canonical frame
 (DatetimeIndex `Date`; Open/High/Low/Close/Volume plus Turnover/Change/Transaction), which is what
-mplfinance takes and what `dataset.py` windows.
+mplfinance takes and what `dataset.py` windows. A price file may also be in the common layout of other
+markets' data, `Date,Open,High,Low,Close,Volume` (docs/data.md): it is read into the same frame, without
+turnover, change and transaction, and used as given, never fetched or rewritten.
 """
 
 from __future__ import annotations
@@ -13,13 +15,23 @@ import difflib
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from utils import Retry, StockToolError, atomic_write_text, taipei_today, with_retries, write_json
+import company_names
+from utils import (
+    Retry,
+    StockToolError,
+    atomic_write_text,
+    read_user_text,
+    taipei_today,
+    with_retries,
+    write_json,
+)
 
 log = logging.getLogger("stock.prices")
 
@@ -36,6 +48,15 @@ FRAME_COLUMNS = {
     "change": "Change",
     "transaction": "Transaction",
 }
+# The common layout of other markets' daily prices (Yahoo's CSV): header names matched case-insensitively, with
+# spaces or underscores alike (`Adj Close`, `adj_close`), each mapped onto the twstock column it fills. `Adj
+# Close` may be there too; candles are the traded prices, so it is not used.
+COMMON_LAYOUT = {"date": "date", "open": "open", "high": "high", "low": "low", "close": "close", "volume": "capacity"}
+COMMON_LAYOUT_NAME = "Date,Open,High,Low,Close,Volume"
+ADJ_CLOSE = "adj close"
+NOT_IN_COMMON_LAYOUT = ("turnover", "change", "transaction")  # prompt fields such a file cannot give
+# a date as written, optionally with a time and an offset (yfinance writes "2024-01-02 00:00:00-05:00")
+COMMON_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?")
 TWSE_BASE_URL = "https://www.twse.com.tw/"
 TPEX_BASE_URL = "https://www.tpex.org.tw/"
 DEFAULT_COMPANY_FILE = Path(__file__).with_name("data") / "companies.json"  # the spec's 41 companies
@@ -94,16 +115,21 @@ def _normalize_code(raw) -> str:
     return code
 
 
-def resolve_company(entry: dict) -> Company:
+def resolve_company(entry: dict, cache: PriceCache | None = None) -> Company:
     """Turn a company-list entry (`{"name_zh": ...}` and/or `{"code": ...}`) into a Company.
 
     Names match twstock's table exactly, or by a unique prefix either way ("日月光" is listed as
-    "日月光投控"; the spec writes "益登科技" for the listed "益登"). Only common stocks match by name.
+    "日月光投控"; the spec writes "益登科技" for the listed "益登"), as typed or in traditional characters
+    (`company_names`: 台积电 is 台積電). Only common stocks match by name.
+    A code twstock does not know is another market's when `cache` holds its prices in the common layout
+    (market "csv"; its name is the entry's `name_zh`, else the code).
     """
     table = _code_table()
     name_en = str(entry.get("name_en", "") or "")
     if entry.get("code") not in (None, ""):
         code = _normalize_code(entry["code"])
+        if code not in table and cache is not None and cache.is_given(code):
+            return Company(code, str(entry.get("name_zh") or "").strip() or code, "csv", name_en)
         if code not in table:
             close = difflib.get_close_matches(code, list(table), n=3)
             hint = f" Close codes: {', '.join(close)}." if close else ""
@@ -117,26 +143,26 @@ def resolve_company(entry: dict) -> Company:
     if not name:
         raise StockToolError(f"company entry {entry!r} has neither 'code' nor 'name_zh'")
     stocks = [row for row in table.values() if row.type == "股票"]
-    exact = [row for row in stocks if row.name == name]
-    matches = exact or [row for row in stocks if row.name.startswith(name) or name.startswith(row.name)]
+    matches = company_names.matches(name, stocks)  # as typed, or in traditional characters (台积电 → 台積電)
     if len(matches) == 1:
         return _company_from_row(matches[0], name_en)
     if len(matches) > 1:
-        listed = ", ".join(f"{r.name} ({r.code})" for r in matches[:8])
+        listed = ", ".join(f"{r.name} ({r.code})" for r in company_names.by_prominence(matches)[:8])
         raise StockToolError(f"company name {name!r} is ambiguous: {listed}. Give its 'code' instead.")
-    close = difflib.get_close_matches(name, [row.name for row in stocks], n=5, cutoff=0.4)
-    hint = f" Close matches: {', '.join(close)}." if close else ""
+    close = company_names.suggestions(name, stocks)
+    hint = f" Close matches: {', '.join(f'{r.name} ({r.code})' for r in close)}." if close else ""
     raise StockToolError(f"unknown company name {name!r} (not a listed stock in twstock's tables).{hint}")
 
 
-def load_company_list(path: str | os.PathLike) -> list[Company]:
-    """Read and resolve a company-list JSON file (the spec's format). Every problem is reported at once."""
+def load_company_list(path: str | os.PathLike, cache: PriceCache | None = None) -> list[Company]:
+    """Read and resolve a company-list JSON file (the spec's format). Every problem is reported at once. Codes
+    of other markets resolve when `cache` holds their prices in the common layout (`resolve_company`)."""
     path = Path(path)
     if not path.is_file():
         raise StockToolError(f"company list file {str(path)!r} does not exist")
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        entries = json.loads(read_user_text(path, "company list file"))  # UTF-8, UTF-16 or Big5
+    except json.JSONDecodeError as exc:
         raise StockToolError(f"company list file {str(path)!r} is not valid JSON: {exc}") from exc
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
         raise StockToolError(
@@ -146,7 +172,7 @@ def load_company_list(path: str | os.PathLike) -> list[Company]:
     companies, errors = [], []
     for entry in entries:
         try:
-            companies.append(resolve_company(entry))
+            companies.append(resolve_company(entry, cache))
         except StockToolError as exc:
             errors.append(str(exc))
     if errors:
@@ -161,20 +187,63 @@ def load_company_list(path: str | os.PathLike) -> list[Company]:
 
 
 def parse_price_csv(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a cache CSV (twstock columns; extra columns such as `source` ignored) into the canonical frame.
+    """Read a price CSV into the canonical frame: the cache's twstock columns (extra columns such as `source`
+    ignored), or the common Date,Open,High,Low,Close,Volume layout of other markets (`from_common_layout`).
 
-    Blank turnover/change/transaction stay NaN. Days without prices (no trades: capacity 0, blank
-    OHLC) are dropped, since there is nothing to learn or plot for them.
+    Blank turnover/change/transaction stay NaN (the common layout has none). Days without prices (no trades:
+    capacity 0, blank OHLC) are dropped, since there is nothing to learn or plot for them.
     """
     try:
         raw = pd.read_csv(path, dtype={"date": str})
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+    except pd.errors.EmptyDataError:
+        raise StockToolError(f"price file {path} is empty: expected a header and one row per trading day") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise StockToolError(f"price file {path} is not a readable CSV: {exc}") from exc
+    if price_layout(raw.columns) == "common":
+        raw = from_common_layout(raw, path)
     missing = [c for c in ("date", "open", "high", "low", "close", "capacity") if c not in raw.columns]
     if missing:
-        raise StockToolError(f"price file {path} lacks column(s) {missing}; expected {CSV_COLUMNS}")
+        raise StockToolError(
+            f"price file {path} lacks column(s) {missing}; expected the twstock columns {CSV_COLUMNS} "
+            f"or {COMMON_LAYOUT_NAME}"
+        )
     check_price_rows(raw, path)
     return canonical_frame(raw)
+
+
+def _header_key(name) -> str:
+    """A header name as the common layout matches it: 'Adj_Close ' → 'adj close'."""
+    return re.sub(r"[\s_]+", " ", str(name).strip().lower())
+
+
+def price_layout(columns) -> str:
+    """The layout of a price file's header: "twstock" (the cache's columns) or "common"
+    (Date,Open,High,Low,Close,Volume, any case). A header with a volume column and no `capacity` is common."""
+    keys = {_header_key(c) for c in columns}
+    return "common" if "volume" in keys and "capacity" not in keys else "twstock"
+
+
+def from_common_layout(raw: pd.DataFrame, path) -> pd.DataFrame:
+    """Rows in the common layout → the same rows in the twstock columns (Volume → capacity; no turnover,
+    change or transaction). Dates are YYYY-MM-DD, optionally with a time (the date as written is kept);
+    anything else is left for `check_price_rows` to refuse with its line."""
+    keys = [_header_key(c) for c in raw.columns]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise StockToolError(f"price file {path}: column(s) {twice} appear twice (header names match in any case)")
+    by_key = dict(zip(keys, raw.columns, strict=True))
+    missing = [k for k in COMMON_LAYOUT if k not in by_key]
+    if missing:
+        raise StockToolError(f"price file {path} lacks column(s) {missing} of the {COMMON_LAYOUT_NAME} layout")
+    if raw.empty:
+        raise StockToolError(f"price file {path} has a header but no rows")
+    if ADJ_CLOSE in by_key:
+        log.debug("%s: its %r column is not used (candles are the traded prices)", path, by_key[ADJ_CLOSE])
+    out = pd.DataFrame({column: raw[by_key[key]] for key, column in COMMON_LAYOUT.items()})
+    text = out["date"].astype(str).str.strip()
+    dated = text.map(lambda t: COMMON_DATE.fullmatch(t) is not None)
+    out["date"] = text.where(~dated, text.str[:10])
+    return out
 
 
 def check_price_rows(raw: pd.DataFrame, path) -> None:
@@ -273,6 +342,27 @@ class PriceCache:
     def load(self, code: str) -> pd.DataFrame | None:
         path = self.csv_path(code)
         return parse_price_csv(path) if path.is_file() else None
+
+    def is_given(self, code: str) -> bool:
+        """Whether `code`'s file is in the common layout (another market's prices): used as it is, never fetched
+        or rewritten."""
+        path = self.csv_path(code)
+        if not path.is_file():
+            return False
+        try:
+            header = pd.read_csv(path, nrows=0).columns
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError):
+            return False  # reading it says what is wrong
+        return price_layout(header) == "common"
+
+    def check_fields(self, code: str, fields: list[str]) -> None:
+        """Refuse prompt fields a common-layout file cannot give (turnover, change, transaction)."""
+        missing = [f for f in fields if f in NOT_IN_COMMON_LAYOUT]
+        if missing and self.is_given(code):
+            raise StockToolError(
+                f"the prompt fields {missing} are not in {self.csv_path(code)} (the {COMMON_LAYOUT_NAME} layout "
+                "has no turnover, change or transaction); use --fields ohlcv, or an adapter trained with it"
+            )
 
     def load_meta(self, code: str) -> dict:
         path = self.meta_path(code)
@@ -437,7 +527,9 @@ def update_prices(
 ) -> pd.DataFrame:
     """Bring one company's cache up to date for [start, end] and return that slice of it.
 
-    `client=None` means offline: the cache is used as it is and gaps are reported, not filled.
+    `client=None` means offline: the cache is used as it is and gaps are reported, not filled. A file in the
+    common layout (another market's prices, `PriceCache.is_given`) is used as it is online too: it is never
+    fetched from the exchanges nor rewritten.
     """
     today = today or taipei_today()
     if company.listed and company.listed > start:
@@ -445,6 +537,11 @@ def update_prices(
     frame = cache.load(company.code)
     meta = cache.load_meta(company.code)
     needed = months_to_fetch(frame, meta, start, end, today)
+    if cache.is_given(company.code):
+        if needed and client is not None:
+            path = cache.csv_path(company.code)
+            log.info("%s: %s is in the %s layout: used as given, not fetched", company.code, path, COMMON_LAYOUT_NAME)
+        needed = []
     if needed and client is None:
         if frame is None or frame.empty:
             raise StockToolError(

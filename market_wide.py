@@ -8,6 +8,7 @@ instead of one request per stock and month (`market_data.py`).
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 import os
 import re
@@ -16,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from market_data import CSV_COLUMNS, ExchangeClient, ExchangeUnavailable, canonical_frame, month_range
-from utils import StockToolError, atomic_write_bytes, atomic_write_text, taipei_today
+from utils import StockToolError, atomic_write_bytes, atomic_write_text, read_user_text, taipei_today
 
 log = logging.getLogger("stock.prices")
 
@@ -127,7 +128,10 @@ def market_frames(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
 def read_market_csv(path: str | os.PathLike) -> pd.DataFrame:
     """A market-wide CSV (../shared/data/broad's format: code + the twstock columns, .gz allowed)."""
     try:
-        raw = pd.read_csv(path, dtype={"code": str, "date": str})
+        try:
+            raw = pd.read_csv(path, dtype={"code": str, "date": str})
+        except UnicodeDecodeError:  # not UTF-8: UTF-16 (with its BOM) or Big5, as files in Taiwan come
+            raw = pd.read_csv(io.StringIO(read_user_text(path, "market CSV")), dtype={"code": str, "date": str})
     except (OSError, pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise StockToolError(f"market CSV {path} is not readable: {exc}") from exc
     missing = [c for c in ("code", "date", "open", "high", "low", "close", "capacity") if c not in raw.columns]

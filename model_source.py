@@ -89,16 +89,45 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
     staging.replace(target)  # atomic: a half-converted folder is never taken for a finished one
 
 
-def resolve_model_source(model_name: str) -> str:
-    """A local .gguf → converted folder; a local folder → itself; anything else is a Hub id."""
+GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file
+
+
+def check_model_name(model_name: str) -> None:
+    """Refuse, before any work, a model name that cannot load: empty, a missing local path, a file that is not
+    a GGUF file (its first four bytes), or a folder without config.json. A Hub id is left to the loader."""
+    if not model_name.strip():
+        raise StockToolError("--model-name '': give a Hub id, an HF model folder or a .gguf file")
     path = Path(model_name).expanduser()
-    if path.suffix == ".gguf":
+    if path.suffix.lower() == ".gguf" or path.is_file():
+        if path.is_dir():
+            raise StockToolError(f"model file {model_name} is a folder, not a .gguf file")
         if not path.is_file():
             raise StockToolError(f"model file {model_name} does not exist")
-        return str(gguf_to_hf(path))
+        if path.suffix.lower() != ".gguf":
+            raise StockToolError(f"model {model_name} is a file but not a .gguf one: give a .gguf file, an HF model "
+                                 "folder or a Hub id")  # fmt: skip
+        try:
+            with open(path, "rb") as handle:
+                magic = handle.read(len(GGUF_MAGIC))
+        except OSError as exc:
+            raise StockToolError(f"cannot read model file {model_name}: {exc.strerror or exc}") from None
+        if magic != GGUF_MAGIC:
+            raise StockToolError(f"model file {model_name} is not a GGUF file (it does not start with {GGUF_MAGIC!r})")
+        return
     if path.is_dir():
         if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
             raise StockToolError(f"model folder {model_name} has no config.json: not an HF model folder")
+    elif model_name.startswith(("/", "./", "../", "~", ".\\", "..\\")) or os.path.isabs(model_name):
+        raise StockToolError(f"model folder {model_name} does not exist")
+
+
+def resolve_model_source(model_name: str) -> str:
+    """A local .gguf → converted folder; a local folder → itself; anything else is a Hub id."""
+    check_model_name(model_name)
+    path = Path(model_name).expanduser()
+    if path.suffix.lower() == ".gguf":
+        return str(gguf_to_hf(path))
+    if path.is_dir():
         return str(path)
     return model_name
 

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import json
 import logging
 import os
 import re
 from pathlib import Path
 
-from utils import TAIPEI, StockToolError, write_json
+from utils import TAIPEI, StockToolError, read_user_text, write_json
 
 log = logging.getLogger("stock.news")
 
@@ -244,10 +245,7 @@ def import_csv(path: str | os.PathLike, store: NewsStore, companies: dict) -> di
     without a time is taken as that Taipei day. Chinese titles go to news_zh, others to news_en.
     """
     path = Path(path)
-    try:
-        handle = path.open(encoding="utf-8-sig", newline="")
-    except OSError as exc:
-        raise StockToolError(f"cannot read news CSV {path}: {exc.strerror}") from exc
+    handle = io.StringIO(read_user_text(path, "news CSV"), newline="")  # UTF-8, UTF-16 or Big5
     grouped: dict[tuple[str, str], list[dict]] = {}
     counts = {"rows": 0, "imported": 0, "unknown_code": 0, "bad_rows": 0}
     with handle:
@@ -255,7 +253,11 @@ def import_csv(path: str | os.PathLike, store: NewsStore, companies: dict) -> di
         missing = {"code", "date", "title"} - set(reader.fieldnames or [])
         if missing:
             raise StockToolError(f"news CSV {path} lacks column(s) {sorted(missing)}; needs code,date,title")
-        for line, row in enumerate(reader, start=2):
+        try:
+            rows = list(reader)
+        except csv.Error as exc:
+            raise StockToolError(f"news CSV {path} line {reader.line_num}: {exc}") from None
+        for line, row in enumerate(rows, start=2):
             counts["rows"] += 1
             code = (row.get("code") or "").strip()
             if code not in companies:

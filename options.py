@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import functools
+import math
 import typing
 from dataclasses import MISSING, field, fields, is_dataclass
+from pathlib import Path
 
 from utils import StockToolError
 
@@ -33,16 +35,18 @@ def option(
     switch=False,
     bare=False,
     auto=False,
+    metavar=None,
 ):
     """A config field that is a command-line flag.
 
     flag: the flag when it is not `--field-name`; aliases: its other spellings; cpu: the CPU demonstration's
-    default (the field's default is the GPU's); check: (what it must be, test) applied before any work, or
-    "date"; choices: a list, or {text: value} when the flag's text is not the field's value; switch: a flag
-    without a value (store_true); bare: a 1/0 flag that alone means 1; auto: unset is None, for the caller
-    to settle from other flags."""
+    default (the field's default is the GPU's); check: (what it must be, test) applied before any work,
+    "date", or a function (flag, value) that raises StockToolError (the path checks below); choices: a list,
+    or {text: value} when the flag's text is not the field's value; switch: a flag without a value
+    (store_true); bare: a 1/0 flag that alone means 1; auto: unset is None, for the caller to settle from
+    other flags; metavar: what the usage shows instead of a long list of choices."""
     meta = {"help": help, "group": group, "flag": flag, "aliases": tuple(aliases), "cpu": cpu, "check": check}
-    meta |= {"choices": choices, "switch": switch, "bare": bare, "auto": auto}
+    meta |= {"choices": choices, "switch": switch, "bare": bare, "auto": auto, "metavar": metavar}
     return field(default=default, metadata=meta)
 
 
@@ -55,6 +59,37 @@ AT_LEAST_1 = ("at least 1", lambda v: v >= 1)
 AT_LEAST_0 = ("0 or more", lambda v: v >= 0)
 POSITIVE = ("a positive number", lambda v: v > 0 and v == v and v != float("inf"))
 SHARE = ("between 0 and 1 (exclusive)", lambda v: 0 < v < 1)
+# Every number is checked against these too: argparse's int takes 99999999999999999999, which overflows a C long
+# in torch and numpy, and its float takes inf and nan, which make no setting of this tool meaningful.
+INT_LIMIT = 2**31 - 1
+
+
+def between(low, high, what: str | None = None) -> tuple:
+    """A range check from `low` to `high`, both included."""
+    return (what or f"from {low} to {high}", lambda v: low <= v <= high)
+
+
+def _given(flag: str, value: str) -> None:
+    if not value.strip():
+        raise StockToolError(f"{flag} {value!r}: give a path (an empty one names nothing)")
+
+
+def existing_file(flag: str, value: str) -> None:
+    """A path flag naming a file to read: given, there, and not a folder."""
+    _given(flag, value)
+    path = Path(value)
+    if path.is_dir():
+        raise StockToolError(f"{flag} {value} is a folder, not a file")
+    if not path.is_file():
+        raise StockToolError(f"{flag} {value} does not exist")
+
+
+def folder(flag: str, value: str) -> None:
+    """A path flag naming a folder to use or create: given, and not a file."""
+    _given(flag, value)
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise StockToolError(f"{flag} {value} is a file, not a folder")
 
 
 def flag01(text: str) -> bool:
@@ -120,6 +155,8 @@ def add_arguments(parser: argparse.ArgumentParser, groups: dict, classes) -> Non
             else:
                 kind = flag01 if kind is bool else kind
                 kwargs |= {"type": kind, "default": None if device else f.default, "choices": meta["choices"]}
+                if meta.get("metavar"):
+                    kwargs |= {"metavar": meta["metavar"]}
                 if meta["bare"]:
                     kwargs |= {"nargs": "?", "const": True}
             if f.default is MISSING:
@@ -128,19 +165,33 @@ def add_arguments(parser: argparse.ArgumentParser, groups: dict, classes) -> Non
 
 
 def check(parser_classes, args) -> None:
-    """Refuse an out-of-range number or a malformed date before any work, naming the flag."""
+    """Refuse an out-of-range number, a malformed date or a path of the wrong kind before any work, naming the
+    flag. A flag left at its field's default passes its range check unasked (defaults are valid, and some
+    checks, such as --calendar's, import a library)."""
     for cls in parser_classes:
         for f, _ in flag_fields(cls):
             rule, value = f.metadata["check"], getattr(args, dest(f))
-            if rule is None or value is None:
+            if value is None:
                 continue
-            if rule == "date":
+            if rule is None:
+                pass
+            elif rule == "date":
                 try:
                     dt.date.fromisoformat(value)
                 except ValueError:
                     raise StockToolError(f"{flag_name(f)} {value!r} is not a date YYYY-MM-DD") from None
-            elif not rule[1](value):
+            elif callable(rule):
+                rule(flag_name(f), value)
+            elif value != f.default and not rule[1](value):
                 raise StockToolError(f"{flag_name(f)} {value}: must be {rule[0]}")
+            _check_number(flag_name(f), value)
+
+
+def _check_number(flag: str, value) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise StockToolError(f"{flag} {value}: must be a finite number")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_LIMIT:
+        raise StockToolError(f"{flag} {value}: must be at most {INT_LIMIT:,} in size")
 
 
 def build(cls, args, cuda: bool):

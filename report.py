@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+import pages
 from evaluation import verdict
 from utils import atomic_write_text, write_json, write_jsonl
 
@@ -107,8 +108,13 @@ def probabilistic_rows(table: dict, windows: list[str]) -> list[str]:
         best = s.get("best_reference")
         reference = "n/a" if best is None else f"{best}: {_num(s.get('best_reference_crps'))}"
         skill = "—" if model == best else _num(s.get("crps_skill_best")) + _ci(s.get("crps_skill_best_ci95"))
+        covers = {level: _pct(s[f"coverage{level}"], 1) for level in ("80", "95")}
+        for level in covers:  # adaptive conformal levels: the fixed level's coverage beside
+            fixed = s.get(f"coverage{level}_fixed")
+            if fixed is not None and fixed != s[f"coverage{level}"]:
+                covers[level] += f" (fixed {_pct(fixed, 1)})"
         lines.append(
-            f"| {window} | {LABELS.get(model, model)} | {_pct(s['coverage80'], 1)} | {_pct(s['coverage95'], 1)} | "
+            f"| {window} | {LABELS.get(model, model)} | {covers['80']} | {covers['95']} | "
             f"{_num(s['crps'])} | {reference} | {skill} | {_num(s['crps_skill'])} | {_num(s['pinball'])} |"
         )
     return lines
@@ -281,10 +287,29 @@ def _band_source_lines(context: dict) -> list[str]:
                     f"  - {window}: point forecast = last close + {weight:g} × (the model's forecast − last close), "
                     f"the weight with the lowest close MAPE on those days ({mape['weighted']:.3f}%; as generated "
                     f"{mape['model']:.3f}%, persistence {mape['persistence']:.3f}%)."
+                    + (" With weight 0, **this point forecast is persistence**." if weight == 0 else "")
                 )
+            for window, family in (cal.get("families") or {}).items():
+                crps = ", ".join(f"{k} {v:.3f}" for k, v in (cal.get("family_crps") or {}).get(window, {}).items())
+                lines.append(
+                    f"  - {window}: the band is {FAMILY_WORDS.get(family, family)}, the family with the lowest CRPS "
+                    f"% on those days ({crps}; the model's own errors scored cross-fitted over two halves)."
+                )
+            lines.append(
+                "  - Coverage: each band's level adapted online over the test period (adaptive conformal inference, "
+                "Gibbs & Candès 2021, step 0.005 per known outcome, per window type and horizon step, from outcomes "
+                "known at each origin only); the fixed level's coverage is beside it in brackets."
+            )
         else:
             lines.append(f"- {LABELS.get(name, name)}: no band; {'; '.join(cal.get('notes') or ['not calibrated'])}.")
     return lines
+
+
+FAMILY_WORDS = {
+    "conformal": "the model's own held-out errors, scaled by volatility (conformal)",
+    "ewma": "the EWMA random walk around the point forecast",
+    "garch": "the GARCH(1,1)-t random walk around the point forecast",
+}
 
 
 def _backtest_lines(context: dict, backtests: dict) -> list[str]:
@@ -342,13 +367,28 @@ def write_report(run_dir: Path, context: dict, rows: pd.DataFrame, table: dict, 
     summary = {m: {k: v for k, v in b.items() if k != "daily_returns"} for m, b in backtests.items()}
     write_json(staging / "metrics.json", {"context": context, "metrics": table, "backtest": summary})
     plot_error_by_step(table, context["windows"], staging / "error_by_step.png")
-    plot_predicted_vs_actual(rows, context["backtest_window"], staging / "predicted_vs_actual.png")
+    kinds = {m: band_kind(context, m) for m in rows["model"].unique()}
+    plot_predicted_vs_actual(rows, context["backtest_window"], staging / "predicted_vs_actual.png", band_kinds=kinds)
     plot_equity(backtests, staging / "equity.png")
-    atomic_write_text(staging / "report.md", render(context, table, backtests))
+    markdown = atomic_write_text(staging / "report.md", render(context, table, backtests)).read_text(encoding="utf-8")
+    pages.write_report_page(staging, markdown)  # report.html: the same report as a page, its charts inline
     if run_dir.exists():
         shutil.rmtree(run_dir)
     staging.replace(run_dir)
-    return {"report": run_dir / "report.md", "metrics": run_dir / "metrics.json", "dir": run_dir}
+    return {"report": run_dir / "report.md", "metrics": run_dir / "metrics.json", "dir": run_dir,
+            "page": run_dir / pages.REPORT_PAGE}  # fmt: skip
+
+
+def band_kind(context: dict, model: str) -> str:
+    """What a model's band is, in a word or two: calibrated (its errors on held-out days), sampled, or a
+    reference's (persistence spread by past returns)."""
+    import evaluation
+
+    if model in getattr(evaluation, "REFERENCES", ("random_walk",)):
+        return "a reference's"
+    if model in (context.get("calibration") or {}) and context.get("bands") == "calibrated":
+        return "calibrated" if (context["calibration"][model] or {}).get("usable") else ""
+    return "sampled" if context.get("bands") == "samples" else ""
 
 
 # --------------------------------------------------------------------------- plots
@@ -382,7 +422,11 @@ def plot_error_by_step(table: dict, windows: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_predicted_vs_actual(rows: pd.DataFrame, window: str, path: Path, samples: int = 3) -> None:
+def plot_predicted_vs_actual(
+    rows: pd.DataFrame, window: str, path: Path, samples: int = 3, band_kinds: dict | None = None
+) -> None:
+    """Next-day close forecasts against the actual close for a few stocks, with the 80% band of the first model
+    (in report order) that forecast one, labelled with what it is (`band_kinds`: model → calibrated, …)."""
     plt = _pyplot()
     one = rows[(rows["window"] == window) & (rows["step"] == 1)]
     codes = list(dict.fromkeys(one["code"]))
@@ -398,6 +442,16 @@ def plot_predicted_vs_actual(rows: pd.DataFrame, window: str, path: Path, sample
                 continue
             m = mine[mine["model"] == model].sort_values("target_date")
             ax.plot(m["target_date"], m["pred_close"], marker=".", linewidth=1, label=LABELS.get(model, model))
+        banded = [
+            m
+            for m in _ordered(mine["model"].unique())
+            if "q0100" in mine and mine.loc[mine["model"] == m, "q0100"].notna().any()
+        ]
+        if banded:
+            m = mine[mine["model"] == banded[0]].sort_values("target_date")
+            kind = (band_kinds or {}).get(banded[0])
+            label = f"80% band of {LABELS.get(banded[0], banded[0])}" + (f" ({kind})" if kind else "")
+            ax.fill_between(m["target_date"], m["q0100"], m["q0900"], color="tab:blue", alpha=0.15, label=label)
         ax.set_title(f"{code}: next-day close forecasts (window {window})")
         ax.legend(fontsize=7)
     fig.tight_layout()

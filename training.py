@@ -91,6 +91,11 @@ def _resolve_train_flags(settings: TrainSettings, cuda: bool) -> tuple[str, bool
     return optim, padding_free
 
 
+def check_train_flags(settings: TrainSettings, cuda: bool) -> None:
+    """Refuse the trainer flags this hardware cannot run before any data work (main.py)."""
+    _resolve_train_flags(settings, cuda)
+
+
 def effective_batch(settings: TrainSettings, processes: int = 1) -> int:
     """Examples per optimizer step: per-device batch × processes (GPUs) × accumulation."""
     return settings.batch_size * processes * settings.gradient_accumulation_steps

@@ -72,6 +72,49 @@ def append_jsonl(path: str | os.PathLike, rows) -> Path:
     return path
 
 
+# How a user's text file may be encoded: UTF-8 (with or without a BOM) first, then what Taiwanese files come in.
+# UTF-16 is taken only with its BOM; without one, its NUL bytes are refused below.
+TEXT_ENCODINGS = ("utf-8", "cp950", "big5hkscs")
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def read_user_text(path: str | os.PathLike, what: str) -> str:
+    """The text of a file the user gives (`what` names it in errors: "news CSV"), whatever its encoding.
+
+    A BOM decides (UTF-8, UTF-16 LE/BE); without one the file is read as UTF-8, else as Big5 (CP950, then
+    Big5-HKSCS), which spreadsheets in Taiwan save. A file none of them reads is refused with its line and the
+    encodings tried; so is a folder, a missing file or a binary one."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise StockToolError(f"{what} {path} is a folder, not a file") from None
+    except FileNotFoundError:
+        raise StockToolError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise StockToolError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    tried = [encoding for bom, encoding in _BOMS if data.startswith(bom)][:1] or list(TEXT_ENCODINGS)
+    first_error = None
+    for encoding in tried:
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError as exc:
+            first_error = first_error or exc
+            continue
+        if "\x00" in text:
+            line = text.count("\n", 0, text.index("\x00")) + 1
+            raise StockToolError(
+                f"{what} {path} line {line}: a NUL character: a binary file, or UTF-16 without a BOM? Save it as UTF-8"
+            )
+        if encoding not in ("utf-8", "utf-8-sig"):
+            log.info("%s %s read as %s", what, path, encoding)
+        return text.removeprefix("\ufeff")
+    line = data.count(b"\n", 0, first_error.start) + 1
+    raise StockToolError(
+        f"{what} {path} line {line}: not readable as text (tried {', '.join(tried)}): save it as UTF-8"
+    )
+
+
 def is_writable_dir(path: str | os.PathLike) -> bool:
     """True when files can be created in `path` (creating it if needed)."""
     path = Path(path)

@@ -165,7 +165,7 @@ def _plan(ws: Workspace, model_dir: str, cfg: EvalConfig) -> _Plan:
     fields = (adapter.fields if adapter else None) or ws.fields
     answer_format = adapter.answer_format if adapter else ws.data.answer_format
     first_day = dt.date(train_data.year, train_data.month, 1)
-    prices = {c.code: ws.update_prices(c, first_day, test_end) for c in companies}
+    prices = {c.code: ws.update_prices(c, first_day, test_end, fields) for c in companies}
     columns = [dataset.FIELDS[f][1] for f in fields]
     tests = _test_windows(companies, prices, windows, test_start, test_end, cfg.stride, columns)
     return _Plan(
@@ -191,7 +191,10 @@ def _score_and_report(ws, model_dir, cfg, plan: _Plan, run_dir, predictions, dis
 
     references = {name: distributions[name] for name in ev.REFERENCES}
     frames = [
-        ev.forecast_rows(m, plan.tests, pred, distributions.get(m), references) for m, pred in predictions.items()
+        ev.forecast_rows(
+            m, plan.tests, pred, distributions.get(m), references, _adaptive(m, plan, distributions, extra)
+        )
+        for m, pred in predictions.items()
     ]
     rows = ev.add_errors(pd.concat(frames, ignore_index=True))
     table = ev.metrics_table(rows, n_boot=cfg.bootstrap, seed=cfg.seed)
@@ -220,8 +223,16 @@ def _score_and_report(ws, model_dir, cfg, plan: _Plan, run_dir, predictions, dis
     board = ws.output_dir / "runs" / run_dir.name
     model.write_tensorboard(board, report.tensorboard_scalars(table), sorted(run_dir.glob("*.png")))
     print(report.headline_text(table, backtests, context))
-    print(f"report: {paths['report']} (metrics {paths['metrics']}); TensorBoard: {board}")
+    print(f"report: {paths['report']} (page {paths['page']}, metrics {paths['metrics']}); TensorBoard: {board}")
     return {"table": table, "backtests": backtests, "paths": paths, "context": context}
+
+
+def _adaptive(model: str, plan: _Plan, distributions: dict, extra: dict) -> dict | None:
+    """The calibrated LLMs' 80% and 95% bands with levels adapted online over the test period (ACI), or None."""
+    if model not in (extra.get("calibration") or {}) or distributions.get(model) is None:
+        return None
+    dists = distributions[model]
+    return {level: calibration.adaptive_bands(plan.tests, dists, 1 - int(level) / 100) for level in ("80", "95")}
 
 
 def _test_period(ws: Workspace, model_dir: str, cfg: EvalConfig, adapter: manifest.Manifest | None):

@@ -68,7 +68,14 @@ class Workspace:
             if self._chosen is None:
                 self._chosen = self._choose_stocks()
             return self._chosen
-        return market_data.load_company_list(self.data.company_list_file or market_data.DEFAULT_COMPANY_FILE)
+        return market_data.load_company_list(
+            self.data.company_list_file or market_data.DEFAULT_COMPANY_FILE, self.cache
+        )
+
+    def company(self, code: str) -> Company:
+        """The company of `code`: twstock's, or one of another market whose price file the cache holds in the
+        common Date,Open,High,Low,Close,Volume layout."""
+        return market_data.resolve_company({"code": code}, self.cache)
 
     def _choose_stocks(self) -> list[Company]:
         """N listed stocks for each of twstock's four buy and four sell points on the latest market day."""
@@ -160,8 +167,13 @@ class Workspace:
         )
         return prices
 
-    def update_prices(self, company: Company, start: dt.date, end: dt.date) -> pd.DataFrame:
-        """One company's prices from `start` to `end`: the cache, topped up from the client."""
+    def update_prices(
+        self, company: Company, start: dt.date, end: dt.date, fields: list[str] | None = None
+    ) -> pd.DataFrame:
+        """One company's prices from `start` to `end`: the cache, topped up from the client. A price file in the
+        common layout (no turnover, change or transaction) is refused for prompt `fields` (default --fields)
+        that need them."""
+        self.cache.check_fields(company.code, self.fields if fields is None else fields)
         return market_data.update_prices(company, self.cache, start, end, self.client())
 
 

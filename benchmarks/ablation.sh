@@ -8,7 +8,8 @@
 # STEP is train:<name>, eval:<name>:<mode> or speed:<name>, run in order; a finished step is skipped, an interrupted
 # training resumes from its last checkpoint (every 100 steps) and an interrupted evaluation from its answer cache. Names: <period>-<variant>, period p1 (test 2026-03-02 → 04-30,
 # trained to 2026-02-27) or p2 (test 2025-10-01 → 12-31, trained to 2025-09-30); variant change, absolute,
-# change-nosignals (the default since), change-long (one epoch, signals), epoch (one epoch, no signals). Modes: k8 (median of 8 constrained samples), greedy
+# change-nosignals (the default since), candle (its prompts, the candle answer format), change-long (one epoch,
+# signals), epoch (one epoch, no signals). STRIDE (default 5) spaces the evaluation's origins. Modes: k8 (median of 8 constrained samples), greedy
 # (constrained), free (greedy, unconstrained: the old path).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,7 @@ train() {
   case $variant in
     absolute) extra=(--answer-format absolute --max-steps 200 --signals 1) ;;
     change-nosignals) extra=(--answer-format change --max-steps 200 --signals 0 --news 0) ;;
+    candle) extra=(--answer-format candle --max-steps 200 --signals 0 --news 0) ;;
     change-long) extra=(--answer-format change --max-steps 0 --num-epochs 1 --signals 1) ;;
     epoch) extra=(--answer-format change --max-steps 0 --num-epochs 1 --signals 0 --news 0) ;;
   esac
@@ -53,7 +55,7 @@ evaluate() {
   echo "== evaluate $name $mode"
   python3 main.py --train 0 --evaluate 1 --data-dir "$PRICES" --offline --end-date 2026-04-30 \
     --output-dir "$dir" --model-dir "$dir/model" --test-start "${test[0]}" --test-end "${test[1]}" \
-    --eval-stride 5 --eval-models tuned --eval-name "eval_$mode" "${extra[@]}"
+    --eval-stride "${STRIDE:-5}" --eval-models tuned --eval-name "eval_$mode" "${extra[@]}"
 }
 
 speed() {  # generation speed of an adapter, 4-bit and 16-bit inference

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from test_evaluation import fake_adapter_dir, predictor_for, price_dir, repeat_l
 import calibration
 import dataset
 import evaluation as ev
+import risk_models
 from configs import DecodingConfig, EvalConfig
 from conftest import candles
 from dataset import WindowType
@@ -49,7 +51,7 @@ def test_the_band_is_the_point_spread_by_the_errors_and_needs_enough_of_them():
     cal = calibration.Calibration({"1:1": [errors]})
     closes = cal.ensemble("1:1", [200.0])
     assert closes.shape == (41, 1) and closes.min() == pytest.approx(180) and closes.max() == pytest.approx(220)
-    low, median, high = cal.quantiles("1:1", [200.0], [0.1, 0.5, 0.9])[:, 0]
+    low, median, high = cal.quantiles("1:1", [200.0], [0.1, 0.5, 0.9], None)[:, 0]
     assert (low, median, high) == (pytest.approx(184), pytest.approx(200), pytest.approx(216))
     # a window type of its own too few errors takes every window type's errors of the same step
     assert cal.step_errors("5:5", 1) is not None and cal.ensemble("5:5", [100.0, 100.0]) is None  # no step 2
@@ -278,9 +280,63 @@ def test_errors_are_kept_in_units_of_the_origins_volatility_and_bands_scale_with
     vol_calm, vol_wild = (calibration.volatility(tests[i].history) for i in (0, 1))
     assert cal.scaled and cal.errors["22:1"][0][:2] == pytest.approx([0.02 / vol_calm, 0.02 / vol_wild])
     # a forecast after a wild month gets the wider band: the same errors, times its own volatility
-    narrow = cal.quantiles("22:1", [100.0], [0.1, 0.9], vol_calm)[:, 0]
-    wide = cal.quantiles("22:1", [100.0], [0.1, 0.9], vol_wild)[:, 0]
+    narrow = cal.quantiles("22:1", [100.0], [0.1, 0.9], tests[0].history)[:, 0]
+    wide = cal.quantiles("22:1", [100.0], [0.1, 0.9], tests[1].history)[:, 0]
     assert wide[1] - wide[0] > 5 * (narrow[1] - narrow[0]) > 0
     spread = cal.distributions(tests[:2], points[:2])
     errors = np.sort(cal.step_errors("22:1", 1))
     assert spread[0][:, 0] == pytest.approx(tests[0].last_close * (1 + vol_calm * errors))
+
+
+def test_adaptive_conformal_levels_on_a_literal_miss_sequence():
+    origins = pd.to_datetime(["2026-01-05", "2026-01-06", "2026-01-07", "2026-01-08"])
+    targets = pd.to_datetime(["2026-01-06", "2026-01-07", "2026-01-08", "2026-01-09"])
+    misses = [True, True, False, False]
+    levels = calibration.adaptive_levels(origins, targets, lambda i, a: not misses[i], alpha=0.2, gamma=0.1)
+    # a ← a + 0.1 × (0.2 − miss) for each outcome known by the origin: 0.2, 0.2 − 0.08, 0.12 − 0.08, 0.04 + 0.02
+    assert levels == pytest.approx([0.2, 0.12, 0.04, 0.06])
+    # five-day targets: nothing is known before the sixth origin, so the level waits
+    late = calibration.adaptive_levels(origins, targets + pd.Timedelta(days=7), lambda i, a: False, 0.2, 0.1)
+    assert late == pytest.approx([0.2] * 4)
+
+
+def test_adaptive_bands_widen_after_misses_and_use_only_known_outcomes():
+    window = WindowType(1, 1)
+    tests, dists = [], []
+    for day in range(40):  # every outcome +5%, far outside a ±1% distribution: the band keeps widening
+        frame = candles([100.0, 105.0], start=(pd.Timestamp("2026-01-05") + pd.offsets.BDay(day)).strftime("%Y-%m-%d"))
+        tests.append(ev.TestWindow("2330", "台積電", window, frame.iloc[:1], frame.iloc[1:]))
+        dists.append(100.0 * (1 + np.linspace(-0.01, 0.01, 101))[:, None])
+    bands = calibration.adaptive_bands(tests, dists, alpha=0.2, gamma=0.05)
+    widths = [b[0, 1] - b[0, 0] for b in bands]
+    assert widths[0] == pytest.approx(1.6) and widths[-1] == pytest.approx(2.0)  # 10–90%, then the whole range
+    assert all(later >= earlier - 1e-12 for earlier, later in zip(widths, widths[1:], strict=False))
+    assert calibration.adaptive_bands(tests[:1], [None], 0.2) == [None]
+
+
+def test_the_band_family_is_chosen_on_held_out_days_by_crps():
+    """Forecasts whose errors are tiny next to the stock's daily moves: the model's own (conformal) errors make
+    a far sharper band than a random walk of those moves, so it is chosen; asking for garch gets garch."""
+    rng = np.random.default_rng(0)
+    window = WindowType(1, 1)
+    tests, points = [], []
+    closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.03, 400)))
+    frame = candles(list(closes), start="2024-01-01")
+    for i in range(300, 399):
+        tests.append(ev.TestWindow("2330", "台積電", window, frame.iloc[: i + 1], frame.iloc[i + 1 : i + 2]))
+        points.append(_point([closes[i + 1] * (1 + rng.normal(0, 0.001))]))
+    cal = calibration.fit(tests, points, point="model")
+    garch = calibration.fit_garch_all({"2330": frame}, frame.index[299])
+    calibration.choose_families(cal, tests, points, garch)
+    assert cal.families == {"1:1": "conformal"}
+    crps = cal.family_crps["1:1"]
+    assert set(crps) == {"conformal", "ewma", "garch"} and crps["conformal"] < 0.5 * min(crps["ewma"], crps["garch"])
+    calibration.choose_families(cal, tests, points, garch, wanted="garch")
+    assert cal.families == {"1:1": "garch"} and "GARCH(1,1)-t random walk around the point (as asked)" in cal.describe(
+        "1:1"
+    )
+    cal.garch = garch
+    band = cal.band_closes("1:1", [100.0], tests[0].history, "2330")
+    model = risk_models.Garch(*garch["2330"])
+    sd = math.sqrt(model.step_variances(100 * risk_models.log_returns(tests[0].history["Close"]), 1)[0]) / 100
+    assert np.std(np.log(band[:, 0] / 100)) == pytest.approx(sd, rel=0.05)

@@ -4,6 +4,7 @@ the arithmetic is checked; the real SmolLM2 tokenizer where the grammar meets a 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -177,7 +178,9 @@ def test_a_batch_too_big_for_the_gpu_is_generated_in_halves_with_the_same_answer
         for name in ("巨大", "台積電", "聯發科")
     ]
     regexes = [dataset.answer_regex(DAYS[3:4], OHLCV, "change")] * 3
-    expected = generation.generate_samples(loaded, prompts, 8, batch_size=1, regexes=regexes, stop_after=6)
+    # `generate`'s path (jump-forward's halving: tests/test_jump_forward.py)
+    one_per_step = functools.partial(generation.generate_samples, jump_forward=False)
+    expected = one_per_step(loaded, prompts, 8, batch_size=1, regexes=regexes, stop_after=6)
     generate = loaded.model.generate
 
     class Cache:  # stands for the key/value cache a failed batch had filled
@@ -194,12 +197,12 @@ def test_a_batch_too_big_for_the_gpu_is_generated_in_halves_with_the_same_answer
         return generate(**kwargs)
 
     loaded.model.generate = small_memory
-    assert generation.generate_samples(loaded, prompts, 8, batch_size=3, regexes=regexes, stop_after=6) == expected
+    assert one_per_step(loaded, prompts, 8, batch_size=3, regexes=regexes, stop_after=6) == expected
     assert "out of GPU memory at 3 sequences" in caplog.text
     assert failed and held and not any(held)
     with pytest.raises(StockToolError, match="does not fit the GPU's memory"):
         loaded.model.generate = lambda **kwargs: (_ for _ in ()).throw(torch.OutOfMemoryError("simulated"))
-        generation.generate_samples(loaded, prompts[:1], 8, batch_size=1, regexes=regexes[:1], stop_after=6)
+        one_per_step(loaded, prompts[:1], 8, batch_size=1, regexes=regexes[:1], stop_after=6)
 
 
 # --------------------------------------------------------------------------- samples, medians and scores

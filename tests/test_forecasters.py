@@ -110,7 +110,7 @@ def test_evaluate_is_a_loop_over_forecasters_each_fitted_before_the_test_period(
     cfg = EvalConfig(models="", test_start="2026-04-01", test_end="2026-04-24", bootstrap=20)
     result = walk_forward.evaluate(Workspace(data, tmp_path / "out"), str(tmp_path / "no-adapter"), cfg)
     table = result["table"]
-    assert list(table) == ["persistence", "drift", "moving_average", "random_walk", "up_one_percent"]
+    assert list(table) == ["persistence", "drift", "moving_average", "random_walk", "ewma", "garch", "up_one_percent"]
     assert seen["last"] == pd.Timestamp("2026-03-31")  # nothing from the test period
     assert table["up_one_percent"]["5:1"]["all"]["mean_forecast_return"] == pytest.approx(1.0)
     assert (tmp_path / "out" / "eval_2026-04-01_2026-04-24" / "report.md").is_file()

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 
 import pytest
 
+import configs
 import main as cli
 import options
 from configs import DataConfig, DecodingConfig, EvalConfig, InstructConfig, LoraSettings, TrainSettings
@@ -83,3 +84,38 @@ def test_the_device_defaults_are_printed_on_a_gpu_too_leaving_out_what_the_user_
     assert "batch_size=" not in out  # the user gave it, so it is no default
     cli.build_configs(parse(["--train", "0", "--evaluate", "1"]), cuda=True)
     assert "CUDA GPU: bands calibrated" in capsys.readouterr().out
+
+
+def test_the_optimizer_and_scheduler_choices_are_transformers_own():
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    assert list(configs.OPTIMIZERS) == [o.value for o in OptimizerNames]
+    assert list(configs.SCHEDULERS) == [s.value for s in SchedulerType]
+
+
+def _numeric_flags():
+    for cls in (cli.RunConfig, *cli.CONFIGS):
+        for f, kind in options.flag_fields(cls):
+            if kind in (int, float) and not f.metadata["choices"]:
+                yield options.flag_name(f), kind
+
+
+@pytest.mark.parametrize(("flag", "kind"), list(_numeric_flags()), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_number_flag_refuses_what_overflows_or_is_no_number(flag, kind):
+    texts = ["99999999999999999999", "-99999999999999999999"] if kind is int else ["inf", "-inf", "nan", "1e308"]
+    for text in texts:
+        args = cli.build_parser().parse_args(["--train", "1", f"{flag}={text}"])
+        with pytest.raises(StockToolError, match=f"^{flag} "):
+            options.check((cli.RunConfig, *cli.CONFIGS), args)
+
+
+def test_every_default_passes_its_own_check():
+    """check() leaves a flag at its default unchecked (--calendar's check imports a library): defaults must pass."""
+    for cls in (cli.RunConfig, *cli.CONFIGS):
+        for f, _ in options.flag_fields(cls):
+            rule = f.metadata["check"]
+            values = [f.default] + ([] if f.metadata["cpu"] is options.NO_CPU else [f.metadata["cpu"]])
+            for value in values:
+                if isinstance(rule, tuple) and value is not None:
+                    assert rule[1](value), f"{options.flag_name(f)} {value}"
