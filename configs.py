@@ -56,7 +56,7 @@ def _model_name(flag: str, value: str) -> None:
 
 def _dataset_files(flag: str, value: str) -> None:
     """--dataset-file a.jsonl,b.jsonl:0.5: every file named is there."""
-    from instructions import parse_file_weights
+    from utils import parse_file_weights
 
     for path, _ in parse_file_weights(value):
         existing_file(flag, path)

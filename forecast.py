@@ -439,12 +439,6 @@ def latest(
             result.chart = plot_forecast(result, chart_dir, chart_style)
             result.files = write_forecast_files(result, result.chart.with_suffix(""))
         results.append(result)
-    if chart_dir and any(r.chart for r in results):  # one page for the run: every code asked for, charts inline
-        import pages
-
-        page = pages.write_forecast_index(chart_dir, results, decoding)
-        for result in results:
-            result.page = page
     return results
 
 

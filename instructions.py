@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
-from utils import StockToolError, read_user_text
+from utils import StockToolError, parse_file_weights, read_user_text  # noqa: F401 (parse_file_weights: its home was here)
 
 # Cornucopia's plain template (seed 004), used as is at training and inference with --prompt-template cornucopia.
 CORNUCOPIA = "下面是一个问题，运用金融财经知识来正确回答问题。\n### 问题:\n{question}\n### 回答:\n"
@@ -125,23 +125,6 @@ def read_rows(path: str | Path, skip_bad_rows: bool = False) -> tuple[list[Row],
     if not rows:
         raise StockToolError(f"{path}: no usable rows" + (f" ({skipped} bad rows skipped)" if skipped else ""))
     return rows, skipped
-
-
-def parse_file_weights(text: str) -> list[tuple[str, float]]:
-    """'a.jsonl,b.jsonl:0.5' → [(path, weight)]; a weight multiplies a file's rows (0.5: a seeded half)."""
-    out = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        path, _, weight = part.rpartition(":") if re.search(r":[0-9.]+$", part) else (part, "", "1")
-        try:
-            w = float(weight)
-        except ValueError:
-            raise StockToolError(f"--dataset-file {part!r}: the weight after ':' is not a number") from None
-        if w <= 0:
-            raise StockToolError(f"--dataset-file {part!r}: the weight must be positive")
-        out.append((path, w))
-    if not out:
-        raise StockToolError("--dataset-file names no file")
-    return out
 
 
 def mix(files: list[tuple[list[Row], float]], seed: int) -> list[Row]:

@@ -111,7 +111,7 @@ class StockPredictor:
         if self._loaded is None:
             self._loaded = model.load_for_inference(self.model_cfg.model_dir)
         chart_dir = Path(self.train_settings.output_dir) / "forecasts" if charts else None
-        return forecast.latest(
+        results = forecast.latest(
             self.workspace,
             self._loaded,
             codes,
@@ -123,6 +123,13 @@ class StockPredictor:
             chart_dir,
             self.chart_style,
         )
+        if chart_dir and any(r.chart for r in results):  # one page for the run: every code asked for, charts inline
+            import pages
+
+            page = pages.write_forecast_index(chart_dir, results, self.decoding)
+            for result in results:
+                result.page = page
+        return results
 
     def _calibration(self):
         import forecast

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -143,3 +144,20 @@ def with_retries(attempt, retries: int, backoff: float, sleep, failure):
         except Retry as exc:
             last = str(exc)
     raise failure(last)
+
+
+def parse_file_weights(text: str) -> list[tuple[str, float]]:
+    """'a.jsonl,b.jsonl:0.5' → [(path, weight)]; a weight multiplies a file's rows (0.5: a seeded half)."""
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        path, _, weight = part.rpartition(":") if re.search(r":[0-9.]+$", part) else (part, "", "1")
+        try:
+            w = float(weight)
+        except ValueError:
+            raise StockToolError(f"--dataset-file {part!r}: the weight after ':' is not a number") from None
+        if w <= 0:
+            raise StockToolError(f"--dataset-file {part!r}: the weight must be positive")
+        out.append((path, w))
+    if not out:
+        raise StockToolError("--dataset-file names no file")
+    return out
