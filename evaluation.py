@@ -289,6 +289,15 @@ def add_errors(rows: pd.DataFrame) -> pd.DataFrame:
 
 # The columns summed per origin date; every metric below is a ratio of these sums, which is what lets
 # the bootstrap resample dates and recompute each metric exactly.
+_PROB_SUMS = [  # summed over rows with a distribution
+    "covered80",
+    "covered95",
+    "crps",
+    "pinball",
+    *(f"ref_crps_{name}" for name in REFERENCES),
+    "covered80_fixed",
+    "covered95_fixed",
+]
 _SUMS = [
     "n",
     "valid",
@@ -305,24 +314,9 @@ _SUMS = [
     "pred_return",
     "actual_return",
     "probabilistic",
-    "covered80",
-    "covered95",
-    "crps",
-    "pinball",
-    *(f"ref_crps_{name}" for name in REFERENCES),
-    "covered80_fixed",
-    "covered95_fixed",
+    *_PROB_SUMS,
 ]
 _VALID_SUMS = _SUMS[2:10] + ["pred_return", "actual_return"]  # summed over valid rows
-_PROB_SUMS = [
-    "covered80",
-    "covered95",
-    "crps",
-    "pinball",
-    *(f"ref_crps_{name}" for name in REFERENCES),
-    "covered80_fixed",
-    "covered95_fixed",
-]
 
 
 def _per_date_sums(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

