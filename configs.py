@@ -310,6 +310,22 @@ class DecodingConfig:
         "of them fed in one forward; greedy answers are the same token for token (README)",
         group="inference",
     )
+    engine: str = option(
+        "auto",
+        "under the grammar, what runs the model: static (a static key/value cache, one-token steps replayed as a "
+        "CUDA graph, rows in lockstep: measured fastest, README), transformers (the loaded model's own forward, the "
+        "path before it), auto (static wherever the model allows it)",
+        group="inference",
+        flag="--decode-engine",
+        choices=["auto", "static", "transformers"],
+    )
+    canonical: bool = option(
+        True,
+        "1/0: the grammar spells its fixed text (labels, dates) in the tokenizer's own tokens, so it is forced and "
+        "costs no decode step; 0 allows every spelling (the grammar before; the same greedy answers, measured)",
+        group="inference",
+        flag="--canonical-spelling",
+    )
     seed: int = shared(SEED, "random_state")
     band: float = option(0.8, "central band drawn on the chart (0 < band < 1)", group="inference", check=SHARE)
     bands: str = option(

@@ -69,7 +69,8 @@ def token_bytes(tokenizer) -> dict[bytes, list[int]]:
 
 
 class Grammars:
-    """Compiles answer regexes for one tokenizer, once each (evaluation windows of one origin share dates)."""
+    """Compiles answer regexes for one tokenizer, once each (evaluation windows of one origin share dates).
+    `canonical` (the default): the fixed text is spelled in the tokenizer's own tokens (`canonical`)."""
 
     def __init__(self, tokenizer):
         try:
@@ -79,13 +80,23 @@ class Grammars:
         if tokenizer.eos_token_id is None:
             raise StockToolError("the tokenizer has no end-of-sequence token: constrained decoding cannot stop")
         self.eos = int(tokenizer.eos_token_id)
-        self.vocabulary = Vocabulary(self.eos, token_bytes(tokenizer))
-        self._compiled: dict[str, TokenAutomaton] = {}
+        table = token_bytes(tokenizer)
+        self.vocabulary = Vocabulary(self.eos, table)
+        self.text = {i: text for text, ids in table.items() for i in ids}
+        self.tokenizer = tokenizer
+        self._compiled: dict[tuple[str, bool], TokenAutomaton] = {}
 
-    def compile(self, regex: str) -> TokenAutomaton:
-        if regex not in self._compiled:
-            self._compiled[regex] = automaton(regex, self.vocabulary, self.eos)
-        return self._compiled[regex]
+    def compile(self, regex: str, canonical: bool = True) -> TokenAutomaton:
+        key = (regex, canonical)
+        if key not in self._compiled:
+            plain = self._compiled.get((regex, False)) or automaton(regex, self.vocabulary, self.eos)
+            self._compiled[(regex, False)] = plain
+            if canonical:
+                self._compiled[key] = canonical_automaton(plain, self.text, self._tokenize, self.eos)
+        return self._compiled[key]
+
+    def _tokenize(self, text: bytes) -> list[int]:
+        return self.tokenizer(text.decode("utf-8"), add_special_tokens=False)["input_ids"]
 
 
 def automaton(regex: str, vocabulary, eos: int) -> TokenAutomaton:
@@ -217,3 +228,102 @@ def forced_run(a: TokenAutomaton, state: int, eos: int) -> list[int]:
     """The tokens the grammar forces from `state` on (tests, token counts)."""
     runs = forced_runs(a.tokens, a.next, eos)
     return runs.tokens[state, : runs.length[state]].tolist()
+
+
+# --------------------------------------------------------------------------- canonical spelling of the fixed text
+
+CANONICAL_SAMPLES = 12  # random answers whose own tokenization shows how the tokenizer spells the fixed text
+
+
+def _postorder(a: TokenAutomaton) -> list[int]:
+    """Every state reachable from the start, each after all the states it leads to (`done` first)."""
+    order, seen, stack = [], set(), [(a.initial, False)]
+    while stack:
+        state, expanded = stack.pop()
+        if expanded:
+            order.append(state)
+            continue
+        if state in seen:
+            continue
+        seen.add(state)
+        stack.append((state, True))
+        stack.extend((int(n), False) for n in set(a.next[state].tolist()) if int(n) not in seen)
+    return order
+
+
+def common_prefixes(a: TokenAutomaton, text: dict[int, bytes], eos: int) -> dict[int, bytes]:
+    """Per reachable state, the bytes that every answer from it starts with: b"" where the next character is a
+    choice (a digit, a sign) or the answer may end; the rest of a label (b"%, High: ") inside fixed text."""
+    done = a.states - 1
+    common: dict[int, bytes] = {done: b""}
+    for state in _postorder(a):
+        if state == done:
+            continue
+        options = []
+        for token, target in set(zip(a.tokens[state].tolist(), a.next[state].tolist(), strict=True)):
+            options.append(b"" if token == eos else text.get(token, b"") + common[int(target)])
+        prefix = options[0]
+        for option in options[1:]:
+            n = 0
+            while n < min(len(prefix), len(option)) and prefix[n] == option[n]:
+                n += 1
+            prefix = prefix[:n]
+        common[state] = prefix
+    return common
+
+
+def random_answers(a: TokenAutomaton, text: dict[int, bytes], eos: int, count: int, seed: int = 0) -> list[bytes]:
+    """`count` answers the automaton accepts, drawn by random walks (any spelling, numbers of any length)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        state, parts = a.initial, []
+        while True:
+            choices = sorted(set(a.tokens[state].tolist()))
+            ends = eos in choices
+            words = [t for t in choices if t != eos]
+            if not words or (ends and rng.random() < 0.5):
+                break
+            token = words[int(rng.integers(len(words)))]
+            parts.append(text.get(token, b""))
+            state = int(a.next[state, list(a.tokens[state]).index(token)])
+        out.append(b"".join(parts))
+    return out
+
+
+def canonical_automaton(a: TokenAutomaton, text: dict[int, bytes], tokenize, eos: int) -> TokenAutomaton:
+    """`a` with the fixed text spelled only as the tokenizer spells it.
+
+    The regex's index allows every spelling of a label (" Open", or " O" + "pen", ...), so a label costs the model
+    a choice, a decode step, at each split. A model only ever saw the tokenizer's own spelling in training (and
+    the untuned SmolLM2 chose it in every greedy answer measured). So: tokenize a few random answers of the
+    grammar with the tokenizer, walk them through the automaton, and where a state lies inside fixed text (its
+    common prefix is longer than a token it allows), keep only the tokens the tokenizer used there. The text
+    the grammar accepts is the same; a label becomes a run of forced tokens, appended without a decode step.
+    Tokens that reach past the fixed text into a choice (" +" and " -" after a colon) are always kept, so no
+    number or sign is lost, and a state no walk reached is left as it was."""
+    common = common_prefixes(a, text, eos)
+    used: dict[int, set[int]] = {}
+    for answer in random_answers(a, text, eos, CANONICAL_SAMPLES):
+        state, seen = a.initial, []
+        for token in tokenize(answer):
+            (slots,) = np.nonzero(a.tokens[state] == token)
+            if not len(slots):
+                seen = []  # not an answer of this automaton's spelling: teaches nothing
+                break
+            seen.append((state, token))
+            state = int(a.next[state, slots[0]])
+        for state, token in seen:
+            used.setdefault(state, set()).add(token)
+    rows = []
+    for state in range(a.states):
+        pairs = list(dict.fromkeys(zip(a.tokens[state].tolist(), a.next[state].tolist(), strict=True)))
+        inside = {t for t, _ in pairs if t != eos and len(text.get(t, b"")) <= len(common.get(state, b""))}
+        spelled = used.get(state, set()) & inside
+        if spelled:
+            pairs = [(t, n) for t, n in pairs if t not in inside or t in spelled]
+        rows.append(pairs)
+    width = max(len(row) for row in rows)
+    tokens = np.array([[t for t, _ in row] + [row[0][0]] * (width - len(row)) for row in rows], dtype=np.int64)
+    nexts = np.array([[n for _, n in row] + [row[0][1]] * (width - len(row)) for row in rows], dtype=np.int64)
+    return TokenAutomaton(tokens, nexts, a.initial)

@@ -415,6 +415,8 @@ def latest(
         regexes=[a["regex"] for a in asked] if decoding.constrained else None,
         seed=decoding.seed,
         jump_forward=decoding.jump_forward,
+        engine=decoding.engine,
+        canonical=decoding.canonical,
     )
     results = []
     for a, raw in zip(asked, answers, strict=True):

@@ -40,6 +40,8 @@ def generate_samples(
     stop_after: int | None = None,
     jump_forward: bool = True,
     stats: dict | None = None,
+    engine: str = "auto",
+    canonical: bool = True,
 ) -> list[list[str]]:
     """`samples` answers per prompt (greedy when 1), batched with left padding; `batch_size` counts
     sequences, so a batch holds batch_size // samples prompts, each expanded to its samples.
@@ -55,10 +57,15 @@ def generate_samples(
     token those of the one-token-per-step path (the masked argmax of a forced state is its token); samples are
     drawn from the same distribution, but with other random draws. `stats` (benchmarks), when given, adds up
     the model's forwards, the tokens fed and what the generation path did.
+
+    `engine` (with regexes and jump-forward): "static" decodes with `static_decode.Engine` (a static cache, one-token
+    steps replayed as a CUDA graph, rows in lockstep: `_static_batch`), "transformers" through the loaded model's
+    own forward (`_jump_forward_batch`), "auto" static wherever the model allows it. `canonical`: the grammar
+    spells its fixed text in the tokenizer's own tokens (`constrained.canonical_automaton`), so labels are forced.
     """
     ids = generate_token_ids(
         loaded, prompts, max_new_tokens, batch_size, samples, temperature, regexes, min_new_tokens, seed,
-        stop_after, jump_forward, stats,
+        stop_after, jump_forward, stats, engine, canonical,
     )  # fmt: skip
     return [loaded.tokenizer.batch_decode(group, skip_special_tokens=True) for group in ids]
 
@@ -76,6 +83,8 @@ def generate_token_ids(
     stop_after: int | None = None,
     jump_forward: bool = True,
     stats: dict | None = None,
+    engine: str = "auto",
+    canonical: bool = True,
 ) -> list[list[list[int]]]:
     """`generate_samples`' answers as token ids, special tokens left out (what the tests compare token for
     token); the same arguments."""
@@ -90,7 +99,7 @@ def generate_token_ids(
         import constrained
 
         loaded.grammars = loaded.grammars or constrained.Grammars(tokenizer)
-        automata = [loaded.grammars.compile(r) for r in regexes]
+        automata = [loaded.grammars.compile(r, canonical) for r in regexes]
         # never cut a constrained answer short: the budget covers the longest answer the grammar allows
         unique = {id(a): a for a in automata}.values()
         max_new_tokens = max(max_new_tokens, *(constrained.longest_answer(a) for a in unique))
@@ -110,7 +119,8 @@ def generate_token_ids(
         jump_forward=jump_forward and automata is not None and _jump_forward_applies(loaded, min_new_tokens),
         stats=stats if stats is not None else {},
     )
-    run.stats["path"] = "jump-forward" if run.jump_forward else "generate"
+    run.static = run.jump_forward and _static_applies(loaded, engine)
+    run.stats["path"] = "static" if run.static else "jump-forward" if run.jump_forward else "generate"
     torch.manual_seed(seed)
     per_batch = max(1, batch_size // samples)
     # similar lengths side by side: less padding per batch; answers go back in the callers' order
@@ -135,6 +145,7 @@ class _Generation:
     min_new_tokens: int
     jump_forward: bool = False  # with automata: forced tokens fed in runs (`_jump_forward_batch`)
     stats: dict = field(default_factory=dict)  # forwards, tokens fed, halvings (benchmarks)
+    static: bool = False  # with jump-forward: the static engine (`_static_batch`)
 
     def batch(self, chunk: list[int]) -> dict[int, list[list[int]]]:
         """Token ids (special tokens left out) of every prompt's samples."""
@@ -142,6 +153,9 @@ class _Generation:
 
         _count(self.stats, "batches")
         _count(self.stats, "sequences", len(chunk) * self.samples)
+        if self.static:
+            ids = _static_batch(self, chunk)
+            return {j: ids[k * self.samples : (k + 1) * self.samples] for k, j in enumerate(chunk)}
         if self.jump_forward:
             ids = _jump_forward_batch(self, chunk)
             return {j: ids[k * self.samples : (k + 1) * self.samples] for k, j in enumerate(chunk)}
@@ -185,6 +199,8 @@ class _Generation:
                 f"one prompt of {len(self.texts[chunk[0]]):,} characters with {self.samples} samples does not "
                 "fit the GPU's memory: fewer --samples or a shorter --past"
             )
+        if self.static:
+            _engine(self.loaded).release()  # its cache was sized for the whole batch
         torch.cuda.empty_cache()
         _count(self.stats, "halvings")
         log.warning(
@@ -299,8 +315,8 @@ class _JumpTables:
 
 
 def _jump_forward_batch(run: _Generation, chunk: list[int]) -> list[list[int]]:
-    """One batch under its grammars, decoded with jump-forward: the token ids of its rows (prompt-major, then
-    samples), end-of-sequence left out.
+    """One batch under its grammars, decoded with jump-forward through the loaded model's own forward: the token
+    ids of its rows (prompt-major, then samples), end-of-sequence left out.
 
     Every forward feeds each unfinished row its pending tokens: the token chosen from the last logits and the
     forced run after it (the prefill: the prompt and the run the grammar starts with). Rows pending fewer
@@ -315,30 +331,18 @@ def _jump_forward_batch(run: _Generation, chunk: list[int]) -> list[list[int]]:
 
     tokenizer, model, samples = run.loaded.tokenizer, run.loaded.model, run.samples
     device = next(model.parameters()).device
-    tables, runs, initial = _JumpTables.build([run.automata[j] for j in chunk], run.loaded.grammars.eos, device)
-    initial = initial.repeat(samples)  # rows × samples, as `generate`'s num_return_sequences lays them out
-    prompts = tokenizer([run.texts[j] for j in chunk], add_special_tokens=run.plain)["input_ids"]
-    prompts = [p for p in prompts for _ in range(samples)]
-    rows, budget, pad = len(prompts), run.max_new_tokens, tokenizer.pad_token_id
-    # the prefill: each prompt and its grammar's opening forced run (the header), recorded as generated
-    opening = [runs.tokens[s, : runs.length[s]].tolist()[:budget] for s in initial]
-    width = max(len(p) + len(o) for p, o in zip(prompts, opening, strict=True))
-    ids = torch.full((rows, width), pad, dtype=torch.long)
-    mask = torch.zeros((rows, width), dtype=torch.long)
-    for r, (p, o) in enumerate(zip(prompts, opening, strict=True)):
-        ids[r, width - len(p) - len(o) :] = torch.tensor(p + o, dtype=torch.long)
-        mask[r, width - len(p) - len(o) :] = 1
+    tables, fed, rows = _grammar_rows(run, chunk, device)
+    fed = [f for f in fed for _ in range(samples)]  # rows × samples, as `generate`'s num_return_sequences
+    budget, pad = run.max_new_tokens, tokenizer.pad_token_id
+    width = max(len(f) for f in fed)
+    ids = torch.full((len(fed), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(fed), width), dtype=torch.long)
+    for r, f in enumerate(fed):
+        ids[r, width - len(f) :] = torch.tensor(f, dtype=torch.long)
+        mask[r, width - len(f) :] = 1
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 1)
-    answer = torch.full((rows, budget + 1), pad, dtype=torch.long)  # the tokens so far; column `budget`: a dump
-    for r, o in enumerate(opening):
-        answer[r, : len(o)] = torch.tensor(o, dtype=torch.long)
-    answer, count = answer.to(device), torch.tensor([len(o) for o in opening], device=device)
-    state = torch.as_tensor(runs.end[initial], device=device)
-    done = tables.complete[state] | (count >= budget)
     pos = mask.sum(1)  # each row's next position: its real tokens so far
-    run_width = tables.run_tokens.shape[1]
-    steps = torch.arange(run_width + 1, device=device)
     unsloth = _is_unsloth(model)
 
     def forward(ids, mask, positions, past):
@@ -362,29 +366,10 @@ def _jump_forward_batch(run: _Generation, chunk: list[int]) -> list[list[int]]:
         past, logits = forward(ids, mask, positions, None)
         while True:
             with record_function("sampling"):
-                allowed = tables.tokens[state]  # rows × width
-                scores = logits.gather(1, allowed).float()  # in float32, as `generate` takes them
-                if samples > 1:
-                    scores = (scores / run.temperature).masked_fill_(~tables.first_slot[state], float("-inf"))
-                    slot = torch.multinomial(torch.softmax(scores, dim=1), 1)
-                    pick = allowed.gather(1, slot).squeeze(1)
-                else:  # `generate`'s argmax over the masked vocabulary: the smallest token id among the best
-                    best = scores.max(dim=1, keepdim=True).values
-                    pick = torch.where(scores == best, allowed, torch.iinfo(allowed.dtype).max).min(dim=1).values
+                pick = _choose(tables, logits, rows.state, samples, run.temperature)
             with record_function("grammar mask"):
-                slot = (allowed == pick[:, None]).int().argmax(dim=1, keepdim=True)
-                chosen = tables.next[state].gather(1, slot).squeeze(1)
-                ended = pick == tables.eos
-                length = tables.run_length[chosen]
-                pending = torch.cat([pick[:, None], tables.run_tokens[chosen]], dim=1)  # rows × (1 + longest run)
-                n = torch.where(done | ended, 0, 1 + length)
-                keep = torch.minimum(n, budget - count)
-                at = torch.where(steps < keep[:, None], count[:, None] + steps, budget)
-                answer.scatter_(1, at, pending)
-                count += keep
-                state = torch.where(done | ended, state, tables.run_end[chosen])
-                done = done | ended | tables.complete[state] | (count >= budget)
-                feed = torch.where(done, 0, n)  # a finished row's last tokens are recorded, never fed
+                _advance(tables, rows, pick, ~rows.done, budget)
+                feed = rows.queued  # every unfinished row feeds its pick and the run after it
             with record_function("host<->device"):
                 chunk_width, longest = torch.stack([feed.max(), pos.max()]).tolist()
             if chunk_width == 0:
@@ -396,13 +381,39 @@ def _jump_forward_batch(run: _Generation, chunk: list[int]) -> list[list[int]]:
             with record_function("grammar mask"):
                 offset = torch.arange(chunk_width, device=device)[None, :] - (chunk_width - feed[:, None])
                 real = offset >= 0
-                ids = torch.where(real, pending.gather(1, offset.clamp(min=0)), pad)
+                ids = torch.where(real, rows.queue.gather(1, offset.clamp(min=0)), pad)
                 positions = (pos[:, None] + offset).clamp(min=0)
                 pos = pos + feed
                 mask = torch.cat([mask, real.long()], dim=1)
             past, logits = forward(ids, mask, positions, past)
-    lengths = count.tolist()
-    return [row[:n] for row, n in zip(answer.tolist(), lengths, strict=True)]
+    lengths = rows.count.tolist()
+    return [row[:n] for row, n in zip(rows.answer.tolist(), lengths, strict=True)]
+
+
+def _grammar_rows(run: _Generation, chunk: list[int], device):
+    """(the batch's grammar tables, each prompt's tokens followed by its grammar's opening forced run, every row's
+    state after that opening): the opening (the answer's header) is fed with the prompt, and recorded as
+    generated. Rows are prompt-major, then samples."""
+    import torch
+
+    samples, budget = run.samples, run.max_new_tokens
+    tables, runs, initial = _JumpTables.build([run.automata[j] for j in chunk], run.loaded.grammars.eos, device)
+    prompts = run.loaded.tokenizer([run.texts[j] for j in chunk], add_special_tokens=run.plain)["input_ids"]
+    opening = [runs.tokens[s, : runs.length[s]].tolist()[:budget] for s in initial]
+    each = [o for o in opening for _ in range(samples)]
+    answer = torch.full((len(each), budget + 1), run.loaded.tokenizer.pad_token_id, dtype=torch.long)
+    for r, o in enumerate(each):
+        answer[r, : len(o)] = torch.tensor(o, dtype=torch.long)
+    rows = _Rows(
+        answer=answer.to(device),
+        count=torch.tensor([len(o) for o in each], device=device),
+        state=torch.as_tensor(runs.end[initial.repeat(samples)], device=device),
+        done=torch.zeros(len(each), dtype=torch.bool, device=device),
+        queue=torch.zeros((len(each), tables.run_tokens.shape[1] + 1), dtype=torch.long, device=device),
+        queued=torch.zeros(len(each), dtype=torch.long, device=device),
+    )
+    rows.done |= tables.complete[rows.state] | (rows.count >= budget)
+    return tables, [p + o for p, o in zip(prompts, opening, strict=True)], rows
 
 
 _SLACK = 64  # cache columns of holes tolerated before compacting: a gather of the whole cache, as a step's concat
@@ -463,3 +474,135 @@ def _decoding_context(model, unsloth: bool, longest: int):
 def _is_unsloth(model) -> bool:
     """True for a model whose forward unsloth has replaced (its fast inference path: CUDA graphs, paged cache)."""
     return any((getattr(type(m).forward, "__module__", "") or "").startswith("unsloth") for m in model.modules())
+
+
+# --------------------------------------------------------------------------- the static engine, rows in lockstep
+
+
+def _static_applies(loaded: LoadedModel, engine: str) -> bool:
+    """Whether `engine` ("auto", "static", "transformers") puts this model on the static path."""
+    if engine == "transformers":
+        return False
+    import static_decode
+
+    why = static_decode.unsupported(loaded.model)
+    if engine == "static" and why:
+        raise StockToolError(f"--engine static cannot run this model: {why}")
+    return not why
+
+
+def _engine(loaded: LoadedModel):
+    """The loaded model's static engine, made on first use (its weights read from the loaded model once)."""
+    import static_decode
+
+    if getattr(loaded, "static", None) is None:
+        loaded.static = static_decode.Engine(loaded.model, merge=loaded.cuda)
+    return loaded.static
+
+
+@dataclass
+class _Rows:
+    """The state of every row of a batch under its grammar: what it has written (`answer`, `count` tokens), its
+    automaton state, whether it is done, and the tokens it has yet to feed (`queue`, `queued` of them)."""
+
+    answer: object  # rows × (budget + 1): the tokens so far; column `budget` is a dump
+    count: object
+    state: object
+    done: object
+    queue: object  # rows × (1 + longest forced run)
+    queued: object
+
+
+def _choose(tables: _JumpTables, logits, state, samples: int, temperature: float):
+    """Every row's next token from its logits under its state's allowed tokens: greedy (`generate`'s argmax over
+    the masked vocabulary: the smallest token id among the best) or a draw at `temperature`."""
+    import torch
+
+    allowed = tables.tokens[state]  # rows × width
+    scores = logits.gather(1, allowed).float()  # in float32, as `generate` takes them
+    if samples > 1:
+        scores = (scores / temperature).masked_fill_(~tables.first_slot[state], float("-inf"))
+        slot = torch.multinomial(torch.softmax(scores, dim=1), 1)
+        return allowed.gather(1, slot).squeeze(1)
+    best = scores.max(dim=1, keepdim=True).values
+    return torch.where(scores == best, allowed, torch.iinfo(allowed.dtype).max).min(dim=1).values
+
+
+def _advance(tables: _JumpTables, rows: _Rows, pick, acting, budget: int) -> None:
+    """Rows `acting` take their `pick`: it and the forced run after it are written to their answers (within the
+    budget) and queued to be fed, unless the row ends (end-of-sequence, a state that allows only that, or the
+    budget), whose last tokens are written, never fed."""
+    import torch
+
+    steps = torch.arange(rows.queue.shape[1], device=pick.device)
+    slot = (tables.tokens[rows.state] == pick[:, None]).int().argmax(dim=1, keepdim=True)
+    chosen = tables.next[rows.state].gather(1, slot).squeeze(1)
+    ended = acting & (pick == tables.eos)
+    pending = torch.cat([pick[:, None], tables.run_tokens[chosen]], dim=1)
+    n = torch.where(acting & ~ended, 1 + tables.run_length[chosen], 0)
+    keep = torch.minimum(n, budget - rows.count)
+    at = torch.where(steps < keep[:, None], rows.count[:, None] + steps, budget)
+    rows.answer.scatter_(1, at, pending)
+    rows.count += keep
+    rows.state = torch.where(acting & ~ended, tables.run_end[chosen], rows.state)
+    rows.done |= ended | (acting & (tables.complete[rows.state] | (rows.count >= budget)))
+    rows.queue = torch.where(acting[:, None], pending, rows.queue)
+    rows.queued = torch.where(acting, torch.where(rows.done, 0, n), rows.queued)
+
+
+def _static_batch(run: _Generation, chunk: list[int]) -> list[list[int]]:
+    """One batch under its grammars on the static engine: the token ids of its rows (prompt-major, then samples),
+    end-of-sequence left out.
+
+    The rows move in lockstep. A row whose next token is a choice is fed that one token in a one-token step (the
+    CUDA graph), while rows that have a forced run to feed (a label, a date) wait; once every unfinished row waits,
+    one forward feeds every row its whole run. So the many one-token steps all replay one graph, and forced text
+    costs one wide forward per field rather than a step per token. Each row is fed exactly the tokens, in the
+    order, of one token per step, so its answer is the same; only the schedule differs."""
+    import torch
+    from torch.profiler import record_function
+
+    engine, samples, budget = _engine(run.loaded), run.samples, run.max_new_tokens
+    device = engine.device
+    tables, fed, rows = _grammar_rows(run, chunk, device)
+    total, run_width = len(fed) * samples, tables.run_tokens.shape[1] + 1
+    width = max(len(f) for f in fed)
+    cache = engine.cache(total, width + budget + 2 * run_width)  # the last columns: the graphs' scratch
+    engine.ensure_positions(width + budget + run_width)
+    with torch.inference_mode():
+        with record_function("forward"):
+            logits, width = engine.prefill(cache, fed, samples)
+        _count(run.stats, "forwards")
+        _count(run.stats, "fed_tokens", sum(len(f) for f in fed))
+        column = torch.full((total,), width, dtype=torch.long, device=device)  # each row's next cache column
+        position = column - cache.start[:total]  # and rotary position
+        acting = ~rows.done
+        offsets = torch.arange(run_width, device=device)
+        while True:
+            with record_function("sampling"):
+                pick = _choose(tables, logits, rows.state, samples, run.temperature)
+            with record_function("grammar mask"):
+                _advance(tables, rows, pick, acting, budget)
+                ready = rows.queued == 1
+            with record_function("host<->device"):
+                flags = torch.stack([ready.any().long(), rows.queued.max(), column.max()])
+                any_ready, longest, furthest = flags.tolist()
+            if longest == 0:
+                break
+            step = 1 if any_ready else longest
+            feeding = ready if any_ready else rows.queued > 0
+            ids = torch.where(feeding[:, None] & (offsets[:step] < rows.queued[:, None]), rows.queue[:, :step], 0)
+            last = torch.where(feeding, rows.queued - 1, 0) if step > 1 else torch.zeros_like(column)
+            cols, positions = column[:, None] + offsets[:step], position[:, None] + offsets[:step]
+            with record_function("forward"):
+                logits = engine.step(cache, ids, cols, positions, last, furthest + step)
+            _count(run.stats, "forwards")
+            _count(run.stats, "one_token_steps" if step == 1 else "forced_forwards")
+            _count(run.stats, "fed_tokens", total * step)
+            moved = torch.where(feeding, rows.queued, 0)
+            column, position = column + moved, position + moved
+            rows.queued = torch.where(feeding, 0, rows.queued)
+            acting = feeding
+        lengths = rows.count.tolist()
+    run.stats["graphs"] = len(engine._graphs)  # recorded on this batch's cache so far (benchmarks)
+    return [row[:n] for row, n in zip(rows.answer.tolist(), lengths, strict=True)]

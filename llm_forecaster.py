@@ -223,6 +223,8 @@ def _generator(model_dir: str, name: str, batch_size: int, decoding: DecodingCon
             regexes if decoding.constrained else None,
             seed=decoding.seed,
             jump_forward=decoding.jump_forward,
+            engine=decoding.engine,
+            canonical=decoding.canonical,
         )
 
     return generate

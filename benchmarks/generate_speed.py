@@ -8,17 +8,19 @@ mode. Prints one JSON line per window × mode. A forecast is one prompt's answer
     python benchmarks/generate_speed.py --model-dir outputs/model --prices ../shared/data/prices \
         --windows 1:1,5:5,20:5 --modes greedy,greedy-nojump,greedy-free,k8 --count 256 --batch-size 1024
 
-Modes: greedy (constrained, jump-forward), greedy-nojump (constrained, one token per decode step: the path before
-jump-forward), greedy-free (unconstrained, the old path), kN and kN-nojump (median of N constrained samples). Each
-BENCH line says which of jump-forward, unsloth's CUDA-graph decode step, the folded decode attention and the batch
-halving on out-of-memory were on, and beside the measured milliseconds per decode step the step's key/value read
-bound: the bytes of cache a step reads at the batch's context lengths over --bandwidth (the H200's 4.8 TB/s by
-default). A SAME line says how many answers two modes that differ only in jump-forward share token for token.
+Modes: greedy (the tool's default: the static engine, labels in the tokenizer's spelling, jump-forward), greedy-today
+(the default before it: jump-forward through the loaded model's own forward, any spelling), greedy-nojump
+(constrained, one token per decode step), greedy-free (unconstrained), kN, kN-today and kN-nojump (median of N
+constrained samples). Each BENCH line says which path ran and which of jump-forward, the CUDA graphs (the static
+engine's, or unsloth's decode step), the folded decode attention and the batch halving on out-of-memory were on,
+and beside the measured milliseconds per decode step the step's key/value read bound: the bytes of cache a step
+reads at the batch's context lengths over --bandwidth (the H200's 4.8 TB/s by default). A SAME line says how many
+greedy answers of each mode are the default's token for token.
 `--stack transformers` loads the adapter with transformers + PEFT alone, in bf16 on the GPU, instead of unsloth;
 `--profile` splits `--steps` decode steps of one batch into model forward, grammar mask, sampling, host<->device
 copies and the rest (Python, `generate`'s own work), then prints the top operators (torch.profiler);
 `--step-scan 64,256,1024` prints milliseconds per decode step at each batch size, free and under the grammar;
-`--jump-forward 1/0` is the decoding of --profile and --step-scan;
+`--jump-forward 1/0`, `--engine` and `--canonical 1/0` are the decoding of --profile and --step-scan;
 `--fold-gqa 0` measures unsloth's decode attention as it ships (see `attention.fold_gqa_decode`). unsloth's CUDA-graph
 decode step is on unless UNSLOTH_DECODE_CUDA_GRAPHS=0 is set (see `model.load_for_inference`).
 `--load-in-4bit 1/0` overrides the adapter's saved quantization to compare 4-bit with 16-bit inference.
@@ -33,6 +35,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -59,15 +62,35 @@ def windows_for(prices: Path, window: dataset.WindowType, count: int) -> list:
     return out[:count]
 
 
-def mode_options(mode: str) -> tuple[int, bool, bool]:
-    """(samples, constrained, jump_forward) of a mode name."""
+@dataclass(frozen=True)
+class Mode:
+    """How a mode decodes: samples per forecast, under the grammar or free, jump-forward, the engine and whether the
+    grammar spells its labels in the tokenizer's tokens."""
+
+    samples: int
+    constrained: bool = True
+    jump: bool = True
+    engine: str = "auto"
+    canonical: bool = True
+
+
+def mode_options(mode: str) -> Mode:
+    """A mode's name → how it decodes. greedy / kN: the tool's default (the static engine, labels spelled);
+    greedy-today / kN-today: the default before it (jump-forward through the loaded model's own forward, any
+    spelling); greedy-nojump / kN-nojump: one token per decode step (`generate`); greedy-free: no grammar."""
     name, _, variant = mode.partition("-")
     samples = 1 if name == "greedy" else int(name[1:]) if name[:1] == "k" and name[1:].isdigit() else 0
-    if samples and variant in ("", "nojump"):
-        return samples, True, variant == ""
+    if samples and variant == "":
+        return Mode(samples)
+    if samples and variant == "today":
+        return Mode(samples, engine="transformers", canonical=False)
+    if samples and variant == "nojump":
+        return Mode(samples, jump=False, engine="transformers", canonical=False)
     if name == "greedy" and variant == "free":
-        return 1, False, False
-    raise SystemExit(f"unknown mode {mode!r}: greedy, greedy-nojump, greedy-free, kN or kN-nojump")
+        return Mode(1, constrained=False, jump=False, engine="transformers", canonical=False)
+    raise SystemExit(
+        f"unknown mode {mode!r}: greedy, greedy-today, greedy-nojump, greedy-free, kN, kN-today, kN-nojump"
+    )
 
 
 def step_scan(loaded, window, prompts, regexes, batches: list[int], steps: int, jump: bool) -> None:
@@ -84,7 +107,15 @@ def step_scan(loaded, window, prompts, regexes, batches: list[int], steps: int, 
         stats: dict = {}
         started = time.perf_counter()
         generation.generate_samples(
-            loaded, chunk, new_tokens, len(chunk), regexes=rules, min_new_tokens=least, jump_forward=jump, stats=stats
+            loaded,
+            chunk,
+            new_tokens,
+            len(chunk),
+            regexes=rules,
+            min_new_tokens=least,
+            jump_forward=jump,
+            stats=stats,
+            **DECODE,
         )
         if loaded.cuda:
             torch.cuda.synchronize()
@@ -105,6 +136,7 @@ def step_scan(loaded, window, prompts, regexes, batches: list[int], steps: int, 
         print("STEP " + json.dumps(figures), flush=True)
 
 
+DECODE: dict = {}  # --engine and --canonical: the decoding of --profile and --step-scan
 PARTS = ("forward", "grammar mask", "sampling", "host<->device", "compaction")  # generation.py's profile ranges
 
 
@@ -120,12 +152,14 @@ def profile(loaded, prompts, regexes, batch_size, steps, jump: bool) -> None:
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if loaded.cuda else [])
     chunk, rules = prompts[:batch_size], regexes[:batch_size]
-    generation.generate_samples(loaded, chunk[:8], steps, 8, regexes=rules[:8], stop_after=steps, jump_forward=jump)
+    generation.generate_samples(
+        loaded, chunk[:8], steps, 8, regexes=rules[:8], stop_after=steps, jump_forward=jump, **DECODE
+    )
     stats: dict = {}
     with labelled_forward(loaded), torch_profile(activities=activities) as prof:
         started = time.perf_counter()
         generation.generate_samples(
-            loaded, chunk, steps, batch_size, regexes=rules, stop_after=steps, jump_forward=jump, stats=stats
+            loaded, chunk, steps, batch_size, regexes=rules, stop_after=steps, jump_forward=jump, stats=stats, **DECODE
         )
         if loaded.cuda:
             torch.cuda.synchronize()
@@ -225,7 +259,7 @@ def load(args):
     if args.model_dir is None:
         from configs import ModelConfig
 
-        return model.load_untuned(ModelConfig(model_name=args.model_name))
+        return model.load_untuned(ModelConfig(model_name=args.model_name, load_in_4bit=bool(args.load_in_4bit)))
     if args.stack == "unsloth":
         return model.load_for_inference(args.model_dir, adapter=not args.base, load_in_4bit=args.load_in_4bit)
     import torch
@@ -261,10 +295,15 @@ def main() -> None:
     p.add_argument("--step-scan", default="", help="batch sizes (e.g. 64,256,1024): ms per decode step at each")
     p.add_argument("--steps", type=int, default=32, help="decode steps of --profile and --step-scan")
     p.add_argument("--jump-forward", type=int, choices=[0, 1], default=1, help="of --profile and --step-scan")
+    p.add_argument(
+        "--engine", choices=["auto", "static", "transformers"], default="auto", help="of --profile, --step-scan"
+    )
+    p.add_argument("--canonical", type=int, choices=[0, 1], default=1, help="of --profile and --step-scan")
     p.add_argument("--bandwidth", type=float, default=4.8e12, help="memory bytes/s of the KV-read bound (H200)")
     args = p.parse_args()
 
     attention.FOLD_GQA_DECODE = bool(args.fold_gqa)
+    DECODE.update(engine=args.engine, canonical=bool(args.canonical))
     loaded = load(args)
     fields = loaded.config.fields or dataset.FIELD_SETS["ohlcv"]
     answer_format = args.answer_format or (loaded.config.answer_format if args.model_dir else "change")
@@ -289,11 +328,11 @@ def main() -> None:
             answers[mode] = measure_mode(
                 args, loaded, window, mode, picked, prompts, regexes, max_new, fields, answer_format
             )
-        for mode, ids in answers.items():  # jump-forward's greedy answers are the one-token-per-step ones
-            if mode.endswith("-nojump") and mode.removesuffix("-nojump") in answers:
-                other = answers[mode.removesuffix("-nojump")]
-                same = sum(a == b for a, b in zip(ids, other, strict=True))
-                figures = {"window": window.name, "modes": [mode.removesuffix("-nojump"), mode]}
+        for mode, ids in answers.items():  # every greedy mode's answers against the default's, token for token
+            how = mode_options(mode)
+            if mode != "greedy" and "greedy" in answers and how.samples == 1 and how.constrained:
+                same = sum(a == b for a, b in zip(ids, answers["greedy"], strict=True))
+                figures = {"window": window.name, "modes": ["greedy", mode]}
                 figures |= {"identical_forecasts": same, "forecasts": len(ids)}
                 print("SAME " + json.dumps(figures), flush=True)
 
@@ -301,7 +340,8 @@ def main() -> None:
 def measure_mode(args, loaded, window, mode, picked, prompts, regexes, max_new, fields, answer_format) -> list:
     """One window and mode: every prompt generated in batches, timed, the answers read; one BENCH line. Returns
     the answers' token ids."""
-    samples, constrained, jump = mode_options(mode)
+    how = mode_options(mode)
+    samples = how.samples
     if loaded.cuda:
         import torch
 
@@ -316,9 +356,11 @@ def measure_mode(args, loaded, window, mode, picked, prompts, regexes, max_new, 
         args.batch_size,
         samples,
         args.temperature,
-        regexes if constrained else None,
-        jump_forward=jump,
+        regexes if how.constrained else None,
+        jump_forward=how.jump,
         stats=stats,
+        engine=how.engine,
+        canonical=how.canonical,
     )
     seconds = time.perf_counter() - started
     answers = [loaded.tokenizer.batch_decode(group, skip_special_tokens=True) for group in ids]
@@ -361,9 +403,15 @@ def measure_mode(args, loaded, window, mode, picked, prompts, regexes, max_new, 
         "usable": usable,
         "impossible_samples": impossible,
         "temperature": args.temperature if samples > 1 else None,
+        "path": stats.get("path"),
+        "engine": how.engine,
+        "canonical_spelling": how.canonical,
+        "one_token_steps": stats.get("one_token_steps"),
+        "forced_forwards": stats.get("forced_forwards"),
+        "static_graphs": stats.get("graphs"),
         "stack": args.stack if loaded.cuda else "transformers",
         "load_in_4bit": args.stack == "unsloth" and bool(four_bit) and loaded.cuda,
-        "jump_forward": stats.get("path") == "jump-forward",
+        "jump_forward": stats.get("path") in ("jump-forward", "static"),
         "cuda_graphs": os.environ.get("UNSLOTH_DECODE_CUDA_GRAPHS", "unset") if loaded.cuda else "no CUDA",
         "graph_replays": graphs.get("replays", 0) - graphs_before.get("replays", 0),
         "graph_captures": graphs.get("captures", 0) - graphs_before.get("captures", 0),

@@ -91,12 +91,15 @@ def test_the_grammar_accepts_the_builders_answers_and_nothing_with_other_dates(a
 
 def test_the_token_automaton_accepts_the_answer_in_any_tokenization_and_rejects_others(tokenizer):
     grammars = constrained.Grammars(tokenizer)
-    automaton = grammars.compile(dataset.answer_regex(DAYS[3:], OHLCV, "change"))
+    automaton = grammars.compile(dataset.answer_regex(DAYS[3:], OHLCV, "change"), canonical=False)
     answer = dataset.answer_text(FRAME.iloc[3:], OHLCV, anchor=100.5)
     ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
     assert constrained.accepts(automaton, ids, grammars.eos)
     by_character = [tokenizer.convert_tokens_to_ids(tokenizer.tokenize(ch))[0] for ch in answer]
     assert constrained.accepts(automaton, by_character, grammars.eos)  # another tokenization, same text
+    spelled = grammars.compile(dataset.answer_regex(DAYS[3:], OHLCV, "change"))  # the default: labels spelled
+    assert constrained.accepts(spelled, ids, grammars.eos)  # as the tokenizer spells them
+    assert not constrained.accepts(spelled, by_character, grammars.eos)
     assert not constrained.accepts(automaton, ids[:-3], grammars.eos)  # incomplete: no end of sequence yet
     wrong_day = tokenizer(answer.replace("2026-05-04", "2026-05-05"), add_special_tokens=False)["input_ids"]
     assert constrained.walk(automaton, wrong_day) is None

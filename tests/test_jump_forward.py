@@ -82,12 +82,15 @@ def test_forced_runs_of_stacked_automata_stay_in_their_rows_automaton():
 def test_the_real_answer_grammar_forces_the_dates_and_the_labels_colons(tokenizer):
     grammars = constrained.Grammars(tokenizer)
     days = pd.bdate_range("2026-05-04", periods=2)
-    a = grammars.compile(dataset.answer_regex(days, OHLCV, "change"))
+    a = grammars.compile(dataset.answer_regex(days, OHLCV, "change"), canonical=False)
     header = tokenizer("The next 2 day price is:\nDate", add_special_tokens=False)["input_ids"]
     state = constrained.walk(a, header)
     assert tokenizer.decode(constrained.forced_run(a, state, grammars.eos)) == ": 2026-05-04,"
     open_label = constrained.forced_runs(a.tokens, a.next, grammars.eos).end[state]
     assert len(set(a.tokens[open_label].tolist())) > 1  # " Open" or " O" + "pen"...: the model's choice
+    spelled = grammars.compile(dataset.answer_regex(days, OHLCV, "change"))  # the tokenizer's own spelling
+    state = constrained.walk(spelled, header)
+    assert tokenizer.decode(constrained.forced_run(spelled, state, grammars.eos)) == ": 2026-05-04, Open:"
 
 
 # --------------------------------------------------------------------------- the decode loop on a tiny random model
@@ -143,7 +146,9 @@ def test_jump_forward_gives_the_one_token_per_step_answers_in_fewer_forwards(tin
     slow = generation.generate_token_ids(
         tiny, prompts, 8, batch_size=8, regexes=regexes, jump_forward=False, stats=before
     )
-    fast = generation.generate_token_ids(tiny, prompts, 8, batch_size=8, regexes=regexes, stats=after)
+    fast = generation.generate_token_ids(
+        tiny, prompts, 8, batch_size=8, regexes=regexes, stats=after, engine="transformers"
+    )
     assert fast == slow
     assert after["path"] == "jump-forward" and before["path"] == "generate"
     assert after["forwards"] < before["forwards"]
@@ -159,19 +164,27 @@ def test_compacting_the_cache_at_every_step_changes_no_answer(tiny, monkeypatch)
     plain = generation.generate_token_ids(tiny, prompts, 8, batch_size=8, regexes=regexes, jump_forward=False)
     monkeypatch.setattr(generation, "_SLACK", 0)
     stats: dict = {}
-    assert generation.generate_token_ids(tiny, prompts, 8, batch_size=8, regexes=regexes, stats=stats) == plain
+    compacted = generation.generate_token_ids(
+        tiny, prompts, 8, batch_size=8, regexes=regexes, stats=stats, engine="transformers"
+    )
+    assert compacted == plain
     assert stats["compactions"] > 0
 
 
 def test_jump_forward_samples_are_answers_of_the_grammar_and_repeat_with_the_seed(tiny):
     prompts, days = literal_windows(5, 5, names=("巨大", "台積電股份有限公司"))
     regexes = [dataset.answer_regex(days, OHLCV, "change")] * 2
-    answers = generation.generate_samples(tiny, prompts, 8, batch_size=8, samples=3, temperature=1.0, regexes=regexes)
+
+    def draw():
+        return generation.generate_samples(
+            tiny, prompts, 8, batch_size=8, samples=3, temperature=1.0, regexes=regexes, engine="transformers"
+        )
+
+    answers = draw()
     assert len(answers) == 2 and all(len(group) == 3 for group in answers)
     assert all(re.fullmatch(regexes[0], a) for group in answers for a in group)
     assert len({a for group in answers for a in group}) > 1  # drawn, not greedy
-    again = generation.generate_samples(tiny, prompts, 8, batch_size=8, samples=3, temperature=1.0, regexes=regexes)
-    assert again == answers
+    assert draw() == answers
 
 
 def test_a_jump_forward_batch_too_big_for_the_gpu_is_generated_in_halves(tiny, caplog):
@@ -179,7 +192,7 @@ def test_a_jump_forward_batch_too_big_for_the_gpu_is_generated_in_halves(tiny, c
 
     prompts, days = literal_windows(1, 1)
     regexes = [dataset.answer_regex(days, OHLCV, "change")] * 3
-    expected = generation.generate_token_ids(tiny, prompts, 8, batch_size=1, regexes=regexes)
+    expected = generation.generate_token_ids(tiny, prompts, 8, batch_size=1, regexes=regexes, engine="transformers")
     forward = tiny.model.forward
 
     def small_memory(*args, **kwargs):
@@ -190,11 +203,16 @@ def test_a_jump_forward_batch_too_big_for_the_gpu_is_generated_in_halves(tiny, c
     tiny.model.forward = small_memory
     stats: dict = {}
     try:
-        assert generation.generate_token_ids(tiny, prompts, 8, batch_size=3, regexes=regexes, stats=stats) == expected
+        halved = generation.generate_token_ids(
+            tiny, prompts, 8, batch_size=3, regexes=regexes, stats=stats, engine="transformers"
+        )
+        assert halved == expected
         assert "out of GPU memory at 3 sequences" in caplog.text and stats["halvings"] == 2
         tiny.model.forward = lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("simulated"))
         with pytest.raises(StockToolError, match="does not fit the GPU's memory"):
-            generation.generate_token_ids(tiny, prompts[:1], 8, batch_size=1, regexes=regexes[:1])
+            generation.generate_token_ids(
+                tiny, prompts[:1], 8, batch_size=1, regexes=regexes[:1], engine="transformers"
+            )
     finally:
         del tiny.model.forward
 
@@ -240,32 +258,42 @@ def real_windows(prices, codes: list[str], past: int, future: int, answer_format
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("answer_format", ["change", "absolute"])
-@pytest.mark.parametrize("past, future, codes", [(1, 1, ["2330", "2454", "6569"]), (5, 5, ["2317", "3711"])])
-def test_real_greedy_answers_are_the_same_token_for_token(smollm2, shared_data, answer_format, past, future, codes):
+@pytest.mark.parametrize(
+    "answer_format, past, future, codes",
+    [
+        ("change", 1, 1, ["2330", "2454", "6569"]),
+        ("change", 5, 5, ["2317", "3711"]),
+        ("absolute", 1, 1, ["2330", "6569"]),
+    ],
+)
+def test_real_greedy_answers_are_todays_token_for_token(smollm2, shared_data, answer_format, past, future, codes):
+    """The default decoding (the static engine, the grammar in the tokenizer's spelling) gives the answers of
+    today's: jump-forward through the model's own forward under the grammar of every spelling (itself the
+    one-token-per-step answers: the tiny model's tests above)."""
     prompts, regexes = real_windows(shared_data / "prices", codes, past, future, answer_format)
     lengths = {smollm2.prompt_tokens(p) for p in prompts}
     assert len(lengths) > 1  # a left-padded batch
     before, after = {}, {}
-    one = generation.generate_token_ids(
-        smollm2, prompts, 8, batch_size=8, regexes=regexes, jump_forward=False, stats=before
+    today = generation.generate_token_ids(
+        smollm2, prompts, 8, batch_size=8, regexes=regexes, stats=before, engine="transformers", canonical=False
     )
-    jump = generation.generate_token_ids(smollm2, prompts, 8, batch_size=8, regexes=regexes, stats=after)
-    assert jump == one
-    assert after["forwards"] < before["forwards"]
-    for group, regex in zip(jump, regexes, strict=True):
+    default = generation.generate_token_ids(smollm2, prompts, 8, batch_size=8, regexes=regexes, stats=after)
+    assert default == today
+    assert after["path"] == "static" and after["forwards"] < before["forwards"]
+    for group, regex in zip(default, regexes, strict=True):
         assert re.fullmatch(regex, smollm2.tokenizer.decode(group[0]))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("answer_format, past, future", [("change", 5, 5), ("absolute", 1, 1)])
-def test_real_samples_with_a_seed_are_answers_of_the_grammar(smollm2, shared_data, answer_format, past, future):
-    prompts, regexes = real_windows(shared_data / "prices", ["2330", "2454"], past, future, answer_format)
-    answers = generation.generate_samples(
-        smollm2, prompts, 8, batch_size=8, samples=3, temperature=0.7, regexes=regexes, seed=7
-    )
+@pytest.mark.parametrize("answer_format", ["change", "absolute"])
+def test_real_samples_with_a_seed_are_answers_of_the_grammar(smollm2, shared_data, answer_format):
+    prompts, regexes = real_windows(shared_data / "prices", ["2330", "2454"], 1, 1, answer_format)
+
+    def draw():
+        return generation.generate_samples(
+            smollm2, prompts, 8, batch_size=8, samples=3, temperature=0.7, regexes=regexes, seed=7
+        )
+
+    answers = draw()
     assert all(re.fullmatch(regex, a) for group, regex in zip(answers, regexes, strict=True) for a in group)
-    again = generation.generate_samples(
-        smollm2, prompts, 8, batch_size=8, samples=3, temperature=0.7, regexes=regexes, seed=7
-    )
-    assert again == answers
+    assert draw() == answers
