@@ -17,22 +17,17 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import options
-from configs import (
-    FORECASTER_SAMPLES,
-    FORECASTER_WEEKS,
-    INSTRUCT_MIX,
-    INSTRUCT_ROWS,
-    DataConfig,
-    EvalConfig,
-    InstructConfig,
-    LoraSettings,
-    ModelConfig,
-    TradeConfig,
-    TrainSettings,
-)
-from export import EXPORT_DTYPES, GGUF_TYPES
-from options import AT_LEAST_1, option
+from config import flags
+from config.data_args import DataConfig
+from config.defaults import FORECASTER_SAMPLES, FORECASTER_WEEKS, INSTRUCT_MIX, INSTRUCT_ROWS
+from config.evaluation_args import EvalConfig
+from config.flags import AT_LEAST_1, option
+from config.instruct_args import InstructConfig
+from config.model_args import LoraSettings, ModelConfig
+from config.trading_args import TradeConfig
+from config.training_args import TrainSettings
+from llm.export import EXPORT_DTYPES
+from llm.gguf import GGUF_TYPES
 
 log = logging.getLogger("stock")
 
@@ -135,15 +130,15 @@ def check_arguments(args) -> None:
     before any work, naming the flag; nothing heavy (torch, transformers, ...) is imported for it."""
     from utils import StockToolError, is_writable_dir
 
-    options.check((RunConfig, *CONFIGS), args)
+    flags.check((RunConfig, *CONFIGS), args)
     if not is_writable_dir(args.output_dir):
         raise StockToolError(f"--output-dir {args.output_dir} is not writable: choose another folder")
     if args.execute and not args.trade:
         raise StockToolError("--execute only applies to --trade 1")
     if args.export and args.export_dir is not None:
-        import export
+        from llm import export
 
-        options.folder("--export-dir", args.export_dir)
+        flags.folder("--export-dir", args.export_dir)
         export.check_target(Path(args.export_dir))
 
 
@@ -173,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n" + "\n".join("  " + line for line in __doc__.splitlines()[2:9]),
     )
     groups = {key: p.add_argument_group(title) for key, title in GROUPS.items()}
-    options.add_arguments(p, groups, (RunConfig, *CONFIGS))
+    flags.add_arguments(p, groups, (RunConfig, *CONFIGS))
     return p
 
 
@@ -184,7 +179,7 @@ def build_configs(args, cuda: bool):
     if args.task == "instruct" and args.learning_rate is None:
         # the demonstration's higher rate is for price forecasts
         args = argparse.Namespace(**vars(args) | {"learning_rate": TrainSettings.learning_rate})
-    data, model, lora, train, evaluation, trade, instruct = (options.build(cls, args, cuda) for cls in CONFIGS)
+    data, model, lora, train, evaluation, trade, instruct = (flags.build(cls, args, cuda) for cls in CONFIGS)
     if args.load_in_4bit is None:
         model = replace(model, load_in_4bit=cuda and not model.load_in_8bit)
     _say_device_defaults(args, cuda, (data, model, train, trade))
@@ -195,12 +190,12 @@ def _say_device_defaults(args, cuda: bool, configs) -> None:
     """Print what the hardware chose: on a GPU its defaults and calibrated bands; on a CPU the demonstration's shrunk
     defaults, and bands from samples."""
     implicit = {
-        name: getattr(config, name) for config in configs for name in options.unset_device_fields(type(config), args)
+        name: getattr(config, name) for config in configs for name in flags.unset_device_fields(type(config), args)
     }
     if args.task == "instruct":  # price windows and forecasts play no part in instruction tuning
         implicit = {k: v for k, v in implicit.items() if k not in ("windows", "learning_rate", "past", "future")}
     if cuda:
-        import distributed
+        from llm import distributed
 
         if distributed.world().main and args.train == 1 and implicit:  # once, not once per torchrun process
             print("CUDA GPU: the GPU defaults apply: " + ", ".join(f"{k}={v}" for k, v in implicit.items()))
@@ -222,7 +217,7 @@ def _say_device_defaults(args, cuda: bool, configs) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import distributed
+    from llm import distributed
     from utils import StockToolError, setup_logging
 
     setup_logging(args.verbose)
@@ -236,14 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         data, model_cfg, lora, train, evaluation, trade, instruct = build_configs(args, cuda)
         model.check_quantization(model_cfg, cuda)  # in every mode: inference ignored the flags on a CPU
         if args.train == 1:
-            import training
+            from llm import sft
 
-            training.check_train_flags(train, cuda)  # what needs CUDA, before any data work
+            sft.check_train_flags(train, cuda)  # what needs CUDA, before any data work
         newsapi_key = args.newsapi_key or os.environ.get("NEWSAPI_KEY") or None
         predictor = StockPredictor(data, model_cfg, lora, train, newsapi_key=newsapi_key, decoding=evaluation.decoding)
         predictor.chart_style = args.chart_style
         pool = predictor.generation_pool(evaluation, instruct)
-        run = options.build(RunConfig, args, cuda)
+        run = flags.build(RunConfig, args, cuda)
         if not here.main:
             return serve(run, predictor, instruct, pool)
         code = dispatch(run, predictor, evaluation, trade, instruct, pool)
@@ -267,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 def serve(run, predictor, instruct, pool) -> int:
     """A process other than rank 0 under torchrun: train beside rank 0, then generate its share of what
     rank 0's evaluation or comparison asks for, until rank 0 is done. Rank 0 does everything else."""
-    import distributed
+    from llm import distributed
 
     if run.train == 1 and run.task == "instruct":
         predictor.train_instruct(instruct)
@@ -285,13 +280,13 @@ def dispatch(run, predictor, evaluation, trade, instruct, pool=None) -> int:
 
     target = None
     if run.export:
-        import export
+        from llm import export
 
         target = Path(run.export_dir or Path(predictor.train_settings.output_dir) / run.export)
         export.check_target(target)  # before any work: a run must not end in a refusal
     built = False
     if run.build_forecaster:
-        import teacher
+        from instruct import teacher
 
         if not run.teacher_url or not run.teacher_model:
             raise StockToolError("--build-forecaster 1 needs --teacher-url and --teacher-model")

@@ -17,10 +17,10 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import attention
-import manifest
-from configs import LoraSettings, ModelConfig
-from model_source import hub_error, resolve_model_source, smollm2_gguf
+from config import manifest
+from config.model_args import LoraSettings, ModelConfig
+from llm import patches
+from llm.checkpoints import hub_error, resolve_model_source, smollm2_gguf
 from utils import StockToolError
 
 log = logging.getLogger("stock.model")
@@ -36,7 +36,7 @@ def cuda_available() -> bool:
     if not torch.cuda.is_available():
         return False
     # before unsloth, which picks its attention path when imported
-    attention.ATTENTION.setdefault("varlen_gqa", attention.install_varlen_gqa())
+    patches.ATTENTION.setdefault("varlen_gqa", patches.install_varlen_gqa())
     import unsloth  # noqa: F401
 
     return True
@@ -253,7 +253,7 @@ def _for_generation(model, cuda: bool):
         from unsloth import FastLanguageModel
 
         os.environ.setdefault("UNSLOTH_DECODE_CUDA_GRAPHS", "1")
-        attention.fold_unsloth_decode_attention()
+        patches.fold_unsloth_decode_attention()
         FastLanguageModel.for_inference(model)
     model.eval()
     return model

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from market_data import ExchangeUnavailable, rows_to_frame
-from market_wide import to_number
+from market.daily_reports import to_number
+from market.exchanges import ExchangeUnavailable
+from market.price_files import rows_to_frame
 from utils import TAIPEI, Retry, StockToolError, with_retries
 
 log = logging.getLogger("stock.api")

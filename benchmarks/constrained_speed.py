@@ -18,17 +18,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import dataset  # noqa: E402
-import market_data  # noqa: E402
 import model  # noqa: E402
-import model_source  # noqa: E402
+from config import data_args
+from llm import checkpoints  # noqa: E402
+from market import price_files  # noqa: E402
+from prompts import prompt_format  # noqa: E402
 
 
 def answer_and_regex(prices: Path) -> tuple[str, str]:
-    frame = market_data.parse_price_csv(prices / "2330.csv")
-    fields = dataset.FIELD_SETS["ohlcv"]
+    frame = price_files.parse_price_csv(prices / "2330.csv")
+    fields = data_args.FIELD_SETS["ohlcv"]
     anchor = float(frame["Close"].iloc[-6])
-    return dataset.answer_text(frame.iloc[-5:], fields, anchor), dataset.answer_regex(
+    return prompt_format.answer_text(frame.iloc[-5:], fields, anchor), prompt_format.answer_regex(
         frame.index[-5:], fields, "change"
     )
 
@@ -37,10 +38,10 @@ def outlines_core_tables(tokenizer, regex: str, ids: list[int], batch: int) -> d
     """This project's path: outlines-core's index as tables, one gather + scatter per step for the batch."""
     import torch
 
-    import constrained
+    from llm import token_automaton
 
     started = time.perf_counter()
-    grammars = constrained.Grammars(tokenizer)
+    grammars = token_automaton.Grammars(tokenizer)
     automaton = grammars.compile(regex)
     compile_s = time.perf_counter() - started
     processor = model._grammar_processor([automaton] * batch, 1, "cpu")
@@ -93,7 +94,7 @@ def main() -> None:
     args = p.parse_args()
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_source.gguf_to_hf(model_source.smollm2_gguf())))
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoints.gguf_to_hf(checkpoints.smollm2_gguf())))
     answer, regex = answer_and_regex(Path(args.prices))
     ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
     common = {"batch": args.batch, "answer_tokens": len(ids), "device": "cpu"}

@@ -40,22 +40,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import attention  # noqa: E402
-import dataset  # noqa: E402
-import generation  # noqa: E402
-import market_data  # noqa: E402
 import model  # noqa: E402
-from configs import DecodingConfig  # noqa: E402
-from forecast import read_samples  # noqa: E402
+from config import data_args
+from config.inference_args import DecodingConfig  # noqa: E402
+from forecasting.reading import read_samples  # noqa: E402
+from llm import (
+    generation,  # noqa: E402
+    patches,  # noqa: E402
+)
+from market import price_files  # noqa: E402
+from prompts import prompt_format  # noqa: E402
 
 
-def windows_for(prices: Path, window: dataset.WindowType, count: int) -> list:
+def windows_for(prices: Path, window: data_args.WindowType, count: int) -> list:
     """(code, past, future) for the latest `count` windows spread over the companies."""
     files = sorted(f for f in prices.glob("*.csv") if f.stem.isdigit())  # stock codes (not TAIEX.csv)
     per_company = max(1, -(-count // len(files)))
     out = []
     for path in files:
-        frame = market_data.parse_price_csv(path).dropna(subset=["Open", "High", "Low", "Close", "Volume"])
+        frame = price_files.parse_price_csv(path).dropna(subset=["Open", "High", "Low", "Close", "Volume"])
         last = len(frame) - window.future
         for end in range(last - per_company + 1, last + 1):
             out.append((path.stem, frame.iloc[end - window.past : end], frame.iloc[end : end + window.future]))
@@ -129,7 +132,7 @@ def step_scan(loaded, window, prompts, regexes, batches: list[int], steps: int, 
         free_step = (long - short) / steps
         prefill = max(0.0, short - steps * free_step)
         constrained, ran = timed(chunk, rules, 1, 0)
-        figures = {"window": window.name, "batch": batch, "fold_gqa": attention.FOLD_GQA_DECODE}
+        figures = {"window": window.name, "batch": batch, "fold_gqa": patches.FOLD_GQA_DECODE}
         figures |= {"prefill_s": round(prefill, 3), "jump_forward": jump}
         figures |= {"free_ms_per_step": round(1000 * free_step, 2), "constrained_steps": ran}
         figures |= {"constrained_ms_per_step": round(1000 * (constrained - prefill) / ran, 2)}
@@ -257,7 +260,7 @@ def load(args):
     the GPU in bf16: the comparison that shows what unsloth's inference path costs or saves. Without --model-dir,
     the untuned --model-name (the tool's default model when not given) the way the tool loads one."""
     if args.model_dir is None:
-        from configs import ModelConfig
+        from config.model_args import ModelConfig
 
         return model.load_untuned(ModelConfig(model_name=args.model_name, load_in_4bit=bool(args.load_in_4bit)))
     if args.stack == "unsloth":
@@ -275,7 +278,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", help="a trained adapter")
     p.add_argument("--model-name", help="without --model-dir: an untuned model (default: the tool's default)")
-    p.add_argument("--answer-format", choices=dataset.ANSWER_FORMATS, help="default: the adapter's (untuned: change)")
+    p.add_argument(
+        "--answer-format", choices=prompt_format.ANSWER_FORMATS, help="default: the adapter's (untuned: change)"
+    )
     p.add_argument("--prices", required=True, help="folder of price CSVs")
     p.add_argument("--windows", default="1:1,5:5,20:5")
     p.add_argument("--modes", default="greedy,greedy-nojump,greedy-free,k8")
@@ -302,19 +307,24 @@ def main() -> None:
     p.add_argument("--bandwidth", type=float, default=4.8e12, help="memory bytes/s of the KV-read bound (H200)")
     args = p.parse_args()
 
-    attention.FOLD_GQA_DECODE = bool(args.fold_gqa)
+    patches.FOLD_GQA_DECODE = bool(args.fold_gqa)
     DECODE.update(engine=args.engine, canonical=bool(args.canonical))
     loaded = load(args)
-    fields = loaded.config.fields or dataset.FIELD_SETS["ohlcv"]
+    fields = loaded.config.fields or data_args.FIELD_SETS["ohlcv"]
     answer_format = args.answer_format or (loaded.config.answer_format if args.model_dir else "change")
-    for window in dataset.parse_windows(args.windows):
+    for window in data_args.parse_windows(args.windows):
         picked = windows_for(Path(args.prices), window, args.count)
         prompts = [
-            [{"role": "user", "content": dataset.user_prompt(code, past, window.future, fields, "", answer_format)}]
+            [
+                {
+                    "role": "user",
+                    "content": prompt_format.user_prompt(code, past, window.future, fields, "", answer_format),
+                }
+            ]
             for code, past, _ in picked
         ]
-        regexes = [dataset.answer_regex(future.index, fields, answer_format) for _, _, future in picked]
-        max_new = dataset.answer_token_budget(window.future, fields)
+        regexes = [prompt_format.answer_regex(future.index, fields, answer_format) for _, _, future in picked]
+        max_new = prompt_format.answer_token_budget(window.future, fields)
         generation.generate_samples(loaded, prompts[:4], max_new, 4, 1, regexes=regexes[:4])  # warm-up, compile
         if args.profile:
             profile(loaded, prompts, regexes, args.batch_size, args.steps, bool(args.jump_forward))
@@ -367,7 +377,7 @@ def measure_mode(args, loaded, window, mode, picked, prompts, regexes, max_new, 
     tokens = sum(len(a) for group in ids for a in group)
     usable = impossible = 0
     for (_, past, _), group in zip(picked, answers, strict=True):
-        read = read_samples(group, fields, window.future, past.index[-1], dataset.anchor_of(past, answer_format))
+        read = read_samples(group, fields, window.future, past.index[-1], prompt_format.anchor_of(past, answer_format))
         usable, impossible = usable + read.ok, impossible + read.impossible
     saved = loaded.config.model
     four_bit = (saved.load_in_4bit if saved else False) if args.load_in_4bit is None else args.load_in_4bit
@@ -416,7 +426,7 @@ def measure_mode(args, loaded, window, mode, picked, prompts, regexes, max_new, 
         "graph_replays": graphs.get("replays", 0) - graphs_before.get("replays", 0),
         "graph_captures": graphs.get("captures", 0) - graphs_before.get("captures", 0),
         "graphs_disabled": graphs.get("disabled"),
-        "fold_gqa": attention.FOLD_GQA_DECODE and folded_attention(),
+        "fold_gqa": patches.FOLD_GQA_DECODE and folded_attention(),
         "batch_halvings": stats.get("halvings", 0),
         "cache_compactions": stats.get("compactions", 0),
         "device": device_name(),

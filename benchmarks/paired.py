@@ -21,10 +21,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import dataset  # noqa: E402
-import evaluation as ev  # noqa: E402
-import forecast  # noqa: E402
-import market_data  # noqa: E402
+from config import data_args
+from evaluation import metrics  # noqa: E402
+from forecasting import reading  # noqa: E402
+from market import price_files  # noqa: E402
+from prompts import prompt_format  # noqa: E402
 
 
 def close_errors(run: Path, folder: Path, prices: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -35,14 +36,16 @@ def close_errors(run: Path, folder: Path, prices: dict[str, pd.DataFrame]) -> pd
     for line in (run / "answers.jsonl").read_text().splitlines():
         row = json.loads(line)
         if row["code"] not in prices:
-            prices[row["code"]] = market_data.parse_price_csv(folder / f"{row['code']}.csv")
+            prices[row["code"]] = price_files.parse_price_csv(folder / f"{row['code']}.csv")
         frame = prices[row["code"]]
-        window = dataset.parse_windows(row["window"])[0]
+        window = data_args.parse_windows(row["window"])[0]
         origin = pd.Timestamp(row["origin"])
         at = int(frame.index.get_loc(origin))
         history, actual = frame.iloc[: at + 1], frame.iloc[at + 1 : at + 1 + window.future]
         samples = row["answer"] if isinstance(row["answer"], list) else [row["answer"]]
-        read = forecast.read_samples(samples, fields, window.future, origin, dataset.anchor_of(history, answer_format))
+        read = reading.read_samples(
+            samples, fields, window.future, origin, prompt_format.anchor_of(history, answer_format)
+        )
         if not read.ok:
             continue
         last_close = float(history["Close"].iloc[-1])
@@ -65,7 +68,7 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, n_boot: int, seed: int = 0) -> lis
     out = []
     for window, group in both.groupby("window", sort=False):
         sums = group.groupby("target_date")[["ape_a", "ape_b", "persist_ape"]].sum().to_numpy()
-        idx = ev.block_bootstrap_indices(len(sums), n_boot, 5, seed)
+        idx = metrics.block_bootstrap_indices(len(sums), n_boot, 5, seed)
         boot = sums[idx].sum(axis=1)
         total = sums.sum(axis=0)
         diff = (boot[:, 0] - boot[:, 1]) / boot[:, 2]  # skill B − skill A = (MAPE A − MAPE B) / persistence
@@ -91,7 +94,7 @@ def main(argv=None) -> int:
     parser.add_argument("--b", required=True, type=Path, help="evaluation folder B, same test period")
     parser.add_argument("--n-boot", type=int, default=2000)
     args = parser.parse_args(argv)
-    folder = market_data.resolve_price_dir(args.prices)
+    folder = price_files.resolve_price_dir(args.prices)
     prices: dict[str, pd.DataFrame] = {}
     a, b = close_errors(args.a, folder, prices), close_errors(args.b, folder, prices)
     print(f"A: {args.a}\nB: {args.b}")

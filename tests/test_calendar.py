@@ -10,17 +10,18 @@ import sys
 import pandas as pd
 import pytest
 
-import dataset
-import generation
 import main as cli
 import model
-import trading_calendar
+from config import data_args
 from conftest import ROOT, candles, write_price_csv
-from forecast import read_forecast
-from trading_calendar import next_trading_days
+from forecasting.reading import read_forecast
+from llm import generation
+from market import trading_calendar
+from market.trading_calendar import next_trading_days
+from prompts import prompt_format
 from utils import StockToolError
 
-OHLCV = dataset.parse_fields("ohlcv")
+OHLCV = data_args.parse_fields("ohlcv")
 
 
 def days(*texts) -> list[pd.Timestamp]:
@@ -86,7 +87,9 @@ def test_importing_main_does_not_import_exchange_calendars():
 def test_a_free_answer_dated_on_a_holiday_is_noted():
     history = candles([100, 101, 102, 103], start="2026-04-27")  # ends Thursday 2026-04-30
     future = candles([104], start="2026-05-01")  # Labour Day
-    result = read_forecast("2330", "台積電", history, [dataset.answer_text(future, OHLCV)], OHLCV, 1, calendar="XTAI")
+    result = read_forecast(
+        "2330", "台積電", history, [prompt_format.answer_text(future, OHLCV)], OHLCV, 1, calendar="XTAI"
+    )
     assert result.ok and "2026-05-01 (Friday) is not a trading day of the XTAI calendar" in result.notes
 
 
@@ -101,7 +104,7 @@ def fake_model(monkeypatch, seen: dict):
         for prompt, regex in zip(prompts, regexes, strict=True):
             last = [line for line in prompt[0]["content"].splitlines() if line.startswith("Date: ")][-1]
             dates = re.findall(r"Date: (\d{4}-\d{2}-\d{2})", regex.replace("\\", ""))
-            answers.append([dataset.answer_lines([f"Date: {d}" + last[16:] for d in dates])])
+            answers.append([prompt_format.answer_lines([f"Date: {d}" + last[16:] for d in dates])])
         return answers
 
     monkeypatch.setattr(generation, "generate_samples", generate)
@@ -121,7 +124,9 @@ def test_a_live_forecast_is_dated_on_the_exchanges_sessions(tmp_path, monkeypatc
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     regex = seen["regexes"][0]
-    good = dataset.answer_text(frame.iloc[[-1, -1]].set_axis(pd.DatetimeIndex(days("2026-05-04", "2026-05-05"))), OHLCV)
+    good = prompt_format.answer_text(
+        frame.iloc[[-1, -1]].set_axis(pd.DatetimeIndex(days("2026-05-04", "2026-05-05"))), OHLCV
+    )
     assert re.fullmatch(regex, good) and not re.fullmatch(regex, good.replace("2026-05-04", "2026-05-01"))
     assert "2026-05-04" in out and "2026-05-05" in out and "2026-05-01" not in out
     assert "2026-05-01" not in regex.replace("\\", "")

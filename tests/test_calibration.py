@@ -10,23 +10,24 @@ import pandas as pd
 import pytest
 from test_evaluation import fake_adapter_dir, predictor_for, price_dir, repeat_last_row  # noqa: F401
 
-import calibration
-import dataset
-import evaluation as ev
-import risk_models
-from configs import DecodingConfig, EvalConfig
+from config.data_args import WindowType
+from config.evaluation_args import EvalConfig
+from config.inference_args import DecodingConfig
 from conftest import candles
-from dataset import WindowType
-from forecast import Forecast, read_forecast, write_forecast_files
+from evaluation import calibrate, forecast_windows
+from forecasting import calibrated, risk_models
+from forecasting.forecast_files import write_forecast_files
+from forecasting.reading import Forecast, read_forecast
+from prompts import prompt_format
 
 
-def _windows(window: WindowType, outcomes: list[list[float]]) -> list[ev.TestWindow]:
+def _windows(window: WindowType, outcomes: list[list[float]]) -> list[forecast_windows.TestWindow]:
     """One test window per row of `outcomes` (the actual closes of its steps), each after a close of 100."""
     tests = []
     for i, closes in enumerate(outcomes):
         frame = candles([100.0] * window.past + list(closes), start=f"2026-0{1 + i % 3}-05")
         history, actual = frame.iloc[: window.past], frame.iloc[window.past :]
-        tests.append(ev.TestWindow("2330", "台積電", window, history, actual))
+        tests.append(forecast_windows.TestWindow("2330", "台積電", window, history, actual))
     return tests
 
 
@@ -39,7 +40,7 @@ def _point(closes) -> np.ndarray:
 def test_errors_are_actual_over_forecast_per_window_and_step_and_failures_add_none():
     two = WindowType(1, 2)
     tests = _windows(two, [[110.0, 90.0], [100.0, 100.0], [50.0, 50.0]])
-    cal = calibration.fit(tests, [_point([100, 100]), _point([125, 80]), None], decoding="k1", scaled=False)
+    cal = calibrate.fit(tests, [_point([100, 100]), _point([125, 80]), None], decoding="k1", scaled=False)
     assert cal.errors == {"1:2": [[pytest.approx(0.1), pytest.approx(-0.2)], [pytest.approx(-0.1), 0.25]]}
     assert (cal.windows, cal.usable, cal.decoding) == (3, 2, "k1")
     assert cal.start <= cal.end
@@ -48,24 +49,24 @@ def test_errors_are_actual_over_forecast_per_window_and_step_and_failures_add_no
 def test_the_band_is_the_point_spread_by_the_errors_and_needs_enough_of_them():
     window = WindowType(1, 1)
     errors = list(np.linspace(-0.1, 0.1, 41))  # 41 errors, evenly from −10% to +10%
-    cal = calibration.Calibration({"1:1": [errors]})
+    cal = calibrated.Calibration({"1:1": [errors]})
     closes = cal.ensemble("1:1", [200.0])
     assert closes.shape == (41, 1) and closes.min() == pytest.approx(180) and closes.max() == pytest.approx(220)
     low, median, high = cal.quantiles("1:1", [200.0], [0.1, 0.5, 0.9], None)[:, 0]
     assert (low, median, high) == (pytest.approx(184), pytest.approx(200), pytest.approx(216))
     # a window type of its own too few errors takes every window type's errors of the same step
     assert cal.step_errors("5:5", 1) is not None and cal.ensemble("5:5", [100.0, 100.0]) is None  # no step 2
-    few = calibration.Calibration({"1:1": [errors[: calibration.MIN_ERRORS - 1]]})
+    few = calibrated.Calibration({"1:1": [errors[: calibrated.MIN_ERRORS - 1]]})
     assert few.ensemble("1:1", [200.0]) is None and few.quantiles("1:1", [200.0], [0.5]) is None
     assert window.name == "1:1"
 
 
 def test_a_calibration_survives_saving_and_a_broken_file_reads_as_none(tmp_path):
-    cal = calibration.Calibration({"1:1": [[0.01, -0.02]]}, start="2026-02-02", end="2026-02-27", windows=3, usable=2)
-    path = cal.save(tmp_path / calibration.FILE)
-    assert calibration.load(path) == cal
+    cal = calibrated.Calibration({"1:1": [[0.01, -0.02]]}, start="2026-02-02", end="2026-02-27", windows=3, usable=2)
+    path = cal.save(tmp_path / calibrated.FILE)
+    assert calibrated.load(path) == cal
     path.write_text("{not json")
-    assert calibration.load(path) is None and calibration.load(tmp_path / "absent.json") is None
+    assert calibrated.load(path) is None and calibrated.load(tmp_path / "absent.json") is None
 
 
 def test_an_evaluation_calibrates_on_the_held_out_days_before_the_test_period(price_dir, tmp_path):  # noqa: F811
@@ -96,9 +97,9 @@ def test_an_evaluation_calibrates_on_the_held_out_days_before_the_test_period(pr
         "its own close errors on 32 held-out forecasts with targets 2026-03-10 → 2026-03-31"
         in (run / "report.md").read_text()
     )
-    saved = calibration.load(run / "calibration-tuned.json")
+    saved = calibrated.load(run / "calibration-tuned.json")
     assert saved.usable == 32 and saved.decoding == DecodingConfig().identity()
-    assert not (tmp_path / "out" / "adapter" / calibration.FILE).exists()  # an injected model's errors stay out
+    assert not (tmp_path / "out" / "adapter" / calibrated.FILE).exists()  # an injected model's errors stay out
 
     samples_only = predictor.evaluate(
         EvalConfig(
@@ -136,8 +137,10 @@ def test_too_short_a_held_out_period_draws_no_band_and_generates_nothing_for_it(
 def test_a_forecast_takes_its_band_from_the_calibration_and_writes_where_it_came_from(tmp_path):
     history = candles([100.0, 101.0, 102.0, 103.0, 104.0])
     day = history.index[-1] + pd.offsets.BDay()
-    answer = dataset.answer_lines([f"Date: {day:%Y-%m-%d}, Open: 104.00, High: 106.00, Low: 103.00, Close: 105.00"])
-    cal = calibration.Calibration(
+    answer = prompt_format.answer_lines(
+        [f"Date: {day:%Y-%m-%d}, Open: 104.00, High: 106.00, Low: 103.00, Close: 105.00"]
+    )
+    cal = calibrated.Calibration(
         {"5:1": [list(np.linspace(-0.05, 0.05, 41))]}, start="2026-01-05", end="2026-02-27", usable=41
     )
     fields = ["open", "high", "low", "close"]
@@ -156,13 +159,13 @@ def test_a_forecast_takes_its_band_from_the_calibration_and_writes_where_it_came
 def test_the_weight_is_the_one_with_the_lowest_close_mape_on_literal_forecasts():
     last = [100.0] * 4
     # the model forecasts twice the change that happens: half its change is exact
-    weight, mape = calibration.best_weight(last, [110, 90, 110, 90], [105, 95, 105, 95])
+    weight, mape = calibrate.best_weight(last, [110, 90, 110, 90], [105, 95, 105, 95])
     assert weight == 0.5 and mape["weighted"] == pytest.approx(0)
     assert mape["persistence"] == pytest.approx(100 * np.mean([5 / 105, 5 / 95] * 2), abs=1e-4)
     assert mape["model"] == pytest.approx(100 * np.mean([5 / 105, 5 / 95] * 2), abs=1e-4)
-    assert calibration.best_weight(last, [110, 90, 110, 90], [95, 105, 95, 105])[0] == 0.0  # always wrong: none
-    assert calibration.best_weight(last, [103, 98, 101, 97], [103, 98, 101, 97])[0] == 1.0  # always right: all
-    assert calibration.best_weight(last, [100, 100, 100, 100], [103, 98, 101, 97])[0] == 0.0  # a tie: the smaller
+    assert calibrate.best_weight(last, [110, 90, 110, 90], [95, 105, 95, 105])[0] == 0.0  # always wrong: none
+    assert calibrate.best_weight(last, [103, 98, 101, 97], [103, 98, 101, 97])[0] == 1.0  # always right: all
+    assert calibrate.best_weight(last, [100, 100, 100, 100], [103, 98, 101, 97])[0] == 0.0  # a tie: the smaller
 
 
 def test_a_calibration_weighs_each_window_and_keeps_the_weighted_forecasts_errors(tmp_path):
@@ -170,19 +173,19 @@ def test_a_calibration_weighs_each_window_and_keeps_the_weighted_forecasts_error
     moves = [(-1) ** i * (1 + i % 4) for i in range(40)]  # the actual changes from a close of 100
     tests = _windows(one, [[100.0 + m] for m in moves])
     doubled = [_point([100.0 + 2 * m]) for m in moves]  # a model that forecasts twice each change
-    cal = calibration.fit(tests, doubled, decoding="k1")
+    cal = calibrate.fit(tests, doubled, decoding="k1")
     assert cal.point == "calibrated" and cal.weights == {"1:1": 0.5} and cal.weight("1:1") == 0.5
     assert cal.errors["1:1"][0] == pytest.approx([0.0] * 40)  # the weighted forecasts are exact
     assert cal.weighing["1:1"]["weighted"] == pytest.approx(0) and cal.weighing["1:1"]["model"] > 1
     weighted = cal.weighted(tests, doubled)
     assert weighted[0] == pytest.approx(100 + 0.5 * (doubled[0] - 100))  # every price field, toward the last close
     assert cal.summary()["weights"] == {"1:1": 0.5}
-    as_generated = calibration.fit(tests, doubled, decoding="k1", point="model")
+    as_generated = calibrate.fit(tests, doubled, decoding="k1", point="model")
     assert as_generated.weights == {} and as_generated.weight("1:1") == 1.0
     # a history of one unchanged close has the floor's volatility: errors in units of it
-    expected = [((100 + m) / (100 + 2 * m) - 1) / calibration.MIN_VOL for m in moves]
+    expected = [((100 + m) / (100 + 2 * m) - 1) / calibrated.MIN_VOL for m in moves]
     assert as_generated.errors["1:1"][0] == pytest.approx(expected)
-    assert calibration.load(cal.save(tmp_path / calibration.FILE)) == cal
+    assert calibrated.load(cal.save(tmp_path / calibrated.FILE)) == cal
 
 
 def test_a_forecast_is_weighted_toward_the_last_close_and_says_so(tmp_path):
@@ -190,11 +193,11 @@ def test_a_forecast_is_weighted_toward_the_last_close_and_says_so(tmp_path):
     day = history.index[-1] + pd.offsets.BDay()
     row = f"Date: {day:%Y-%m-%d}, Open: 104.00, High: 106.00, Low: 103.00, Close: 105.00, Capacity: 5000"
     errors = {"5:1": [list(np.linspace(-0.05, 0.05, 41))]}
-    cal = calibration.Calibration(
+    cal = calibrated.Calibration(
         errors, start="2026-01-05", end="2026-02-27", usable=41, point="calibrated", weights={"5:1": 0.5}
     )
     fields = ["open", "high", "low", "close", "capacity"]
-    result = read_forecast("2330", "台積電", history, [dataset.answer_lines([row])], fields, 1, calibration=cal)
+    result = read_forecast("2330", "台積電", history, [prompt_format.answer_lines([row])], fields, 1, calibration=cal)
     first = result.forecast.iloc[0]
     assert (first["Open"], first["High"], first["Low"], first["Close"]) == (104.0, 105.0, 103.5, 104.5)
     assert first["Volume"] == 5000  # not a price: as the model said
@@ -202,8 +205,8 @@ def test_a_forecast_is_weighted_toward_the_last_close_and_says_so(tmp_path):
     assert result.bands["q0.1"].iloc[0] == pytest.approx(104.5 * 0.96)  # around the weighted close
     record = json.loads(write_forecast_files(result, tmp_path / "f")[1].read_text())
     assert record["weight"] == 0.5 and record["forecast"][0]["Close"] == 104.5
-    as_generated = calibration.Calibration(errors, usable=41, point="model", weights={"5:1": 0.5})
-    answer = dataset.answer_lines([row])
+    as_generated = calibrated.Calibration(errors, usable=41, point="model", weights={"5:1": 0.5})
+    answer = prompt_format.answer_lines([row])
     unweighted = read_forecast("2330", "台積電", history, [answer], fields, 1, calibration=as_generated)
     assert unweighted.forecast.iloc[0]["Close"] == 105.0 and unweighted.weight == 1.0
 
@@ -216,7 +219,7 @@ def test_an_evaluation_reports_the_weighted_forecast_and_the_one_as_generated(pr
         answers = []
         for answer in repeat_last_row(prompts, max_new_tokens):
             head, *rows = answer.strip().splitlines()
-            answers.append(dataset.answer_lines([_scaled(row, 0.8) for row in rows]))
+            answers.append(prompt_format.answer_lines([_scaled(row, 0.8) for row in rows]))
         return answers
 
     result = predictor.evaluate(
@@ -246,14 +249,14 @@ def _scaled(row: str, factor: float) -> str:
 
 
 def test_a_forecast_uses_the_adapters_calibration_only_when_made_for_its_point_and_decoding(tmp_path):
-    from configs import ModelConfig
+    from config.model_args import ModelConfig
     from stock_predictor import StockPredictor
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     made = DecodingConfig()
-    calibration.Calibration({"1:1": [[0.01] * 40]}, decoding=made.identity(), point=made.point).save(
-        adapter / calibration.FILE
+    calibrated.Calibration({"1:1": [[0.01] * 40]}, decoding=made.identity(), point=made.point).save(
+        adapter / calibrated.FILE
     )
 
     def loaded(decoding):
@@ -267,17 +270,17 @@ def test_a_forecast_uses_the_adapters_calibration_only_when_made_for_its_point_a
 
 def test_errors_are_kept_in_units_of_the_origins_volatility_and_bands_scale_with_it():
     calm, wild = [100.0, 101.0] * 11, [100.0, 110.0] * 11  # 21 daily returns of ±1% and of ±10%
-    assert calibration.volatility(candles(calm)) == pytest.approx(np.std(np.diff(np.log(calm[-21:]))))
-    assert calibration.volatility(candles([50.0] * 30)) == calibration.MIN_VOL  # a stock that has not moved
-    assert calibration.volatility(candles([50.0])) == calibration.MIN_VOL  # no return yet
+    assert calibrated.volatility(candles(calm)) == pytest.approx(np.std(np.diff(np.log(calm[-21:]))))
+    assert calibrated.volatility(candles([50.0] * 30)) == calibrated.MIN_VOL  # a stock that has not moved
+    assert calibrated.volatility(candles([50.0])) == calibrated.MIN_VOL  # no return yet
     window = WindowType(22, 1)
     tests = []
     for i, closes in enumerate([calm, wild] * 20):  # every forecast 2% too low, after a calm or a wild month
         frame = candles(closes + [closes[-1] * 1.02], start=f"2025-0{1 + i % 9}-01")
-        tests.append(ev.TestWindow("2330", "台積電", window, frame.iloc[:22], frame.iloc[22:]))
+        tests.append(forecast_windows.TestWindow("2330", "台積電", window, frame.iloc[:22], frame.iloc[22:]))
     points = [_point([w.last_close]) for w in tests]
-    cal = calibration.fit(tests, points, point="model")
-    vol_calm, vol_wild = (calibration.volatility(tests[i].history) for i in (0, 1))
+    cal = calibrate.fit(tests, points, point="model")
+    vol_calm, vol_wild = (calibrated.volatility(tests[i].history) for i in (0, 1))
     assert cal.scaled and cal.errors["22:1"][0][:2] == pytest.approx([0.02 / vol_calm, 0.02 / vol_wild])
     # a forecast after a wild month gets the wider band: the same errors, times its own volatility
     narrow = cal.quantiles("22:1", [100.0], [0.1, 0.9], tests[0].history)[:, 0]
@@ -292,11 +295,11 @@ def test_adaptive_conformal_levels_on_a_literal_miss_sequence():
     origins = pd.to_datetime(["2026-01-05", "2026-01-06", "2026-01-07", "2026-01-08"])
     targets = pd.to_datetime(["2026-01-06", "2026-01-07", "2026-01-08", "2026-01-09"])
     misses = [True, True, False, False]
-    levels = calibration.adaptive_levels(origins, targets, lambda i, a: not misses[i], alpha=0.2, gamma=0.1)
+    levels = calibrate.adaptive_levels(origins, targets, lambda i, a: not misses[i], alpha=0.2, gamma=0.1)
     # a ← a + 0.1 × (0.2 − miss) for each outcome known by the origin: 0.2, 0.2 − 0.08, 0.12 − 0.08, 0.04 + 0.02
     assert levels == pytest.approx([0.2, 0.12, 0.04, 0.06])
     # five-day targets: nothing is known before the sixth origin, so the level waits
-    late = calibration.adaptive_levels(origins, targets + pd.Timedelta(days=7), lambda i, a: False, 0.2, 0.1)
+    late = calibrate.adaptive_levels(origins, targets + pd.Timedelta(days=7), lambda i, a: False, 0.2, 0.1)
     assert late == pytest.approx([0.2] * 4)
 
 
@@ -305,13 +308,13 @@ def test_adaptive_bands_widen_after_misses_and_use_only_known_outcomes():
     tests, dists = [], []
     for day in range(40):  # every outcome +5%, far outside a ±1% distribution: the band keeps widening
         frame = candles([100.0, 105.0], start=(pd.Timestamp("2026-01-05") + pd.offsets.BDay(day)).strftime("%Y-%m-%d"))
-        tests.append(ev.TestWindow("2330", "台積電", window, frame.iloc[:1], frame.iloc[1:]))
+        tests.append(forecast_windows.TestWindow("2330", "台積電", window, frame.iloc[:1], frame.iloc[1:]))
         dists.append(100.0 * (1 + np.linspace(-0.01, 0.01, 101))[:, None])
-    bands = calibration.adaptive_bands(tests, dists, alpha=0.2, gamma=0.05)
+    bands = calibrate.adaptive_bands(tests, dists, alpha=0.2, gamma=0.05)
     widths = [b[0, 1] - b[0, 0] for b in bands]
     assert widths[0] == pytest.approx(1.6) and widths[-1] == pytest.approx(2.0)  # 10–90%, then the whole range
     assert all(later >= earlier - 1e-12 for earlier, later in zip(widths, widths[1:], strict=False))
-    assert calibration.adaptive_bands(tests[:1], [None], 0.2) == [None]
+    assert calibrate.adaptive_bands(tests[:1], [None], 0.2) == [None]
 
 
 def test_the_band_family_is_chosen_on_held_out_days_by_crps():
@@ -323,15 +326,17 @@ def test_the_band_family_is_chosen_on_held_out_days_by_crps():
     closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.03, 400)))
     frame = candles(list(closes), start="2024-01-01")
     for i in range(300, 399):
-        tests.append(ev.TestWindow("2330", "台積電", window, frame.iloc[: i + 1], frame.iloc[i + 1 : i + 2]))
+        tests.append(
+            forecast_windows.TestWindow("2330", "台積電", window, frame.iloc[: i + 1], frame.iloc[i + 1 : i + 2])
+        )
         points.append(_point([closes[i + 1] * (1 + rng.normal(0, 0.001))]))
-    cal = calibration.fit(tests, points, point="model")
-    garch = calibration.fit_garch_all({"2330": frame}, frame.index[299])
-    calibration.choose_families(cal, tests, points, garch)
+    cal = calibrate.fit(tests, points, point="model")
+    garch = calibrate.fit_garch_all({"2330": frame}, frame.index[299])
+    calibrate.choose_families(cal, tests, points, garch)
     assert cal.families == {"1:1": "conformal"}
     crps = cal.family_crps["1:1"]
     assert set(crps) == {"conformal", "ewma", "garch"} and crps["conformal"] < 0.5 * min(crps["ewma"], crps["garch"])
-    calibration.choose_families(cal, tests, points, garch, wanted="garch")
+    calibrate.choose_families(cal, tests, points, garch, wanted="garch")
     assert cal.families == {"1:1": "garch"} and "GARCH(1,1)-t random walk around the point (as asked)" in cal.describe(
         "1:1"
     )

@@ -11,7 +11,7 @@ import pytest
 
 import main as cli
 import model
-from market_data import ExchangeClient, Throttle
+from market.exchanges import ExchangeClient, Throttle
 from stock_predictor import DataConfig, StockPredictor
 from utils import StockToolError
 
@@ -129,7 +129,7 @@ def test_no_network_and_no_cache(tmp_path):
 def test_read_only_cache_needs_offline(shared_data, tmp_path, capsys, monkeypatch):
     # as root every folder is writable, so the folder's permission check itself is replaced: read-only for it
     import utils
-    import workspace
+    from market import workspace
 
     prices = shared_data / "prices"
     monkeypatch.setattr(workspace, "is_writable_dir", lambda path: Path(path) != prices and utils.is_writable_dir(path))

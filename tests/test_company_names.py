@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import company_names
-import market_data
+from market import company_list, company_names
 from utils import StockToolError
 
 
@@ -31,7 +30,7 @@ from utils import StockToolError
     ],
 )
 def test_a_name_as_typed_finds_the_company(typed, code):
-    assert market_data.resolve_company({"name_zh": typed}).code == code
+    assert company_list.resolve_company({"name_zh": typed}).code == code
 
 
 @pytest.mark.parametrize(
@@ -47,18 +46,18 @@ def test_a_name_as_typed_finds_the_company(typed, code):
 )
 def test_a_near_miss_suggests_the_intended_company_first(typed, first):
     with pytest.raises(StockToolError, match=f"unknown company name '{typed}'") as refused:
-        market_data.resolve_company({"name_zh": typed})
+        company_list.resolve_company({"name_zh": typed})
     assert str(refused.value).split("Close matches: ")[1].startswith(first), str(refused.value)
 
 
 def test_an_ambiguous_prefix_lists_the_spec_company_first():
     with pytest.raises(StockToolError, match="company name '台達' is ambiguous: 台達電 \\(2308\\), 台達化 \\(1309\\)"):
-        market_data.resolve_company({"name_zh": "台達"})
+        company_list.resolve_company({"name_zh": "台達"})
 
 
 def test_a_name_far_from_every_company_suggests_nothing():
     with pytest.raises(StockToolError) as refused:
-        market_data.resolve_company({"name_zh": "不存在公司"})
+        company_list.resolve_company({"name_zh": "不存在公司"})
     assert "Close matches" not in str(refused.value)
 
 

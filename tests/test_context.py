@@ -11,11 +11,11 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 import dataset
-import market_data
-import market_wide
-import news
+import utils
+from config import data_args
 from conftest import LocalServer
-from market_data import Company
+from market import daily_reports, exchanges, news, price_files, twstock_signals
+from market.company_list import Company
 from stock_predictor import DataConfig, StockPredictor
 
 TSMC = Company("2330", "台積電", "twse", "TSMC")
@@ -35,8 +35,8 @@ def test_best_four_points_match_twstock_on_real_prices(shared_data):
 
     checked = 0
     for code in ("2330", "6569"):
-        frame = market_data.parse_price_csv(shared_data / "prices" / f"{code}.csv")
-        ours = dataset.best_four_points(frame)
+        frame = price_files.parse_price_csv(shared_data / "prices" / f"{code}.csv")
+        ours = twstock_signals.best_four_points(frame)
         assert ours[:5] == [None] * 5
         for t in range(5, len(frame)):
             theirs = BestFourPoint(Series(frame.iloc[max(0, t - 30) : t + 1]))
@@ -52,12 +52,12 @@ def test_best_four_points_match_twstock_on_real_prices(shared_data):
 
 
 def test_a_days_signal_never_depends_on_later_days(shared_data):
-    frame = market_data.parse_price_csv(shared_data / "prices" / "2330.csv")
-    full = dataset.best_four_points(frame)
-    cut = dataset.best_four_points(frame.iloc[:300])
+    frame = price_files.parse_price_csv(shared_data / "prices" / "2330.csv")
+    full = twstock_signals.best_four_points(frame)
+    cut = twstock_signals.best_four_points(frame.iloc[:300])
     assert cut == full[:300]
-    assert dataset.signal_text(full[299]).startswith("twstock best four points: ")
-    assert "fewer than 6 days" in dataset.signal_text(None)
+    assert twstock_signals.signal_text(full[299]).startswith("twstock best four points: ")
+    assert "fewer than 6 days" in twstock_signals.signal_text(None)
 
 
 # --------------------------------------------------------------------------- news lines (as of)
@@ -73,11 +73,11 @@ def test_news_lines_take_only_articles_known_by_the_window_end():
     for a in articles:
         a["taipei_time"] = news.taipei_time(a["publishedAt"])
         a["taipei_date"] = a["taipei_time"].date()
-    lines = dataset.news_lines(articles, dt.date(2026, 3, 12), max_articles=5, max_tokens=500)
+    lines = news.news_lines(articles, dt.date(2026, 3, 12), max_articles=5, max_tokens=500)
     assert lines == ["- 2026-03-12 after midnight in Taipei", "- 2026-03-12 [A] old"]
-    assert dataset.news_lines(articles, dt.date(2026, 3, 12), max_articles=1, max_tokens=500) == lines[:1]
-    assert dataset.news_lines(articles, dt.date(2026, 3, 12), max_articles=5, max_tokens=12) == lines[:1]
-    assert dataset.approx_tokens("台積電 up") == 3 + 1
+    assert news.news_lines(articles, dt.date(2026, 3, 12), max_articles=1, max_tokens=500) == lines[:1]
+    assert news.news_lines(articles, dt.date(2026, 3, 12), max_articles=5, max_tokens=12) == lines[:1]
+    assert news.approx_tokens("台積電 up") == 3 + 1
 
 
 def test_no_headline_after_a_window_end_reaches_its_prompt(shared_data, tmp_path):
@@ -85,12 +85,12 @@ def test_no_headline_after_a_window_end_reaches_its_prompt(shared_data, tmp_path
     store = news.NewsStore(tmp_path / "news")
     counts = news.import_csv(shared_data / "news" / "headlines_2024-01.csv", store, {"2330": TSMC})
     assert counts["imported"] > 100 and counts["unknown_code"] > 0
-    frame = market_data.parse_price_csv(shared_data / "prices" / "2330.csv").loc[:"2024-02-29"]
+    frame = price_files.parse_price_csv(shared_data / "prices" / "2330.csv").loc[:"2024-02-29"]
     predictor = StockPredictor(DataConfig(data_dir=str(tmp_path)))
     config = DataConfig(data_dir=str(tmp_path), signals=True, news_max_articles=20)
     context = predictor.context_builder(config, {"2330": frame})
     examples, _ = dataset.build_examples(
-        frame, "台積電", "2330", dataset.WindowType(5, 5), dataset.parse_fields("ohlcv"), 1, context("2330")
+        frame, "台積電", "2330", data_args.WindowType(5, 5), data_args.parse_fields("ohlcv"), 1, context("2330")
     )
     with_news = [e for e in examples if e["meta"]["context"] == "prices+signals+news"]
     assert len(with_news) > 10
@@ -193,7 +193,7 @@ def test_collector_errors_are_clear_and_lose_nothing(newsapi, tmp_path, status, 
     store.merge(TSMC, "zh", [news.normalize_article({"publishedAt": "2026-04-01T00:00:00Z", "title": "kept"})])
     before = (tmp_path / "news" / "2330.json").read_text()
     newsapi.replies = [(status, body)]
-    with pytest.raises(news.StockToolError, match=message) as info:
+    with pytest.raises(utils.StockToolError, match=message) as info:
         news.NewsCollector(KEY, store).collect([TSMC], today=dt.date(2026, 4, 30))
     assert KEY not in str(info.value)
     assert (tmp_path / "news" / "2330.json").read_text() == before
@@ -201,14 +201,14 @@ def test_collector_errors_are_clear_and_lose_nothing(newsapi, tmp_path, status, 
 
 def test_collector_reports_an_unreachable_network(tmp_path, monkeypatch):
     monkeypatch.setenv("NEWSAPI_BASE_URL", "http://127.0.0.1:9")
-    with pytest.raises(news.StockToolError, match="could not be reached"):
+    with pytest.raises(utils.StockToolError, match="could not be reached"):
         news.NewsCollector(KEY, news.NewsStore(tmp_path)).collect([TSMC], today=dt.date(2026, 4, 30))
 
 
 def test_csv_import_errors(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("code,when,title\n2330,2026-01-01,x\n")
-    with pytest.raises(news.StockToolError, match=r"lacks column\(s\) \['date'\]"):
+    with pytest.raises(utils.StockToolError, match=r"lacks column\(s\) \['date'\]"):
         news.import_csv(bad, news.NewsStore(tmp_path), {"2330": TSMC})
     rows = tmp_path / "rows.csv"
     rows.write_text("code,date,title,source\n2330,2026-01-05,Chip news,CNA\n2330,yesterday,x,\n9999,2026-01-05,y,\n")
@@ -223,13 +223,13 @@ def test_csv_import_errors(tmp_path):
 
 def test_twse_daily_report_parses_the_recorded_reply(shared_data):
     body = json.loads((shared_data / "twse_responses" / "twse_MI_INDEX_ALLBUT0999_20260211.json").read_text())
-    rows = market_wide.parse_twse_daily(body, dt.date(2026, 2, 11))
+    rows = daily_reports.parse_twse_daily(body, dt.date(2026, 2, 11))
     tsmc = next(r for r in rows if r["code"] == "2330")
-    real = market_data.parse_price_csv(shared_data / "prices" / "2330.csv").loc["2026-02-11"]
+    real = price_files.parse_price_csv(shared_data / "prices" / "2330.csv").loc["2026-02-11"]
     assert (tsmc["open"], tsmc["high"], tsmc["low"], tsmc["close"]) == (real.Open, real.High, real.Low, real.Close)
     assert tsmc["capacity"] == real.Volume and tsmc["change"] == real.Change
     holiday = json.loads((shared_data / "twse_responses" / "twse_MI_INDEX_20260212_nodata.json").read_text())
-    assert market_wide.parse_twse_daily(holiday, dt.date(2026, 2, 12)) == []
+    assert daily_reports.parse_twse_daily(holiday, dt.date(2026, 2, 12)) == []
 
 
 def test_tpex_daily_report_parses_its_documented_shape():
@@ -239,12 +239,12 @@ def test_tpex_daily_report_parses_its_documented_shape():
                    "成交筆數 "],
         "data": [["6569", "醫揚", "101.50", "-1.50", "103.00", "103.50", "101.00", "102.1", "123,000", "12,558,300",
                   "150"]]}]}  # fmt: skip
-    [row] = market_wide.parse_tpex_daily(body, dt.date(2026, 2, 11))
+    [row] = daily_reports.parse_tpex_daily(body, dt.date(2026, 2, 11))
     assert row == {"code": "6569", "date": "2026-02-11", "close": 101.5, "change": -1.5, "open": 103.0,
                    "high": 103.5, "low": 101.0, "capacity": 123000.0, "turnover": 12558300.0,
                    "transaction": 150.0}  # fmt: skip
-    with pytest.raises(market_data.ExchangeUnavailable):
-        market_wide.parse_tpex_daily({"stat": "error"}, dt.date(2026, 2, 11))
+    with pytest.raises(exchanges.ExchangeUnavailable):
+        daily_reports.parse_tpex_daily({"stat": "error"}, dt.date(2026, 2, 11))
 
 
 @pytest.fixture
@@ -257,7 +257,7 @@ def broad(shared_data) -> Path:
 
 def test_choose_stock_picks_reproducibly_by_each_point(broad, tmp_path, capsys):
     def choose(seed):
-        from configs import LoraSettings
+        from config.model_args import LoraSettings
 
         predictor = StockPredictor(
             DataConfig(data_dir=str(tmp_path), offline=True, end_date="2026-04-30", choose_stock=2,
@@ -273,18 +273,18 @@ def test_choose_stock_picks_reproducibly_by_each_point(broad, tmp_path, capsys):
     assert [c.code for c in choose(7)[1]] == [c.code for c in first]  # --random-state makes it reproducible
     assert [c.code for c in choose(8)[1]] != [c.code for c in first]
     # every pick meets the condition it was picked for, on the latest day of the market data
-    rows = market_wide.last_days(market_wide.read_market_csv(broad), dt.date(2026, 4, 30), 10)
-    frames = market_wide.market_frames(rows)
+    rows = daily_reports.last_days(daily_reports.read_market_csv(broad), dt.date(2026, 4, 30), 10)
+    frames = daily_reports.market_frames(rows)
     for line in out.splitlines()[1:17]:
         side, number = line.split()[0], int(line.split()[1]) - 1
         codes = [part.split()[0] for part in line.split("): ")[1].split("  [")[0].split(", ") if part != "none"]
         for code in codes:
-            assert dataset.best_four_points(frames[code])[-1][side][number], (line, code)
+            assert twstock_signals.best_four_points(frames[code])[-1][side][number], (line, code)
     prices = predictor.fetch_prices(first)  # offline: the market CSV is the chosen stocks' price history
     assert all(len(f) > 200 for f in prices.values())
 
 
 def test_choose_stock_offline_needs_market_data(tmp_path):
     predictor = StockPredictor(DataConfig(data_dir=str(tmp_path), offline=True, choose_stock=1, end_date="2026-04-30"))
-    with pytest.raises(news.StockToolError, match="needs --market-csv"):
+    with pytest.raises(utils.StockToolError, match="needs --market-csv"):
         predictor.companies()

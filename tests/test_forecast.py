@@ -14,22 +14,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import attention
-import configs
-import constrained
 import dataset
-import evaluation as ev
-import generation
 import main as cli
 import model
-import model_source
-import training
-from configs import DecodingConfig
-from dataset import WindowType
-from forecast import Forecast, read_forecast, read_samples, write_forecast_files
+from config import data_args, model_args, training_args
+from config.data_args import WindowType
+from config.inference_args import DecodingConfig
+from evaluation import baselines, forecast_windows, metrics
+from forecasting import reading
+from forecasting.forecast_files import write_forecast_files
+from forecasting.reading import Forecast, read_forecast, read_samples
+from llm import checkpoints, generation, patches, sft, token_automaton
+from prompts import answer_parser, prompt_format
 from utils import StockToolError
 
-OHLCV = dataset.FIELD_SETS["ohlcv"]
+OHLCV = data_args.FIELD_SETS["ohlcv"]
 DAYS = pd.DatetimeIndex(["2026-04-27", "2026-04-28", "2026-04-29", "2026-04-30", "2026-05-04"], name="Date")
 FRAME = pd.DataFrame(
     {
@@ -47,15 +46,15 @@ FRAME = pd.DataFrame(
 
 
 def test_the_change_format_states_prices_relative_to_the_last_close_and_parses_back():
-    prompt = dataset.user_prompt("巨大", FRAME.iloc[:3], 2, OHLCV, answer_format="change")
+    prompt = prompt_format.user_prompt("巨大", FRAME.iloc[:3], 2, OHLCV, answer_format="change")
     assert "Prices are % changes from the last close, 100.5 on 2026-04-29." in prompt
     assert "Date: 2026-04-29, Open: -1.00%, High: +0.50%, Low: -2.49%, Close: +0.00%, Capacity: 900" in prompt
-    answer = dataset.answer_text(FRAME.iloc[3:], OHLCV, anchor=100.5)
+    answer = prompt_format.answer_text(FRAME.iloc[3:], OHLCV, anchor=100.5)
     assert (
         answer.splitlines()[1]
         == "Date: 2026-04-30, Open: +1.49%, High: +3.48%, Low: +0.50%, Close: +2.99%, Capacity: 1500"
     )
-    parsed = dataset.parse_answer(answer, OHLCV, expected=2, anchor=100.5)
+    parsed = answer_parser.parse_answer(answer, OHLCV, expected=2, anchor=100.5)
     # two decimals of a percent: within half a basis point of the anchor
     assert np.allclose(
         parsed[["Open", "High", "Low", "Close"]], FRAME.iloc[3:][["Open", "High", "Low", "Close"]], atol=0.006
@@ -75,14 +74,14 @@ def test_change_examples_use_each_windows_own_last_close():
 # --------------------------------------------------------------------------- the answer grammar
 
 
-@pytest.mark.parametrize("answer_format", dataset.ANSWER_FORMATS)
+@pytest.mark.parametrize("answer_format", prompt_format.ANSWER_FORMATS)
 @pytest.mark.parametrize("fields", ["ohlcv", "all"])
 def test_the_grammar_accepts_the_builders_answers_and_nothing_with_other_dates(answer_format, fields):
-    chosen = dataset.parse_fields(fields)
+    chosen = data_args.parse_fields(fields)
     frame = FRAME.assign(Turnover=1e6, Change=-0.5, Transaction=42.0)
-    anchor = dataset.anchor_of(frame.iloc[:3], answer_format)
-    answer = dataset.answer_text(frame.iloc[3:], chosen, anchor=anchor)
-    regex = dataset.answer_regex(frame.index[3:], chosen, answer_format)
+    anchor = prompt_format.anchor_of(frame.iloc[:3], answer_format)
+    answer = prompt_format.answer_text(frame.iloc[3:], chosen, anchor=anchor)
+    regex = prompt_format.answer_regex(frame.index[3:], chosen, answer_format)
     assert re.fullmatch(regex, answer)
     assert not re.fullmatch(regex, answer.replace("2026-05-04", "2026-05-02"))  # a date is never the model's guess
     assert not re.fullmatch(regex, answer + "I think it goes up.\n")
@@ -90,27 +89,27 @@ def test_the_grammar_accepts_the_builders_answers_and_nothing_with_other_dates(a
 
 
 def test_the_token_automaton_accepts_the_answer_in_any_tokenization_and_rejects_others(tokenizer):
-    grammars = constrained.Grammars(tokenizer)
-    automaton = grammars.compile(dataset.answer_regex(DAYS[3:], OHLCV, "change"), canonical=False)
-    answer = dataset.answer_text(FRAME.iloc[3:], OHLCV, anchor=100.5)
+    grammars = token_automaton.Grammars(tokenizer)
+    automaton = grammars.compile(prompt_format.answer_regex(DAYS[3:], OHLCV, "change"), canonical=False)
+    answer = prompt_format.answer_text(FRAME.iloc[3:], OHLCV, anchor=100.5)
     ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    assert constrained.accepts(automaton, ids, grammars.eos)
+    assert token_automaton.accepts(automaton, ids, grammars.eos)
     by_character = [tokenizer.convert_tokens_to_ids(tokenizer.tokenize(ch))[0] for ch in answer]
-    assert constrained.accepts(automaton, by_character, grammars.eos)  # another tokenization, same text
-    spelled = grammars.compile(dataset.answer_regex(DAYS[3:], OHLCV, "change"))  # the default: labels spelled
-    assert constrained.accepts(spelled, ids, grammars.eos)  # as the tokenizer spells them
-    assert not constrained.accepts(spelled, by_character, grammars.eos)
-    assert not constrained.accepts(automaton, ids[:-3], grammars.eos)  # incomplete: no end of sequence yet
+    assert token_automaton.accepts(automaton, by_character, grammars.eos)  # another tokenization, same text
+    spelled = grammars.compile(prompt_format.answer_regex(DAYS[3:], OHLCV, "change"))  # the default: labels spelled
+    assert token_automaton.accepts(spelled, ids, grammars.eos)  # as the tokenizer spells them
+    assert not token_automaton.accepts(spelled, by_character, grammars.eos)
+    assert not token_automaton.accepts(automaton, ids[:-3], grammars.eos)  # incomplete: no end of sequence yet
     wrong_day = tokenizer(answer.replace("2026-05-04", "2026-05-05"), add_special_tokens=False)["input_ids"]
-    assert constrained.walk(automaton, wrong_day) is None
-    assert constrained.longest_answer(automaton) >= len(by_character) + 1
+    assert token_automaton.walk(automaton, wrong_day) is None
+    assert token_automaton.longest_answer(automaton) >= len(by_character) + 1
 
 
 def test_stacked_automata_keep_each_rows_own_grammar(tokenizer):
-    grammars = constrained.Grammars(tokenizer)
-    one = grammars.compile(dataset.answer_regex(DAYS[3:4], OHLCV, "change"))
-    two = grammars.compile(dataset.answer_regex(DAYS[3:], OHLCV, "change"))
-    tokens, nexts, initial = constrained.stack([one, two, one])
+    grammars = token_automaton.Grammars(tokenizer)
+    one = grammars.compile(prompt_format.answer_regex(DAYS[3:4], OHLCV, "change"))
+    two = grammars.compile(prompt_format.answer_regex(DAYS[3:], OHLCV, "change"))
+    tokens, nexts, initial = token_automaton.stack([one, two, one])
     assert tokens.shape == nexts.shape and len(tokens) == one.states + two.states
     assert initial[0] == initial[2] == one.initial and initial[1] == one.states + two.initial
     assert np.array_equal(tokens[initial[1]][: two.tokens.shape[1]], two.tokens[two.initial])
@@ -118,11 +117,11 @@ def test_stacked_automata_keep_each_rows_own_grammar(tokenizer):
 
 def test_constrained_generation_on_the_real_model_always_matches(tokenizer):
     """Even the untuned SmolLM2, which never answers in the format by itself, writes it under the grammar."""
-    loaded = model.load_untuned(configs.ModelConfig(model_name=str(model_source.smollm2_gguf())))
+    loaded = model.load_untuned(model_args.ModelConfig(model_name=str(checkpoints.smollm2_gguf())))
     prompt = [
-        {"role": "user", "content": dataset.user_prompt("巨大", FRAME.iloc[:3], 1, OHLCV, answer_format="change")}
+        {"role": "user", "content": prompt_format.user_prompt("巨大", FRAME.iloc[:3], 1, OHLCV, answer_format="change")}
     ]
-    regex = dataset.answer_regex(DAYS[3:4], OHLCV, "change")
+    regex = prompt_format.answer_regex(DAYS[3:4], OHLCV, "change")
     answers = generation.generate_samples(loaded, [prompt], 8, batch_size=2, samples=2, regexes=[regex])
     assert len(answers) == 1 and len(answers[0]) == 2
     assert all(re.fullmatch(regex, a) for a in answers[0])
@@ -140,7 +139,7 @@ def test_folded_grouped_query_decode_attention_is_the_same_attention():
         calls.append(kwargs.get("enable_gqa", False))
         return sdpa(*args, **kwargs)
 
-    folded = attention.fold_gqa_decode(spy)
+    folded = patches.fold_gqa_decode(spy)
     torch.manual_seed(0)
     batch, heads, kv_heads, length, dim = 4, 9, 3, 23, 64
     query = torch.randn(batch, 1, heads, dim).transpose(1, 2)  # as unsloth lays it out
@@ -159,18 +158,18 @@ def test_folded_grouped_query_decode_attention_is_the_same_attention():
     same = torch.randn(batch, kv_heads, 1, dim)
     assert torch.equal(folded(same, key, value, attn_mask=keep), sdpa(same, key, value, attn_mask=keep))
     assert calls == [False, True, False]
-    assert attention.fold_gqa_decode(spy).folds_gqa
+    assert patches.fold_gqa_decode(spy).folds_gqa
 
 
 def test_a_batch_too_big_for_the_gpu_is_generated_in_halves_with_the_same_answers(tokenizer, caplog):
     import torch
 
-    loaded = model.load_untuned(configs.ModelConfig(model_name=str(model_source.smollm2_gguf())))
+    loaded = model.load_untuned(model_args.ModelConfig(model_name=str(checkpoints.smollm2_gguf())))
     prompts = [
-        [{"role": "user", "content": dataset.user_prompt(name, FRAME.iloc[:3], 1, OHLCV, answer_format="change")}]
+        [{"role": "user", "content": prompt_format.user_prompt(name, FRAME.iloc[:3], 1, OHLCV, answer_format="change")}]
         for name in ("巨大", "台積電", "聯發科")
     ]
-    regexes = [dataset.answer_regex(DAYS[3:4], OHLCV, "change")] * 3
+    regexes = [prompt_format.answer_regex(DAYS[3:4], OHLCV, "change")] * 3
     # `generate`'s path (jump-forward's halving: tests/test_jump_forward.py)
     one_per_step = functools.partial(generation.generate_samples, jump_forward=False)
     expected = one_per_step(loaded, prompts, 8, batch_size=1, regexes=regexes, stop_after=6)
@@ -203,8 +202,8 @@ def test_a_batch_too_big_for_the_gpu_is_generated_in_halves_with_the_same_answer
 
 def test_median_and_quantiles_of_literal_samples():
     samples = np.array([[[1.0]], [[2.0]], [[3.0]], [[10.0]]])
-    assert ev.median_forecast(samples)[0, 0] == 2.5
-    q = ev.sample_quantiles(np.array([0.0, 1.0, 2.0, 3.0, 4.0]), (0.1, 0.5, 0.9))
+    assert reading.median_forecast(samples)[0, 0] == 2.5
+    q = reading.sample_quantiles(np.array([0.0, 1.0, 2.0, 3.0, 4.0]), (0.1, 0.5, 0.9))
     assert q.tolist() == pytest.approx([0.4, 2.0, 3.6])
 
 
@@ -214,31 +213,33 @@ def test_the_median_of_valid_candles_is_a_valid_candle():
         o, c = rng.uniform(90, 110, 5), rng.uniform(90, 110, 5)
         h = np.maximum(o, c) + rng.uniform(0, 3, 5)
         low = np.minimum(o, c) - rng.uniform(0, 3, 5)
-        m = ev.median_forecast(np.stack([o, h, low, c], axis=1)[:, None, :])[0]
+        m = reading.median_forecast(np.stack([o, h, low, c], axis=1)[:, None, :])[0]
         assert m[2] <= min(m[0], m[3]) and max(m[0], m[3]) <= m[1]
 
 
 def test_crps_pinball_and_coverage_on_literal_inputs():
-    assert ev.crps_ensemble(np.array([0.0]), 1.0) == 1.0  # a point forecast: CRPS is its absolute error
-    assert ev.crps_ensemble(np.array([0.0, 1.0]), 0.5) == pytest.approx(0.25)
-    assert ev.crps_ensemble(np.array([1.0, 3.0, 2.0, 0.0]), 2.0) == pytest.approx(0.375)
+    assert metrics.crps_ensemble(np.array([0.0]), 1.0) == 1.0  # a point forecast: CRPS is its absolute error
+    assert metrics.crps_ensemble(np.array([0.0, 1.0]), 0.5) == pytest.approx(0.25)
+    assert metrics.crps_ensemble(np.array([1.0, 3.0, 2.0, 0.0]), 2.0) == pytest.approx(0.375)
     # pinball at τ=0.1 and 0.9: y above both quantiles
-    assert ev.pinball_loss(np.array([1.0, 2.0]), 3.0, (0.1, 0.9)) == pytest.approx((0.1 * 2 + 0.9 * 1) / 2)
-    assert ev.pinball_loss(np.array([1.0, 2.0]), 0.0, (0.1, 0.9)) == pytest.approx((0.9 * 1 + 0.1 * 2) / 2)
-    window = ev.TestWindow("1", "x", WindowType(1, 1), FRAME.iloc[:4], FRAME.iloc[4:])
+    assert metrics.pinball_loss(np.array([1.0, 2.0]), 3.0, (0.1, 0.9)) == pytest.approx((0.1 * 2 + 0.9 * 1) / 2)
+    assert metrics.pinball_loss(np.array([1.0, 2.0]), 0.0, (0.1, 0.9)) == pytest.approx((0.9 * 1 + 0.1 * 2) / 2)
+    window = forecast_windows.TestWindow("1", "x", WindowType(1, 1), FRAME.iloc[:4], FRAME.iloc[4:])
     dist = [np.array([[100.0], [103.0], [104.0], [105.0], [110.0]])]  # closes; the actual is 104.0
-    rows = ev.add_errors(ev.forecast_rows("m", [window], [np.tile(104.0, (1, 4))], dist, {"random_walk": dist}))
+    rows = metrics.add_errors(
+        metrics.forecast_rows("m", [window], [np.tile(104.0, (1, 4))], dist, {"random_walk": dist})
+    )
     row = rows.iloc[0]
     assert row["covered80"] and row["covered95"] and row["crps"] == row["ref_crps_random_walk"]
     assert row["q0500"] == 104.0
-    table = ev.metrics_table(rows, n_boot=0)
+    table = metrics.metrics_table(rows, n_boot=0)
     assert table["m"]["1:1"]["all"]["coverage80"] == 1.0 and table["m"]["1:1"]["all"]["crps_skill"] == 0.0
 
 
 def test_bias_is_mean_forecast_return_minus_mean_actual_return():
-    window = ev.TestWindow("1", "x", WindowType(1, 1), FRAME.iloc[:4], FRAME.iloc[4:])  # 103.5 → 104.0
-    rows = ev.add_errors(ev.forecast_rows("m", [window], [np.tile(103.5 * 0.99, (1, 4))]))
-    s = ev.metrics_table(rows, n_boot=0)["m"]["1:1"]["all"]
+    window = forecast_windows.TestWindow("1", "x", WindowType(1, 1), FRAME.iloc[:4], FRAME.iloc[4:])  # 103.5 → 104.0
+    rows = metrics.add_errors(metrics.forecast_rows("m", [window], [np.tile(103.5 * 0.99, (1, 4))]))
+    s = metrics.metrics_table(rows, n_boot=0)["m"]["1:1"]["all"]
     assert s["mean_forecast_return"] == pytest.approx(-1.0)
     assert s["mean_actual_return"] == pytest.approx(100 * (104.0 / 103.5 - 1))
     assert s["bias"] == pytest.approx(-1.0 - 100 * (104.0 / 103.5 - 1))
@@ -247,16 +248,16 @@ def test_bias_is_mean_forecast_return_minus_mean_actual_return():
 
 def test_the_random_walk_sees_no_test_period_data():
     frame = FRAME.copy()
-    returns = ev.horizon_returns(frame, 1, pd.Timestamp("2026-04-29"))
+    returns = baselines.horizon_returns(frame, 1, pd.Timestamp("2026-04-29"))
     assert returns.tolist() == pytest.approx([100.0 / 101.0 - 1, 100.5 / 100.0 - 1])
     frame.loc["2026-04-30":, "Close"] = 1e6  # the test period changes wildly: nothing before it moves
-    assert ev.horizon_returns(frame, 1, pd.Timestamp("2026-04-29")).tolist() == pytest.approx(returns.tolist())
-    table = ev.random_walk_returns({"1": frame}, [WindowType(1, 2)], pd.Timestamp("2026-04-29"), minimum=1)
+    assert baselines.horizon_returns(frame, 1, pd.Timestamp("2026-04-29")).tolist() == pytest.approx(returns.tolist())
+    table = baselines.random_walk_returns({"1": frame}, [WindowType(1, 2)], pd.Timestamp("2026-04-29"), minimum=1)
     assert set(table) == {("1", 1), ("1", 2)} and len(table[("1", 2)]) == 1
 
 
 def test_impossible_samples_are_draws_but_an_impossible_median_fails_and_is_never_repaired():
-    good = dataset.answer_text(FRAME.iloc[4:], OHLCV)
+    good = prompt_format.answer_text(FRAME.iloc[4:], OHLCV)
     bad = good.replace("Low: 102.5", "Low: 109.0")  # low above open and close: an impossible candle
     read = read_samples([good, bad, good, "no idea"], OHLCV, 1, DAYS[3])
     assert read.ok and read.usable == 3 and read.impossible == 1 and "1 of 4 samples unusable" in read.problem
@@ -271,7 +272,7 @@ def test_impossible_samples_are_draws_but_an_impossible_median_fails_and_is_neve
 
 
 def test_free_samples_with_other_dates_are_not_combined():
-    good = dataset.answer_text(FRAME.iloc[4:], OHLCV)
+    good = prompt_format.answer_text(FRAME.iloc[4:], OHLCV)
     shifted = good.replace("2026-05-04", "2026-05-05")
     read = read_samples([good, good, shifted], OHLCV, 1, DAYS[3])
     assert read.ok and read.usable == 2 and "1 of 3 samples unusable" in read.problem
@@ -279,7 +280,9 @@ def test_free_samples_with_other_dates_are_not_combined():
 
 
 def test_a_sampled_forecast_has_bands_and_its_files_are_written_whole(tmp_path):
-    answers = [dataset.answer_text(FRAME.iloc[4:].assign(Close=c, High=106.0), OHLCV) for c in (103.0, 104.0, 105.0)]
+    answers = [
+        prompt_format.answer_text(FRAME.iloc[4:].assign(Close=c, High=106.0), OHLCV) for c in (103.0, 104.0, 105.0)
+    ]
     result = read_forecast("9921", "巨大", FRAME.iloc[:4], answers, OHLCV, 1)
     assert result.ok and result.bands is not None and result.forecast["Close"].iloc[0] == 104.0
     paths = write_forecast_files(result, tmp_path / "9921_20260430_4to1")
@@ -292,7 +295,7 @@ def test_a_sampled_forecast_has_bands_and_its_files_are_written_whole(tmp_path):
 
 
 def test_a_greedy_forecast_has_no_bands():
-    result = read_forecast("9921", "巨大", FRAME.iloc[:4], [dataset.answer_text(FRAME.iloc[4:], OHLCV)], OHLCV, 1)
+    result = read_forecast("9921", "巨大", FRAME.iloc[:4], [prompt_format.answer_text(FRAME.iloc[4:], OHLCV)], OHLCV, 1)
     assert isinstance(result, Forecast) and result.ok and result.bands is None
 
 
@@ -333,43 +336,41 @@ def test_the_examples_a_short_run_trains_on_cover_every_company_and_window_in_pr
     examples = [
         {"meta": {"code": c, "window": w, "n": n}} for c in companies for w in windows for n in range(400)
     ]  # in the order they are built: company by company
-    settings = configs.TrainSettings(max_steps=60, batch_size=8, gradient_accumulation_steps=4)
-    picked = training._examples_for_steps(examples, settings, seed=3407)[: 60 * 8 * 4]
+    settings = training_args.TrainSettings(max_steps=60, batch_size=8, gradient_accumulation_steps=4)
+    picked = sft._examples_for_steps(examples, settings, seed=3407)[: 60 * 8 * 4]
     share = pd.Series([(e["meta"]["code"], e["meta"]["window"]) for e in picked]).value_counts(normalize=True)
     assert (
         len(share) == 10
         and math.isclose(share.min(), 0.1, abs_tol=0.03)
         and math.isclose(share.max(), 0.1, abs_tol=0.03)
     )
-    assert training._examples_for_steps(examples, settings, seed=3407) == training._examples_for_steps(
-        examples, settings, 3407
-    )
+    assert sft._examples_for_steps(examples, settings, seed=3407) == sft._examples_for_steps(examples, settings, 3407)
 
 
 # --------------------------------------------------------------------------- the candle format
 
 
 def test_the_candle_format_writes_wicks_and_parses_back_to_the_same_candles():
-    anchor = dataset.Anchor(100.5, candle=True)
-    answer = dataset.answer_text(FRAME.iloc[3:], OHLCV, anchor=anchor)
+    anchor = prompt_format.Anchor(100.5, candle=True)
+    answer = prompt_format.answer_text(FRAME.iloc[3:], OHLCV, anchor=anchor)
     # 2026-04-30: open 102 (+1.49%), close 103.5 (+2.99%), high 104 = 103.5 × 1.0048, low 101 = 102 × (1 − 0.98%)
     assert answer.splitlines()[1] == (
         "Date: 2026-04-30, Close: +2.99%, Open: +1.49%, Upper: 0.48%, Lower: 0.98%, Capacity: 1500"
     )
-    parsed = dataset.parse_answer(answer, OHLCV, expected=2, anchor=anchor)
+    parsed = answer_parser.parse_answer(answer, OHLCV, expected=2, anchor=anchor)
     assert np.allclose(
         parsed[["Open", "High", "Low", "Close"]], FRAME.iloc[3:][["Open", "High", "Low", "Close"]], atol=0.02
     )
-    assert not dataset.validate_forecast(parsed)
-    prompt = dataset.user_prompt("巨大", FRAME.iloc[:3], 2, OHLCV, answer_format="candle")
+    assert not answer_parser.validate_forecast(parsed)
+    prompt = prompt_format.user_prompt("巨大", FRAME.iloc[:3], 2, OHLCV, answer_format="candle")
     assert "Prices are % changes from the last close, 100.5 on 2026-04-29." in prompt
     assert "Date: 2026-04-29, Close: +0.00%, Open: -1.00%, Upper: 0.50%, Lower: 1.51%, Capacity: 900" in prompt
     examples, _ = dataset.build_examples(FRAME, "巨大", "9921", WindowType(2, 1), OHLCV, answer_format="candle")
     assert examples[0]["completion"][0]["content"].splitlines()[1].startswith("Date: 2026-04-29, Close: +0.50%")
     # the other price fields' places: a field set with turnover keeps its order around the candle block
-    fields = dataset.parse_fields("turnover")
+    fields = data_args.parse_fields("turnover")
     frame = FRAME.assign(Turnover=1e6, Transaction=42.0)
-    row = dataset.answer_text(frame.iloc[3:4], fields, anchor=anchor).splitlines()[1]
+    row = prompt_format.answer_text(frame.iloc[3:4], fields, anchor=anchor).splitlines()[1]
     assert row.startswith("Date: 2026-04-30, Turnover: 1000000, Close: +2.99%") and row.endswith("Transaction: 42")
 
 
@@ -377,11 +378,12 @@ def test_the_candle_format_writes_wicks_and_parses_back_to_the_same_candles():
 def test_every_string_of_the_candle_grammar_is_a_possible_candle(fields):
     """Random strings of the grammar (each free character drawn at random, the extremes forced in) all parse
     into possible candles: low ≤ open, close ≤ high, every price and volume positive."""
-    chosen = dataset.parse_fields(fields)
-    anchor = dataset.Anchor(12.3, candle=True)
-    regex = dataset.answer_regex(DAYS[3:], chosen, "candle")
+    chosen = data_args.parse_fields(fields)
+    anchor = prompt_format.Anchor(12.3, candle=True)
+    regex = prompt_format.answer_regex(DAYS[3:], chosen, "candle")
     assert re.fullmatch(
-        regex, dataset.answer_text(FRAME.assign(Turnover=1e6, Change=-0.5, Transaction=42.0).iloc[3:], chosen, anchor)
+        regex,
+        prompt_format.answer_text(FRAME.assign(Turnover=1e6, Change=-0.5, Transaction=42.0).iloc[3:], chosen, anchor),
     )
     rng = np.random.default_rng(0)
 
@@ -411,30 +413,30 @@ def test_every_string_of_the_candle_grammar_is_a_possible_candle(fields):
         for date in DAYS[3:]:
             parts = [f"Date: {date:%Y-%m-%d}"]
             for name in chosen:
-                label, _, integer = dataset.FIELDS[name]
-                if name in dataset.PRICE_FIELDS:
-                    if name == next(f for f in chosen if f in dataset.PRICE_FIELDS):
+                label, _, integer = data_args.FIELDS[name]
+                if name in data_args.PRICE_FIELDS:
+                    if name == next(f for f in chosen if f in data_args.PRICE_FIELDS):
                         values = (
                             extremes
                             if trial == 0
                             else [number("change"), number("change"), number("wick"), number("wick")]
                         )
-                        parts += [f"{k}: {v}" for k, v in zip(dataset.CANDLE_LABELS, values, strict=True)]
+                        parts += [f"{k}: {v}" for k, v in zip(prompt_format.CANDLE_LABELS, values, strict=True)]
                     continue
                 parts.append(f"{label}: {number('int') if integer else '-1.5'}")
             rows.append(", ".join(parts))
         text = "The next 2 day price is:\n" + "\n".join(rows) + "\n"
         assert re.fullmatch(regex, text), text
-        parsed = dataset.parse_answer(text, chosen, expected=2, anchor=anchor)
-        assert not dataset.validate_forecast(parsed, DAYS[2]), text
+        parsed = answer_parser.parse_answer(text, chosen, expected=2, anchor=anchor)
+        assert not answer_parser.validate_forecast(parsed, DAYS[2]), text
 
 
 def test_random_token_paths_of_the_candle_automaton_are_possible_candles(tokenizer):
     """Walk the real tokenizer's automaton of the candle grammar with random allowed tokens until it may end:
     every answer it can produce parses into possible candles (what K sampled answers are drawn from)."""
-    grammars = constrained.Grammars(tokenizer)
-    automaton = grammars.compile(dataset.answer_regex(DAYS[3:], OHLCV, "candle"))
-    anchor = dataset.Anchor(8.0, candle=True)
+    grammars = token_automaton.Grammars(tokenizer)
+    automaton = grammars.compile(prompt_format.answer_regex(DAYS[3:], OHLCV, "candle"))
+    anchor = prompt_format.Anchor(8.0, candle=True)
     rng = np.random.default_rng(1)
     for _ in range(200):
         state, ids = automaton.initial, []
@@ -444,9 +446,9 @@ def test_random_token_paths_of_the_candle_automaton_are_possible_candles(tokeniz
             if not choices or (grammars.eos in allowed and rng.random() < 0.5):
                 break
             token = int(rng.choice(choices))
-            state = constrained.walk(automaton, [*ids, token])
+            state = token_automaton.walk(automaton, [*ids, token])
             ids.append(token)
-        assert constrained.accepts(automaton, ids, grammars.eos)
+        assert token_automaton.accepts(automaton, ids, grammars.eos)
         text = tokenizer.decode(ids)
-        parsed = dataset.parse_answer(text, OHLCV, expected=2, anchor=anchor)
-        assert not dataset.validate_forecast(parsed, DAYS[2]), text
+        parsed = answer_parser.parse_answer(text, OHLCV, expected=2, anchor=anchor)
+        assert not answer_parser.validate_forecast(parsed, DAYS[2]), text

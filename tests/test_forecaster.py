@@ -9,30 +9,32 @@ import shutil
 
 import pytest
 
-import instructions as ins
 import main as cli
 from conftest import LocalServer
+from instruct import instruction_data, scorers
 
 
 def test_bins_words_and_predictions():
-    assert [ins.movement_bin(r) for r in (0.0, 0.004, 0.019, -0.021, 0.07, -0.05)] == ["U1", "U1", "U2", "D3",
-                                                                                      "U5+", "D5+"]  # fmt: skip
-    assert ins.bin_words("U3") == "Up by 2-3%" and ins.bin_words("D5+") == "Down by more than 5%"
-    assert ins.parse_prediction("...\nPrediction: Up by 2-3%\nAnalysis") == "U3"
-    assert ins.parse_prediction("Prediction: down by more than 5%") == "D5+"
-    assert ins.parse_prediction("I expect it to rise") is None
+    bins = [instruction_data.movement_bin(r) for r in (0.0, 0.004, 0.019, -0.021, 0.07, -0.05)]
+    assert bins == ["U1", "U1", "U2", "D3", "U5+", "D5+"]
+    assert (
+        instruction_data.bin_words("U3") == "Up by 2-3%" and instruction_data.bin_words("D5+") == "Down by more than 5%"
+    )
+    assert scorers.parse_prediction("...\nPrediction: Up by 2-3%\nAnalysis") == "U3"
+    assert scorers.parse_prediction("Prediction: down by more than 5%") == "D5+"
+    assert scorers.parse_prediction("I expect it to rise") is None
     good = (
         "[Positive Developments]:\n1. a\n[Potential Concerns]:\n1. b\n[Prediction & Analysis]:\nPrediction: Up by 0-1%"
     )
-    assert ins.sections_valid(good) and not ins.sections_valid(good.replace("[Potential Concerns]:", ""))
+    assert scorers.sections_valid(good) and not scorers.sections_valid(good.replace("[Potential Concerns]:", ""))
 
 
 def test_forecaster_scores_against_majority_and_persistence():
-    rows = [ins.Row("p", "", "", "forecaster", gold="U2", labels=("D1",)),
-            ins.Row("p", "", "", "forecaster", gold="D3", labels=("D3",)),
-            ins.Row("p", "", "", "forecaster", gold="U1", labels=("U1",))]  # fmt: skip
+    rows = [instruction_data.Row("p", "", "", "forecaster", gold="U2", labels=("D1",)),
+            instruction_data.Row("p", "", "", "forecaster", gold="D3", labels=("D3",)),
+            instruction_data.Row("p", "", "", "forecaster", gold="U1", labels=("U1",))]  # fmt: skip
     answers = ["Prediction: Up by 1-2%", "Prediction: Up by 0-1%", "no idea"]
-    s = ins.forecaster_scores(rows, answers)
+    s = scorers.forecaster_scores(rows, answers)
     assert s["direction_accuracy"] == pytest.approx(1 / 3) and s["majority_class_accuracy"] == pytest.approx(2 / 3)
     assert s["mean_bin_error"] == pytest.approx((0 + 4) / 2)  # U2 vs U2; U1 (+1) vs D3 (-3)
     assert s["persistence_mean_bin_error"] == pytest.approx((3 + 0 + 0) / 3)
@@ -70,7 +72,7 @@ def teacher():
 
 
 def test_dataset_from_real_prices_and_headlines_with_resume(shared_data, tmp_path, teacher, capsys, monkeypatch):
-    monkeypatch.setattr("teacher.time.sleep", lambda s: None)
+    monkeypatch.setattr("instruct.teacher.time.sleep", lambda s: None)
     shutil.copytree(shared_data / "prices", tmp_path / "prices")
     (tmp_path / "c.json").write_text(json.dumps([{"code": "2330"}, {"code": "2317"}]))
     args = ["--train", "0", "--build-forecaster", "1", "--teacher-url", teacher.url, "--teacher-model", "t",
@@ -94,9 +96,9 @@ def test_dataset_from_real_prices_and_headlines_with_resume(shared_data, tmp_pat
     assert len(train) + len(test) == 12 - 1  # one answer came back with the wrong prediction: rejected
     assert max(r["week_end"] for r in train) < min(r["week_end"] for r in test)  # split by date
     for r in train + test:
-        assert ins.parse_prediction(r["answer"]) == r["movement"] and "[Company Introduction]" in r["prompt"]
+        assert scorers.parse_prediction(r["answer"]) == r["movement"] and "[Company Introduction]" in r["prompt"]
         assert "actually moved" not in r["prompt"]  # the hint went to the teacher only
     assert any("[Headline]: " in r["prompt"] and "(none)" not in r["prompt"] for r in train + test)
-    rows, _ = ins.read_rows(out_dir / "forecaster_test.jsonl")
-    scores = ins.score(rows, [r.output for r in rows])
+    rows, _ = instruction_data.read_rows(out_dir / "forecaster_test.jsonl")
+    scores = scorers.score(rows, [r.output for r in rows])
     assert scores["forecaster"]["direction_accuracy"] == 1.0 and scores["forecaster"]["rouge_l"] == 1.0

@@ -11,32 +11,30 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import evaluation as ev
-import forecasters as fc
-import training_data
-import walk_forward
-from configs import DataConfig, EvalConfig
+from config.data_args import DataConfig, WindowType
+from config.evaluation_args import EvalConfig
 from conftest import candles as frame_of
 from conftest import write_price_csv
-from dataset import WindowType
-from market_data import Company
-from workspace import Workspace
+from evaluation import baselines, forecast_windows, interface, reference_forecasters, walk_forward
+from llm import sft_data
+from market.company_list import Company
+from market.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _history(frames: dict, last_day: str, windows=(WindowType(5, 1),), cutoff=None) -> fc.History:
+def _history(frames: dict, last_day: str, windows=(WindowType(5, 1),), cutoff=None) -> interface.History:
     last = pd.Timestamp(last_day)
     prices = {code: f[f.index <= last] for code, f in frames.items()}
     companies = [Company(code, code, "twse") for code in frames]
-    return fc.History(prices, companies, list(windows), ["open", "high", "low", "close"], 1, 0.2, cutoff, last)
+    return interface.History(prices, companies, list(windows), ["open", "high", "low", "close"], 1, 0.2, cutoff, last)
 
 
 def _tests(frames: dict, window: WindowType, start: str, end: str) -> list:
     return [
         w
         for code, f in frames.items()
-        for w in ev.test_windows(f, code, code, window, pd.Timestamp(start), pd.Timestamp(end))
+        for w in forecast_windows.test_windows(f, code, code, window, pd.Timestamp(start), pd.Timestamp(end))
     ]
 
 
@@ -45,20 +43,20 @@ def test_baselines_and_the_random_walk_fit_on_training_days_only_and_predict_eve
     frame = frame_of(np.round(100 * np.exp(np.cumsum(rng.normal(0, 0.02, 80))), 2), start="2026-01-02")
     window = WindowType(5, 2)
     tests = _tests({"1": frame}, window, "2026-04-01", "2026-04-23")
-    persistence = fc.Baseline("persistence")
+    persistence = reference_forecasters.Baseline("persistence")
     persistence.fit(_history({"1": frame}, "2026-03-31", [window]))
     out = persistence.predict(tests)
     assert len(out.points) == len(tests) and out.samples is None
     assert all((p[:, 3] == w.last_close).all() for p, w in zip(out.points, tests, strict=True))
 
-    walk = fc.RandomWalk()
+    walk = reference_forecasters.RandomWalk()
     walk.fit(_history({"1": frame}, "2026-03-31", [window]))
     shocked = frame.copy()
     shocked.loc[shocked.index > pd.Timestamp("2026-03-31"), ["Open", "High", "Low", "Close"]] *= 3
-    again = fc.RandomWalk()
+    again = reference_forecasters.RandomWalk()
     again.fit(_history({"1": shocked}, "2026-03-31", [window]))  # what follows the training days is never seen
     first, second = walk.predict(tests), again.predict(tests)
-    assert [p.tolist() for p in first.points] == [ev.persistence(w).tolist() for w in tests]
+    assert [p.tolist() for p in first.points] == [baselines.persistence(w).tolist() for w in tests]
     assert all(np.array_equal(a, b) for a, b in zip(first.samples, second.samples, strict=True))
     assert first.samples[0].shape[1] == window.future
 
@@ -66,11 +64,11 @@ def test_baselines_and_the_random_walk_fit_on_training_days_only_and_predict_eve
 def test_the_lstm_trains_one_network_per_window_type_and_fails_where_it_has_none():
     frames = {"1": frame_of(np.linspace(50, 80, 70)), "2": frame_of(np.linspace(90, 60, 70))}
     short, long = WindowType(5, 1), WindowType(40, 20)  # the long one has no training window before the end
-    net = fc.Lstm(epochs=1, seed=0)
+    net = reference_forecasters.Lstm(epochs=1, seed=0)
     net.fit(_history(frames, f"{frames['1'].index[59]:%Y-%m-%d}", [short, long]))
     assert list(net.fitted) == [short]
     tests = _tests(frames, short, f"{frames['1'].index[60]:%Y-%m-%d}", f"{frames['1'].index[-1]:%Y-%m-%d}")
-    tests += [ev.TestWindow("1", "1", long, frames["1"].iloc[:50], frames["1"].iloc[50:70])]
+    tests += [forecast_windows.TestWindow("1", "1", long, frames["1"].iloc[:50], frames["1"].iloc[50:70])]
     out = net.predict(tests)
     assert all(p is not None and p.shape == (1, 4) for p in out.points[:-1]) and out.points[-1] is None
     assert list(out.figures) == ["5:1"]
@@ -87,14 +85,14 @@ def test_evaluate_is_a_loop_over_forecasters_each_fitted_before_the_test_period(
     (tmp_path / "companies.json").write_text(json.dumps([{"code": "2330"}, {"code": "2317"}]))
     seen = {}
 
-    class UpOnePercent(fc.Forecaster):  # a new model drops into the loop and is scored beside the others
+    class UpOnePercent(interface.Forecaster):  # a new model drops into the loop and is scored beside the others
         name = "up_one_percent"
 
         def fit(self, history):
             seen["last"] = max(f.index[-1] for f in history.prices.values())
 
         def predict(self, tests):
-            return fc.Forecasts([ev.persistence(w) * 1.01 for w in tests])
+            return interface.Forecasts([baselines.persistence(w) * 1.01 for w in tests])
 
     original = walk_forward._forecasters
     monkeypatch.setattr(walk_forward, "_forecasters", lambda *a: original(*a) + [UpOnePercent()])
@@ -118,15 +116,18 @@ def test_evaluate_is_a_loop_over_forecasters_each_fitted_before_the_test_period(
 
 def test_the_stages_take_a_workspace_not_the_facade(tmp_path):
     """No stage function has a `predictor` parameter, and the training data is built from a Workspace alone."""
-    stages = ("walk_forward", "instruct_tasks", "training_data", "forecast", "llm_forecaster", "forecasters", "trading")
-    for name in stages:
-        tree = ast.parse((ROOT / f"{name}.py").read_text(encoding="utf-8"))
+    folders = ("llm", "forecasting", "evaluation", "instruct", "trading")
+    stages = [p for folder in folders for p in (ROOT / folder).glob("*.py")]
+    assert len(stages) > 30
+    for path in stages:
+        name = path.stem
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef):
                 assert "predictor" not in [a.arg for a in node.args.args], f"{name}.{node.name}"
     write_price_csv(tmp_path, "1111", frame_of(np.linspace(50, 80, 40)))
     ws = Workspace(DataConfig(data_dir=str(tmp_path), windows="5:5", val_fraction=0.2), tmp_path / "out")
-    train, val, manifest = training_data.build(ws, [Company("1111", "n", "twse")], {"1111": ws.cache.load("1111")})
+    train, val, manifest = sft_data.build(ws, [Company("1111", "n", "twse")], {"1111": ws.cache.load("1111")})
     assert (
         train and manifest["train_examples"] == len(train) and (tmp_path / "out" / "examples" / "train.jsonl").is_file()
     )

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-import instructions as ins
 import main as cli
+import utils
+from instruct import instruction_data, scorers
 from utils import StockToolError
 
 
@@ -24,14 +25,14 @@ def head(shared: Path, name: str, n: int, tmp_path: Path, start: int = 0) -> Pat
 
 
 def test_real_files_of_each_kind_are_read(shared_data, tmp_path):
-    rows, skipped = ins.read_rows(head(shared_data, "zh_cornucopia_samples.jsonl", 5, tmp_path))
+    rows, skipped = instruction_data.read_rows(head(shared_data, "zh_cornucopia_samples.jsonl", 5, tmp_path))
     assert skipped == 0 and rows[0].kind == "alpaca" and rows[0].task == "free_text" and rows[0].output
-    mcq, _ = ins.read_rows(head(shared_data, "zh_fineval_mcq.jsonl", 5, tmp_path))
+    mcq, _ = instruction_data.read_rows(head(shared_data, "zh_fineval_mcq.jsonl", 5, tmp_path))
     assert mcq[0].task == "multiple_choice" and mcq[0].gold == "B" and "A. 会计主体" in mcq[0].question
-    sent, _ = ins.read_rows(head(shared_data, "sent_en_fpb.jsonl", 5, tmp_path))
+    sent, _ = instruction_data.read_rows(head(shared_data, "sent_en_fpb.jsonl", 5, tmp_path))
     assert sent[0].task == "sentiment" and sent[0].labels == ("negative", "neutral", "positive")
     assert sent[0].instruction.endswith("negative, neutral, positive.") and sent[0].input.startswith("According")
-    zh, _ = ins.read_rows(head(shared_data, "sent_zh_bbt_finfe.jsonl", 3, tmp_path))
+    zh, _ = instruction_data.read_rows(head(shared_data, "sent_zh_bbt_finfe.jsonl", 3, tmp_path))
     assert zh[0].instruction.startswith("判断以下文本的情感倾向") and zh[0].gold in zh[0].labels
 
 
@@ -40,9 +41,9 @@ def test_json_arrays_and_trl_conversations(tmp_path):
     path.write_text(json.dumps([{"instruction": "Q", "input": "", "output": "A"},
                                 {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
                                               {"role": "assistant", "content": "R"}]}]))  # fmt: skip
-    rows, _ = ins.read_rows(path)
+    rows, _ = instruction_data.read_rows(path)
     assert [r.kind for r in rows] == ["alpaca", "messages"]
-    example = ins.to_example(rows[1], "chat")
+    example = instruction_data.to_example(rows[1], "chat")
     assert example["prompt"] == [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
     assert example["completion"] == [{"role": "assistant", "content": "R"}]
 
@@ -51,61 +52,64 @@ def test_bad_rows_stop_with_file_and_line_or_are_counted(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"instruction": "Q", "output": "A"}\n{"instruction": "Q2", "out\n{"instruction": "Q3"}\n')
     with pytest.raises(StockToolError, match=r"bad.jsonl line 2: not valid JSON"):
-        ins.read_rows(path)
-    rows, skipped = ins.read_rows(path, skip_bad_rows=True)
+        instruction_data.read_rows(path)
+    rows, skipped = instruction_data.read_rows(path, skip_bad_rows=True)
     assert len(rows) == 1 and skipped == 2
     only_bad = tmp_path / "empty.jsonl"
     only_bad.write_text('{"instruction": "Q3"}\n')
     with pytest.raises(StockToolError, match=r"row 1: missing field\(s\) \['output'\]"):
-        ins.read_rows(only_bad)
+        instruction_data.read_rows(only_bad)
     with pytest.raises(StockToolError, match="no usable rows"):
-        ins.read_rows(only_bad, skip_bad_rows=True)
+        instruction_data.read_rows(only_bad, skip_bad_rows=True)
 
 
 def test_templates_are_the_same_at_training_and_inference():
-    row = ins.Row("可转债风险大吗？", "", "风险较小。", "alpaca")
-    example = ins.to_example(row, "cornucopia")
+    row = instruction_data.Row("可转债风险大吗？", "", "风险较小。", "alpaca")
+    example = instruction_data.to_example(row, "cornucopia")
     assert example == {
         "prompt": "下面是一个问题，运用金融财经知识来正确回答问题。\n### 问题:\n可转债风险大吗？\n### 回答:\n",
         "completion": "风险较小。",
     }
-    assert ins.to_example(row, "chat")["prompt"] == [{"role": "user", "content": "可转债风险大吗？"}]
+    assert instruction_data.to_example(row, "chat")["prompt"] == [{"role": "user", "content": "可转债风险大吗？"}]
 
 
 def test_weights_mix_and_a_split_by_question():
-    assert ins.parse_file_weights("a.jsonl, b.jsonl:0.5,c.json:2") == [("a.jsonl", 1.0), ("b.jsonl", 0.5),
+    assert utils.parse_file_weights("a.jsonl, b.jsonl:0.5,c.json:2") == [("a.jsonl", 1.0), ("b.jsonl", 0.5),
                                                                        ("c.json", 2.0)]  # fmt: skip
     with pytest.raises(StockToolError, match="positive"):
-        ins.parse_file_weights("a.jsonl:0")
-    a = [ins.Row(f"a{i}", "", "x", "alpaca") for i in range(10)]
-    b = [ins.Row(f"b{i}", "", "y", "alpaca") for i in range(10)]
-    mixed = ins.mix([(a, 2), (b, 0.5)], seed=1)
+        utils.parse_file_weights("a.jsonl:0")
+    a = [instruction_data.Row(f"a{i}", "", "x", "alpaca") for i in range(10)]
+    b = [instruction_data.Row(f"b{i}", "", "y", "alpaca") for i in range(10)]
+    mixed = instruction_data.mix([(a, 2), (b, 0.5)], seed=1)
     assert (
         sum(r.instruction.startswith("a") for r in mixed) == 20
         and sum(r.instruction.startswith("b") for r in mixed) == 5
     )
-    assert ins.mix([(a, 2), (b, 0.5)], seed=1) == mixed
-    train, val = ins.split(mixed, 0.2, seed=1)
-    assert {ins.fingerprint(r) for r in train}.isdisjoint({ins.fingerprint(r) for r in val}) and val
+    assert instruction_data.mix([(a, 2), (b, 0.5)], seed=1) == mixed
+    train, val = instruction_data.split(mixed, 0.2, seed=1)
+    assert {instruction_data.fingerprint(r) for r in train}.isdisjoint(
+        {instruction_data.fingerprint(r) for r in val}
+    ) and val
 
 
 def test_scorers_on_literal_answers():
-    assert ins.choice_letters("BD") == "BD" and ins.choice_letters("D、B") == "BD"
-    assert ins.choice_letters("答案：C。因为……") == "C" and ins.choice_letters("B. 会计分期") == "B"
-    assert ins.choice_letters("I think it is B") == "" and ins.choice_letters("Because") == ""
-    assert ins.sentiment_label("The sentiment is Positive, not negative", ("negative", "neutral", "positive")) == (
+    assert scorers.choice_letters("BD") == "BD" and scorers.choice_letters("D、B") == "BD"
+    assert scorers.choice_letters("答案：C。因为……") == "C" and scorers.choice_letters("B. 会计分期") == "B"
+    assert scorers.choice_letters("I think it is B") == "" and scorers.choice_letters("Because") == ""
+    assert scorers.sentiment_label("The sentiment is Positive, not negative", ("negative", "neutral", "positive")) == (
         "positive"
     )
-    assert ins.sentiment_label("unclear", ("negative", "positive")) == ""
-    assert ins.rouge_l("the cat sat", "the cat sat") == 1.0 and ins.rouge_l("dog", "the cat") == 0.0
-    assert ins.rouge_l("a b c d", "a c") == pytest.approx(2 * 0.5 * 1.0 / 1.5)
-    assert ins.rouge_l("风险较小", "风险较大") == pytest.approx(0.75)
-    assert ins.macro_f1(["p", "n", "p"], ["p", "p", "p"], ("n", "p")) == pytest.approx((0 + 0.8) / 2)
-    assert ins.bootstrap_ci([1.0] * 10) == [1.0, 1.0] and ins.bootstrap_ci([1.0]) is None
-    rows = [ins.Row("Q?", "A. x\nB. y", "B", "alpaca", gold="B"), ins.Row("Q2", "", "B", "alpaca", gold="BD"),
-            ins.Row("s", "t", "positive", "sentiment", gold="positive", labels=("negative", "positive")),
-            ins.Row("f", "", "the cat sat", "alpaca")]  # fmt: skip
-    scores = ins.score(rows, ["B", "B", "negative", "the cat"], n_boot=50)
+    assert scorers.sentiment_label("unclear", ("negative", "positive")) == ""
+    assert scorers.rouge_l("the cat sat", "the cat sat") == 1.0 and scorers.rouge_l("dog", "the cat") == 0.0
+    assert scorers.rouge_l("a b c d", "a c") == pytest.approx(2 * 0.5 * 1.0 / 1.5)
+    assert scorers.rouge_l("风险较小", "风险较大") == pytest.approx(0.75)
+    assert scorers.macro_f1(["p", "n", "p"], ["p", "p", "p"], ("n", "p")) == pytest.approx((0 + 0.8) / 2)
+    assert scorers.bootstrap_ci([1.0] * 10) == [1.0, 1.0] and scorers.bootstrap_ci([1.0]) is None
+    row = instruction_data.Row
+    rows = [row("Q?", "A. x\nB. y", "B", "alpaca", gold="B"), row("Q2", "", "B", "alpaca", gold="BD"),
+            row("s", "t", "positive", "sentiment", gold="positive", labels=("negative", "positive")),
+            row("f", "", "the cat sat", "alpaca")]  # fmt: skip
+    scores = scorers.score(rows, ["B", "B", "negative", "the cat"], n_boot=50)
     assert scores["multiple_choice"]["accuracy"] == 0.5 and scores["sentiment"]["accuracy"] == 0.0
     assert scores["sentiment"]["majority_class_accuracy"] == 1.0
     assert scores["free_text"]["rouge_l"] == pytest.approx(0.8)
@@ -114,8 +118,8 @@ def test_scorers_on_literal_answers():
 def test_compare_refuses_rows_an_adapter_was_trained_on(tmp_path, capsys):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
-    seen = ins.Row("What are business fundamentals?", "", "x", "alpaca")
-    (adapter / "train_questions.txt").write_text(ins.fingerprint(seen) + "\n")
+    seen = instruction_data.Row("What are business fundamentals?", "", "x", "alpaca")
+    (adapter / "train_questions.txt").write_text(instruction_data.fingerprint(seen) + "\n")
     evalf = tmp_path / "eval.jsonl"
     evalf.write_text(json.dumps({"instruction": "What are business fundamentals?", "input": "", "output": "y"}) + "\n")
     args = ["--train", "0", "--task", "instruct", "--eval-file", str(evalf), "--compare", f"base,{adapter}",
@@ -151,6 +155,6 @@ def test_instruction_tuning_and_comparison_with_the_real_model(shared_data, tmp_
 
 
 def test_the_row_bootstrap_is_the_evaluations_bootstrap_in_blocks_of_one_row():
-    low, high = ins.bootstrap_ci([0.0, 1.0] * 15, n_boot=500, seed=1)
+    low, high = scorers.bootstrap_ci([0.0, 1.0] * 15, n_boot=500, seed=1)
     assert low < 0.5 < high and 0.2 < low and high < 0.8
-    assert ins.bootstrap_ci([0.0, 1.0] * 15, n_boot=0) is None  # --bootstrap 0: no interval, not a crash
+    assert scorers.bootstrap_ci([0.0, 1.0] * 15, n_boot=0) is None  # --bootstrap 0: no interval, not a crash

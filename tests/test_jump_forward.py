@@ -11,26 +11,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import configs
-import constrained
-import dataset
-import generation
-import market_data
 import model
-import model_source
+from config import data_args, inference_args, model_args
+from llm import checkpoints, generation, token_automaton
+from market import price_files
+from prompts import prompt_format
 from utils import StockToolError
 
-OHLCV = dataset.FIELD_SETS["ohlcv"]
+OHLCV = data_args.FIELD_SETS["ohlcv"]
 EOS = 0
 
 
 # --------------------------------------------------------------------------- forced tokens on literal automata
 
 
-def literal_automaton(regex: str, vocabulary: dict[str, int]) -> constrained.TokenAutomaton:
+def literal_automaton(regex: str, vocabulary: dict[str, int]) -> token_automaton.TokenAutomaton:
     from outlines_core import Vocabulary
 
-    return constrained.automaton(regex, Vocabulary(EOS, {k.encode(): [v] for k, v in vocabulary.items()}), EOS)
+    return token_automaton.automaton(regex, Vocabulary(EOS, {k.encode(): [v] for k, v in vocabulary.items()}), EOS)
 
 
 VOCABULARY = {"D": 1, "a": 2, "Da": 3, ":": 4, " ": 5, "\n": 6, **{str(d): 10 + d for d in range(10)}, "12": 20}
@@ -38,29 +36,29 @@ VOCABULARY = {"D": 1, "a": 2, "Da": 3, ":": 4, " ": 5, "\n": 6, **{str(d): 10 + 
 
 def test_a_state_is_forced_only_when_it_allows_one_token_and_that_is_not_the_end():
     tokens = np.array([[5, 5, 5], [6, 7, 6], [EOS, 9, 9], [EOS, EOS, EOS], [8, 8, 8]])
-    assert constrained.forced_tokens(tokens, EOS).tolist() == [5, -1, -1, -1, 8]
+    assert token_automaton.forced_tokens(tokens, EOS).tolist() == [5, -1, -1, -1, 8]
 
 
 def test_forced_runs_follow_single_token_states_to_the_next_choice():
     a = literal_automaton(r"Da: 1[0-9]\n", VOCABULARY)
-    runs = constrained.forced_runs(a.tokens, a.next, EOS)
+    runs = token_automaton.forced_runs(a.tokens, a.next, EOS)
     assert runs.length[a.initial] == 0  # "D" or "Da": the model chooses the spelling
-    after_d = constrained.walk(a, [1])
-    assert constrained.forced_run(a, after_d, EOS) == [2, 4, 5]  # "a", ":", " "
-    after_da = constrained.walk(a, [3])
-    assert constrained.forced_run(a, after_da, EOS) == [4, 5]  # the same text, from the other spelling
-    assert runs.end[after_d] == runs.end[after_da] == constrained.walk(a, [3, 4, 5])
+    after_d = token_automaton.walk(a, [1])
+    assert token_automaton.forced_run(a, after_d, EOS) == [2, 4, 5]  # "a", ":", " "
+    after_da = token_automaton.walk(a, [3])
+    assert token_automaton.forced_run(a, after_da, EOS) == [4, 5]  # the same text, from the other spelling
+    assert runs.end[after_d] == runs.end[after_da] == token_automaton.walk(a, [3, 4, 5])
     number = runs.end[after_da]
     assert runs.length[number] == 0 and not runs.complete[number]  # "1" or "12": a choice again
-    last = constrained.walk(a, [3, 4, 5, 11, 13])
-    assert constrained.forced_run(a, last, EOS) == [6]  # the newline; end-of-sequence is never forced ...
+    last = token_automaton.walk(a, [3, 4, 5, 11, 13])
+    assert token_automaton.forced_run(a, last, EOS) == [6]  # the newline; end-of-sequence is never forced ...
     assert runs.complete[runs.end[last]]  # ... but after it nothing else is allowed
-    assert constrained.forced_run(a, a.states - 1, EOS) == []  # `done` allows only end-of-sequence
+    assert token_automaton.forced_run(a, a.states - 1, EOS) == []  # `done` allows only end-of-sequence
     for state in range(a.states):  # a run is a walk through the automaton
-        assert walk_from(a, state, constrained.forced_run(a, state, EOS)) == runs.end[state]
+        assert walk_from(a, state, token_automaton.forced_run(a, state, EOS)) == runs.end[state]
 
 
-def walk_from(a: constrained.TokenAutomaton, state: int, tokens: list[int]) -> int:
+def walk_from(a: token_automaton.TokenAutomaton, state: int, tokens: list[int]) -> int:
     for token in tokens:
         (slots,) = np.nonzero(a.tokens[state] == token)
         state = int(a.next[state, slots[0]])
@@ -70,8 +68,8 @@ def walk_from(a: constrained.TokenAutomaton, state: int, tokens: list[int]) -> i
 def test_forced_runs_of_stacked_automata_stay_in_their_rows_automaton():
     one = literal_automaton(r"Da: 1\n", VOCABULARY)
     two = literal_automaton(r"D[0-9]\n", VOCABULARY)
-    tokens, nexts, initial = constrained.stack([one, two])
-    runs = constrained.forced_runs(tokens, nexts, EOS)
+    tokens, nexts, initial = token_automaton.stack([one, two])
+    runs = token_automaton.forced_runs(tokens, nexts, EOS)
     assert runs.length[initial[0]] == 0 and runs.length[initial[1]] == 1  # "Da" or "D"; "D" only
     assert runs.tokens[initial[1], 0] == 1 and runs.end[initial[1]] >= one.states
     after_da = one.next[one.initial, list(one.tokens[one.initial]).index(3)]
@@ -80,17 +78,17 @@ def test_forced_runs_of_stacked_automata_stay_in_their_rows_automaton():
 
 
 def test_the_real_answer_grammar_forces_the_dates_and_the_labels_colons(tokenizer):
-    grammars = constrained.Grammars(tokenizer)
+    grammars = token_automaton.Grammars(tokenizer)
     days = pd.bdate_range("2026-05-04", periods=2)
-    a = grammars.compile(dataset.answer_regex(days, OHLCV, "change"), canonical=False)
+    a = grammars.compile(prompt_format.answer_regex(days, OHLCV, "change"), canonical=False)
     header = tokenizer("The next 2 day price is:\nDate", add_special_tokens=False)["input_ids"]
-    state = constrained.walk(a, header)
-    assert tokenizer.decode(constrained.forced_run(a, state, grammars.eos)) == ": 2026-05-04,"
-    open_label = constrained.forced_runs(a.tokens, a.next, grammars.eos).end[state]
+    state = token_automaton.walk(a, header)
+    assert tokenizer.decode(token_automaton.forced_run(a, state, grammars.eos)) == ": 2026-05-04,"
+    open_label = token_automaton.forced_runs(a.tokens, a.next, grammars.eos).end[state]
     assert len(set(a.tokens[open_label].tolist())) > 1  # " Open" or " O" + "pen"...: the model's choice
-    spelled = grammars.compile(dataset.answer_regex(days, OHLCV, "change"))  # the tokenizer's own spelling
-    state = constrained.walk(spelled, header)
-    assert tokenizer.decode(constrained.forced_run(spelled, state, grammars.eos)) == ": 2026-05-04, Open:"
+    spelled = grammars.compile(prompt_format.answer_regex(days, OHLCV, "change"))  # the tokenizer's own spelling
+    state = token_automaton.walk(spelled, header)
+    assert tokenizer.decode(token_automaton.forced_run(spelled, state, grammars.eos)) == ": 2026-05-04, Open:"
 
 
 # --------------------------------------------------------------------------- the decode loop on a tiny random model
@@ -123,7 +121,7 @@ def literal_windows(future: int, past: int, names=("巨大", "台積電股份有
     frame = market_data_frame(past + future)
     history, days = frame.iloc[:past], frame.index[past:]
     return [
-        [{"role": "user", "content": dataset.user_prompt(name, history, future, OHLCV, answer_format="change")}]
+        [{"role": "user", "content": prompt_format.user_prompt(name, history, future, OHLCV, answer_format="change")}]
         for name in names
     ], days
 
@@ -137,11 +135,11 @@ def market_data_frame(rows: int) -> pd.DataFrame:
     )
 
 
-@pytest.mark.parametrize("answer_format", dataset.ANSWER_FORMATS)
+@pytest.mark.parametrize("answer_format", prompt_format.ANSWER_FORMATS)
 @pytest.mark.parametrize("past, future", [(1, 1), (5, 5)])
 def test_jump_forward_gives_the_one_token_per_step_answers_in_fewer_forwards(tiny, answer_format, past, future):
     prompts, days = literal_windows(future, past)
-    regexes = [dataset.answer_regex(days, OHLCV, answer_format)] * len(prompts)
+    regexes = [prompt_format.answer_regex(days, OHLCV, answer_format)] * len(prompts)
     before, after = {}, {}
     slow = generation.generate_token_ids(
         tiny, prompts, 8, batch_size=8, regexes=regexes, jump_forward=False, stats=before
@@ -160,7 +158,7 @@ def test_jump_forward_gives_the_one_token_per_step_answers_in_fewer_forwards(tin
 def test_compacting_the_cache_at_every_step_changes_no_answer(tiny, monkeypatch):
     prompts, days = literal_windows(5, 5)
     # rows of other formats drift apart: their forced runs come at other steps, and leave holes in the cache
-    regexes = [dataset.answer_regex(days, OHLCV, f) for f in ("change", "absolute", "change")]
+    regexes = [prompt_format.answer_regex(days, OHLCV, f) for f in ("change", "absolute", "change")]
     plain = generation.generate_token_ids(tiny, prompts, 8, batch_size=8, regexes=regexes, jump_forward=False)
     monkeypatch.setattr(generation, "_SLACK", 0)
     stats: dict = {}
@@ -173,7 +171,7 @@ def test_compacting_the_cache_at_every_step_changes_no_answer(tiny, monkeypatch)
 
 def test_jump_forward_samples_are_answers_of_the_grammar_and_repeat_with_the_seed(tiny):
     prompts, days = literal_windows(5, 5, names=("巨大", "台積電股份有限公司"))
-    regexes = [dataset.answer_regex(days, OHLCV, "change")] * 2
+    regexes = [prompt_format.answer_regex(days, OHLCV, "change")] * 2
 
     def draw():
         return generation.generate_samples(
@@ -191,7 +189,7 @@ def test_a_jump_forward_batch_too_big_for_the_gpu_is_generated_in_halves(tiny, c
     import torch
 
     prompts, days = literal_windows(1, 1)
-    regexes = [dataset.answer_regex(days, OHLCV, "change")] * 3
+    regexes = [prompt_format.answer_regex(days, OHLCV, "change")] * 3
     expected = generation.generate_token_ids(tiny, prompts, 8, batch_size=1, regexes=regexes, engine="transformers")
     forward = tiny.model.forward
 
@@ -223,7 +221,7 @@ def test_free_decoding_and_other_processors_keep_generate(tiny, monkeypatch):
     generation.generate_token_ids(tiny, prompts[:1], 4, stats=stats)  # no grammar: nothing is forced
     assert stats["path"] == "generate"
     monkeypatch.setattr(tiny.model.generation_config, "repetition_penalty", 1.3)
-    regexes = [dataset.answer_regex(days, OHLCV, "change")]
+    regexes = [prompt_format.answer_regex(days, OHLCV, "change")]
     generation.generate_token_ids(tiny, prompts[:1], 4, regexes=regexes, stats=stats)
     assert stats["path"] == "generate"
 
@@ -231,7 +229,7 @@ def test_free_decoding_and_other_processors_keep_generate(tiny, monkeypatch):
 def test_the_decoding_config_switches_jump_forward_and_defaults_to_it():
     import main as cli
 
-    assert configs.DecodingConfig().jump_forward
+    assert inference_args.DecodingConfig().jump_forward
     for flag, on in ((["--jump-forward", "0"], False), ([], True)):
         args = cli.build_parser().parse_args(["--train", "0", *flag])
         assert cli.build_configs(args, cuda=True)[4].decoding.jump_forward is on
@@ -242,18 +240,18 @@ def test_the_decoding_config_switches_jump_forward_and_defaults_to_it():
 
 @pytest.fixture(scope="module")
 def smollm2(tokenizer):
-    return model.load_untuned(configs.ModelConfig(model_name=str(model_source.smollm2_gguf())))
+    return model.load_untuned(model_args.ModelConfig(model_name=str(checkpoints.smollm2_gguf())))
 
 
 def real_windows(prices, codes: list[str], past: int, future: int, answer_format: str):
     prompts, regexes = [], []
     for code in codes:
-        frame = market_data.parse_price_csv(prices / f"{code}.csv").dropna(subset=["Open", "Close", "Volume"])
+        frame = price_files.parse_price_csv(prices / f"{code}.csv").dropna(subset=["Open", "Close", "Volume"])
         end = len(frame) - future
         history, target = frame.iloc[end - past : end], frame.iloc[end:]
-        content = dataset.user_prompt(code, history, future, OHLCV, "", answer_format)
+        content = prompt_format.user_prompt(code, history, future, OHLCV, "", answer_format)
         prompts.append([{"role": "user", "content": content}])
-        regexes.append(dataset.answer_regex(target.index, OHLCV, answer_format))
+        regexes.append(prompt_format.answer_regex(target.index, OHLCV, answer_format))
     return prompts, regexes
 
 

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-import manifest
-from configs import DataConfig, ModelConfig
+from config import manifest
+from config.data_args import DataConfig
+from config.model_args import ModelConfig
 from utils import StockToolError
 
 

@@ -12,18 +12,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import dataset
-import generation
 import main as cli
-import market_data
 import model
-from configs import DataConfig
+from config import data_args
+from config.data_args import DataConfig
 from conftest import candles
-from market_data import Company, PriceCache
+from llm import generation
+from market import company_list, exchanges, price_files
+from market.company_list import Company
+from market.price_files import PriceCache
+from market.workspace import Workspace
+from prompts import prompt_format
 from utils import StockToolError
-from workspace import Workspace
 
-OHLCV = dataset.parse_fields("ohlcv")
+OHLCV = data_args.parse_fields("ohlcv")
 COLUMNS = ["Open", "High", "Low", "Close", "Volume"]
 
 
@@ -60,7 +62,7 @@ LITERAL = candles([100.0, 101.5, 99.0, 102.0], start="2026-03-02", volume=12345.
 )
 def test_common_layout_headers_match_case_insensitively(tmp_path, header):
     path = write(tmp_path / "X.csv", common_text(LITERAL, header))
-    frame = market_data.parse_price_csv(path)
+    frame = price_files.parse_price_csv(path)
     pd.testing.assert_frame_equal(frame[COLUMNS], LITERAL[COLUMNS], check_freq=False)
     assert frame[["Turnover", "Change", "Transaction"]].isna().all().all()  # absent, not invented
 
@@ -71,7 +73,7 @@ def test_dates_with_a_time_keep_the_date_as_written_and_rows_are_sorted(tmp_path
         "2024-01-03 00:00:00-05:00,184.2,185.9,183.4,184.3,183.1,58414500\n"
         "2024-01-02 00:00:00-05:00,187.1,188.4,183.9,185.6,184.3,82488700\n"
     )
-    frame = market_data.parse_price_csv(write(tmp_path / "AAPL.csv", text))
+    frame = price_files.parse_price_csv(write(tmp_path / "AAPL.csv", text))
     assert list(frame.index.strftime("%Y-%m-%d")) == ["2024-01-02", "2024-01-03"]
     assert frame["Close"].tolist() == [185.6, 184.3] and frame["Volume"].tolist() == [82488700.0, 58414500.0]
 
@@ -96,14 +98,14 @@ HEADER = "Date,Open,High,Low,Close,Volume\n"
 def test_a_bad_file_is_one_error_naming_the_file_and_the_problem(tmp_path, text, message):
     path = write(tmp_path / "BAD.csv", text)
     with pytest.raises(StockToolError) as caught:
-        market_data.parse_price_csv(path)
+        price_files.parse_price_csv(path)
     assert str(path) in str(caught.value) and message in str(caught.value)
 
 
 def test_a_file_in_neither_layout_names_both(tmp_path):
     path = write(tmp_path / "X.csv", "day,price\n2026-03-02,1\n")
     with pytest.raises(StockToolError, match=r"twstock columns .* or Date,Open,High,Low,Close,Volume"):
-        market_data.parse_price_csv(path)
+        price_files.parse_price_csv(path)
 
 
 def test_a_common_layout_file_is_never_fetched_or_rewritten_even_online(tmp_path, exchange, client_for):
@@ -113,8 +115,8 @@ def test_a_common_layout_file_is_never_fetched_or_rewritten_even_online(tmp_path
     assert cache.is_given("2330") and not PriceCache(tmp_path / "none").is_given("2330")
     tsmc = Company("2330", "台積電", "twse")
     client = client_for()
-    online = market_data.update_prices(tsmc, cache, pd.Timestamp("2026-01-01").date(), LITERAL.index[-1].date(), client)
-    offline = market_data.update_prices(tsmc, cache, pd.Timestamp("2026-01-01").date(), LITERAL.index[-1].date(), None)
+    online = exchanges.update_prices(tsmc, cache, pd.Timestamp("2026-01-01").date(), LITERAL.index[-1].date(), client)
+    offline = exchanges.update_prices(tsmc, cache, pd.Timestamp("2026-01-01").date(), LITERAL.index[-1].date(), None)
     assert exchange.calls == [] and client.requests_made == 0  # the months it lacks are not asked for
     assert path.read_bytes() == before and not cache.meta_path("2330").exists()
     pd.testing.assert_frame_equal(online, offline)
@@ -135,10 +137,10 @@ def test_fields_the_common_layout_lacks_are_refused_clearly(tmp_path):
 def test_company_lists_name_other_markets_codes_with_their_files(tmp_path):
     write(tmp_path / "AAPL.csv", common_text(LITERAL))
     listing = write(tmp_path / "list.json", json.dumps([{"code": "AAPL", "name_en": "Apple"}, {"code": 2330}]))
-    apple, tsmc = market_data.load_company_list(listing, PriceCache(tmp_path))
+    apple, tsmc = company_list.load_company_list(listing, PriceCache(tmp_path))
     assert apple == Company("AAPL", "AAPL", "csv", "Apple") and tsmc.name_zh == "台積電"
     with pytest.raises(StockToolError, match="unknown stock code 'AAPL'"):
-        market_data.load_company_list(listing)  # without its file it is still unknown
+        company_list.load_company_list(listing)  # without its file it is still unknown
 
 
 def fake_model(monkeypatch, fields=OHLCV, answer_format="absolute"):
@@ -156,7 +158,7 @@ def fake_model(monkeypatch, fields=OHLCV, answer_format="absolute"):
             seen.append(prompt[0]["content"])
             last = [line for line in prompt[0]["content"].splitlines() if line.startswith("Date: ")][-1]
             dates = re.findall(r"Date: (\d{4}-\d{2}-\d{2})", regex.replace("\\", ""))
-            answers.append([dataset.answer_lines([f"Date: {d}" + last[16:] for d in dates])])
+            answers.append([prompt_format.answer_lines([f"Date: {d}" + last[16:] for d in dates])])
         return answers
 
     monkeypatch.setattr(generation, "generate_samples", generate)
@@ -183,7 +185,7 @@ def test_an_adapter_whose_fields_the_file_lacks_and_a_bad_file_are_one_line(tmp_
     args = ["--train", "0", "--code", "AAPL", "--past", "3", "--future", "2", "--data-dir", str(tmp_path),
             "--offline", "--end-date", "2025-07-03", "--output-dir", str(tmp_path / "out"),
             "--model-dir", str(tmp_path / "adapter"), "--calendar", "XNYS"]  # fmt: skip
-    fake_model(monkeypatch, fields=dataset.parse_fields("all"))
+    fake_model(monkeypatch, fields=data_args.parse_fields("all"))
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "are not in" in err and "use --fields ohlcv" in err
@@ -213,7 +215,7 @@ def two_layouts(shared_data, tmp_path):
 
 
 def test_the_common_layout_reads_as_the_twstock_one_on_ohlcv(two_layouts):
-    twstock, common = (market_data.parse_price_csv(d / "prices" / "2330.csv") for d in two_layouts)
+    twstock, common = (price_files.parse_price_csv(d / "prices" / "2330.csv") for d in two_layouts)
     assert len(twstock) > 500 and twstock.index[-1] == pd.Timestamp("2026-04-30")
     pd.testing.assert_frame_equal(common[COLUMNS], twstock[COLUMNS])
     assert common["Turnover"].isna().all() and twstock["Turnover"].notna().any()

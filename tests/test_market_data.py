@@ -8,9 +8,12 @@ import json
 import pandas as pd
 import pytest
 
-import market_data
+from config import data_args
 from conftest import ROOT, recorded
-from market_data import Company, ExchangeUnavailable, PriceCache, Throttle
+from market import company_list, exchanges, price_files
+from market.company_list import Company
+from market.exchanges import ExchangeUnavailable, Throttle
+from market.price_files import PriceCache
 from utils import StockToolError
 
 TSMC = Company("2330", "台積電", "twse")
@@ -121,19 +124,19 @@ def test_cache_fetches_only_missing_months(tmp_path, exchange, client_for):
     _serve_2330(exchange)
     cache, client = PriceCache(tmp_path), client_for()
     today = dt.date(2026, 11, 22)
-    frame = market_data.update_prices(TSMC, cache, dt.date(2024, 11, 1), dt.date(2024, 11, 30), client, today)
+    frame = exchanges.update_prices(TSMC, cache, dt.date(2024, 11, 1), dt.date(2024, 11, 30), client, today)
     assert len(frame) == 6 and len(exchange.calls) == 1
     # Same range again: served from the cache, no request.
-    market_data.update_prices(TSMC, cache, dt.date(2024, 11, 1), dt.date(2024, 11, 30), client, today)
+    exchanges.update_prices(TSMC, cache, dt.date(2024, 11, 1), dt.date(2024, 11, 30), client, today)
     assert len(exchange.calls) == 1
     # A longer range: only the months not cached are asked for (Dec 2024 .. May 2025).
-    frame = market_data.update_prices(TSMC, cache, dt.date(2024, 11, 1), dt.date(2025, 5, 31), client, today)
+    frame = exchanges.update_prices(TSMC, cache, dt.date(2024, 11, 1), dt.date(2025, 5, 31), client, today)
     assert [c[1] for c in exchange.calls[1:]] == [
         "2330|20241201", "2330|20250101", "2330|20250201", "2330|20250301", "2330|20250401", "2330|20250501",
     ]  # fmt: skip
     assert frame.index.min() == pd.Timestamp("2024-11-01") and frame.index.max() == pd.Timestamp("2025-05-16")
     on_disk = (tmp_path / "2330.csv").read_text().splitlines()
-    assert on_disk[0] == ",".join(market_data.CSV_COLUMNS)
+    assert on_disk[0] == ",".join(price_files.CSV_COLUMNS)
     assert on_disk[1] == "2024-11-01,61545741,62269386415,996.0,1030.0,996.0,1025.0,-5.0,77404"
 
 
@@ -141,16 +144,16 @@ def test_current_month_is_refreshed(tmp_path, exchange, client_for):
     _serve_2330(exchange)
     cache, client = PriceCache(tmp_path), client_for()
     today = dt.date(2025, 5, 16)
-    market_data.update_prices(TSMC, cache, dt.date(2025, 5, 1), today, client, today)
-    market_data.update_prices(TSMC, cache, dt.date(2025, 5, 1), today, client, today)
+    exchanges.update_prices(TSMC, cache, dt.date(2025, 5, 1), today, client, today)
+    exchanges.update_prices(TSMC, cache, dt.date(2025, 5, 1), today, client, today)
     assert len(exchange.calls) == 2  # the month in progress is never taken as complete
 
 
 def test_partial_month_is_refetched_after_it_ends(tmp_path, exchange, client_for):
     _serve_2330(exchange)
     cache, client = PriceCache(tmp_path), client_for()
-    market_data.update_prices(TSMC, cache, dt.date(2025, 5, 1), dt.date(2025, 5, 16), client, dt.date(2025, 5, 16))
-    market_data.update_prices(TSMC, cache, dt.date(2025, 5, 1), dt.date(2025, 5, 31), client, dt.date(2025, 7, 1))
+    exchanges.update_prices(TSMC, cache, dt.date(2025, 5, 1), dt.date(2025, 5, 16), client, dt.date(2025, 5, 16))
+    exchanges.update_prices(TSMC, cache, dt.date(2025, 5, 1), dt.date(2025, 5, 31), client, dt.date(2025, 7, 1))
     assert len(exchange.calls) == 2  # fetched on 2025-05-16, so May was incomplete
 
 
@@ -158,7 +161,7 @@ def test_failed_fetch_is_never_cached(tmp_path, exchange, client_for):
     exchange.routes[("STOCK_DAY", "2330|20241101")] = "<html>busy</html>"
     cache = PriceCache(tmp_path)
     with pytest.raises(StockToolError, match="--data-dir"):
-        market_data.update_prices(
+        exchanges.update_prices(
             TSMC, cache, dt.date(2024, 11, 1), dt.date(2024, 11, 30), client_for(), dt.date(2026, 1, 1)
         )
     assert not (tmp_path / "2330.csv").exists() and not (tmp_path / "2330.meta.json").exists()
@@ -168,43 +171,39 @@ def test_failed_fetch_is_never_cached(tmp_path, exchange, client_for):
 def test_empty_reply_for_a_listed_month_is_recorded(tmp_path, exchange, client_for):
     cache = PriceCache(tmp_path)
     _serve_2330(exchange)  # December 2024 answers "no data"
-    market_data.update_prices(
-        TSMC, cache, dt.date(2024, 11, 1), dt.date(2024, 12, 31), client_for(), dt.date(2026, 1, 1)
-    )
+    exchanges.update_prices(TSMC, cache, dt.date(2024, 11, 1), dt.date(2024, 12, 31), client_for(), dt.date(2026, 1, 1))
     assert cache.load_meta("2330")["empty"] == ["2024-12"]
-    market_data.update_prices(
-        TSMC, cache, dt.date(2024, 11, 1), dt.date(2024, 12, 31), client_for(), dt.date(2026, 1, 1)
-    )
+    exchanges.update_prices(TSMC, cache, dt.date(2024, 11, 1), dt.date(2024, 12, 31), client_for(), dt.date(2026, 1, 1))
     assert len(exchange.calls) == 2
 
 
 def test_offline_reads_shared_csvs_without_requests(shared_data):
-    price_dir = market_data.resolve_price_dir(shared_data / "prices")
+    price_dir = price_files.resolve_price_dir(shared_data / "prices")
     assert price_dir == shared_data / "prices"
-    frame = market_data.update_prices(
+    frame = exchanges.update_prices(
         Company("2353", "宏碁", "twse"), PriceCache(price_dir), dt.date(2024, 12, 1), dt.date(2026, 4, 30), None
     )
     assert frame.index[0] == pd.Timestamp("2024-12-09") and frame.index[-1] == pd.Timestamp("2026-04-30")
     assert frame.loc["2024-12-09", "Turnover"] != frame.loc["2024-12-09", "Turnover"]  # blank stays NaN
-    assert list(frame.columns) == list(market_data.FRAME_COLUMNS.values())
+    assert list(frame.columns) == list(data_args.FRAME_COLUMNS.values())
 
 
 def test_no_trade_day_in_shared_data_is_dropped(shared_data):
-    frame = market_data.parse_price_csv(shared_data / "prices" / "2317.csv")
+    frame = price_files.parse_price_csv(shared_data / "prices" / "2317.csv")
     assert pd.Timestamp("2025-07-30") not in frame.index
     assert not frame[["Open", "High", "Low", "Close"]].isna().any().any()
 
 
 def test_offline_without_cache_says_what_to_do(tmp_path):
     with pytest.raises(StockToolError, match="--data-dir"):
-        market_data.update_prices(TSMC, PriceCache(tmp_path), dt.date(2025, 1, 1), dt.date(2025, 2, 1), None)
+        exchanges.update_prices(TSMC, PriceCache(tmp_path), dt.date(2025, 1, 1), dt.date(2025, 2, 1), None)
 
 
 # --------------------------------------------------------------------------- companies
 
 
 def test_spec_company_list_resolves():
-    companies = market_data.load_company_list(ROOT / "data" / "companies.json")
+    companies = company_list.load_company_list(ROOT / "data" / "companies.json")
     by_code = {c.code: c for c in companies}
     assert len(companies) == 41
     assert sorted(c.code for c in companies if c.market == "tpex") == sorted(
@@ -226,24 +225,24 @@ def test_spec_company_list_resolves():
     ],
 )
 def test_resolve_company(entry, code):
-    assert market_data.resolve_company(entry).code == code
+    assert company_list.resolve_company(entry).code == code
 
 
 def test_unknown_name_suggests_close_matches():
     with pytest.raises(StockToolError, match="台積電"):
-        market_data.resolve_company({"name_zh": "台積店"})
+        company_list.resolve_company({"name_zh": "台積店"})
 
 
 def test_unknown_code_is_an_error():
     with pytest.raises(StockToolError, match="unknown stock code '99999'"):
-        market_data.resolve_company({"code": "99999"})
+        company_list.resolve_company({"code": "99999"})
 
 
 def test_company_list_reports_every_bad_entry(tmp_path):
     path = tmp_path / "list.json"
     path.write_text(json.dumps([{"name_zh": "台積電"}, {"code": "99999"}, {"name_zh": "不存在公司"}, {}]))
     with pytest.raises(StockToolError) as err:
-        market_data.load_company_list(path)
+        company_list.load_company_list(path)
     assert "3 problem(s)" in str(err.value)
 
 
@@ -252,7 +251,7 @@ def test_malformed_company_list(tmp_path, text):
     path = tmp_path / "list.json"
     path.write_text(text)
     with pytest.raises(StockToolError, match="company list file"):
-        market_data.load_company_list(path)
+        company_list.load_company_list(path)
 
 
 def test_the_one_retry_loop_backs_off_and_stops_at_once_on_another_error():

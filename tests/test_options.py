@@ -7,11 +7,16 @@ from dataclasses import dataclass, fields
 
 import pytest
 
-import configs
 import main as cli
-import options
-from configs import DataConfig, DecodingConfig, EvalConfig, InstructConfig, LoraSettings, TrainSettings
-from options import AT_LEAST_1, option, shared
+from config import defaults
+from config import flags as flags_
+from config.data_args import DataConfig
+from config.evaluation_args import EvalConfig
+from config.flags import AT_LEAST_1, option, shared
+from config.inference_args import DecodingConfig
+from config.instruct_args import InstructConfig
+from config.model_args import LoraSettings
+from config.training_args import TrainSettings
 from utils import StockToolError
 
 
@@ -26,7 +31,7 @@ class Toy:
 
 def _toy_parser():
     parser = argparse.ArgumentParser()
-    options.add_arguments(parser, {}, [Toy])
+    flags_.add_arguments(parser, {}, [Toy])
     return parser
 
 
@@ -35,20 +40,20 @@ def test_a_field_with_help_is_a_flag_and_its_cpu_default_applies_only_when_unset
     flags = {o for a in parser._actions for o in a.option_strings}
     assert {"--steps", "--how", "--seed"} <= flags and "--hidden" not in flags and "--copy-of-seed" not in flags
     unset = parser.parse_args([])
-    assert options.build(Toy, unset, cuda=True).steps == 60 and options.build(Toy, unset, cuda=False).steps == 16
-    assert options.build(Toy, parser.parse_args(["--steps", "5"]), cuda=False).steps == 5
-    assert options.unset_device_fields(Toy, unset) == ["steps"]
+    assert flags_.build(Toy, unset, cuda=True).steps == 60 and flags_.build(Toy, unset, cuda=False).steps == 16
+    assert flags_.build(Toy, parser.parse_args(["--steps", "5"]), cuda=False).steps == 5
+    assert flags_.unset_device_fields(Toy, unset) == ["steps"]
 
 
 def test_a_choice_text_maps_to_the_fields_value_and_a_shared_field_follows_its_flag():
-    built = options.build(Toy, _toy_parser().parse_args(["--how", "slow", "--seed", "9"]), cuda=True)
+    built = flags_.build(Toy, _toy_parser().parse_args(["--how", "slow", "--seed", "9"]), cuda=True)
     assert (built.mode, built.seed, built.copy_of_seed, built.hidden) == (False, 9, 9, 3)
     assert _toy_parser().parse_args([]).how == "fast"
 
 
 def test_range_checks_name_the_flag():
     with pytest.raises(StockToolError, match="--steps 0: must be at least 1"):
-        options.check([Toy], _toy_parser().parse_args(["--steps", "0"]))
+        flags_.check([Toy], _toy_parser().parse_args(["--steps", "0"]))
 
 
 def test_the_seed_flag_reaches_every_config_that_uses_a_seed():
@@ -90,15 +95,15 @@ def test_the_optimizer_and_scheduler_choices_are_transformers_own():
     from transformers.trainer_utils import SchedulerType
     from transformers.training_args import OptimizerNames
 
-    assert list(configs.OPTIMIZERS) == [o.value for o in OptimizerNames]
-    assert list(configs.SCHEDULERS) == [s.value for s in SchedulerType]
+    assert list(defaults.OPTIMIZERS) == [o.value for o in OptimizerNames]
+    assert list(defaults.SCHEDULERS) == [s.value for s in SchedulerType]
 
 
 def _numeric_flags():
     for cls in (cli.RunConfig, *cli.CONFIGS):
-        for f, kind in options.flag_fields(cls):
+        for f, kind in flags_.flag_fields(cls):
             if kind in (int, float) and not f.metadata["choices"]:
-                yield options.flag_name(f), kind
+                yield flags_.flag_name(f), kind
 
 
 @pytest.mark.parametrize(("flag", "kind"), list(_numeric_flags()), ids=lambda v: v if isinstance(v, str) else "")
@@ -107,15 +112,15 @@ def test_every_number_flag_refuses_what_overflows_or_is_no_number(flag, kind):
     for text in texts:
         args = cli.build_parser().parse_args(["--train", "1", f"{flag}={text}"])
         with pytest.raises(StockToolError, match=f"^{flag} "):
-            options.check((cli.RunConfig, *cli.CONFIGS), args)
+            flags_.check((cli.RunConfig, *cli.CONFIGS), args)
 
 
 def test_every_default_passes_its_own_check():
     """check() leaves a flag at its default unchecked (--calendar's check imports a library): defaults must pass."""
     for cls in (cli.RunConfig, *cli.CONFIGS):
-        for f, _ in options.flag_fields(cls):
+        for f, _ in flags_.flag_fields(cls):
             rule = f.metadata["check"]
-            values = [f.default] + ([] if f.metadata["cpu"] is options.NO_CPU else [f.metadata["cpu"]])
+            values = [f.default] + ([] if f.metadata["cpu"] is flags_.NO_CPU else [f.metadata["cpu"]])
             for value in values:
                 if isinstance(rule, tuple) and value is not None:
-                    assert rule[1](value), f"{options.flag_name(f)} {value}"
+                    assert rule[1](value), f"{flags_.flag_name(f)} {value}"

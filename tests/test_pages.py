@@ -15,14 +15,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import calibration
-import dataset
-import forecast
-import generation
 import model
-import pages
-from configs import DecodingConfig, EvalConfig, ModelConfig, TrainSettings
+from config import data_args
+from config.evaluation_args import EvalConfig
+from config.inference_args import DecodingConfig
+from config.model_args import ModelConfig
+from config.training_args import TrainSettings
 from conftest import candles, write_price_csv
+from forecasting import calibrated, chart, forecast_page
+from forecasting import html as html_
+from llm import generation
+from prompts import prompt_format
 from stock_predictor import DataConfig, StockPredictor
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -37,7 +40,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 VIEWPORTS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "height": 900}}
-OHLCV = dataset.FIELD_SETS["ohlcv"]
+OHLCV = data_args.FIELD_SETS["ohlcv"]
 PNG_1PX = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 )
@@ -47,16 +50,16 @@ PNG_1PX = base64.b64decode(
 
 
 def test_headings_paragraphs_inline_marks_and_escapes():
-    out = pages.markdown_html("# A `x<y` title\n\nSome **bold**, *italic* and `a*b*c` text,\nsecond line & <b>.")
+    out = html_.markdown_html("# A `x<y` title\n\nSome **bold**, *italic* and `a*b*c` text,\nsecond line & <b>.")
     assert out.splitlines()[0] == "<h1>A <code>x&lt;y</code> title</h1>"
     assert "<strong>bold</strong>, <em>italic</em> and <code>a*b*c</code> text, second line &amp; &lt;b&gt;." in out
-    assert pages.markdown_html("1 − MAPE * 2 and file_name_here") == "<p>1 − MAPE * 2 and file_name_here</p>"
-    assert pages.markdown_html(pages.escape_markdown("a *b* | [c](d) `e`")) == "<p>a *b* | [c](d) `e`</p>"
+    assert html_.markdown_html("1 − MAPE * 2 and file_name_here") == "<p>1 − MAPE * 2 and file_name_here</p>"
+    assert html_.markdown_html(html_.escape_markdown("a *b* | [c](d) `e`")) == "<p>a *b* | [c](d) `e`</p>"
 
 
 def test_nested_lists_with_continuation_lines():
     text = "- one\n  - one.a **x**\n  - one.b\n    continued\n- two\n\n1. first\n2. second"
-    assert pages.markdown_html(text) == (
+    assert html_.markdown_html(text) == (
         "<ul><li>one<ul><li>one.a <strong>x</strong></li><li>one.b continued</li></ul></li><li>two</li></ul>\n"
         "<ol><li>first</li><li>second</li></ol>"
     )
@@ -65,7 +68,7 @@ def test_nested_lists_with_continuation_lines():
 def test_pipe_tables_keep_every_row_and_alignment_and_scroll_in_a_box():
     long = "a verdict too long to keep on one line"
     text = f"| window | model | MAPE % |\n| --- | :---: | ---: |\n| 1:1 | LLM \\| tuned | 1.234 |\n| 5:5 | {long} |"
-    out = pages.markdown_html(text)
+    out = html_.markdown_html(text)
     assert out.startswith('<div class="table"><table><thead><tr><th class="n">window</th><th class="c n">model</th>')
     assert '<td class="n">1:1</td><td class="c n">LLM | tuned</td><td class="r n">1.234</td>' in out
     assert f'<td class="c">{long}</td><td class="r n"></td>' in out  # a long cell may wrap; a short row is padded
@@ -74,23 +77,23 @@ def test_pipe_tables_keep_every_row_and_alignment_and_scroll_in_a_box():
 
 def test_images_are_inlined_as_data_uris_and_a_missing_one_is_said(tmp_path):
     (tmp_path / "chart.png").write_bytes(PNG_1PX)
-    out = pages.markdown_html("![a chart](chart.png)\n\nsee ![gone](gone.png)", pages.embedded(tmp_path))
+    out = html_.markdown_html("![a chart](chart.png)\n\nsee ![gone](gone.png)", html_.embedded(tmp_path))
     data = "data:image/png;base64," + base64.b64encode(PNG_1PX).decode()
     figure = (
         f'<figure><a href="chart.png"><img src="{data}" alt="a chart"></a><figcaption>a chart</figcaption></figure>'
     )
     assert out.startswith(figure)  # a tap opens the file beside the page
     assert '<span class="missing">[image gone.png not found]</span>' in out
-    assert pages.embedded(tmp_path)("../outside.png") is None  # only files of the page's folder
+    assert html_.embedded(tmp_path)("../outside.png") is None  # only files of the page's folder
 
 
 def test_fenced_code_is_literal():
-    out = pages.markdown_html("```\n| not | a table |\n**raw** <answer>\n```\nafter")
+    out = html_.markdown_html("```\n| not | a table |\n**raw** <answer>\n```\nafter")
     assert out == "<pre><code>| not | a table |\n**raw** &lt;answer&gt;</code></pre>\n<p>after</p>"
 
 
 def test_a_page_is_self_contained_and_fits_a_phone():
-    html = pages.page("T", "<p>x</p>")
+    html = html_.page("T", "<p>x</p>")
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in html
     assert "max-width" in html and "overflow-x:auto" in html
     assert not re.search(r"(src|href)=\"(https?:)?//", html) and "<script" not in html
@@ -137,7 +140,7 @@ def _answer(prompt: str, shift: float) -> str:
         {"Open": close, "High": close * 1.01, "Low": close * 0.99, "Close": close, "Volume": float(last["Capacity"])},
         index=days,
     )
-    return dataset.answer_text(frame, OHLCV)
+    return prompt_format.answer_text(frame, OHLCV)
 
 
 def _fake_model(monkeypatch, broken=()):
@@ -159,9 +162,9 @@ def _fake_model(monkeypatch, broken=()):
     monkeypatch.setattr(generation, "generate_samples", generate)
 
 
-def _calibration(window: str, steps: int, weight: float) -> calibration.Calibration:
+def _calibration(window: str, steps: int, weight: float) -> calibrated.Calibration:
     errors = [list(np.linspace(-2, 2, 41)) for _ in range(steps)]  # in units of the stock's volatility
-    return calibration.Calibration(
+    return calibrated.Calibration(
         {window: errors},
         start="2026-02-02",
         end="2026-03-31",
@@ -223,19 +226,19 @@ def test_a_forecast_run_writes_one_page_listing_every_code(made):
     ):
         assert words in page
     assert page.count('<img src="data:image/png;base64,') == 2  # the two charts, inline
-    assert greedy[0].bands is None and "no calibration" in forecast.no_band_reason(greedy[0])
+    assert greedy[0].bands is None and "no calibration" in chart.no_band_reason(greedy[0])
     page = greedy[0].page.read_text(encoding="utf-8")
     assert "No band: see below." in page and "<li>No band: no calibration for this adapter" in page
     assert weighed[0].weight == 0 and weighed[0].band_kind == "calibrated" and weighed[0].bands is not None
     page = weighed[0].page.read_text(encoding="utf-8")
-    assert f"Note: {pages.PERSISTENCE}." in page and "80% band (calibrated) from errors of 41 held-out" in page
+    assert f"Note: {forecast_page.PERSISTENCE}." in page and "80% band (calibrated) from errors of 41 held-out" in page
     assert not list((made["root"] / "out").rglob(".*tmp*"))  # atomic writes leave no temporary file
 
 
 def test_a_chart_shows_a_month_of_history_even_from_one_known_day(made):
     (result,) = made["greedy"]
-    shown = forecast.chart_history(result)
-    assert len(result.past) == 1 and len(shown) >= forecast.CHART_DAYS and shown.index[-1] == result.past.index[-1]
+    shown = chart.chart_history(result)
+    assert len(result.past) == 1 and len(shown) >= chart.CHART_DAYS and shown.index[-1] == result.past.index[-1]
     assert result.chart.name == f"2330_{result.past.index[-1]:%Y%m%d}_1to1.png"  # named by the prompt's days
 
 
@@ -243,7 +246,7 @@ def test_the_evaluation_page_is_report_md_with_its_charts_inline(made):
     html = made["report"]["page"].read_text(encoding="utf-8")
     report = made["report"]["report"].read_text(encoding="utf-8")
     for heading in re.findall(r"^#+ (.+)$", report, flags=re.MULTILINE):
-        assert pages.markdown_html(heading).removeprefix("<p>").removesuffix("</p>") in html
+        assert html_.markdown_html(heading).removeprefix("<p>").removesuffix("</p>") in html
     table_lines = re.findall(r"^\|.*$", report, flags=re.MULTILINE)
     separators = [line for line in table_lines if re.fullmatch(r"\|[ :|-]+\|", line)]
     assert html.count("<tr>") == len(table_lines) - len(separators) > 20  # every row of every table
@@ -315,7 +318,7 @@ def test_a_broken_page_is_caught(tmp_path):
     (tmp_path / "x" / "y").mkdir(parents=True)
     bad = tmp_path / "x" / "y" / "bad.html"
     body = '<img src="data:image/png;base64,AAAA" alt="junk"><table><thead><tr><th>a</th></tr></thead></table>'
-    bad.write_text(pages.page("bad", body + "<script>undefined_function()</script>"), encoding="utf-8")
+    bad.write_text(html_.page("bad", body + "<script>undefined_function()</script>"), encoding="utf-8")
     with _browser() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

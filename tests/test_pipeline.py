@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-import dataset
-import generation
 import main as cli
-import market_data
 import model
+from config import data_args
+from llm import generation
+from market import price_files
+from prompts import prompt_format
 
 COMPANIES = [{"name_zh": "台積電"}, {"code": 6569}]  # a TWSE and a TPEx stock
 
@@ -50,14 +51,14 @@ def fake_adapter(monkeypatch, answer_for):
 
 
 def test_inference_prints_table_and_draws_chart(workdir, monkeypatch, capsys):
-    real = market_data.parse_price_csv(workdir / "prices" / "2330.csv")
+    real = price_files.parse_price_csv(workdir / "prices" / "2330.csv")
     seen = {}
 
     def answer(prompt):
         seen["prompt"] = prompt
         future = real.loc["2026-04-27":"2026-04-30"].copy()
         future.index = future.index + __import__("pandas").Timedelta(days=7)  # the week after, as a forecast
-        return dataset.answer_text(future, dataset.parse_fields("ohlcv"))
+        return prompt_format.answer_text(future, data_args.parse_fields("ohlcv"))
 
     fake_adapter(monkeypatch, answer)
     code = cli.main(["--train", "0", "--code", "2330", "--past", "5", "--future", "4", *common(workdir)])
@@ -90,7 +91,7 @@ def test_invalid_candles_are_reported_not_repaired(workdir, monkeypatch, capsys)
 
 
 def test_a_folder_of_price_csvs_is_only_read(workdir):
-    from configs import TrainSettings
+    from config.training_args import TrainSettings
     from stock_predictor import DataConfig, StockPredictor
 
     before = sorted(p.name for p in (workdir / "prices").iterdir())

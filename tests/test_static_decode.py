@@ -12,14 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import constrained
-import dataset
-import generation
 import model
-import static_decode
+from config import data_args
+from llm import generation, static_decode, token_automaton
+from prompts import prompt_format
 from utils import StockToolError
 
-OHLCV = dataset.FIELD_SETS["ohlcv"]
+OHLCV = data_args.FIELD_SETS["ohlcv"]
 
 
 def tiny_llama(tokenizer, seed: int = 0):
@@ -77,10 +76,10 @@ def windows(past: int, future: int, formats=("change",) * 3):
     history, days = data.iloc[:past], data.index[past:]
     names = ("巨大", "台積電股份有限公司", "2330")
     prompts = [
-        [{"role": "user", "content": dataset.user_prompt(n, history, future, OHLCV, answer_format=f)}]
+        [{"role": "user", "content": prompt_format.user_prompt(n, history, future, OHLCV, answer_format=f)}]
         for n, f in zip(names, formats, strict=True)
     ]
-    return prompts, [dataset.answer_regex(days, OHLCV, f) for f in formats]
+    return prompts, [prompt_format.answer_regex(days, OHLCV, f) for f in formats]
 
 
 # --------------------------------------------------------------------------- the engine's forward
@@ -152,7 +151,7 @@ def test_a_later_batch_that_fits_reuses_the_cache(tiny):
 # --------------------------------------------------------------------------- answers
 
 
-@pytest.mark.parametrize("answer_format", dataset.ANSWER_FORMATS)
+@pytest.mark.parametrize("answer_format", prompt_format.ANSWER_FORMATS)
 @pytest.mark.parametrize("past, future", [(1, 1), (5, 5)])
 @pytest.mark.parametrize("canonical", [False, True])
 def test_static_answers_are_the_models_own_forwards_token_for_token(tiny, answer_format, past, future, canonical):
@@ -237,34 +236,34 @@ def test_a_model_the_engine_cannot_run_goes_the_other_way(tokenizer):
 # --------------------------------------------------------------------------- the grammar in the tokenizer's spelling
 
 
-@pytest.mark.parametrize("answer_format", dataset.ANSWER_FORMATS)
+@pytest.mark.parametrize("answer_format", prompt_format.ANSWER_FORMATS)
 def test_the_spelled_grammar_accepts_the_same_text_and_forces_the_labels(tokenizer, answer_format):
-    grammars = constrained.Grammars(tokenizer)
-    regex = dataset.answer_regex(pd.bdate_range("2026-05-04", periods=3), OHLCV, answer_format)
+    grammars = token_automaton.Grammars(tokenizer)
+    regex = prompt_format.answer_regex(pd.bdate_range("2026-05-04", periods=3), OHLCV, answer_format)
     plain, spelled = grammars.compile(regex, canonical=False), grammars.compile(regex)
     # every answer of the plain grammar, tokenized as the tokenizer does, is an answer of the spelled one
-    for text in constrained.random_answers(plain, grammars.text, grammars.eos, 30, seed=11):
+    for text in token_automaton.random_answers(plain, grammars.text, grammars.eos, 30, seed=11):
         assert re.fullmatch(regex, text.decode())
-        assert constrained.accepts(spelled, grammars._tokenize(text), grammars.eos)
+        assert token_automaton.accepts(spelled, grammars._tokenize(text), grammars.eos)
     # and every answer of the spelled grammar is the regex's
-    for text in constrained.random_answers(spelled, grammars.text, grammars.eos, 30, seed=12):
+    for text in token_automaton.random_answers(spelled, grammars.text, grammars.eos, 30, seed=12):
         assert re.fullmatch(regex, text.decode())
     # a row's labels are forced: from the row's start only its numbers are choices
-    runs = constrained.forced_runs(spelled.tokens, spelled.next, grammars.eos)
+    runs = token_automaton.forced_runs(spelled.tokens, spelled.next, grammars.eos)
     header = grammars._tokenize(b"The next 3 day price is:\nDate")
-    forced = tokenizer.decode(constrained.forced_run(spelled, constrained.walk(spelled, header), grammars.eos))
+    forced = tokenizer.decode(token_automaton.forced_run(spelled, token_automaton.walk(spelled, header), grammars.eos))
     assert forced.rstrip() == ": 2026-05-04, " + ("Close:" if answer_format == "candle" else "Open:")
-    assert runs.length.sum() > constrained.forced_runs(plain.tokens, plain.next, grammars.eos).length.sum()
+    assert runs.length.sum() > token_automaton.forced_runs(plain.tokens, plain.next, grammars.eos).length.sum()
 
 
 def test_the_common_prefix_is_the_fixed_text_up_to_the_next_choice():
     from outlines_core import Vocabulary
 
     vocabulary = {"D": 1, "a": 2, "Da": 3, ":": 4, " ": 5, "\n": 6, **{str(d): 10 + d for d in range(10)}}
-    a = constrained.automaton(r"Da: [0-9]\n", Vocabulary(0, {k.encode(): [v] for k, v in vocabulary.items()}), 0)
+    a = token_automaton.automaton(r"Da: [0-9]\n", Vocabulary(0, {k.encode(): [v] for k, v in vocabulary.items()}), 0)
     text = {v: k.encode() for k, v in vocabulary.items()}
-    common = constrained.common_prefixes(a, text, 0)
+    common = token_automaton.common_prefixes(a, text, 0)
     assert common[a.initial] == b"Da: "
-    assert common[constrained.walk(a, [1])] == b"a: "
-    assert common[constrained.walk(a, [3, 4, 5])] == b""  # a digit: a choice
-    assert common[constrained.walk(a, [3, 4, 5, 12])] == b"\n"
+    assert common[token_automaton.walk(a, [1])] == b"a: "
+    assert common[token_automaton.walk(a, [3, 4, 5])] == b""  # a digit: a choice
+    assert common[token_automaton.walk(a, [3, 4, 5, 12])] == b"\n"

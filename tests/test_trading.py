@@ -17,13 +17,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import dataset
-import generation
 import main as cli
 import model
 import stock_api
-import trading
+from config import data_args
 from conftest import LocalServer, candles, write_price_csv
+from llm import generation
+from prompts import prompt_format
+from trading import trade_rules
 from utils import TAIPEI
 
 ACCOUNT, PASSWORD = "student-0042", "s3cret-pw-XYZ"
@@ -110,12 +111,14 @@ CREDS = stock_api.Credentials(ACCOUNT, PASSWORD)
 
 
 def test_tick_sizes_and_rounding():
-    assert [trading.tick_size(p) for p in (9.99, 10, 49.95, 50, 99.9, 100, 499.5, 500, 999, 1000)] == [
+    assert [trade_rules.tick_size(p) for p in (9.99, 10, 49.95, 50, 99.9, 100, 499.5, 500, 999, 1000)] == [
         0.01, 0.05, 0.05, 0.1, 0.1, 0.5, 0.5, 1.0, 1.0, 5.0]  # fmt: skip
-    assert trading.round_to_tick(1903.2, up=False) == 1900.0 and trading.round_to_tick(1903.2, up=True) == 1905.0
-    assert trading.round_to_tick(48.93, up=False) == 48.9 and trading.round_to_tick(48.93, up=True) == 48.95
-    assert trading.round_to_tick(499.8, up=True) == 500.0  # crosses into the 1-dollar band
-    assert trading.round_to_tick(9.999, up=False) == 9.99
+    assert (
+        trade_rules.round_to_tick(1903.2, up=False) == 1900.0 and trade_rules.round_to_tick(1903.2, up=True) == 1905.0
+    )
+    assert trade_rules.round_to_tick(48.93, up=False) == 48.9 and trade_rules.round_to_tick(48.93, up=True) == 48.95
+    assert trade_rules.round_to_tick(499.8, up=True) == 500.0  # crosses into the 1-dollar band
+    assert trade_rules.round_to_tick(9.999, up=False) == 9.99
 
 
 def forecast(closes, first_open):
@@ -124,18 +127,18 @@ def forecast(closes, first_open):
 
 
 def test_decisions_follow_the_documented_rule():
-    rules = trading.TradeRules(threshold=0.01, max_lots=2, max_positions=1)
-    buy = trading.decide("2330", 1900.0, forecast([1950.0, 1960.0], 1912.0), 0, 0, rules)
+    rules = trade_rules.TradeRules(threshold=0.01, max_lots=2, max_positions=1)
+    buy = trade_rules.decide("2330", 1900.0, forecast([1950.0, 1960.0], 1912.0), 0, 0, rules)
     assert (buy.side, buy.lots, buy.price) == ("buy", 2, 1910.0)  # 1912 rounded down to the 5-dollar tick
-    capped = trading.decide("2330", 100.0, forecast([130.0], 125.0), 0, 0, rules)
+    capped = trade_rules.decide("2330", 100.0, forecast([130.0], 125.0), 0, 0, rules)
     assert capped.price == 110.0  # never above the +10% daily limit
-    full = trading.decide("2330", 1900.0, forecast([1950.0], 1912.0), 0, 1, rules)
+    full = trade_rules.decide("2330", 1900.0, forecast([1950.0], 1912.0), 0, 1, rules)
     assert full.side == "hold" and "max" in full.reason
-    sell = trading.decide("2317", 200.0, forecast([190.0], 197.3), 5, 1, rules)
+    sell = trade_rules.decide("2317", 200.0, forecast([190.0], 197.3), 5, 1, rules)
     assert (sell.side, sell.lots, sell.price) == ("sell", 2, 197.5)  # rounded up to the half-dollar tick
-    assert trading.decide("2317", 200.0, forecast([190.0], 197.3), 0, 0, rules).side == "hold"  # nothing to sell
-    assert trading.decide("2330", 1900.0, forecast([1905.0], 1900.0), 0, 0, rules).side == "hold"  # below threshold
-    unusable = trading.decide("2330", 1900.0, None, 0, 0, rules, "unparseable answer")
+    assert trade_rules.decide("2317", 200.0, forecast([190.0], 197.3), 0, 0, rules).side == "hold"  # nothing to sell
+    assert trade_rules.decide("2330", 1900.0, forecast([1905.0], 1900.0), 0, 0, rules).side == "hold"  # below threshold
+    unusable = trade_rules.decide("2330", 1900.0, None, 0, 0, rules, "unparseable answer")
     assert unusable.side == "hold" and "unparseable" in unusable.reason
 
 
@@ -201,7 +204,7 @@ def work(tmp_path, monkeypatch, server):
     monkeypatch.setenv("STOCK_API_ACCOUNT", ACCOUNT)
     monkeypatch.setenv("STOCK_API_PASSWORD", PASSWORD)
     monkeypatch.setenv("STOCK_API_URL", server.url)
-    fields = dataset.FIELD_SETS["ohlcv"]
+    fields = data_args.FIELD_SETS["ohlcv"]
     loaded = model.LoadedModel(None, None, False, {"dataset": {"fields": fields}})
     monkeypatch.setattr(model, "load_for_inference", lambda model_dir, adapter=True: loaded)
     moves = {"台積電": 1.05, "鴻海": 0.95, "聯電": 1.0}  # 2330 up 5%, 2317 down 5%, 2303 flat
@@ -213,7 +216,7 @@ def work(tmp_path, monkeypatch, server):
         target = round(close * moves[name], 1)
         row = pd.DataFrame({"Open": [close], "High": [max(close, target) + 1], "Low": [min(close, target) - 1],
                             "Close": [target], "Volume": [1000.0]}, index=pd.DatetimeIndex(["2026-04-27"]))  # fmt: skip
-        return dataset.answer_text(row, fields)
+        return prompt_format.answer_text(row, fields)
 
     monkeypatch.setattr(
         generation, "generate_samples", lambda _, prompts, *a, **kw: [[answer(p[0]["content"])] for p in prompts]

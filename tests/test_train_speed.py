@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import attention
-import training
+from llm import patches, sft
 
 torch = pytest.importorskip("torch")
 
@@ -95,7 +94,7 @@ def test_the_table_sets_every_configuration_beside_plain_unsloth_of_the_same_run
 
 
 def _counted(batch):
-    counter = training.CountingCollator(lambda features: batch)
+    counter = sft.CountingCollator(lambda features: batch)
     counter([{}])
     return counter.tokens, counter.trained_tokens
 
@@ -148,7 +147,7 @@ def test_varlen_attention_with_grouped_heads_is_the_grouped_attention():
             out.append(torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(0, 1))
         return torch.cat(out)
 
-    shimmed = attention.varlen_with_gqa(varlen_without_gqa)
+    shimmed = patches.varlen_with_gqa(varlen_without_gqa)
     torch.manual_seed(0)
     cu = torch.tensor([0, 5, 12, 13], dtype=torch.int32)
     query, key, value = torch.randn(13, 6, 16), torch.randn(13, 2, 16), torch.randn(13, 2, 16)
@@ -166,20 +165,20 @@ def test_the_varlen_shim_is_left_out_where_it_cannot_or_need_not_apply(monkeypat
     import torch.nn.attention.varlen as varlen
 
     before = varlen.varlen_attn
-    assert attention.install_varlen_gqa() == "not needed: no CUDA"  # this CPU machine
-    monkeypatch.setattr(attention, "VARLEN_GQA", False)
-    assert attention.install_varlen_gqa() == "off (STOCK_VARLEN_GQA=0)"
-    monkeypatch.setattr(attention, "VARLEN_GQA", True)
+    assert patches.install_varlen_gqa() == "not needed: no CUDA"  # this CPU machine
+    monkeypatch.setattr(patches, "VARLEN_GQA", False)
+    assert patches.install_varlen_gqa() == "off (STOCK_VARLEN_GQA=0)"
+    monkeypatch.setattr(patches, "VARLEN_GQA", True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.backends.cuda, "is_flash_attention_available", lambda: False)
     # the CPU's torch may already take enable_gqa (2.12+); with the flag gone and no flash kernel: not installed
     monkeypatch.setattr(
         varlen, "varlen_attn", lambda query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, window_size=None: None
     )
-    assert attention.install_varlen_gqa().startswith("not available")
+    assert patches.install_varlen_gqa().startswith("not available")
     monkeypatch.setattr(torch.backends.cuda, "is_flash_attention_available", lambda: True)
-    assert attention.install_varlen_gqa() == "installed" and varlen.varlen_attn.takes_gqa
-    assert attention.install_varlen_gqa().startswith("not needed")  # once only
+    assert patches.install_varlen_gqa() == "installed" and varlen.varlen_attn.takes_gqa
+    assert patches.install_varlen_gqa().startswith("not needed")  # once only
     monkeypatch.setattr(varlen, "varlen_attn", before)
 
 
@@ -198,7 +197,7 @@ def test_a_gpu_row_records_which_attention_path_unsloth_took(monkeypatch, tmp_pa
     ):
         monkeypatch.setitem(sys.modules, name, module)
     trained = {"device": "NVIDIA H100 80GB HBM3", "useful_tokens_per_s": 1000.0, "train_loss": 1.5}
-    monkeypatch.setattr(train_speed.training, "train", lambda *args, **kwargs: trained)
+    monkeypatch.setattr(train_speed.sft, "train", lambda *args, **kwargs: trained)
     monkeypatch.setattr(train_speed, "prompt_mix", lambda *args, **kwargs: [])
     monkeypatch.setattr(train_speed, "_flash_impl", lambda: "FA3")
     folder = tmp_path / "net"

@@ -1,0 +1,396 @@
+"""SFT training with LoRA: which rows train, the trainer's arguments, resuming, throughput, saving the adapter.
+
+`train` is a short sequence of steps, each a helper tested on its own (tests/test_training.py). On CUDA the
+spec's path: unsloth `FastLanguageModel` + `get_peft_model` + TRL `SFTTrainer`; on a CPU the same flags drive
+transformers + PEFT + TRL. Loading the model and LoRA are in `model.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from config import manifest
+from config.model_args import LoraSettings, ModelConfig
+from config.training_args import TrainSettings
+from llm.checkpoints import resolve_model_source
+from model import add_lora, cuda_available, default_model_name, load_base, trainable_parameters
+from utils import StockToolError, write_json
+
+log = logging.getLogger("stock.model")
+
+
+def token_lengths(tokenizer, examples: list[dict]) -> list[int]:
+    """Chat-template token count of each prompt + completion (what the trainer will see)."""
+    texts = [tokenizer.apply_chat_template(e["prompt"] + e["completion"], tokenize=False) for e in examples]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [len(ids) for ids in encoded]
+
+
+# --------------------------------------------------------------------------- training
+
+
+class CountingCollator:
+    """Wraps the trainer's collator to count useful (non-padding) tokens in every batch it builds."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.tokens = 0
+        self.trained_tokens = 0  # tokens that carry loss (the answers)
+
+    def __call__(self, features):
+        batch = self.inner(features)
+        if "attention_mask" in batch:
+            self.tokens += int(batch["attention_mask"].sum())
+        else:  # padding-free: one flat row, every position is a real token
+            self.tokens += int(batch["input_ids"].numel())
+        if "labels" in batch:
+            self.trained_tokens += int((batch["labels"] != -100).sum())
+        return batch
+
+
+def _throughput_callback(counter: CountingCollator, warmup: int):
+    from transformers import TrainerCallback
+
+    from llm import distributed
+
+    class Throughput(TrainerCallback):
+        """Useful tokens/s after `warmup` steps (compilation and autotuning excluded)."""
+
+        def __init__(self):
+            self.marks: list[tuple[int, float, int]] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.marks.append((state.global_step, time.perf_counter(), counter.tokens))
+
+        def figures(self) -> dict:
+            marks = [m for m in self.marks if m[0] >= warmup]
+            if len(marks) < 3:  # too short to time: the dataloader builds a batch ahead of each step
+                return {}
+            (s0, t0, n0), (s1, t1, n1) = marks[0], marks[-1]
+            tokens = distributed.total(n1 - n0)  # all processes' tokens over the same steps
+            return {
+                "measured_steps": s1 - s0,
+                "useful_tokens_per_s": round(tokens / (t1 - t0), 1),
+                "seconds_per_step": round((t1 - t0) / (s1 - s0), 3),
+            }
+
+    return Throughput()
+
+
+def _resolve_train_flags(settings: TrainSettings, cuda: bool) -> tuple[str, bool]:
+    optim = settings.optim or ("adamw_8bit" if cuda else "adamw_torch")
+    if "8bit" in optim and not cuda:
+        raise StockToolError(f"--optim {optim} needs bitsandbytes and a CUDA GPU; on a CPU use adamw_torch")
+    padding_free = cuda if settings.padding_free is None else settings.padding_free
+    if padding_free and not cuda:
+        raise StockToolError("--padding-free needs CUDA (unsloth's varlen attention); it is off on a CPU")
+    return optim, padding_free
+
+
+def check_train_flags(settings: TrainSettings, cuda: bool) -> None:
+    """Refuse the trainer flags this hardware cannot run before any data work (main.py)."""
+    _resolve_train_flags(settings, cuda)
+
+
+def effective_batch(settings: TrainSettings, processes: int = 1) -> int:
+    """Examples per optimizer step: per-device batch × processes (GPUs) × accumulation."""
+    return settings.batch_size * processes * settings.gradient_accumulation_steps
+
+
+def _examples_for_steps(examples: list[dict], settings: TrainSettings, seed: int, processes: int = 1) -> list[dict]:
+    """The training examples in a seeded random order, cut to what --max-steps can consume (+25% for the
+    ones too long to keep): tokenizing 45k prompts to train on 5k of them costs minutes. Shuffled before the
+    cut, so every company and window type keeps its share."""
+    import dataset
+
+    order = dataset.shuffled(examples, seed)
+    if not settings.max_steps or settings.max_steps <= 0 or settings.packing:  # packed rows hold many examples
+        return order
+    needed = int(settings.max_steps * effective_batch(settings, processes) * 1.25) + 1
+    if len(order) > needed:
+        log.info("--max-steps %d uses at most %d of %d training examples", settings.max_steps, needed, len(order))
+    return order[:needed]
+
+
+def _last_checkpoint(output_dir: str) -> str | None:
+    checkpoints = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(checkpoints[-1]) if checkpoints else None
+
+
+def fitting_examples(examples: list[dict], lengths: list[int], max_seq_length: int, kind: str) -> list[dict]:
+    """The examples of at most `max_seq_length` tokens, in order; the others are left out with a warning, never
+    truncated: a cut answer would teach a wrong format."""
+    keep = [e for e, n in zip(examples, lengths, strict=True) if n <= max_seq_length]
+    if len(keep) < len(examples):
+        log.warning(
+            "%d of %d %s examples exceed --max-seq-length %d tokens and are left out (never truncated: "
+            "a cut answer would teach a wrong format); raise --max-seq-length to keep them",
+            len(examples) - len(keep),
+            len(examples),
+            kind,
+            max_seq_length,
+        )
+    return keep
+
+
+def sft_arguments(
+    cfg: ModelConfig,
+    settings: TrainSettings,
+    seed: int,
+    cuda: bool,
+    bf16: bool,
+    optim: str,
+    padding_free: bool,
+    evaluate: bool,
+    processes: int,
+) -> dict:
+    """The keyword arguments of TRL's `SFTConfig` for a run (all but `run_name`), from the settings alone."""
+    report_to = [r.strip() for r in settings.report_to.split(",") if r.strip() and r.strip() != "none"]
+    return dict(
+        output_dir=settings.output_dir,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        warmup_steps=settings.warmup_steps,
+        num_train_epochs=settings.num_epochs,
+        max_steps=settings.max_steps if settings.max_steps and settings.max_steps > 0 else -1,
+        learning_rate=settings.learning_rate,
+        fp16=cuda and not bf16,
+        bf16=bf16,
+        logging_steps=settings.logging_steps,
+        optim=optim,
+        weight_decay=settings.weight_decay,
+        lr_scheduler_type=settings.lr_scheduler_type,
+        seed=seed,
+        report_to=report_to or "none",
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        save_total_limit=2,
+        eval_strategy="steps" if settings.eval_steps > 0 and evaluate else "no",
+        eval_steps=settings.eval_steps if settings.eval_steps > 0 else None,
+        max_length=cfg.max_seq_length,
+        padding_free=padding_free,
+        packing=settings.packing,
+        completion_only_loss=True,  # answer-only loss: the prompt's prices are context, not targets
+        dataset_num_proc=2 if cuda else None,
+        use_cpu=not cuda,
+        dataloader_num_workers=0,
+        # LoRA leaves the base weights frozen: DDP need not search the graph for unused parameters each step
+        ddp_find_unused_parameters=False if processes > 1 else None,
+        torch_compile=settings.torch_compile,
+    )
+
+
+def resume_point(settings: TrainSettings, processes: int, cuda: bool) -> str | None:
+    """The checkpoint `--resume` continues from, or None (said plainly when there is none)."""
+    if not settings.resume:
+        return None
+    if processes > 1 and not cuda:
+        # transformers loads the optimizer state with map_location=args.device, and on several CPU processes
+        # that device ("cpu:0") is one torch.load cannot map to: it would fail after the model has loaded
+        raise StockToolError("--resume with several processes needs CUDA GPUs; on a CPU resume with one process")
+    resume = _last_checkpoint(settings.output_dir)
+    if resume:
+        log.info("resuming from %s", resume)
+    else:
+        print(f"--resume: there is no checkpoint in {settings.output_dir}, so training starts from the beginning")
+    return resume
+
+
+def _training_rows(tokenizer, cfg, settings, seed, processes, train_examples, val_examples):
+    """(training rows, validation rows): shuffled and cut to what the steps consume, over-long ones left out."""
+    train_examples = _examples_for_steps(train_examples, settings, seed, processes)
+    keep = fitting_examples(train_examples, token_lengths(tokenizer, train_examples), cfg.max_seq_length, "training")
+    if settings.max_steps and settings.max_steps > 0 and not settings.packing:
+        keep = keep[: settings.max_steps * effective_batch(settings, processes)]
+    if not keep:
+        raise StockToolError(f"no training example fits in --max-seq-length {cfg.max_seq_length} tokens")
+    val_lengths = token_lengths(tokenizer, val_examples) if val_examples else []
+    val_keep = [e for e, n in zip(val_examples, val_lengths, strict=True) if n <= cfg.max_seq_length]
+    return keep, val_keep
+
+
+def _sft_trainer(model, tokenizer, cfg, settings, seed, optim, padding_free, keep, val_keep, processes):
+    """TRL's SFTTrainer with the token-counting collator and the throughput callback installed."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    def to_dataset(rows):
+        return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+
+    cuda = cuda_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    run_name = settings.run_name or time.strftime("%Y%m%d-%H%M%S")
+    kwargs = sft_arguments(cfg, settings, seed, cuda, bf16, optim, padding_free, bool(val_keep), processes)
+    if "tensorboard" in kwargs["report_to"]:
+        # transformers 5 writes TensorBoard logs under ./runs unless told otherwise; the spec wants them
+        # under --output-dir so that `tensorboard --logdir outputs/runs` finds them.
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(settings.output_dir) / "runs" / run_name)
+    trainer = SFTTrainer(
+        model=model,
+        args=SFTConfig(**kwargs, run_name=run_name),
+        train_dataset=to_dataset(keep),
+        eval_dataset=to_dataset(val_keep) if val_keep else None,
+        processing_class=tokenizer,
+    )
+    counter = CountingCollator(trainer.data_collator)
+    trainer.data_collator = counter
+    _check_answer_only_loss(trainer)
+    throughput = _throughput_callback(counter, warmup=min(5, max(1, settings.max_steps // 5)))
+    trainer.add_callback(throughput)
+    return trainer, counter, throughput
+
+
+def _figures(trainer, result, run, counter, throughput, settings, processes, parameters, optim, padding_free) -> dict:
+    """A finished run's figures: losses (validation included), steps, tokens summed over processes, speed, memory."""
+    import torch
+
+    from llm import distributed
+
+    cuda = cuda_available()
+    tokens = distributed.total(counter.tokens)  # every process's share of each step
+    figures = {
+        "train_loss": _run_loss(trainer, result, run["resume"]),
+        "final_train_loss": _last_logged(trainer, "loss"),
+        "global_step": result.global_step,
+        "train_seconds": round(run["seconds"], 1),
+        "train_examples": run["rows"][0],
+        "val_examples": run["rows"][1],
+        "processes": processes,
+        "effective_batch": effective_batch(settings, processes),
+        "useful_tokens": tokens,
+        "trained_answer_tokens": distributed.total(counter.trained_tokens),
+        "trainable_parameters": parameters[0],
+        "total_parameters": parameters[1],
+        "optim": optim,
+        "padding_free": padding_free,
+        "packing": settings.packing,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "useful_tokens_per_s_overall": round(tokens / run["seconds"], 1),  # start-up included
+        **throughput.figures(),
+    }
+    if run["rows"][1]:
+        figures["val_loss"] = round(trainer.evaluate()["eval_loss"], 4)
+    if cuda:
+        figures["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)  # this process's GPU
+    return figures
+
+
+def train(
+    cfg: ModelConfig,
+    lora: LoraSettings,
+    settings: TrainSettings,
+    train_examples: list[dict],
+    val_examples: list[dict],
+    extra_config: dict,
+    extra_files: dict[str, str] | None = None,
+) -> dict:
+    """Fine-tune with LoRA and save adapter, tokenizer and the resolved config to `cfg.model_dir`
+    (with `extra_files`, name → text, beside them).
+
+    Returns training figures (losses, steps, useful tokens/s, peak GPU memory).
+    """
+    import torch
+
+    from llm import distributed
+
+    cuda = cuda_available()
+    here = distributed.world()  # under torchrun / accelerate launch: one of several data-parallel processes
+    optim, padding_free = _resolve_train_flags(settings, cuda)
+    model_name, why = (cfg.model_name, "given by --model-name") if cfg.model_name else default_model_name(cuda)
+    log.info("model: %s (%s)", model_name, why)
+    source = resolve_model_source(model_name)
+    model, tokenizer = load_base(cfg, source, cuda)
+
+    keep, val_keep = _training_rows(
+        tokenizer, cfg, settings, lora.random_state, here.size, train_examples, val_examples
+    )
+    model = add_lora(model, lora, cuda)
+    trainable, total = trainable_parameters(model)
+    log.info("trainable parameters: %s / %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    trainer, counter, throughput = _sft_trainer(
+        model, tokenizer, cfg, settings, lora.random_state, optim, padding_free, keep, val_keep, here.size
+    )
+
+    resume = resume_point(settings, here.size, cuda)
+    if here.size > 1:
+        print(
+            f"data parallel: {here.size} processes × batch {settings.batch_size} × accumulation "
+            f"{settings.gradient_accumulation_steps} = {effective_batch(settings, here.size)} examples per step"
+        )
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    run = {"seconds": time.perf_counter() - started, "resume": resume, "rows": (len(keep), len(val_keep))}
+    figures = _figures(
+        trainer, result, run, counter, throughput, settings, here.size, (trainable, total), optim, padding_free
+    )
+    if here.main:
+        save_adapter(model, tokenizer, cfg, lora, settings, model_name, source, figures, extra_config, extra_files)
+    return figures
+
+
+def _run_loss(trainer, result, resumed_from: str | None) -> float:
+    """The mean training loss of this run's steps. After a resume transformers divides the new steps' loss by
+    every step since the start (measured: 0.052 for 20 steps of loss 0.57 resumed at step 200); the mean of
+    the losses logged after the checkpoint is the figure meant."""
+    if resumed_from:
+        start = int(Path(resumed_from).name.split("-")[-1])
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h and h.get("step", 0) > start]
+        if losses:
+            return round(sum(losses) / len(losses), 4)
+    return round(result.training_loss, 4)
+
+
+def _last_logged(trainer, key: str) -> float | None:
+    values = [h[key] for h in trainer.state.log_history if key in h]
+    return round(values[-1], 4) if values else None
+
+
+def _check_answer_only_loss(trainer) -> None:
+    """Fail loudly if the prompt tokens would be trained on (a silent format collapse otherwise)."""
+    sample = [trainer.train_dataset[i] for i in range(min(2, len(trainer.train_dataset)))]
+    batch = trainer.data_collator.inner(sample)
+    labels = batch["labels"]
+    trained = int((labels != -100).sum())
+    real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else labels.numel()
+    if trained == 0 or trained >= real:
+        raise StockToolError(
+            f"answer-only loss is not in effect ({trained} of {real} tokens carry loss); refusing to train"
+        )
+    log.info("answer-only loss: %d of %d tokens (%.0f%%) carry loss", trained, real, 100 * trained / real)
+
+
+def save_adapter(model, tokenizer, cfg, lora, settings, model_name, source, figures, extra_config, extra_files=None):
+    out = Path(cfg.model_dir)
+    staging = out.with_name(out.name + ".partial")
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    for name, text in (extra_files or {}).items():
+        (staging / name).write_text(text, encoding="utf-8")
+    weights = staging / "adapter_model.safetensors"
+    figures = figures | {"adapter_bytes": weights.stat().st_size if weights.is_file() else None}
+    config = {
+        "base_model": model_name,
+        "base_model_source": source,
+        "model": asdict(cfg),
+        "lora": asdict(lora),
+        "train": asdict(settings),
+        **extra_config,
+    }
+    manifest.Manifest.from_dict(config).write(staging)
+    write_json(staging / "training_info.json", figures)
+    if out.exists():
+        backup = out.with_name(out.name + ".previous")
+        if backup.exists():
+            shutil.rmtree(backup)
+        out.replace(backup)
+    staging.replace(out)  # the adapter folder is complete or absent, never half-written
+    log.info("adapter, tokenizer and configuration saved to %s", out)
