@@ -12,13 +12,12 @@ unsloth must be imported before trl/transformers/peft, and cannot be imported wi
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from config import manifest
-from config.model_args import LoraSettings, ModelConfig
+from config.model_args import LoraConfig, ModelConfig
 from llm import patches
 from llm.checkpoints import hub_error, resolve_model_source, smollm2_gguf
 from utils import StockToolError
@@ -30,16 +29,19 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 
 def cuda_available() -> bool:
-    """True with a CUDA GPU; then unsloth is imported at once, since it must precede trl/transformers/peft."""
+    """True with a CUDA GPU."""
     import torch
 
-    if not torch.cuda.is_available():
-        return False
-    # before unsloth, which picks its attention path when imported
-    patches.ATTENTION.setdefault("varlen_gqa", patches.install_varlen_gqa())
-    import unsloth  # noqa: F401
+    return torch.cuda.is_available()
 
-    return True
+
+def gpu_stack(applied: patches.Patches = patches.DEFAULT) -> bool:
+    """True with a CUDA GPU, whose stack is then prepared (`patches.prepare_gpu_stack`: the training patch, then
+    unsloth, which must precede trl/transformers/peft): what every loader and training run calls first."""
+    cuda = cuda_available()
+    if cuda:
+        patches.prepare_gpu_stack(applied)
+    return cuda
 
 
 def free_memory() -> None:
@@ -66,8 +68,7 @@ def default_model_name(cuda: bool) -> tuple[str, str]:
 
 
 def check_quantization(cfg: ModelConfig, cuda: bool) -> None:
-    if cfg.load_in_4bit and cfg.load_in_8bit:
-        raise StockToolError("--load_in_4bit and --load_in_8bit are exclusive: choose one")
+    """Refuse 4- or 8-bit loading without CUDA (bitsandbytes); that they exclude each other is `ModelConfig`'s."""
     if (cfg.load_in_4bit or cfg.load_in_8bit) and not cuda:
         raise StockToolError("--load_in_4bit / --load_in_8bit need a CUDA GPU (bitsandbytes); on a CPU leave them off")
 
@@ -101,7 +102,7 @@ def load_base(cfg: ModelConfig, source: str, cuda: bool):
     return model, tokenizer
 
 
-def add_lora(model, lora: LoraSettings, cuda: bool):
+def add_lora(model, lora: LoraConfig, cuda: bool):
     if cuda:
         from unsloth import FastLanguageModel
 
@@ -158,8 +159,9 @@ class LoadedModel:
     tokenizer: object
     cuda: bool
     config: manifest.Manifest = field(default_factory=manifest.Manifest)  # the adapter's stock_config.json
-    grammars: object = None  # constrained.Grammars for this tokenizer, made on first use
+    grammars: object = None  # token_automaton.Grammars for this tokenizer, made on first use
     context: int = 4096  # tokens of prompt + answer the loaded model takes
+    static: object = None  # static_decode.Engine of this model, made on first use
 
     def __post_init__(self):
         if isinstance(self.config, dict):
@@ -209,15 +211,17 @@ def merge_adapter(model_dir: str, base_model: str, dtype: str):
     return merged.to(getattr(torch, dtype)), tokenizer
 
 
-def load_for_inference(model_dir: str, adapter: bool = True, load_in_4bit: bool | None = None) -> LoadedModel:
+def load_for_inference(
+    model_dir: str, adapter: bool = True, load_in_4bit: bool | None = None, applied: patches.Patches = patches.DEFAULT
+) -> LoadedModel:
     """Base model + the LoRA adapter saved by `train`, ready to generate.
 
     `adapter=False` loads the same base model the same way (quantization, sequence length) without the
     adapter: the untuned model an evaluation compares against. `load_in_4bit` overrides the saved setting
-    (benchmarks compare 4-bit with 16-bit inference).
+    (benchmarks compare 4-bit with 16-bit inference); `applied`: the GPU patches (benchmarks switch them off).
     """
     config = manifest.read(model_dir)
-    cuda = cuda_available()
+    cuda = gpu_stack(applied)
     saved = config.model
     if saved is None:
         raise StockToolError(
@@ -242,18 +246,17 @@ def load_for_inference(model_dir: str, adapter: bool = True, load_in_4bit: bool 
     model, tokenizer = load_base(base_cfg, source, cuda)
     if adapter and not exported:
         model = _load_adapter(model, model_dir)
-    return LoadedModel(_for_generation(model, cuda), tokenizer, cuda, config, context=context)
+    return LoadedModel(_for_generation(model, cuda, applied), tokenizer, cuda, config, context=context)
 
 
-def _for_generation(model, cuda: bool):
-    """The one way every loaded model is readied to generate: on a GPU, unsloth's inference mode with the folded
-    decode attention and its decode step replayed as CUDA graphs (bit for bit the eager step, by its docs; it
-    measured 27% more forecasts/s at 5:5, README "Generation speed"; UNSLOTH_DECODE_CUDA_GRAPHS=0 opts out)."""
+def _for_generation(model, cuda: bool, applied: patches.Patches):
+    """The one way every loaded model is readied to generate: on a GPU, unsloth's inference mode, with the folded
+    decode attention and its decode step replayed as CUDA graphs for the loaded model's own forward
+    (`patches.prepare_generation`)."""
     if cuda:
         from unsloth import FastLanguageModel
 
-        os.environ.setdefault("UNSLOTH_DECODE_CUDA_GRAPHS", "1")
-        patches.fold_unsloth_decode_attention()
+        patches.prepare_generation(applied)
         FastLanguageModel.for_inference(model)
     model.eval()
     return model
@@ -276,11 +279,12 @@ def write_tensorboard(logdir: Path, series: dict[str, list[tuple[int, float]]], 
     writer.close()
 
 
-def load_untuned(cfg: ModelConfig) -> LoadedModel:
+def load_untuned(cfg: ModelConfig, applied: patches.Patches = patches.DEFAULT) -> LoadedModel:
     """A base model without adapter (--model-name, or the default), ready to generate."""
-    cuda = cuda_available()
+    cuda = gpu_stack(applied)
     name = cfg.model_name or default_model_name(cuda)[0]
     source = resolve_model_source(name)
     context = context_length(source, cfg.max_seq_length)
     base, tokenizer = load_base(replace(cfg, max_seq_length=context), source, cuda)
-    return LoadedModel(_for_generation(base, cuda), tokenizer, cuda, {"base_model": name}, context=context)
+    untuned = manifest.Manifest(base_model=name)
+    return LoadedModel(_for_generation(base, cuda, applied), tokenizer, cuda, untuned, context=context)

@@ -1,55 +1,54 @@
 """The spec's facade: `StockPredictor` runs the pipeline as a straight line, one stage module each:
 
-    Workspace (workspace.py: companies, price cache, exchange client, news)
-    → training_data.prepare (windowed chat examples, chronological split)
-    → training.train (4-bit LoRA through SFTTrainer; the adapter and its manifest)
-    → forecast.latest (generate, parse, band, print, chart, files)
-    → walk_forward.evaluate / trading.run / instruct_tasks (evaluation, orders, instruction tuning)
+    Workspace (market/workspace.py: companies, price cache, exchange client, news)
+    → llm/sft_data.prepare (windowed chat examples, chronological split)
+    → llm/sft.train (4-bit LoRA through SFTTrainer; the adapter and its manifest)
+    → forecasting/latest.forecast (generate, read, band, print, chart, files, the page)
+    → evaluation/walk_forward.evaluate, trading/orders.run, instruct/stages (evaluation, orders, instructions)
 
-It holds the read-only configs built once by `main.py` and passes each stage the `Workspace` and the settings
-that stage needs, never itself; no stage module imports this one. The price cache lets a rerun skip months
-already fetched and the adapter lets inference and evaluation run without retraining.
+It holds the read-only `Settings` built once by the command line and passes each stage the `Workspace` and the
+settings groups that stage needs, never itself; no stage module imports this one. The price cache lets a rerun
+skip months already fetched and the adapter lets inference and evaluation run without retraining.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
-from config.data_args import DataConfig
-from config.defaults import FORECASTER_SAMPLES, FORECASTER_WEEKS, INSTRUCT_MIX, INSTRUCT_ROWS
-from config.inference_args import DecodingConfig
-from config.model_args import LoraSettings, ModelConfig
-from config.trading_args import TradeConfig
-from config.training_args import TrainSettings
+from config.context_args import ContextConfig
+from config.data_args import DataConfig, ExamplesConfig
+from config.inference_args import ForecastConfig
+from config.model_args import LoraConfig, ModelConfig
+from config.settings import Settings
+from config.training_args import TrainConfig
 from forecasting.forecast_files import print_forecast  # noqa: F401  (print_forecast: the spec's facade re-exports it)
 from forecasting.reading import Forecast
 from market.company_list import Company
 from market.exchanges import ExchangeClient
 from market.workspace import Workspace
 
+__all__ = ["StockPredictor", "Settings", "DataConfig", "ExamplesConfig", "ContextConfig", "ModelConfig",
+           "LoraConfig", "TrainConfig", "ForecastConfig", "Forecast", "print_forecast"]  # fmt: skip
+
 
 class StockPredictor:
-    def __init__(
-        self,
-        data: DataConfig = DataConfig(),
-        model: ModelConfig = ModelConfig(),
-        lora: LoraSettings = LoraSettings(),
-        train_settings: TrainSettings = TrainSettings(),
-        client: ExchangeClient | None = None,
-        newsapi_key: str | None = None,
-        decoding: DecodingConfig = DecodingConfig(),
-    ):
-        self.model_cfg, self.lora, self.train_settings, self.decoding = model, lora, train_settings, decoding
-        self.chart_style = "international"  # or "taiwan": red up, green down (--chart-style)
+    """`StockPredictor(settings).inference(code="2330", past=5, future=5, context="")`, as the spec has it; the
+    settings at their defaults when none are given. `client`: an exchange client (tests: a local server);
+    `newsapi_key`: newsapi.org's key, kept out of the settings (they are saved beside the adapter)."""
+
+    def __init__(self, settings: Settings | None = None, client: ExchangeClient | None = None, newsapi_key=None):
+        self.settings = settings or Settings()
+        s = self.settings
         make_client = ExchangeClient
-        if data.price_source == "server":  # the trading server's own price history (--price-source server)
+        if s.data.price_source == "server":  # the trading server's own price history (--price-source server)
             import stock_api
 
             make_client = stock_api.ServerPriceSource
-        self.workspace = Workspace(data, train_settings.output_dir, client, newsapi_key, lora.random_state, make_client)
+        self.workspace = Workspace(s.data, s.examples, s.context, client, newsapi_key, s.lora.random_state, make_client)
         self._loaded = None
 
     # ----------------------------------------------------------------- the workspace's, under the spec's names
@@ -59,7 +58,7 @@ class StockPredictor:
         return self.workspace.data
 
     @property
-    def fields(self) -> list[str]:
+    def fields(self) -> tuple[str, ...]:
         return self.workspace.fields
 
     def companies(self) -> list[Company]:
@@ -68,10 +67,7 @@ class StockPredictor:
     def fetch_prices(self, companies: list[Company]) -> dict[str, pd.DataFrame]:
         return self.workspace.fetch_prices(companies)
 
-    def context_builder(self, data: DataConfig, prices: dict[str, pd.DataFrame]):
-        return self.workspace.context_builder(data, prices)
-
-    # ----------------------------------------------------------------- stages 2 and 3: examples, training
+    # ----------------------------------------------------------------- examples, training
 
     def build_dataset(self, companies: list[Company], prices: dict[str, pd.DataFrame]) -> tuple[list, list, dict]:
         from llm import sft_data
@@ -82,18 +78,17 @@ class StockPredictor:
         import model
         from llm import distributed, sft, sft_data
 
-        model.check_quantization(self.model_cfg, model.cuda_available())
+        s = self.settings
+        model.check_quantization(s.model, model.cuda_available())
         # with several processes (torchrun), rank 0 alone talks to the exchanges and writes the examples
-        train, val, extra = distributed.on_main(functools.partial(sft_data.prepare, self.workspace))
-        figures = sft.train(self.model_cfg, self.lora, self.train_settings, train, val, extra)
+        data = distributed.on_main(functools.partial(sft_data.prepare, self.workspace))
+        figures = sft.train(sft.Job(s.model, s.lora, s.train, data))
         print("training: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
-        print(
-            f"adapter saved to {self.model_cfg.model_dir}; TensorBoard: tensorboard --logdir "
-            f"{Path(self.train_settings.output_dir) / 'runs'}"
-        )
+        board = Path(s.data.output_dir) / "runs"
+        print(f"adapter saved to {s.model.model_dir}; TensorBoard: tensorboard --logdir {board}")
         return figures
 
-    # ----------------------------------------------------------------- stage 4: inference
+    # ----------------------------------------------------------------- inference
 
     def inference(self, code: str = "2330", past: int = 5, future: int = 5, context: str = "") -> Forecast:
         """Forecast `future` trading days of `code` from its latest `past` days, print them and chart them."""
@@ -102,96 +97,79 @@ class StockPredictor:
     def forecast_many(
         self, codes: list[str], past: int, future: int, context: str = "", charts: bool = True
     ) -> list[Forecast]:
-        """Latest-days forecasts for several stocks, generated in one batch (`forecast.latest`); valid ones are
-        charted and written to CSV and JSON beside the chart."""
+        """Latest-days forecasts for several stocks, generated in one batch (`forecasting.latest.forecast`); valid
+        ones are charted and written to CSV and JSON beside the chart, with one page for the run."""
         import model
-        from forecasting import latest
+        from forecasting import forecast_page, latest
 
+        s = self.settings
         if self._loaded is None:
-            self._loaded = model.load_for_inference(self.model_cfg.model_dir)
-        chart_dir = Path(self.train_settings.output_dir) / "forecasts" if charts else None
-        results = latest.latest(
-            self.workspace,
-            self._loaded,
-            codes,
-            past,
-            future,
-            context,
-            self.decoding,
-            self._calibration(),
-            chart_dir,
-            self.chart_style,
-        )
+            self._loaded = model.load_for_inference(s.model.model_dir)
+        asked = replace(s.forecast, codes=tuple(codes), past=past, future=future, context=context)
+        chart_dir = Path(s.data.output_dir) / "forecasts" if charts else None
+        calibration = latest.band_calibration(s.model.model_dir, s.inference)
+        results = latest.forecast(self.workspace, self._loaded, asked, s.inference, calibration, chart_dir)
         if chart_dir and any(r.chart for r in results):  # one page for the run: every code asked for, charts inline
-            from forecasting import forecast_page
-
-            page = forecast_page.write_forecast_index(chart_dir, results, self.decoding)
-            for result in results:
-                result.page = page
+            page = forecast_page.write_forecast_index(chart_dir, results, s.inference)
+            results = [replace(r, page=page) for r in results]
         return results
-
-    def _calibration(self):
-        from forecasting import latest
-
-        return latest.band_calibration(self.model_cfg.model_dir, self.decoding)
 
     # ----------------------------------------------------------------- decisions and orders
 
-    def trade(self, cfg: TradeConfig, credentials, api=None) -> list[dict]:
-        """Holdings → forecasts → buy/sell/hold → orders (only with execute): `trading.run`."""
+    def trade(self, credentials, api=None) -> list[dict]:
+        """Holdings → forecasts → buy/sell/hold → orders (only with --execute): `trading.orders.run`."""
         from trading import orders
 
+        s = self.settings
         candidates = [c.code for c in self.companies()]
-        forecast = functools.partial(self.forecast_many, past=cfg.past, future=cfg.future, charts=False)
-        return orders.run(cfg, credentials, candidates, forecast, api)
+        forecast = functools.partial(self.forecast_many, past=s.forecast.past, future=s.forecast.future, charts=False)
+        return orders.run(s.trade, credentials, candidates, forecast, api)
 
     # ----------------------------------------------------------------- stages in their own modules
 
-    def evaluate(self, cfg, generators: dict | None = None, pool=None) -> dict:
-        """Walk-forward evaluation against baselines (see `walk_forward.evaluate`)."""
+    def evaluate(self, pool=None) -> dict:
+        """Walk-forward evaluation against baselines (see `evaluation.walk_forward.evaluate`); `pool`: where the
+        LLMs' answers come from (default: the adapter and its base, loaded on first use)."""
         from evaluation import walk_forward
 
         self.release()
-        return walk_forward.evaluate(self.workspace, self.model_cfg.model_dir, cfg, generators, pool)
+        s = self.settings
+        return walk_forward.evaluate(self.workspace, s.model.model_dir, s.evaluation, s.inference, pool)
 
-    def build_events(self, mix: str = INSTRUCT_MIX, rows: int = INSTRUCT_ROWS) -> dict:
+    def build_events(self) -> dict:
         from instruct import stages
 
-        return stages.build_events(self.workspace, mix, rows)
+        return stages.build_events(self.workspace, self.settings.instruct_data)
 
-    def build_forecaster(self, teacher, weeks: int = FORECASTER_WEEKS, samples: int = FORECASTER_SAMPLES) -> dict:
+    def build_forecaster(self, teacher) -> dict:
         from instruct import stages
 
-        return stages.build_forecaster(self.workspace, teacher, weeks, samples)
+        return stages.build_forecaster(self.workspace, teacher, self.settings.instruct_data)
 
-    def train_instruct(self, cfg) -> dict:
+    def train_instruct(self) -> dict:
         from instruct import stages
 
-        return stages.train_instruct(self.workspace, self.model_cfg, self.lora, self.train_settings, cfg)
+        s = self.settings
+        return stages.train_instruct(self.workspace, s.model, s.lora, s.train, s.instruct)
 
-    def generation_pool(self, evaluation, instruct):
+    def generation_pool(self):
         """A `distributed.Pool` of every model an evaluation or a comparison may ask for: under torchrun, the
         processes other than rank 0 serve it while rank 0 runs the stage."""
         from evaluation import llm_forecasters
         from instruct import stages
         from llm import distributed
 
-        factories: dict = {}
+        s = self.settings
+        kinds = {"eval": lambda: llm_forecasters.generator_factory(s.model.model_dir, s.inference),
+                 "compare": lambda: stages.compare_factory(s.model, s.instruct, s.inference)}  # fmt: skip
+        return distributed.Pool.of_kinds(kinds)
 
-        def build(key):
-            if key[0] not in factories:  # built on first use (a comparison's factory reads its adapters' configs)
-                kinds = {"eval": lambda: llm_forecasters.generator_factory(self.model_cfg.model_dir, evaluation),
-                         "compare": lambda: stages.compare_factory(self.model_cfg, instruct)}  # fmt: skip
-                factories[key[0]] = kinds[key[0]]()
-            return factories[key[0]](key)
-
-        return distributed.Pool(build)
-
-    def compare(self, cfg, pool=None) -> dict:
+    def compare(self, pool=None) -> dict:
         from instruct import stages
 
         self.release()
-        return stages.compare(self.workspace, self.model_cfg, cfg, pool)
+        s = self.settings
+        return stages.compare(self.workspace, s.model, s.instruct, s.inference, pool)
 
     def release(self) -> None:
         """Free the forecasting model (a stage that loads its own calls this first)."""

@@ -21,8 +21,8 @@ greedy answers of each mode are the default's token for token.
 copies and the rest (Python, `generate`'s own work), then prints the top operators (torch.profiler);
 `--step-scan 64,256,1024` prints milliseconds per decode step at each batch size, free and under the grammar;
 `--jump-forward 1/0`, `--engine` and `--canonical 1/0` are the decoding of --profile and --step-scan;
-`--fold-gqa 0` measures unsloth's decode attention as it ships (see `attention.fold_gqa_decode`). unsloth's CUDA-graph
-decode step is on unless UNSLOTH_DECODE_CUDA_GRAPHS=0 is set (see `model.load_for_inference`).
+`--fold-gqa 0` measures unsloth's decode attention as it ships (see `patches.fold_gqa_decode`). unsloth's CUDA-graph
+decode step is on for the transformers engine (`patches.patch_decode_graphs`); the static engine replays its own.
 `--load-in-4bit 1/0` overrides the adapter's saved quantization to compare 4-bit with 16-bit inference.
 On a CPU (a check that it runs): --model-name <SmolLM2's .gguf> --prices ../shared/data/prices --count 4.
 """
@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -42,12 +41,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import model  # noqa: E402
 from config import data_args
-from config.inference_args import DecodingConfig  # noqa: E402
+from config.inference_args import InferenceConfig  # noqa: E402
 from forecasting.reading import read_samples  # noqa: E402
 from llm import (
     generation,  # noqa: E402
     patches,  # noqa: E402
 )
+from llm.generation import Sampling
 from market import price_files  # noqa: E402
 from prompts import prompt_format  # noqa: E402
 
@@ -104,7 +104,9 @@ def step_scan(loaded, window, prompts, regexes, batches: list[int], steps: int, 
     import torch
 
     def timed(chunk, rules, new_tokens, least):
-        generation.generate_samples(loaded, chunk[:8], 4, 8, regexes=rules[:8] if rules else None)  # warm-up
+        generation.generate_samples(
+            loaded, chunk[:8], 4, Sampling(batch_size=8), regexes=rules[:8] if rules else None
+        )  # warm-up
         if loaded.cuda:
             torch.cuda.synchronize()
         stats: dict = {}
@@ -113,12 +115,9 @@ def step_scan(loaded, window, prompts, regexes, batches: list[int], steps: int, 
             loaded,
             chunk,
             new_tokens,
-            len(chunk),
+            Sampling(min_new_tokens=least, jump_forward=jump, batch_size=len(chunk), **DECODE),
             regexes=rules,
-            min_new_tokens=least,
-            jump_forward=jump,
             stats=stats,
-            **DECODE,
         )
         if loaded.cuda:
             torch.cuda.synchronize()
@@ -132,7 +131,7 @@ def step_scan(loaded, window, prompts, regexes, batches: list[int], steps: int, 
         free_step = (long - short) / steps
         prefill = max(0.0, short - steps * free_step)
         constrained, ran = timed(chunk, rules, 1, 0)
-        figures = {"window": window.name, "batch": batch, "fold_gqa": patches.FOLD_GQA_DECODE}
+        figures = {"window": window.name, "batch": batch, "fold_gqa": patches.APPLIED.get("fold_decode_attention")}
         figures |= {"prefill_s": round(prefill, 3), "jump_forward": jump}
         figures |= {"free_ms_per_step": round(1000 * free_step, 2), "constrained_steps": ran}
         figures |= {"constrained_ms_per_step": round(1000 * (constrained - prefill) / ran, 2)}
@@ -156,13 +155,22 @@ def profile(loaded, prompts, regexes, batch_size, steps, jump: bool) -> None:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if loaded.cuda else [])
     chunk, rules = prompts[:batch_size], regexes[:batch_size]
     generation.generate_samples(
-        loaded, chunk[:8], steps, 8, regexes=rules[:8], stop_after=steps, jump_forward=jump, **DECODE
+        loaded,
+        chunk[:8],
+        steps,
+        Sampling(stop_after=steps, jump_forward=jump, batch_size=8, **DECODE),
+        regexes=rules[:8],
     )
     stats: dict = {}
     with labelled_forward(loaded), torch_profile(activities=activities) as prof:
         started = time.perf_counter()
         generation.generate_samples(
-            loaded, chunk, steps, batch_size, regexes=rules, stop_after=steps, jump_forward=jump, stats=stats, **DECODE
+            loaded,
+            chunk,
+            steps,
+            Sampling(stop_after=steps, jump_forward=jump, batch_size=batch_size, **DECODE),
+            regexes=rules,
+            stats=stats,
         )
         if loaded.cuda:
             torch.cuda.synchronize()
@@ -250,7 +258,7 @@ def graph_counters(loaded) -> dict:
 
 
 def folded_attention() -> bool:
-    """Whether unsloth's decode attention is routed through `attention.fold_gqa_decode` in this process."""
+    """Whether unsloth's decode attention is routed through `patches.fold_gqa_decode` in this process."""
     llama = sys.modules.get("unsloth.models.llama")
     return bool(llama is not None and getattr(llama.scaled_dot_product_attention, "folds_gqa", False))
 
@@ -259,15 +267,17 @@ def load(args):
     """The adapter as the tool loads it, or (--stack transformers) through transformers + PEFT alone, moved to
     the GPU in bf16: the comparison that shows what unsloth's inference path costs or saves. Without --model-dir,
     the untuned --model-name (the tool's default model when not given) the way the tool loads one."""
+    applied = patches.Patches(fold_decode_attention=bool(args.fold_gqa))
     if args.model_dir is None:
         from config.model_args import ModelConfig
 
-        return model.load_untuned(ModelConfig(model_name=args.model_name, load_in_4bit=bool(args.load_in_4bit)))
+        untuned = ModelConfig(model_name=args.model_name, load_in_4bit=bool(args.load_in_4bit))
+        return model.load_untuned(untuned, applied)
     if args.stack == "unsloth":
-        return model.load_for_inference(args.model_dir, adapter=not args.base, load_in_4bit=args.load_in_4bit)
+        return model.load_for_inference(args.model_dir, not args.base, args.load_in_4bit, applied)
     import torch
 
-    model.cuda_available = lambda: False  # the CPU loading path (no unsloth), then onto the GPU
+    model.gpu_stack = lambda applied=None: False  # the CPU loading path (no unsloth), then onto the GPU
     loaded = model.load_for_inference(args.model_dir, adapter=not args.base)
     loaded.model.to("cuda", dtype=torch.bfloat16)
     loaded.cuda = torch.cuda.is_available()
@@ -294,7 +304,7 @@ def main() -> None:
         default="unsloth",
         help="on a GPU: unsloth's fast inference (the tool's path) or plain transformers + PEFT in bf16",
     )
-    p.add_argument("--temperature", type=float, default=DecodingConfig().temperature, help="of the kN modes")
+    p.add_argument("--temperature", type=float, default=InferenceConfig().temperature, help="of the kN modes")
     p.add_argument("--fold-gqa", type=int, choices=[0, 1], default=1, help="0: unsloth's decode attention as it ships")
     p.add_argument("--profile", action="store_true", help="profile --steps decode steps of one batch (first window)")
     p.add_argument("--step-scan", default="", help="batch sizes (e.g. 64,256,1024): ms per decode step at each")
@@ -307,7 +317,6 @@ def main() -> None:
     p.add_argument("--bandwidth", type=float, default=4.8e12, help="memory bytes/s of the KV-read bound (H200)")
     args = p.parse_args()
 
-    patches.FOLD_GQA_DECODE = bool(args.fold_gqa)
     DECODE.update(engine=args.engine, canonical=bool(args.canonical))
     loaded = load(args)
     fields = loaded.config.fields or data_args.FIELD_SETS["ohlcv"]
@@ -325,7 +334,9 @@ def main() -> None:
         ]
         regexes = [prompt_format.answer_regex(future.index, fields, answer_format) for _, _, future in picked]
         max_new = prompt_format.answer_token_budget(window.future, fields)
-        generation.generate_samples(loaded, prompts[:4], max_new, 4, 1, regexes=regexes[:4])  # warm-up, compile
+        generation.generate_samples(
+            loaded, prompts[:4], max_new, Sampling(batch_size=4, samples=1), regexes=regexes[:4]
+        )  # warm-up, compile
         if args.profile:
             profile(loaded, prompts, regexes, args.batch_size, args.steps, bool(args.jump_forward))
             args.profile = False
@@ -335,9 +346,8 @@ def main() -> None:
             continue
         answers = {}
         for mode in args.modes.split(","):
-            answers[mode] = measure_mode(
-                args, loaded, window, mode, picked, prompts, regexes, max_new, fields, answer_format
-            )
+            batch = Batch(window, picked, prompts, regexes, max_new, fields, answer_format)
+            answers[mode] = measure_mode(args, loaded, batch, mode)
         for mode, ids in answers.items():  # every greedy mode's answers against the default's, token for token
             how = mode_options(mode)
             if mode != "greedy" and "greedy" in answers and how.samples == 1 and how.constrained:
@@ -347,9 +357,25 @@ def main() -> None:
                 print("SAME " + json.dumps(figures), flush=True)
 
 
-def measure_mode(args, loaded, window, mode, picked, prompts, regexes, max_new, fields, answer_format) -> list:
+@dataclass(frozen=True)
+class Batch:
+    """One window type's prompts: the windows picked, their prompts and answer grammars, the token budget, and how
+    the answers are written."""
+
+    window: object
+    picked: list
+    prompts: list
+    regexes: list
+    max_new: int
+    fields: tuple
+    answer_format: str
+
+
+def measure_mode(args, loaded, batch: Batch, mode: str) -> list:
     """One window and mode: every prompt generated in batches, timed, the answers read; one BENCH line. Returns
     the answers' token ids."""
+    window, picked, prompts, regexes = batch.window, batch.picked, batch.prompts, batch.regexes
+    max_new, fields, answer_format = batch.max_new, batch.fields, batch.answer_format
     how = mode_options(mode)
     samples = how.samples
     if loaded.cuda:
@@ -358,19 +384,22 @@ def measure_mode(args, loaded, window, mode, picked, prompts, regexes, max_new, 
         torch.cuda.synchronize()
     stats: dict = {}
     graphs_before = graph_counters(loaded)
+    replays_before = loaded.static.replays if loaded.static is not None else 0
     started = time.perf_counter()
     ids = generation.generate_token_ids(
         loaded,
         prompts,
         max_new,
-        args.batch_size,
-        samples,
-        args.temperature,
-        regexes if how.constrained else None,
-        jump_forward=how.jump,
+        Sampling(
+            jump_forward=how.jump,
+            engine=how.engine,
+            canonical=how.canonical,
+            batch_size=args.batch_size,
+            samples=samples,
+            temperature=args.temperature,
+        ),
+        regexes=regexes if how.constrained else None,
         stats=stats,
-        engine=how.engine,
-        canonical=how.canonical,
     )
     seconds = time.perf_counter() - started
     answers = [loaded.tokenizer.batch_decode(group, skip_special_tokens=True) for group in ids]
@@ -422,11 +451,12 @@ def measure_mode(args, loaded, window, mode, picked, prompts, regexes, max_new, 
         "stack": args.stack if loaded.cuda else "transformers",
         "load_in_4bit": args.stack == "unsloth" and bool(four_bit) and loaded.cuda,
         "jump_forward": stats.get("path") in ("jump-forward", "static"),
-        "cuda_graphs": os.environ.get("UNSLOTH_DECODE_CUDA_GRAPHS", "unset") if loaded.cuda else "no CUDA",
+        "cuda_graphs": patches.APPLIED.get("decode_graphs", "no CUDA") if loaded.cuda else "no CUDA",
         "graph_replays": graphs.get("replays", 0) - graphs_before.get("replays", 0),
         "graph_captures": graphs.get("captures", 0) - graphs_before.get("captures", 0),
         "graphs_disabled": graphs.get("disabled"),
-        "fold_gqa": patches.FOLD_GQA_DECODE and folded_attention(),
+        "fold_gqa": folded_attention(),
+        "static_graph_replays": (loaded.static.replays - replays_before) if loaded.static is not None else 0,
         "batch_halvings": stats.get("halvings", 0),
         "cache_compactions": stats.get("compactions", 0),
         "device": device_name(),

@@ -13,7 +13,7 @@ and prints one `BENCH {json}` line; the run ends with a table of every configura
 model's parameters) and peak GPU memory. Configurations (`--configs`, comma list):
 
     default              the tool's CUDA default: unsloth, padding-free batches of 16, torch varlen attention
-                         with grouped heads (`attention.install_varlen_gqa`); unsloth swaps torch's flash
+                         with grouped heads (`patches.patch_varlen_gqa`); unsloth swaps torch's flash
                          kernel for FlashAttention-3 or -4 on Hopper when one is installed (its row says which)
     default-bundled-flash  the same with UNSLOTH_FLASH_ATTENTION_IMPL=off: torch's bundled flash kernel
     default-compile        the default with TrainingArguments.torch_compile (the model through torch.compile)
@@ -48,6 +48,7 @@ import dataset  # noqa: E402
 import model  # noqa: E402
 from config import data_args, defaults, model_args, training_args  # noqa: E402
 from llm import checkpoints, distributed, patches, sft  # noqa: E402
+from llm.sft_data import TrainingData  # noqa: E402
 from market import price_files  # noqa: E402
 
 # Exact shapes from the models' published config.json files.
@@ -137,7 +138,7 @@ class Config:
     batch: int
     padding_free: bool
     packing: bool = False
-    varlen_gqa: bool = True  # attention.install_varlen_gqa (unsloth only)
+    varlen_gqa: bool = True  # patches.patch_varlen_gqa (unsloth only)
     flash: str = "auto"  # UNSLOTH_FLASH_ATTENTION_IMPL: auto (FA3, then FA4 on Hopper, when installed) or off
     compile: bool = False  # TrainingArguments.torch_compile (the model through torch.compile)
 
@@ -229,7 +230,7 @@ def train_plain_transformers(name: str, examples: list[dict], config: Config, ar
         name, dtype=torch.bfloat16, quantization_config=quant, attn_implementation="sdpa", device_map={"": 0}
     )
     net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=True)
-    lora = model_args.LoraSettings()
+    lora = model_args.LoraConfig()
     net = get_peft_model(
         net,
         LoraConfig(r=lora.rank, lora_alpha=lora.lora_alpha, target_modules=model.LORA_TARGETS, task_type="CAUSAL_LM"),
@@ -276,8 +277,8 @@ def train_tool(name: str, examples: list[dict], config: Config, args) -> dict:
         load_in_4bit=bool(args.load_in_4bit),
         model_dir=str(Path(args.work) / f"adapter-{config.name}"),
     )
-    settings = training_args.TrainSettings(
-        batch_size=config.batch,
+    settings = training_args.TrainConfig(
+        per_device_train_batch_size=config.batch,
         gradient_accumulation_steps=1,
         max_steps=args.steps,
         logging_steps=5,
@@ -289,7 +290,8 @@ def train_tool(name: str, examples: list[dict], config: Config, args) -> dict:
         packing=config.packing,
         torch_compile=config.compile,
     )
-    return sft.train(cfg, model_args.LoraSettings(), settings, examples, [], {"benchmark": config.name})
+    data = TrainingData(tuple(examples), (), {}, {"benchmark": config.name})
+    return sft.train(sft.Job(cfg, model_args.LoraConfig(), settings, data))
 
 
 def measure(config: Config, name: str, args, processes: int) -> dict:
@@ -306,7 +308,7 @@ def measure(config: Config, name: str, args, processes: int) -> dict:
         import unsloth.utils.attention_dispatch as dispatch  # which path padding-free batches took
 
         paths = {
-            "varlen_gqa": patches.ATTENTION.get("varlen_gqa"),
+            "varlen_gqa": patches.APPLIED.get("varlen_gqa"),
             "unsloth_varlen": dispatch._TORCH_VARLEN_ATTN is not None,
             "flash_impl": _flash_impl(),
         }
@@ -365,7 +367,7 @@ def table(rows: list[dict]) -> str:
 
 def run_in_subprocess(config: Config, argv: list[str]) -> dict:
     """One configuration in a fresh process; its BENCH line, or the reason it gave none."""
-    env = {**os.environ, "STOCK_VARLEN_GQA": "1" if config.varlen_gqa else "0"}
+    env = dict(os.environ)  # the child reads its configuration (the varlen patch included) from --configs
     if config.flash != "auto":
         env["UNSLOTH_FLASH_ATTENTION_IMPL"] = config.flash
     cmd = [sys.executable, __file__, *argv, "--configs", config.name if config.name in PRESETS else _token(config)]
@@ -433,10 +435,11 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps(rows, indent=2))
         return 0 if all("error" not in r for r in rows) else 1
 
-    # in this process: unsloth is imported (by model.cuda_available) only for its own configurations
-    patches.VARLEN_GQA = configs[0].varlen_gqa
+    # in this process: unsloth is imported (after the varlen patch, as the configuration asks) only for its own
+    # configurations
     unsloth = any(c.stack == "unsloth" for c in configs)
-    here = distributed.setup(model.cuda_available() if unsloth else _torch_cuda())
+    cuda = model.gpu_stack(patches.Patches(varlen_gqa=configs[0].varlen_gqa)) if unsloth else _torch_cuda()
+    here = distributed.setup(cuda)
     work = Path(args.work)
     if args.shape:
         given = args.tokenizer or args.model_name

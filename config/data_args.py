@@ -1,25 +1,17 @@
-"""The data settings: which companies, which days, how windows and prompts are cut; and the types they are
-parsed into once (window types, price fields, the canonical frame's columns).
-"""
+"""The data settings: where prices are and which companies and days (`DataConfig`), how the examples' windows and
+prompts are cut (`ExamplesConfig`); and the types their flags are parsed into once (window types, price fields,
+the canonical frame's columns)."""
 
 from __future__ import annotations
 
 import re
-import typing
 from dataclasses import dataclass
 
-from config.defaults import (
-    DEFAULT_WINDOWS,  # noqa: F401 (the default of --windows, kept beside its flag)
-)
-from utils import (
-    taipei_today,
-)
+from config.defaults import DEFAULT_WINDOWS, FIRST_YEAR
+from config.flags import AT_LEAST_0, AT_LEAST_1, SHARE, between, existing_file, folder, option, settle
+from utils import taipei_today
 
-if typing.TYPE_CHECKING:
-    pass
-from config.defaults import FIRST_YEAR
-from config.flags import AT_LEAST_0, AT_LEAST_1, SHARE, between, existing_file, folder, option
-
+# The canonical price frame's columns (mplfinance's, plus twstock's extras), by the field names prompts use.
 FRAME_COLUMNS = {
     "open": "Open",
     "high": "High",
@@ -30,10 +22,13 @@ FRAME_COLUMNS = {
     "change": "Change",
     "transaction": "Transaction",
 }
+OHLC = ["Open", "High", "Low", "Close"]
 
 
 @dataclass(frozen=True)
 class WindowType:
+    """A window of `past` known trading days and the `future` ones to forecast (the spec's 1:1, 5:5, 20:5, 60:20)."""
+
     past: int
     future: int
 
@@ -42,7 +37,7 @@ class WindowType:
         return f"{self.past}:{self.future}"
 
 
-def parse_windows(text: str) -> list[WindowType]:
+def parse_windows(text: str) -> tuple[WindowType, ...]:
     """'1:1,5:5,20:5,60:20' → WindowTypes. Any positive past:future pair is allowed."""
     windows = []
     for part in text.split(","):
@@ -52,36 +47,33 @@ def parse_windows(text: str) -> list[WindowType]:
         windows.append(WindowType(int(match[1]), int(match[2])))
     if len(set(windows)) != len(windows):
         raise ValueError(f"windows {text!r} repeat a window type")
-    return windows
+    return tuple(windows)
+
+
+def windows_text(windows) -> str:
+    return ",".join(w.name for w in windows)
 
 
 # How prompts and answers write prices (`prompts.prompt_format`): the spec's NTD prices, % changes from the last
 # close, or candles (close and open as % changes, then unsigned wicks).
 ANSWER_FORMATS = ("absolute", "change", "candle")
-
 # field name → (label in the prompt, canonical frame column (the price cache's), integer?)
 INTEGER_FIELDS = ("capacity", "turnover", "transaction")
-
-
 FIELDS = {name: (name.capitalize(), column, name in INTEGER_FIELDS) for name, column in FRAME_COLUMNS.items()}
-
-
 # The spec's prompt example (ohlcv) and the three column sets of its experiments (all, turnover, basic).
 FIELD_SETS = {
-    "ohlcv": ["open", "high", "low", "close", "capacity"],
-    "all": ["capacity", "turnover", "open", "high", "low", "close", "change", "transaction"],
-    "turnover": ["turnover", "open", "high", "low", "close", "transaction"],
-    "basic": ["open", "high", "low", "close", "transaction"],
+    "ohlcv": ("open", "high", "low", "close", "capacity"),
+    "all": ("capacity", "turnover", "open", "high", "low", "close", "change", "transaction"),
+    "turnover": ("turnover", "open", "high", "low", "close", "transaction"),
+    "basic": ("open", "high", "low", "close", "transaction"),
 }
-
-
 PRICE_FIELDS = ("open", "high", "low", "close")
 
 
-def parse_fields(text: str) -> list[str]:
+def parse_fields(text: str) -> tuple[str, ...]:
     """A field-set name (ohlcv, all, turnover, basic) or a comma list of field names."""
     if text in FIELD_SETS:
-        return list(FIELD_SETS[text])
+        return FIELD_SETS[text]
     fields = [f.strip().lower() for f in text.split(",") if f.strip()]
     unknown = [f for f in fields if f not in FIELDS]
     if unknown or not fields:
@@ -91,25 +83,22 @@ def parse_fields(text: str) -> list[str]:
     missing = [f for f in PRICE_FIELDS if f not in fields]
     if missing:
         raise ValueError(f"fields {text!r} must include {list(PRICE_FIELDS)} (a forecast is a candle)")
-    return fields
+    return tuple(fields)
 
 
-OHLC = ["Open", "High", "Low", "Close"]
+def fields_text(fields) -> str:
+    """Fields as --fields writes them: a set's name, else a comma list."""
+    return next((name for name, chosen in FIELD_SETS.items() if tuple(fields) == chosen), ",".join(fields))
 
 
-DEFAULT = "XTAI"
+DEFAULT_CALENDAR = "XTAI"  # the Taiwan Stock Exchange's sessions (TPEx keeps the same days)
+LIST_CALENDARS = 'python3 -c "import exchange_calendars as xc; print(xc.get_calendar_names())"'
+CALENDAR_RULE = f"a calendar of exchange-calendars, e.g. XTAI (Taiwan), XNYS (New York); list them: {LIST_CALENDARS}"
 
 
-LIST_NAMES = 'python3 -c "import exchange_calendars as xc; print(xc.get_calendar_names())"'
-
-
-# what --calendar must be, as the command line's check says it
-NAME_RULE = f"a calendar of exchange-calendars, e.g. XTAI (Taiwan), XNYS (New York); list them: {LIST_NAMES}"
-
-
-def unknown_name(name: str) -> str:
+def unknown_calendar(name: str) -> str:
     """The one-line refusal of a calendar name exchange-calendars does not have."""
-    return f"--calendar {name}: must be {NAME_RULE}"
+    return f"--calendar {name}: must be {CALENDAR_RULE}"
 
 
 def is_calendar_name(name: str) -> bool:
@@ -119,42 +108,45 @@ def is_calendar_name(name: str) -> bool:
     return name in xc.get_calendar_names(include_aliases=True)
 
 
+def _year_rule() -> tuple:
+    this_year = taipei_today().year
+    what = f"a year from {FIRST_YEAR} (the exchange opened) to {this_year}, not in the future"
+    return between(FIRST_YEAR, this_year, what)
+
+
 @dataclass(frozen=True)
 class DataConfig:
+    """Where prices are and where outputs go, which companies, which days."""
+
     data_dir: str = option(
         "data",
         "where prices (<data-dir>/prices/<code>.csv) and examples are kept; a folder of price CSVs works as the "
         "cache too",
         group="data",
-        check=folder,
+        path=folder,
+    )
+    output_dir: str = option(
+        "outputs", "checkpoints, TensorBoard runs (<output-dir>/runs), charts, reports", group="data", path=folder
     )
     company_list_file: str | None = option(
         None,
         "JSON list of companies to train on, by name_zh or code (default: the spec's 41, data/companies.json)",
         group="data",
-        check=existing_file,
+        path=existing_file,
     )
-    year: int = option(
-        2024,
-        "collect prices from this year ...",
-        group="data",
-        check=between(
-            FIRST_YEAR,
-            taipei_today().year,
-            f"a year from {FIRST_YEAR} (the exchange opened) to {taipei_today().year}, not in the future",
-        ),
-    )
+    year: int = option(2024, "collect prices from this year ...", group="data", check=_year_rule())
     month: int = option(12, "... and month, up to --end-date", group="data", check=("1-12", lambda v: 1 <= v <= 12))
     end_date: str | None = option(
         None, "last day of prices to use, YYYY-MM-DD (default: today in Taipei)", group="data", check="date"
     )
     offline: bool = option(False, "never call the exchanges: use the price cache as it is", group="data", switch=True)
     calendar: str = option(
-        DEFAULT,
+        DEFAULT_CALENDAR,
         "the exchange's trading calendar (exchange-calendars' name) that dates live forecasts: XTAI, the Taiwan "
         "Stock Exchange; e.g. XNYS for New York prices",
         group="data",
-        check=(NAME_RULE, is_calendar_name),
+        check=(CALENDAR_RULE, is_calendar_name),
+        more=True,
     )
     choose_stock: int = option(
         0,
@@ -162,62 +154,64 @@ class DataConfig:
         group="data",
         check=AT_LEAST_0,
     )
-    windows: str = option(DEFAULT_WINDOWS, "window types past:future in trading days", group="data", cpu="1:1")
-    fields: str = option(
-        "ohlcv",
-        "price fields in prompts: ohlcv, all, turnover, basic (the spec's column sets) or a comma list",
+    price_source: str = option(
+        "twstock",
+        "where missing prices come from: the exchanges (twstock) or the trading server (--api-url)",
         group="data",
+        choices=["twstock", "server"],
+        more=True,
+    )
+    market_csv: str | None = option(
+        None,
+        "market-wide daily CSV (code + twstock columns) for --choose-stock offline",
+        group="data",
+        path=existing_file,
+        more=True,
+    )
+
+    def __post_init__(self):
+        settle(self)
+
+
+@dataclass(frozen=True)
+class ExamplesConfig:
+    """How training examples are cut from prices: window types, prompt fields, the answer format, the split."""
+
+    windows: tuple[WindowType, ...] = option(
+        parse_windows(DEFAULT_WINDOWS),
+        "window types past:future in trading days",
+        group="examples",
+        cpu="1:1",
+        parse=parse_windows,
+        text=windows_text,
+    )
+    fields: tuple[str, ...] = option(
+        FIELD_SETS["ohlcv"],
+        "price fields in prompts: ohlcv, all, turnover, basic (the spec's column sets) or a comma list",
+        group="examples",
+        parse=parse_fields,
+        text=fields_text,
     )
     answer_format: str = option(
         "change",
         "how prompts and answers write prices: change (%% from the last close, measured better: README), "
         "candle (close and open as %% changes, then unsigned wicks: every answer a possible candle) "
         "or absolute (the spec's NTD prices)",
-        group="data",
-        choices=["change", "candle", "absolute"],
+        group="examples",
+        choices=list(ANSWER_FORMATS),
     )
-    stride: int = option(1, "trading days between consecutive windows", group="data", check=AT_LEAST_1)
-    val_fraction: float = option(0.1, "latest share of trading days held out for validation", group="data", check=SHARE)
+    stride: int = option(1, "trading days between consecutive windows", group="examples", check=AT_LEAST_1, more=True)
+    val_fraction: float = option(
+        0.1, "latest share of trading days held out for validation", group="examples", check=SHARE, more=True
+    )
     max_val_examples: int = option(
         200,
         "validation examples evaluated, spread over the held-out days",
-        group="data",
+        group="examples",
         cpu=4,
         check=AT_LEAST_1,
+        more=True,
     )
-    price_source: str = option(
-        "twstock",
-        "where missing prices come from: the exchanges (twstock) or the trading server (--api-url)",
-        group="data",
-        choices=["twstock", "server"],
-    )
-    signals: bool = option(
-        False,
-        "1/0: twstock's best four points in the prompt (0 by default: measured better without them)",
-        group="context",
-    )
-    news: bool = option(
-        True, "1/0: stored news in the prompt; when training online with NEWSAPI_KEY, collect it first", group="context"
-    )
-    news_languages: str = option(
-        "both", "news languages used", group="context", flag="--news-language", choices=["zh", "en", "both"]
-    )
-    news_max_articles: int = option(5, "headlines per prompt at most", group="context", check=AT_LEAST_0)
-    # estimated: one token per CJK character, one per four other characters
-    news_max_tokens: int = option(300, "estimated tokens of news per prompt at most", group="context", check=AT_LEAST_0)
-    news_days: int = option(
-        30, "collect articles of the last N days (free plan ~30)", group="context", check=between(1, 3650)
-    )
-    news_daily_limit: int = option(100, "newsapi requests a day (free plan 100)", group="context", check=AT_LEAST_0)
-    news_csv: str | None = option(
-        None,
-        "import headlines (code,date,title[,description,source,url]); UTF-8, UTF-16 or Big5",
-        group="context",
-        check=existing_file,
-    )
-    market_csv: str | None = option(
-        None,
-        "market-wide daily CSV (code + twstock columns) for --choose-stock offline",
-        group="context",
-        check=existing_file,
-    )
+
+    def __post_init__(self):
+        settle(self)

@@ -1,41 +1,15 @@
-"""Defaults shared by several settings groups: the seed, Taiwan's trading costs, the bootstrap's resamples,
-transformers' optimizer and scheduler names (written out so that the command line needs no transformers).
-"""
+"""Defaults that several settings groups share: the seed, Taiwan's trading costs, the bootstrap's resamples, and
+transformers' optimizer and scheduler names (written out so that the command line needs no transformers;
+tests/test_options.py compares them with the installed transformers)."""
 
 from __future__ import annotations
 
-from config.flags import between
-
 SEED = 3407  # the spec's random_state: LoRA, sampling, the LSTM and every shuffle
-
-
 BROKERAGE = 0.001425  # Taiwan cash equities: brokerage on each side of a trade (0.1425%)
-
-
 SELL_TAX = 0.003  # and the securities transaction tax on sells (0.3%)
-
-
-INSTRUCT_MIX, INSTRUCT_ROWS = "news:0.6,market:0.4", 2000  # --build-events: the instruction mix, rows at most
-
-
-FORECASTER_WEEKS, FORECASTER_SAMPLES = 4, 200  # --build-forecaster: past weeks per prompt, company-weeks at most
-
-
 BOOTSTRAP = 1000  # block-bootstrap resamples for the 95% intervals
-
-
-BAND_SOURCES = ("calibrated", "samples")
-
-
-POINT_SOURCES = ("calibrated", "model")
-
-
-DEFAULT_WINDOWS = "1:1,5:5,20:5,60:20"  # the spec's four window types, past:future (dataset.py)
-
-
-# transformers' optimizer and scheduler names (`transformers.training_args.OptimizerNames`,
-# `transformers.trainer_utils.SchedulerType`), written out so that the command line needs no transformers;
-# tests/test_options.py compares them with the installed transformers.
+FIRST_YEAR = 1962  # the Taiwan Stock Exchange opened in February 1962
+DEFAULT_WINDOWS = "1:1,5:5,20:5,60:20"  # the spec's four window types, past:future
 OPTIMIZERS = (
     "adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor",
     "adamw_anyprecision", "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad", "adamw_bnb_8bit",
@@ -46,21 +20,7 @@ OPTIMIZERS = (
     "grokadamw", "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw",
     "apollo_adamw_layerwise", "stable_adamw",
 )  # fmt: skip
-
-
 SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
     "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay", "greedy",
 )  # fmt: skip
-
-
-FIRST_YEAR = 1962  # the Taiwan Stock Exchange opened in February 1962
-
-
-SEED_RANGE = between(0, 2**32 - 1, "from 0 to 4294967295 (numpy's seeds)")
-
-
-LORA_RANK = between(1, 4096)
-
-
-A_SHARE = ("from 0 up to 1 (exclusive)", lambda v: 0 <= v < 1)

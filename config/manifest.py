@@ -12,13 +12,20 @@ import json
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
-from config.data_args import DataConfig
+from config.context_args import ContextConfig
+from config.data_args import DataConfig, ExamplesConfig
+from config.flags import as_text
 from config.instruct_args import InstructConfig
-from config.model_args import LoraSettings, ModelConfig
-from config.training_args import TrainSettings
+from config.model_args import LoraConfig, ModelConfig
+from config.training_args import TrainConfig
 from utils import StockToolError, write_json
 
 STOCK_CONFIG = "stock_config.json"
+# trainer settings saved under their earlier names (before they took TRL's SFTConfig names)
+RENAMED_TRAIN = {"batch_size": "per_device_train_batch_size", "num_epochs": "num_train_epochs"}
+# what adapters from before signals, news and the change format had: no signals or news, prices in NTD
+BEFORE_CONTEXT = {"signals": False, "news": False}
+BEFORE_CHANGES = {"answer_format": "absolute"}
 
 
 def _known(cls, saved: dict | None) -> dict:
@@ -28,6 +35,15 @@ def _known(cls, saved: dict | None) -> dict:
 
 def _has_model_settings(saved) -> bool:
     return isinstance(saved, dict) and {"max_seq_length", "load_in_4bit", "load_in_8bit"} <= set(saved)
+
+
+def _group(cls, saved: dict, key: str, before: dict | None = None):
+    """A settings group from its own key, or (files written before the groups were split) from the "data" key."""
+    own = saved.get(key)
+    if isinstance(own, dict):
+        return cls(**_known(cls, own))
+    data = saved.get("data")
+    return cls(**((before or {}) | _known(cls, data))) if isinstance(data, dict) else None
 
 
 @dataclass(frozen=True)
@@ -55,10 +71,12 @@ class Manifest:
     base_model: str = ""
     base_model_source: str | None = None
     model: ModelConfig | None = None  # None: not saved (an adapter cannot be loaded without it)
-    lora: LoraSettings = LoraSettings()
-    train: TrainSettings = TrainSettings()
+    lora: LoraConfig = LoraConfig()
+    train: TrainConfig = TrainConfig()
     task: str = "stock"  # or "instruct"
     data: DataConfig | None = None  # None: an instruction adapter, or one from before the data was saved
+    examples: ExamplesConfig | None = None
+    context: ContextConfig | None = None
     dataset: DatasetRecord | None = None
     companies: list[dict] = field(default_factory=list)  # `Company` as saved
     instruct: InstructConfig | None = None
@@ -69,16 +87,18 @@ class Manifest:
     @classmethod
     def from_dict(cls, saved: dict) -> Manifest:
         known = {f.name for f in fields(cls)} - {"other"}
-        data, model = saved.get("data"), saved.get("model")
-        old = {"signals": False, "news": False, "answer_format": "absolute"}  # before signals, news and changes
+        model = saved.get("model")
+        train = {RENAMED_TRAIN.get(k, k): v for k, v in (saved.get("train") or {}).items()}
         return cls(
             base_model=saved.get("base_model", ""),
             base_model_source=saved.get("base_model_source"),
             model=ModelConfig(**_known(ModelConfig, model)) if _has_model_settings(model) else None,
-            lora=LoraSettings(**_known(LoraSettings, saved.get("lora"))),
-            train=TrainSettings(**_known(TrainSettings, saved.get("train"))),
+            lora=LoraConfig(**_known(LoraConfig, saved.get("lora"))),
+            train=TrainConfig(**_known(TrainConfig, train)),
             task=saved.get("task", "stock"),
-            data=DataConfig(**(old | _known(DataConfig, data))) if isinstance(data, dict) else None,
+            data=_group(DataConfig, saved, "data"),
+            examples=_group(ExamplesConfig, saved, "examples", BEFORE_CHANGES),
+            context=_group(ContextConfig, saved, "context", BEFORE_CONTEXT),
             dataset=DatasetRecord(**_known(DatasetRecord, saved["dataset"])) if saved.get("dataset") else None,
             companies=list(saved.get("companies") or []),
             instruct=InstructConfig(**_known(InstructConfig, saved["instruct"])) if saved.get("instruct") else None,
@@ -88,8 +108,10 @@ class Manifest:
         )
 
     def to_dict(self) -> dict:
+        """As saved: settings groups as their flags' text, records as plain values."""
         saved = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "other"}
-        saved = {k: asdict(v) if is_dataclass(v) else v for k, v in saved.items()}
+        plain = {"dataset"}  # a record, not settings
+        saved = {k: (asdict(v) if k in plain else as_text(v)) if is_dataclass(v) else v for k, v in saved.items()}
         return {k: v for k, v in saved.items() if v is not None} | self.other
 
     def write(self, folder: Path) -> None:
@@ -155,5 +177,5 @@ def read(model_dir: str) -> Manifest:
         raise StockToolError(f"{path} names no base_model: it was not written by this tool; retrain the adapter")
     try:
         return Manifest.from_dict(saved)
-    except (TypeError, AttributeError) as exc:
+    except (TypeError, AttributeError, StockToolError) as exc:
         raise StockToolError(f"{path} is not a manifest this tool can read ({exc}); retrain the adapter") from exc

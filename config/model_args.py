@@ -1,4 +1,5 @@
-"""The model settings: which base model, how it is loaded, where the adapter goes; and LoRA's."""
+"""The model settings: which base model, how it is loaded, where the adapter goes (`ModelConfig`); and LoRA's
+(`LoraConfig`)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from config.defaults import LORA_RANK, SEED, SEED_RANGE
-from config.flags import between, folder, option
+from config.defaults import SEED
+from config.flags import between, folder, option, settle
 from utils import StockToolError
 
 GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file
@@ -43,9 +44,10 @@ def check_model_name(model_name: str) -> None:
 
 
 def _model_name(flag: str, value: str) -> None:
-    pass  # (import removed)  # no torch: it reads a .gguf's first bytes, or a folder's files
+    check_model_name(value)  # no torch: it reads a .gguf's first bytes, or a folder's files
 
-    check_model_name(value)
+
+SEED_RANGE = between(0, 2**32 - 1, "from 0 to 4294967295 (numpy's seeds)")
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class ModelConfig:
         "Hub id (unsloth/Llama-3.2-3B-Instruct, unsloth/Meta-Llama-3.1-8B-bnb-4bit), HF folder or .gguf; "
         "default: the 3B model on CUDA, the bundled SmolLM2-135M on a CPU",
         group="model",
-        check=_model_name,
+        path=_model_name,
     )
     max_seq_length: int = option(
         4096,
@@ -64,8 +66,8 @@ class ModelConfig:
         cpu=768,
         check=between(64, 2**20, "from 64 to 1048576 tokens"),
     )
-    # unset: on with CUDA unless --load_in_8bit (main.build_configs)
-    load_in_4bit: bool = option(
+    # unset (None): on with CUDA unless --load_in_8bit (`config.cli`)
+    load_in_4bit: bool | None = option(
         False,
         "load the model in 4 bit (CUDA only; default on with CUDA)",
         group="model",
@@ -81,17 +83,26 @@ class ModelConfig:
         flag="--load_in_8bit",
         aliases=["--load-in-8bit"],
         bare=True,
+        more=True,
     )
     model_dir: str = option(
-        "outputs/model", "where the trained adapter is saved and loaded from", group="model", check=folder
+        "outputs/model", "where the trained adapter is saved and loaded from", group="model", path=folder
     )
+
+    def __post_init__(self):
+        settle(self)
+        if self.load_in_4bit and self.load_in_8bit:
+            raise StockToolError("--load_in_4bit and --load_in_8bit are exclusive: choose one")
 
 
 @dataclass(frozen=True)
-class LoraSettings:
-    rank: int = option(16, "LoRA rank r", group="lora", check=LORA_RANK)
+class LoraConfig:
+    rank: int = option(16, "LoRA rank r", group="lora", check=between(1, 4096))
     lora_alpha: int = option(16, "LoRA alpha", group="lora", check=between(1, 2**16))
     lora_dropout: float = option(
         0.0, "LoRA dropout", group="lora", check=("from 0 up to 1 (exclusive)", lambda v: 0 <= v < 1)
     )
     random_state: int = option(SEED, "random seed", group="lora", aliases=["--seed"], check=SEED_RANGE)
+
+    def __post_init__(self):
+        settle(self)

@@ -1,12 +1,11 @@
-"""The trading server's settings."""
+"""The trading server's settings: what to act on, how much at most, and whether orders are really sent."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from config.defaults import A_SHARE
-from config.flags import AT_LEAST_1, between, option, shared
+from config.flags import AT_LEAST_1, option, settle, shared
 
 
 @dataclass(frozen=True)
@@ -16,11 +15,15 @@ class TradeConfig:
         None, "trading server base URL (default $STOCK_API_URL or the spec's)", group="trading"
     )
     threshold: float = option(
-        0.01, "act when |expected return| exceeds this", group="trading", flag="--trade-threshold", check=A_SHARE
+        0.01,
+        "act when |expected return| exceeds this",
+        group="trading",
+        flag="--trade-threshold",
+        check=("from 0 up to 1 (exclusive)", lambda v: 0 <= v < 1),
     )
     max_lots: int = option(1, "lots (1,000 shares) per order at most", group="trading", check=AT_LEAST_1)
     max_positions: int = option(5, "stocks held at most", group="trading", check=AT_LEAST_1)
-    # bounded so that the calendar days they span stay dates (about 20 years of trading days, and 4 of forecasts)
-    past: int = option(5, "known trading days given to the model", group="inference", cpu=1, check=between(1, 5000))
-    future: int = option(5, "trading days to forecast", group="inference", cpu=1, check=between(1, 1000))
     journal_dir: str = shared("outputs/trades", "output_dir", convert=lambda out: str(Path(out) / "trades"))
+
+    def __post_init__(self):
+        settle(self)

@@ -1,6 +1,6 @@
-"""The tuned and the untuned LLM as forecasters of a walk-forward evaluation (`forecasters.Forecaster`).
+"""The tuned and the untuned LLM as forecasters of a walk-forward evaluation (`evaluation.interface.Forecaster`).
 
-`fit` calibrates the bands on the adapter's held-out days when --bands calibrated (`calibration.py`);
+`fit` calibrates the bands on the adapter's held-out days when --bands calibrated (`evaluation.calibrate`);
 `predict` prompts every test window with the as-of context the adapter was trained with, generates in
 chunks (cached, so an interrupted evaluation resumes; spread over the processes of a torchrun launch) and
 reads each answer strictly: a failure stays a failure.
@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from config import data_args, manifest
-from config.evaluation_args import EvalConfig
-from config.inference_args import DecodingConfig
+from config.inference_args import InferenceConfig
 from evaluation import calibrate, forecast_windows
 from evaluation.answer_cache import AnswerCache
 from evaluation.interface import Forecaster, Forecasts, History
@@ -22,31 +23,28 @@ from llm import generation
 from prompts import prompt_format
 
 log = logging.getLogger("stock.evaluate")
+FORECAST_BATCH = 1024  # sequences generated together unless --generation-batch-size says otherwise (a GPU's)
 
 
+@dataclass(eq=False)
 class Llm(Forecaster):
     """One LLM ("tuned" or "base"). `generate(prompts, max_new_tokens, regexes)` gives samples per prompt;
     `context(code)(as_of)` the prompt's context; `fields` and `answer_format` are those the adapter was trained
     with; `stride` spaces the calibration windows' origins; `release()` frees the model on every process."""
 
-    def __init__(
-        self,
-        name,
-        generate,
-        cache: AnswerCache,
-        context,
-        fields,
-        answer_format,
-        decoding: DecodingConfig,
-        stride: int,
-        chunk: int = 256,
-        release=None,
-    ):
-        self.name, self.generate, self.cache, self.context = name, generate, cache, context
-        self.fields, self.answer_format, self.decoding = fields, answer_format, decoding
-        self.stride, self.chunk, self.release = stride, chunk, release or (lambda: None)
+    name: str = field()  # (a field, not the interface's class attribute)
+    generate: Callable
+    cache: AnswerCache
+    context: Callable
+    fields: tuple[str, ...]
+    answer_format: str
+    decoding: InferenceConfig
+    stride: int
+    chunk: int = 256
+    release: Callable = lambda: None
+    supports_probabilistic_prediction = True
 
-    def fit(self, history: History) -> None:
+    def _fit(self, history: History) -> None:
         """With --bands calibrated: the point weight and the band from the model's errors on the adapter's
         held-out days before the test period (`calibration.held_out`); too few windows: none made."""
         if self.decoding.bands != "calibrated":
@@ -70,7 +68,7 @@ class Llm(Forecaster):
         print(f"{self.name}: band per window type {cal.families} (held-out CRPS %: {cal.family_crps})")
         self.calibration = cal
 
-    def predict(self, tests: list[forecast_windows.TestWindow]) -> Forecasts:
+    def _predict(self, tests: list[forecast_windows.TestWindow]) -> Forecasts:
         out = self._forecasts(self.name, tests)
         cal = self.calibration
         if cal is not None:  # weighed toward the last close, its band from the held-out errors
@@ -148,7 +146,7 @@ class Llm(Forecaster):
         return point, closes, record
 
 
-def _timing(label, seconds, generated, reused, points, decoding: DecodingConfig) -> dict:
+def _timing(label, seconds, generated, reused, points, decoding: InferenceConfig) -> dict:
     """Prints and returns how many forecasts were generated, how fast, and how many were usable."""
     valid = sum(point is not None for point in points)
     rate = generated / seconds if generated and seconds > 0 else None
@@ -162,53 +160,34 @@ def _timing(label, seconds, generated, reused, points, decoding: DecodingConfig)
     return timing | {"forecasts_per_s": round(rate, 2) if rate else None}
 
 
-def injected(fn):
-    """An injected fn(prompts, max_new_tokens) -> answers (str or list of samples each), as a generator."""
-
-    def sample(prompts, max_new_tokens, regexes):
-        return [answer if isinstance(answer, list) else [answer] for answer in fn(prompts, max_new_tokens)]
-
-    return sample
-
-
-def generator_factory(model_dir: str, cfg: EvalConfig):
+def generator_factory(model_dir: str, inference: InferenceConfig):
     """("eval", name) → the generator of the tuned or base model: what every process of a sharded evaluation
     builds (`distributed.Pool`)."""
-    return lambda key: _generator(model_dir, key[1], cfg.batch_size, cfg.decoding)
+    return lambda key: _generator(model_dir, key[1], inference)
 
 
-def _generator(model_dir: str, name: str, batch_size: int, decoding: DecodingConfig):
+def _generator(model_dir: str, name: str, inference: InferenceConfig):
     """fn(prompts, max_new_tokens, regexes) -> samples per prompt for the tuned or the untuned model, loaded
-    on first use; the regexes are used when decoding is constrained."""
+    on first use; the regexes are used when decoding is constrained. Its `identity`: what its answers depend on
+    besides the prompt (the adapter's weights file, or the base model's name)."""
     import model
 
     state: dict = {}
+    how = generation.Sampling.of(inference, inference.batch_size or FORECAST_BATCH)
 
     def generate(prompts, max_new_tokens, regexes):
         if "loaded" not in state:
             state["loaded"] = model.load_for_inference(model_dir, adapter=name == "tuned")
-        return generation.generate_samples(
-            state["loaded"],
-            prompts,
-            max_new_tokens,
-            batch_size,
-            decoding.samples,
-            decoding.temperature,
-            regexes if decoding.constrained else None,
-            seed=decoding.seed,
-            jump_forward=decoding.jump_forward,
-            engine=decoding.engine,
-            canonical=decoding.canonical,
-        )
+        rules = regexes if inference.constrained else None
+        return generation.generate_samples(state["loaded"], prompts, max_new_tokens, how, rules)
 
+    generate.identity = model_identity(model_dir, name, manifest.read(model_dir))
     return generate
 
 
-def model_identity(model_dir: str, name: str, adapter: manifest.Manifest | None, fake: bool) -> str:
+def model_identity(model_dir: str, name: str, adapter: manifest.Manifest | None) -> str:
     """What the cached answers depend on: the adapter's (or an export's) weights file (tuned) or the base model's
     name."""
-    if fake:  # an injected generator (tests)
-        return f"{name}:injected"
     if name == "tuned":
         weights = manifest.weights_file(model_dir, adapter)
         stat = weights.stat() if weights.is_file() else None

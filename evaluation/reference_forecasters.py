@@ -18,12 +18,12 @@ log = logging.getLogger("stock.forecasters")
 
 
 class Baseline(Forecaster):
-    """A naive rule of the window's own history: `evaluation.BASELINES`."""
+    """A naive rule of the window's own history: `baselines.BASELINES`."""
 
     def __init__(self, name: str):
         self.name, self.rule = name, baselines.BASELINES[name]
 
-    def predict(self, tests: list[forecast_windows.TestWindow]) -> Forecasts:
+    def _predict(self, tests: list[forecast_windows.TestWindow]) -> Forecasts:
         return Forecasts([self.rule(w) for w in tests])
 
 
@@ -32,11 +32,12 @@ class RandomWalk(Forecaster):
     (all stocks' pooled when one has too few): the reference of every CRPS skill."""
 
     name = "random_walk"
+    supports_probabilistic_prediction = True
 
-    def fit(self, history: History) -> None:
+    def _fit(self, history: History) -> None:
         self.returns = baselines.random_walk_returns(history.prices, history.windows, history.last_day)
 
-    def predict(self, tests: list[forecast_windows.TestWindow]) -> Forecasts:
+    def _predict(self, tests: list[forecast_windows.TestWindow]) -> Forecasts:
         return Forecasts(
             [baselines.persistence(w) for w in tests], [baselines.random_walk_samples(w, self.returns) for w in tests]
         )
@@ -46,7 +47,9 @@ class VolatilityRandomWalk(Forecaster):
     """Persistence as its point; the close's distribution a zero-drift random walk in log price whose variance
     is forecast at each origin from the stock's closes up to that origin, nothing later. Subclasses say how."""
 
-    def predict(self, tests: list[forecast_windows.TestWindow]) -> Forecasts:
+    supports_probabilistic_prediction = True
+
+    def _predict(self, tests: list[forecast_windows.TestWindow]) -> Forecasts:
         return Forecasts([baselines.persistence(w) for w in tests], [self.closes(w) for w in tests])
 
     def closes(self, w: forecast_windows.TestWindow, center=None) -> np.ndarray | None:
@@ -88,7 +91,7 @@ class GarchRandomWalk(VolatilityRandomWalk):
         self.fitted: dict[str, risk_models.Garch | None] = {}
         self.fallback = EwmaRandomWalk()
 
-    def fit(self, history: History) -> None:
+    def _fit(self, history: History) -> None:
         self.fitted = {
             code: risk_models.fit_garch(risk_models.log_returns(frame.loc[frame.index <= history.last_day, "Close"]))
             for code, frame in history.prices.items()
@@ -103,8 +106,8 @@ class GarchRandomWalk(VolatilityRandomWalk):
             return self.fallback.variances(returns, code, horizon)
         return garch.step_variances(100 * returns, horizon) / 1e4, risk_models.standard_quantiles(nu=garch.nu)
 
-    def predict(self, tests: list[forecast_windows.TestWindow]) -> Forecasts:
-        out = super().predict(tests)
+    def _predict(self, tests: list[forecast_windows.TestWindow]) -> Forecasts:
+        out = super()._predict(tests)
         fitted = sum(g is not None for g in self.fitted.values())
         out.figures = {"fitted": fitted, "ewma_instead": len(self.fitted) - fitted}
         return out
@@ -120,11 +123,11 @@ class Lstm(Forecaster):
         self.epochs, self.seed = epochs, seed
         self.fitted: dict = {}
 
-    def fit(self, history: History) -> None:
+    def _fit(self, history: History) -> None:
         from llm import lstm
 
         cutoff = history.cutoff
-        if cutoff is None:  # no adapter: the same rule as `training_data.build`, on the training days
+        if cutoff is None:  # no adapter: the same rule as `sft_data.build`, on the training days
             all_dates = [d for f in history.prices.values() for d in f.index]
             cutoff = dataset.split_cutoff(all_dates, history.val_fraction) if len(set(all_dates)) > 1 else None
         for window in history.windows:
@@ -136,7 +139,7 @@ class Lstm(Forecaster):
             self.fitted[window] = lstm.fit_lstm(*_xy(train), *_xy(val), settings)
             log.info("LSTM %s: %s", window.name, self.fitted[window]["figures"])
 
-    def predict(self, tests: list[forecast_windows.TestWindow]) -> Forecasts:
+    def _predict(self, tests: list[forecast_windows.TestWindow]) -> Forecasts:
         from llm import lstm
 
         points: list = [None] * len(tests)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from config.inference_args import DecodingConfig
+from config.inference_args import ForecastConfig, InferenceConfig
 from forecasting.chart import plot_forecast
 from forecasting.forecast_files import write_forecast_files
-from forecasting.reading import Forecast, read_forecast
+from forecasting.reading import Forecast, Question, read_forecast
 from llm import generation
 from market import prompt_context, trading_calendar
 from market.workspace import Workspace
@@ -21,95 +22,66 @@ from utils import StockToolError
 log = logging.getLogger("stock.forecast")
 
 
-def latest(
-    ws: Workspace,
-    loaded,
-    codes: list[str],
-    past: int,
-    future: int,
-    context: str = "",
-    decoding: DecodingConfig = DecodingConfig(),
-    calibration=None,
-    chart_dir: Path | None = None,
-    chart_style: str = "international",
-) -> list[Forecast]:
-    """Forecasts of `future` trading days after each stock's latest `past`, by the loaded model, generated
-    in one batch. With `chart_dir`, each valid one is charted there and written to CSV and JSON beside it."""
-    if past < 1 or future < 1:
+@dataclass(frozen=True)
+class _Asked:
+    """One stock's prompt as the adapter was trained to read it, the answer's regex, and how to read the answer."""
+
+    question: Question
+    prompt: list
+    regex: str
+
+
+def forecast(ws: Workspace, loaded, asked: ForecastConfig, inference: InferenceConfig, calibration=None,
+             chart_dir: Path | None = None) -> list[Forecast]:  # fmt: skip
+    """Forecasts of `asked.future` trading days after each of `asked.codes`' latest `asked.past`, by the loaded
+    model, generated in one batch. With `chart_dir`, each valid one is charted there and written to CSV and JSON
+    beside it."""
+    if asked.past < 1 or asked.future < 1:
         raise StockToolError("--past and --future must be at least 1")
-    fields = loaded.config.fields or ws.fields
-    answer_format = loaded.config.answer_format
     end = ws.date_range()[1]
-    trained = loaded.config.data or ws.data
-    asked = [_latest_prompt(ws, trained, code, end, past, future, context, fields, answer_format) for code in codes]
-    max_new = prompt_format.answer_token_budget(future, fields)
-    check_fits(loaded, [a["prompt"] for a in asked], max_new, past)
-    answers = generation.generate_samples(
-        loaded,
-        [a["prompt"] for a in asked],
-        max_new,
-        batch_size=max(8, decoding.samples),
-        samples=decoding.samples,
-        temperature=decoding.temperature,
-        regexes=[a["regex"] for a in asked] if decoding.constrained else None,
-        seed=decoding.seed,
-        jump_forward=decoding.jump_forward,
-        engine=decoding.engine,
-        canonical=decoding.canonical,
-    )
+    prompts = [_prompt(ws, loaded.config, asked, code, end) for code in asked.codes or ("2330",)]
+    fields = prompts[0].question.fields
+    max_new = prompt_format.answer_token_budget(asked.future, fields)
+    check_fits(loaded, [a.prompt for a in prompts], max_new, asked.past)
+    how = generation.Sampling.of(inference, max(8, inference.samples))
+    regexes = [a.regex for a in prompts] if inference.constrained else None
+    answers = generation.generate_samples(loaded, [a.prompt for a in prompts], max_new, how, regexes)
     results = []
-    for a, raw in zip(asked, answers, strict=True):
-        company, history = a["company"], a["history"]
-        anchor = prompt_format.anchor_of(history, answer_format)
-        result = read_forecast(
-            company.code,
-            company.name_zh,
-            history,
-            raw,
-            fields,
-            future,
-            anchor,
-            company.name_en,
-            decoding.band,
-            calibration,
-            a["frame"],
-            calendar=ws.data.calendar,
-        )
-        result.shown = a["frame"]  # the chart shows more days than the prompt
+    for a, raw in zip(prompts, answers, strict=True):
+        result = read_forecast(a.question, raw, inference.band, calibration, ws.data.calendar)
         if result.ok and chart_dir:  # an impossible candle is reported, never drawn as if it were a forecast
-            result.chart = plot_forecast(result, chart_dir, chart_style)
-            result.files = write_forecast_files(result, result.chart.with_suffix(""))
+            chart = plot_forecast(result, chart_dir, asked.chart_style)
+            result = replace(result, chart=chart)
+            result = replace(result, files=tuple(write_forecast_files(result, chart.with_suffix(""))))
         results.append(result)
     return results
 
 
-def _latest_prompt(ws: Workspace, trained, code, end, past, future, context, fields, answer_format) -> dict:
-    """One stock's prompt from its latest `past` days up to `end`, with the context the adapter was trained with
-    (signals, news as of the last known day) and then the user's; the answer's regex and the prices behind it."""
+def _prompt(ws: Workspace, adapter, asked: ForecastConfig, code: str, end) -> _Asked:
+    """One stock's prompt from its latest `asked.past` days up to `end`, in the adapter's fields and answer format,
+    with the context the adapter was trained with (signals, news as of the last known day) and then the user's;
+    the answer's regex, dated on the exchange's next sessions."""
+    fields = tuple(adapter.fields or ws.fields)
+    answer_format = adapter.answer_format
     # calendar days covering `past` trading days, and the CHART_DAYS a chart shows (a long holiday included)
-    start = end - dt.timedelta(days=max(90, past * 3))
+    start = end - dt.timedelta(days=max(90, asked.past * 3))
     company = prompt_context.with_english_name(ws.company(code))
     frame = ws.update_prices(company, start, end, fields)
-    if len(frame) < past:
+    if len(frame) < asked.past:
         raise StockToolError(f"{code} has only {len(frame)} trading days cached before {frame.index[-1]:%Y-%m-%d}")
-    history = frame.iloc[-past:]
-    built, _ = ws.context_builder(trained, {code: frame})(code)(history.index[-1])
-    text = "\n".join(part for part in (built, context.strip()) if part)
-    content = prompt_format.user_prompt(company.name_zh, history, future, fields, text, answer_format)
-    dates = trading_calendar.next_trading_days(history.index[-1], future, ws.data.calendar)  # the exchange's days
-    return {
-        "company": company,
-        "history": history,
-        "frame": frame,  # its volatility scales a calibrated band
-        "prompt": [{"role": "user", "content": content}],
-        "regex": prompt_format.answer_regex(dates, fields, answer_format),
-    }
+    history = frame.iloc[-asked.past :]
+    built, _ = ws.context_builder(adapter.context or ws.context, {code: frame})(code)(history.index[-1])
+    text = "\n".join(part for part in (built, asked.context.strip()) if part)
+    content = prompt_format.user_prompt(company.name_zh, history, asked.future, fields, text, answer_format)
+    dates = trading_calendar.next_trading_days(history.index[-1], asked.future, ws.data.calendar)
+    anchor = prompt_format.anchor_of(history, answer_format)
+    question = Question(company.code, company.name_zh, history, fields, asked.future, anchor, company.name_en, frame)
+    regex = prompt_format.answer_regex(dates, fields, answer_format)
+    return _Asked(question, [{"role": "user", "content": content}], regex)
 
 
 def check_fits(loaded, prompts: list, max_new: int, past: int) -> None:
     """Refuse, before generating, a prompt that with its answer would not fit in the model's context."""
-    if loaded.tokenizer is None:  # an injected fake model (tests)
-        return
     longest = max(loaded.prompt_tokens(p) for p in prompts)
     if longest + max_new > loaded.context:
         raise StockToolError(
@@ -118,7 +90,7 @@ def check_fits(loaded, prompts: list, max_new: int, past: int) -> None:
         )
 
 
-def band_calibration(model_dir: str, decoding: DecodingConfig):
+def band_calibration(model_dir: str, decoding: InferenceConfig):
     """The adapter's calibration (written by an evaluation) when the bands are to come from it and it was
     made with this decoding; else None (the bands then come from samples, if any)."""
     from forecasting import calibrated

@@ -5,7 +5,7 @@ close's bands, from the calibration or the samples. The record a forecast is (`F
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -88,113 +88,116 @@ def read_samples(
     return SampleRead(point, closes, usable, total, problem, frames, impossible)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Forecast:
+    """One stock's forecast as the user gets it, built once (`read_forecast`), then given its chart, files and page
+    by `dataclasses.replace`."""
+
     code: str
     name: str
     past: pd.DataFrame
     raw_answer: str
     forecast: pd.DataFrame | None = None
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
     chart: Path | None = None
     bands: pd.DataFrame | None = None  # close quantiles per day (columns q0.025 … q0.975)
     band: float = 0.8
     band_source: str = ""  # what the bands are quantiles of
-    weight: float = 1.0  # the model's change from the last close × weight is the point forecast (calibration.py)
+    weight: float = 1.0  # the model's change from the last close × weight is the point forecast (calibrate.py)
     samples: int = 1
     usable_samples: int = 1
-    files: list[Path] = field(default_factory=list)
+    files: tuple[Path, ...] = ()
     name_en: str = ""
-    band_kind: str = ""  # "calibrated" or "sampled" (what `band_source` describes); pages.py says it
+    band_kind: str = ""  # "calibrated", "ewma", "garch" or "sampled" (what `band_source` describes)
     shown: pd.DataFrame | None = None  # prices up to the last known day, more than `past`: drawn on the chart
-    page: Path | None = None  # the run's index.html (pages.py) listing this forecast
+    page: Path | None = None  # the run's index.html (forecast_page.py) listing this forecast
 
     @property
     def ok(self) -> bool:
         return self.forecast is not None and not self.problems
 
 
-def read_forecast(
-    code,
-    name,
-    history,
-    answers: list[str],
-    fields,
-    future,
-    anchor=None,
-    name_en="",
-    band: float = 0.8,
-    calibration=None,
-    volatility_history=None,
-    calendar: str | None = None,
-) -> Forecast:
+@dataclass(frozen=True)
+class Question:
+    """One stock's forecast as asked: the company, the prompt's known days (`history`), how its answer is written
+    (`fields`, `future` rows, the relative formats' `anchor`), and every known day (`known`: drawn on the chart, and
+    the volatility behind a calibrated band; default `history`)."""
+
+    code: str
+    name: str
+    history: pd.DataFrame
+    fields: tuple[str, ...]
+    future: int
+    anchor: object = None
+    name_en: str = ""
+    known: pd.DataFrame | None = None
+
+
+def read_forecast(question: Question, answers: list[str], band: float = 0.8, calibration=None, calendar=None):
     """A user-facing forecast from one prompt's sampled answers (problems recorded, never repaired). Its bands
-    come from `calibration` (a `calibration.Calibration`: the model's errors on held-out days) when given,
-    scaled by the volatility of `volatility_history` (the stock's prices up to the last known day; default:
-    `history`), else from the samples' quantiles when there are several. A day the exchange's `calendar` (or,
-    without one, the week) has no session on is noted (free decoding lets the model choose its dates)."""
-    read = read_samples(answers, fields, future, history.index[-1], anchor)
-    result = Forecast(code, name, history, answers[0], samples=len(answers), usable_samples=read.usable)
-    result.name_en, result.band = name_en, band
+    come from `calibration` (a `calibrated.Calibration`: the model's errors on held-out days) when given, else from
+    the samples' quantiles when there are several. A day the exchange's `calendar` (or, without one, the week) has
+    no session on is noted (free decoding lets the model choose its dates)."""
+    q = question
+    read = read_samples(answers, q.fields, q.future, q.history.index[-1], q.anchor)
+    base = Forecast(q.code, q.name, q.history, answers[0], band=band, samples=len(answers),
+                    usable_samples=read.usable, name_en=q.name_en, shown=q.known)  # fmt: skip
     if not read.ok:
-        result.problems = [read.problem]
-        return result
-    result.forecast = read.point
-    levels = sorted({q for pair in band_levels(band).values() for q in pair} | {0.5})
+        return replace(base, problems=(read.problem,))
+    levels = sorted({lo for pair in band_levels(band).values() for lo in pair} | {0.5})
+    read_as = {"forecast": read.point, "notes": ()}
     quantiles = None
     if calibration is not None:
-        known = history if volatility_history is None else volatility_history
-        quantiles = _calibrated(result, read.point, calibration, f"{len(history)}:{future}", levels, known)
+        known = q.history if q.known is None else q.known
+        quantiles, read_as = _calibrated(q, read.point, calibration, levels, known)
     elif len(answers) > 1:
         quantiles = sample_quantiles(read.closes, levels)
-        result.band_source, result.band_kind = f"{read.usable} sampled closes", "sampled"
+        read_as |= {"band_source": f"{read.usable} sampled closes", "band_kind": "sampled"}
     if quantiles is not None:
-        result.bands = pd.DataFrame(quantiles.T, index=read.point.index, columns=[f"q{q:g}" for q in levels])
-    if calendar:
-        result.notes += [
-            f"{d:%Y-%m-%d} ({d:%A}) is not a trading day of the {calendar} calendar"
-            for d in trading_calendar.closed_days(result.forecast.index, calendar)
-        ]
-    else:
-        result.notes += [
-            f"{d:%Y-%m-%d} is a {d:%A}: the exchange does not trade on weekends"
-            for d in result.forecast.index
-            if d.weekday() >= 5
-        ]
+        read_as["bands"] = pd.DataFrame(quantiles.T, index=read.point.index, columns=[f"q{lo:g}" for lo in levels])
+    notes = read_as.pop("notes") + _calendar_notes(read.point.index, calendar)
     if read.problem:
-        result.notes.append(read.problem)
+        notes += (read.problem,)
     if read.impossible:
-        result.notes.append(
-            f"{read.impossible} of {read.usable} samples were impossible candles "
-            "(kept as draws; the median candle is possible)"
+        notes += (f"{read.impossible} of {read.usable} samples were impossible candles (kept as draws; the median "
+                  "candle is possible)",)  # fmt: skip
+    return replace(base, notes=notes, **read_as)
+
+
+def _calendar_notes(days, calendar: str | None) -> tuple[str, ...]:
+    """A note for each forecast day the exchange's calendar (or, without one, the week) has no session on."""
+    if calendar:
+        return tuple(
+            f"{d:%Y-%m-%d} ({d:%A}) is not a trading day of the {calendar} calendar"
+            for d in trading_calendar.closed_days(days, calendar)
         )
-    return result
+    return tuple(f"{d:%Y-%m-%d} is a {d:%A}: the exchange does not trade on weekends" for d in days if d.weekday() >= 5)
 
 
-def _calibrated(result: Forecast, point: pd.DataFrame, calibration, window: str, levels, known: pd.DataFrame):
-    """Weigh `result`'s point forecast toward the last close by the calibration's weight, and its band quantiles
-    in the window's band family (the held-out errors scaled by the stock's volatility, or a reference's random
-    walk of the `known` prices; None, with a note, when too few errors)."""
-    result.weight = calibration.weight(window)
-    if result.weight != 1:
+def _calibrated(q: Question, point: pd.DataFrame, calibration, levels, known: pd.DataFrame):
+    """(band quantiles, what the forecast reads as): the point forecast weighed toward the last close by the
+    calibration's weight, and the quantiles in the window's band family (the held-out errors scaled by the stock's
+    volatility, or a reference's random walk of the `known` prices; None, with a note, when too few errors)."""
+    window = f"{len(q.history)}:{q.future}"
+    weight, notes, forecast = calibration.weight(window), (), point
+    if weight != 1:
         prices = [c for c in data_args.OHLC if c in point.columns]
-        result.forecast = point.copy()
-        result.forecast[prices] = calibration.weigh(window, point[prices], float(result.past["Close"].iloc[-1]))
-        result.notes.append(
-            f"point forecast: the model's change from the last close × {result.weight:g}, the weight with the "
-            f"lowest error on held-out days ({calibration.start} → {calibration.end}; 0 would be persistence)"
-        )
-    quantiles = calibration.quantiles(window, result.forecast["Close"].to_numpy(), levels, known, result.code)
+        forecast = point.copy()
+        forecast[prices] = calibration.weigh(window, point[prices], float(q.history["Close"].iloc[-1]))
+        held = f"{calibration.start} → {calibration.end}"
+        notes += (f"point forecast: the model's change from the last close × {weight:g}, the weight with the lowest "
+                  f"error on held-out days ({held}; 0 would be persistence)",)  # fmt: skip
+    read_as = {"forecast": forecast, "weight": weight}
+    quantiles = calibration.quantiles(window, forecast["Close"].to_numpy(), levels, known, q.code)
     if quantiles is None:
-        result.notes.append(
-            f"no band: the calibration ({calibration.start} → {calibration.end}) has too few errors for this window"
-        )
+        notes += (f"no band: the calibration ({calibration.start} → {calibration.end}) has too few errors for this "
+                  "window",)  # fmt: skip
     else:
-        result.band_source = calibration.describe(window)
         family = calibration.family(window)
-        result.band_kind = "calibrated" if family == "conformal" else family
-    return quantiles
+        read_as |= {"band_source": calibration.describe(window),
+                    "band_kind": "calibrated" if family == "conformal" else family}  # fmt: skip
+    return quantiles, read_as | {"notes": notes}
 
 
 QUANTILES = (0.025, 0.1, 0.5, 0.9, 0.975)  # the 95% and 80% bands and the median

@@ -8,14 +8,15 @@ data handling and scoring themselves are in `instructions.py` and `events.py`.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from config import manifest
-from config.defaults import FORECASTER_SAMPLES, FORECASTER_WEEKS, INSTRUCT_MIX, INSTRUCT_ROWS
-from config.instruct_args import InstructConfig
-from config.model_args import LoraSettings, ModelConfig
-from config.training_args import TrainSettings
+from config.flags import as_text
+from config.inference_args import InferenceConfig
+from config.instruct_args import InstructConfig, InstructDataConfig
+from config.model_args import LoraConfig, ModelConfig
+from config.training_args import TrainConfig
 from evaluation.answer_cache import AnswerCache
 from llm import distributed, generation
 from market import daily_reports, news
@@ -28,7 +29,7 @@ log = logging.getLogger("stock.instruct")
 TRAIN_QUESTIONS = "train_questions.txt"  # beside an instruction adapter: fingerprints of its training questions
 
 
-def build_events(ws: Workspace, mix: str = INSTRUCT_MIX, rows: int = INSTRUCT_ROWS) -> dict:
+def build_events(ws: Workspace, built_from: InstructDataConfig) -> dict:
     """The events database from stored news and prices, then news-impact and market-analysis instructions.
 
     Writes `<data-dir>/events.sqlite` (rebuilt whole, atomically) and
@@ -36,7 +37,7 @@ def build_events(ws: Workspace, mix: str = INSTRUCT_MIX, rows: int = INSTRUCT_RO
     """
     from instruct import events_db
 
-    weights = _parse_mix(mix)
+    weights, rows = dict(built_from.instruct_mix), built_from.instruct_rows
     companies = ws.companies()
     prices = ws.fetch_prices(companies)
     ws.collect_news(companies)
@@ -69,7 +70,7 @@ def build_events(ws: Workspace, mix: str = INSTRUCT_MIX, rows: int = INSTRUCT_RO
     return {"db": db_path, "instructions": out, **counts, **kinds}
 
 
-def build_forecaster(ws: Workspace, teacher, weeks: int = FORECASTER_WEEKS, samples: int = FORECASTER_SAMPLES) -> dict:
+def build_forecaster(ws: Workspace, teacher, built_from: InstructDataConfig) -> dict:
     """News-driven analysis rows (FinGPT-Forecaster style): past weeks' moves and headlines → three sections.
 
     The teacher sees the real next-week movement, so every training answer's prediction is what happened;
@@ -78,6 +79,7 @@ def build_forecaster(ws: Workspace, teacher, weeks: int = FORECASTER_WEEKS, samp
     """
     import random
 
+    weeks, samples = built_from.forecaster_weeks, built_from.forecaster_samples
     companies = ws.companies()
     prices = ws.fetch_prices(companies)
     ws.collect_news(companies)
@@ -89,7 +91,7 @@ def build_forecaster(ws: Workspace, teacher, weeks: int = FORECASTER_WEEKS, samp
     chosen.sort(key=lambda c: (c["week_end"], c["code"]))
     directory = ws.store_dir("instructions")
     rows, rejected = _teacher_answers(teacher, chosen, directory / "forecaster_teacher_cache.jsonl")
-    cut = sorted(r["week_end"] for r in rows)[int(len(rows) * (1 - ws.data.val_fraction))] if rows else ""
+    cut = sorted(r["week_end"] for r in rows)[int(len(rows) * (1 - ws.examples.val_fraction))] if rows else ""
     train = [r for r in rows if r["week_end"] < cut]
     test = [r for r in rows if r["week_end"] >= cut]
     write_jsonl(directory / "forecaster_train.jsonl", train)
@@ -169,25 +171,25 @@ def _teacher_answers(teacher, chosen: list[dict], cache_path: Path) -> tuple[lis
 
 
 def train_instruct(
-    ws: Workspace, model_cfg: ModelConfig, lora: LoraSettings, settings: TrainSettings, cfg: InstructConfig
+    ws: Workspace, model_cfg: ModelConfig, lora: LoraConfig, settings: TrainConfig, cfg: InstructConfig
 ) -> dict:
     """LoRA on Alpaca / conversational / sentiment files mixed by weight; answer-only loss."""
     import model
-    import utils
     from instruct import instruction_data
     from llm import sft
+    from llm.sft_data import TrainingData
 
     if not cfg.dataset_files:
         raise StockToolError("--task instruct --train 1 needs --dataset-file a.jsonl[,b.jsonl:weight ...]")
     model.check_quantization(model_cfg, model.cuda_available())
     files, sources = [], {}
-    for path, weight in utils.parse_file_weights(cfg.dataset_files):
+    for path, weight in cfg.dataset_files:
         rows, skipped = instruction_data.read_rows(path, cfg.skip_bad_rows)
         files.append((rows, weight))
         sources[path] = {"rows": len(rows), "weight": weight, "bad_rows_skipped": skipped}
     mixed = instruction_data.mix(files, ws.seed)
-    train, val = instruction_data.split(mixed, ws.data.val_fraction, ws.seed)
-    val = val[: ws.data.max_val_examples]
+    train, val = instruction_data.split(mixed, ws.examples.val_fraction, ws.seed)
+    val = val[: ws.examples.max_val_examples]
     print(
         f"instructions: {len(mixed):,} rows from {len(files)} file(s) → {len(train):,} train / {len(val):,} "
         f"validation (split by question); template {cfg.template}; "
@@ -196,27 +198,27 @@ def train_instruct(
             for p, v in sources.items()
         )  # fmt: skip
     )
-    extra = {"task": "instruct", "instruct": asdict(cfg), "sources": sources}
     fingerprints = "".join(f"{f}\n" for f in sorted({instruction_data.fingerprint(r) for r in train}))
-    figures = sft.train(
-        model_cfg,
-        lora,
-        settings,
-        [instruction_data.to_example(r, cfg.template) for r in train],
-        [instruction_data.to_example(r, cfg.template) for r in val],
-        extra,
-        extra_files={TRAIN_QUESTIONS: fingerprints},
+    data = TrainingData(
+        tuple(instruction_data.to_example(r, cfg.template) for r in train),
+        tuple(instruction_data.to_example(r, cfg.template) for r in val),
+        {},
+        {"task": "instruct", "instruct": as_text(cfg), "sources": sources},
     )
+    figures = sft.train(sft.Job(model_cfg, lora, settings, data, {TRAIN_QUESTIONS: fingerprints}))
     print("training: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
     print(f"adapter saved to {model_cfg.model_dir}")
     return figures
 
 
 def _compare_names(model_cfg: ModelConfig, cfg: InstructConfig) -> list[str]:
-    return [n.strip() for n in (cfg.compare or model_cfg.model_dir).split(",") if n.strip()]
+    return list(cfg.compare or (model_cfg.model_dir,))
 
 
-def compare_factory(model_cfg: ModelConfig, cfg: InstructConfig):
+COMPARE_BATCH = 64  # prompts generated together unless --generation-batch-size says otherwise (a GPU's)
+
+
+def compare_factory(model_cfg: ModelConfig, cfg: InstructConfig, inference: InferenceConfig):
     """("compare", name) → a generator fn(prompts, max_new_tokens, regexes=None) -> answers of that model
     ("base" or an adapter folder), its loaded model as `.loaded`: what every process of a sharded comparison
     builds (`distributed.Pool`). "base" is the adapters' base model unless --model-name names one."""
@@ -227,12 +229,14 @@ def compare_factory(model_cfg: ModelConfig, cfg: InstructConfig):
     if adapters and not model_cfg.model_name:
         base_cfg = replace(model_cfg, model_name=manifest.read(adapters[0]).base_model)
 
+    how = generation.Sampling(batch_size=inference.batch_size or COMPARE_BATCH, seed=inference.seed)
+
     def build(key):
         name = key[1]
         loaded = model.load_untuned(base_cfg) if name == "base" else model.load_for_inference(name)
 
         def generate(prompts, max_new_tokens, regexes=None):
-            return generation.generate(loaded, prompts, max_new_tokens, batch_size=cfg.batch_size)
+            return generation.generate(loaded, prompts, max_new_tokens, how)
 
         generate.loaded = loaded
         return generate
@@ -240,7 +244,7 @@ def compare_factory(model_cfg: ModelConfig, cfg: InstructConfig):
     return build
 
 
-def compare(ws: Workspace, model_cfg: ModelConfig, cfg: InstructConfig, pool=None) -> dict:
+def compare(ws: Workspace, model_cfg: ModelConfig, cfg: InstructConfig, inference: InferenceConfig, pool=None):
     """Run each model of --compare over --eval-file: answers JSONL per model, scores with 95% intervals
     where gold answers exist, and a side-by-side Markdown comparison. Refuses rows an adapter trained on.
     `pool` (a `distributed.Pool` over `compare_factory`) spreads generation over a torchrun launch's processes."""
@@ -271,7 +275,7 @@ def compare(ws: Workspace, model_cfg: ModelConfig, cfg: InstructConfig, pool=Non
                 f"compare: {len(overlap)} eval row(s) were in {adapter}'s training data (e.g. {overlap[:3]}) "
                 f"and are left out; {len(rows)} remain"
             )
-    pool = pool or distributed.Pool(compare_factory(model_cfg, cfg))
+    pool = pool or distributed.Pool(compare_factory(model_cfg, cfg, inference))
     out_dir = ws.output_dir / (cfg.run_name or f"compare_{Path(cfg.eval_file).stem}")
     results = {}
     for name in names:
@@ -326,22 +330,6 @@ def _rows_that_fit(loaded, rows: list, template: str, max_new_tokens: int, first
     if not kept:
         raise StockToolError("no eval row fits in the model's context: lower --max-new-tokens or use shorter rows")
     return kept
-
-
-def _parse_mix(text: str) -> dict:
-    """'news:0.6,market:0.4' → {"news": 0.6, "market": 0.4}."""
-    out = {}
-    for part in (piece.strip() for piece in text.split(",") if piece.strip()):
-        kind, _, weight = part.partition(":")
-        if kind not in ("news", "market"):
-            raise StockToolError(f"--instruct-mix {part!r}: kinds are news and market (earnings needs data we lack)")
-        try:
-            out[kind] = float(weight)
-        except ValueError:
-            raise StockToolError(f"--instruct-mix {part!r}: the share after ':' is not a number") from None
-    if not out or sum(out.values()) <= 0:
-        raise StockToolError("--instruct-mix needs a positive share, e.g. news:0.6,market:0.4")
-    return out
 
 
 def _score_cells(task: str, s: dict, ci) -> tuple[str, str]:

@@ -88,10 +88,19 @@ def setup(cuda: bool) -> World:
             handler.setFormatter(
                 logging.Formatter(f"%(asctime)s %(levelname)s [rank {here.rank}] %(message)s", "%H:%M:%S")
             )
-        os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
-        os.environ["TQDM_DISABLE"] = "1"
+        _quiet_progress_bars()
     log.info("rank %d of %d (local %d) joined", here.rank, here.size, here.local_rank)
     return here
+
+
+def _quiet_progress_bars() -> None:
+    """No progress bars on a process other than rank 0: datasets' and transformers' switched off through their
+    own functions (rank 0 draws the run's)."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def finish() -> None:
@@ -177,6 +186,23 @@ class Pool:
     def __init__(self, factory):
         self.factory = factory
         self.built: dict = {}
+
+    @classmethod
+    def of_kinds(cls, kinds: dict) -> Pool:
+        """A pool of keys (kind, name): `kinds[kind]()` makes that kind's factory, on first use."""
+        factories: dict = {}
+
+        def build(key):
+            if key[0] not in factories:  # made on first use (a comparison's factory reads its adapters' configs)
+                factories[key[0]] = kinds[key[0]]()
+            return factories[key[0]](key)
+
+        return cls(build)
+
+    def identity(self, key) -> str:
+        """What the answers of the model named `key` depend on: its generator's `identity` (an evaluation's cache
+        keys)."""
+        return self.local(key).identity
 
     @property
     def processes(self) -> int:

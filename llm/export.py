@@ -19,22 +19,12 @@ from pathlib import Path
 
 import model
 from config import manifest
-from llm.gguf import GGUF_TYPES, chat_format, modelfile, write_gguf
-from utils import StockToolError, is_writable_dir
+from config.export_args import EXPORT_DTYPES, GGUF_TYPES, ExportConfig, check_target
+from llm.gguf import chat_format, modelfile, write_gguf
+from utils import StockToolError
 
 log = logging.getLogger("stock.export")
-
-
-EXPORT_DTYPES = ("bfloat16", "float16", "float32")
-
-
-def check_target(target: Path) -> None:
-    """An export never lands in a folder that holds something, nor where it cannot be written."""
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise StockToolError(f"--export-dir {target} exists and is not empty: choose a new folder")
-    parent = target.parent if target.parent != Path("") else Path(".")
-    if not is_writable_dir(str(parent)):
-        raise StockToolError(f"--export-dir {target}: {parent} is not writable")
+__all__ = ["check_target", "export", "export_gguf", "export_merged", "describe"]
 
 
 def export_merged(model_dir: str, target: str, dtype: str = "bfloat16") -> Path:
@@ -86,11 +76,11 @@ def _write_whole(out: Path, model_dir: str, config: manifest.Manifest, fill) -> 
         raise
 
 
-def export(args, model_dir: str, target: Path) -> Path:
+def export(cfg: ExportConfig, model_dir: str, target: Path) -> Path:
     """The export the command line asks for (--export, --export-dtype, --gguf-type)."""
-    if args.export == "gguf":
-        return export_gguf(model_dir, str(target), args.gguf_type)
-    return export_merged(model_dir, str(target), args.export_dtype)
+    if cfg.kind == "gguf":
+        return export_gguf(model_dir, str(target), cfg.gguf_type)
+    return export_merged(model_dir, str(target), cfg.dtype)
 
 
 def describe(folder: Path) -> str:

@@ -8,9 +8,6 @@ from pathlib import Path
 
 from utils import StockToolError
 
-GGUF_TYPES = ("f16", "q8_0")  # what the `gguf` library can write; it has no K-quant quantizer (q4_k_m)
-
-
 CHAT_FORMATS = {  # tokenizer marker → (llama.cpp pre-tokenizer, Ollama template, stop strings)
     "<|im_start|>": (
         "smollm",

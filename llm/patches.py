@@ -1,22 +1,53 @@
-"""Attention kernels for unsloth on the GPU machine: two workarounds, each measured (README, "Measured").
+"""The library patches of the GPU stack, each a named function that model loading applies (`prepare_gpu_stack`,
+`prepare_generation`), switched by a `Patches` record (the benchmarks switch them off to measure what each gives;
+docs/measured.md). None is applied at import.
 
-- `fold_gqa_decode`: one-token grouped-query decode attention as ordinary attention, so that it takes a fused
-  kernel instead of the math one (generation).
-- `install_varlen_gqa`: torch 2.11's varlen flash attention given torch 2.12's `enable_gqa`, so that unsloth's
-  padding-free training runs one attention call per layer instead of one per sequence (training).
-
-Both are switched by module flags the benchmarks turn off to measure what they give. Like model.py, this module
-imports torch and unsloth only inside functions; model.py calls it (the benchmarks set its flags).
+- `patch_varlen_gqa`: torch 2.11's varlen flash attention given torch 2.12's `enable_gqa`, so that unsloth's
+  padding-free training runs one attention call per layer instead of one per sequence (training). Applied before
+  unsloth is imported, which must itself precede trl / transformers / peft.
+- `patch_fold_decode_attention`: unsloth's one-token grouped-query decode attention as ordinary attention
+  (`fold_gqa_decode`), so that it takes a fused kernel instead of the math one (generation).
+- `patch_decode_graphs`: unsloth's decode step replayed as CUDA graphs (its programmatic switch), for generation
+  through the loaded model's own forward.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+from dataclasses import dataclass
 
 log = logging.getLogger("stock.model")
 
-FOLD_GQA_DECODE = True  # benchmarks turn it off to measure what it gives
+
+@dataclass(frozen=True)
+class Patches:
+    """Which patches model loading applies on a GPU (all, by default)."""
+
+    varlen_gqa: bool = True
+    fold_decode_attention: bool = True
+    decode_graphs: bool = True
+
+
+DEFAULT = Patches()
+APPLIED: dict[str, str] = {}  # what each patch did in this process (for the benchmarks' records)
+
+
+def prepare_gpu_stack(patches: Patches = DEFAULT) -> None:
+    """On a GPU, before anything imports transformers: the varlen patch, then unsloth imported (it patches trl,
+    transformers and peft when imported first). Once per process."""
+    if "unsloth" in APPLIED:
+        return
+    APPLIED["varlen_gqa"] = patch_varlen_gqa() if patches.varlen_gqa else "off"
+    import unsloth  # noqa: F401
+
+    APPLIED["unsloth"] = "imported"
+
+
+def prepare_generation(patches: Patches = DEFAULT) -> None:
+    """On a GPU, before a model generates through unsloth's inference path: the folded decode attention and
+    unsloth's CUDA-graph decode step, as `patches` says."""
+    APPLIED["fold_decode_attention"] = patch_fold_decode_attention() if patches.fold_decode_attention else "off"
+    APPLIED["decode_graphs"] = patch_decode_graphs(patches.decode_graphs)
 
 
 def fold_gqa_decode(sdpa):
@@ -55,10 +86,6 @@ def fold_gqa_decode(sdpa):
     return attention
 
 
-VARLEN_GQA = os.environ.get("STOCK_VARLEN_GQA", "1") != "0"  # benchmarks set 0 to measure unsloth as it ships
-ATTENTION: dict[str, str] = {}  # what install_varlen_gqa did in this process, for the benchmarks' records
-
-
 def varlen_with_gqa(varlen_attn):
     """torch 2.11's `varlen_attn` taking torch 2.12's `enable_gqa`: grouped key/value heads are repeated to the
     query's heads first. The layout is varlen's (tokens, heads, head_dim); everything else passes through."""
@@ -76,7 +103,7 @@ def varlen_with_gqa(varlen_attn):
     return attention
 
 
-def install_varlen_gqa() -> str:
+def patch_varlen_gqa() -> str:
     """Lets unsloth's padding-free training use torch's one-call varlen flash attention on torch 2.11.
 
     unsloth runs a padding-free batch's attention as one varlen flash call only when torch's `varlen_attn` takes
@@ -84,13 +111,11 @@ def install_varlen_gqa() -> str:
     batch, per layer. Giving 2.11's function that argument (`varlen_with_gqa`) before unsloth is imported puts
     it on the one-call path; whether that is faster is measured by `benchmarks/train_speed.py` (README). Does
     nothing without CUDA, without torch's varlen attention or flash kernel, on a torch that already takes
-    `enable_gqa`, or with STOCK_VARLEN_GQA=0. Returns what it did, for the log."""
+    `enable_gqa`. Returns what it did, for the log."""
     import inspect
 
     import torch
 
-    if not VARLEN_GQA:
-        return "off (STOCK_VARLEN_GQA=0)"
     if not torch.cuda.is_available():
         return "not needed: no CUDA"
     try:
@@ -107,9 +132,21 @@ def install_varlen_gqa() -> str:
     return "installed"
 
 
-def fold_unsloth_decode_attention() -> None:
+def patch_fold_decode_attention() -> str:
     """Routes unsloth's Llama decode attention through `fold_gqa_decode` (once per process)."""
     import unsloth.models.llama as llama
 
-    if FOLD_GQA_DECODE and not getattr(llama.scaled_dot_product_attention, "folds_gqa", False):
+    if not getattr(llama.scaled_dot_product_attention, "folds_gqa", False):
         llama.scaled_dot_product_attention = fold_gqa_decode(llama.scaled_dot_product_attention)
+    return "installed"
+
+
+def patch_decode_graphs(on: bool) -> str:
+    """unsloth's decode step replayed as CUDA graphs (bit for bit the eager step, by its docs; it measured 27% more
+    forecasts/s at 5:5, docs/measured.md), through its programmatic switch `_decode_graphs.ENABLED`."""
+    try:
+        from unsloth.models import _decode_graphs as graphs
+    except ImportError:  # an unsloth without CUDA-graph decoding
+        return "not available"
+    graphs.ENABLED = bool(on)
+    return "on" if on else "off"

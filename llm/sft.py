@@ -1,6 +1,7 @@
 """SFT training with LoRA: which rows train, the trainer's arguments, resuming, throughput, saving the adapter.
 
-`train` is a short sequence of steps, each a helper tested on its own (tests/test_training.py). On CUDA the
+`train(job)` is a short sequence of steps, each a helper tested on its own (tests/test_training.py), over one
+frozen `Job` (what to train on, with which settings) and its `Setup` (what the hardware settled). On CUDA the
 spec's path: unsloth `FastLanguageModel` + `get_peft_model` + TRL `SFTTrainer`; on a CPU the same flags drive
 transformers + PEFT + TRL. Loading the model and LoRA are in `model.py`.
 """
@@ -8,20 +9,46 @@ transformers + PEFT + TRL. Loading the model and LoRA are in `model.py`.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from config import manifest
-from config.model_args import LoraSettings, ModelConfig
-from config.training_args import TrainSettings
+from config.flags import as_text
+from config.model_args import LoraConfig, ModelConfig
+from config.training_args import TrainConfig
 from llm.checkpoints import resolve_model_source
+from llm.sft_data import TrainingData
 from model import add_lora, cuda_available, default_model_name, load_base, trainable_parameters
 from utils import StockToolError, write_json
 
 log = logging.getLogger("stock.model")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run: the model, LoRA and trainer settings, the examples, and files to write beside the
+    adapter (name → text)."""
+
+    model: ModelConfig
+    lora: LoraConfig
+    train: TrainConfig
+    data: TrainingData
+    extra_files: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a run's hardware settled: CUDA, the data-parallel processes, the optimizer, padding-free batches, the
+    model's name and where its weights come from."""
+
+    cuda: bool
+    processes: int
+    optim: str
+    padding_free: bool
+    model_name: str = ""
+    source: str = ""
 
 
 def token_lengths(tokenizer, examples: list[dict]) -> list[int]:
@@ -82,7 +109,7 @@ def _throughput_callback(counter: CountingCollator, warmup: int):
     return Throughput()
 
 
-def _resolve_train_flags(settings: TrainSettings, cuda: bool) -> tuple[str, bool]:
+def _resolve_train_flags(settings: TrainConfig, cuda: bool) -> tuple[str, bool]:
     optim = settings.optim or ("adamw_8bit" if cuda else "adamw_torch")
     if "8bit" in optim and not cuda:
         raise StockToolError(f"--optim {optim} needs bitsandbytes and a CUDA GPU; on a CPU use adamw_torch")
@@ -92,17 +119,17 @@ def _resolve_train_flags(settings: TrainSettings, cuda: bool) -> tuple[str, bool
     return optim, padding_free
 
 
-def check_train_flags(settings: TrainSettings, cuda: bool) -> None:
+def check_train_flags(settings: TrainConfig, cuda: bool) -> None:
     """Refuse the trainer flags this hardware cannot run before any data work (main.py)."""
     _resolve_train_flags(settings, cuda)
 
 
-def effective_batch(settings: TrainSettings, processes: int = 1) -> int:
+def effective_batch(settings: TrainConfig, processes: int = 1) -> int:
     """Examples per optimizer step: per-device batch × processes (GPUs) × accumulation."""
-    return settings.batch_size * processes * settings.gradient_accumulation_steps
+    return settings.per_device_train_batch_size * processes * settings.gradient_accumulation_steps
 
 
-def _examples_for_steps(examples: list[dict], settings: TrainSettings, seed: int, processes: int = 1) -> list[dict]:
+def _examples_for_steps(examples: list[dict], settings: TrainConfig, seed: int, processes: int = 1) -> list[dict]:
     """The training examples in a seeded random order, cut to what --max-steps can consume (+25% for the
     ones too long to keep): tokenizing 45k prompts to train on 5k of them costs minutes. Shuffled before the
     cut, so every company and window type keeps its share."""
@@ -138,55 +165,42 @@ def fitting_examples(examples: list[dict], lengths: list[int], max_seq_length: i
     return keep
 
 
-def sft_arguments(
-    cfg: ModelConfig,
-    settings: TrainSettings,
-    seed: int,
-    cuda: bool,
-    bf16: bool,
-    optim: str,
-    padding_free: bool,
-    evaluate: bool,
-    processes: int,
-) -> dict:
-    """The keyword arguments of TRL's `SFTConfig` for a run (all but `run_name`), from the settings alone."""
-    report_to = [r.strip() for r in settings.report_to.split(",") if r.strip() and r.strip() != "none"]
-    return dict(
-        output_dir=settings.output_dir,
-        per_device_train_batch_size=settings.batch_size,
-        per_device_eval_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        warmup_steps=settings.warmup_steps,
-        num_train_epochs=settings.num_epochs,
+# TrainConfig fields that are SFTConfig's own, copied by name (tests/test_training.py checks they are SFTConfig's)
+COPIED = ("per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "learning_rate",
+          "logging_steps", "weight_decay", "lr_scheduler_type", "warmup_steps", "output_dir", "save_steps",
+          "packing", "torch_compile")  # fmt: skip
+
+
+def sft_arguments(job: Job, setup: Setup, bf16: bool, evaluate: bool) -> dict:
+    """The keyword arguments of TRL's `SFTConfig` for a run (all but `run_name`): the trainer settings that are
+    SFTConfig's copied by name (`COPIED`), then what the run settles (the optimizer, padding-free batches, mixed
+    precision, steps, evaluation) and what the tool always asks for (answer-only loss, two checkpoints kept)."""
+    settings = job.train
+    copied = {name: getattr(settings, name) for name in COPIED}
+    return copied | dict(
+        per_device_eval_batch_size=settings.per_device_train_batch_size,
         max_steps=settings.max_steps if settings.max_steps and settings.max_steps > 0 else -1,
-        learning_rate=settings.learning_rate,
-        fp16=cuda and not bf16,
+        fp16=setup.cuda and not bf16,
         bf16=bf16,
-        logging_steps=settings.logging_steps,
-        optim=optim,
-        weight_decay=settings.weight_decay,
-        lr_scheduler_type=settings.lr_scheduler_type,
-        seed=seed,
-        report_to=report_to or "none",
+        optim=setup.optim,
+        seed=job.lora.random_state,
+        report_to=list(settings.report_to) or "none",
         save_strategy="steps",
-        save_steps=settings.save_steps,
         save_total_limit=2,
         eval_strategy="steps" if settings.eval_steps > 0 and evaluate else "no",
         eval_steps=settings.eval_steps if settings.eval_steps > 0 else None,
-        max_length=cfg.max_seq_length,
-        padding_free=padding_free,
-        packing=settings.packing,
+        max_length=job.model.max_seq_length,
+        padding_free=setup.padding_free,
         completion_only_loss=True,  # answer-only loss: the prompt's prices are context, not targets
-        dataset_num_proc=2 if cuda else None,
-        use_cpu=not cuda,
+        dataset_num_proc=2 if setup.cuda else None,
+        use_cpu=not setup.cuda,
         dataloader_num_workers=0,
         # LoRA leaves the base weights frozen: DDP need not search the graph for unused parameters each step
-        ddp_find_unused_parameters=False if processes > 1 else None,
-        torch_compile=settings.torch_compile,
+        ddp_find_unused_parameters=False if setup.processes > 1 else None,
     )
 
 
-def resume_point(settings: TrainSettings, processes: int, cuda: bool) -> str | None:
+def resume_point(settings: TrainConfig, processes: int, cuda: bool) -> str | None:
     """The checkpoint `--resume` continues from, or None (said plainly when there is none)."""
     if not settings.resume:
         return None
@@ -202,58 +216,69 @@ def resume_point(settings: TrainSettings, processes: int, cuda: bool) -> str | N
     return resume
 
 
-def _training_rows(tokenizer, cfg, settings, seed, processes, train_examples, val_examples):
+def _training_rows(tokenizer, job: Job, setup: Setup) -> tuple[list[dict], list[dict]]:
     """(training rows, validation rows): shuffled and cut to what the steps consume, over-long ones left out."""
-    train_examples = _examples_for_steps(train_examples, settings, seed, processes)
-    keep = fitting_examples(train_examples, token_lengths(tokenizer, train_examples), cfg.max_seq_length, "training")
+    settings, limit = job.train, job.model.max_seq_length
+    rows = _examples_for_steps(list(job.data.train), settings, job.lora.random_state, setup.processes)
+    keep = fitting_examples(rows, token_lengths(tokenizer, rows), limit, "training")
     if settings.max_steps and settings.max_steps > 0 and not settings.packing:
-        keep = keep[: settings.max_steps * effective_batch(settings, processes)]
+        keep = keep[: settings.max_steps * effective_batch(settings, setup.processes)]
     if not keep:
-        raise StockToolError(f"no training example fits in --max-seq-length {cfg.max_seq_length} tokens")
-    val_lengths = token_lengths(tokenizer, val_examples) if val_examples else []
-    val_keep = [e for e, n in zip(val_examples, val_lengths, strict=True) if n <= cfg.max_seq_length]
-    return keep, val_keep
+        raise StockToolError(f"no training example fits in --max-seq-length {limit} tokens")
+    val = list(job.data.val)
+    val_lengths = token_lengths(tokenizer, val) if val else []
+    return keep, [e for e, n in zip(val, val_lengths, strict=True) if n <= limit]
 
 
-def _sft_trainer(model, tokenizer, cfg, settings, seed, optim, padding_free, keep, val_keep, processes):
-    """TRL's SFTTrainer with the token-counting collator and the throughput callback installed."""
+def _sft_trainer(model, tokenizer, job: Job, setup: Setup, rows: tuple[list, list]):
+    """TRL's SFTTrainer with the token-counting collator and the throughput callback installed. TensorBoard's
+    run goes under <output-dir>/runs/<run> (the spec's `tensorboard --logdir outputs/runs`), given to the trainer
+    as its own callback rather than through transformers' environment variable."""
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    def to_dataset(rows):
-        return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    def to_dataset(part):
+        return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in part])
 
-    cuda = cuda_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
-    run_name = settings.run_name or time.strftime("%Y%m%d-%H%M%S")
-    kwargs = sft_arguments(cfg, settings, seed, cuda, bf16, optim, padding_free, bool(val_keep), processes)
-    if "tensorboard" in kwargs["report_to"]:
-        # transformers 5 writes TensorBoard logs under ./runs unless told otherwise; the spec wants them
-        # under --output-dir so that `tensorboard --logdir outputs/runs` finds them.
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(settings.output_dir) / "runs" / run_name)
+    keep, val_keep = rows
+    bf16 = setup.cuda and torch.cuda.is_bf16_supported()
+    run_name = job.train.run_name or time.strftime("%Y%m%d-%H%M%S")
+    kwargs = sft_arguments(job, setup, bf16, bool(val_keep))
+    board = "tensorboard" in kwargs["report_to"]
+    if board:
+        kwargs["report_to"] = [r for r in kwargs["report_to"] if r != "tensorboard"] or "none"
     trainer = SFTTrainer(
         model=model,
         args=SFTConfig(**kwargs, run_name=run_name),
         train_dataset=to_dataset(keep),
         eval_dataset=to_dataset(val_keep) if val_keep else None,
         processing_class=tokenizer,
+        callbacks=[_tensorboard(Path(job.train.output_dir) / "runs" / run_name)] if board else None,
     )
     counter = CountingCollator(trainer.data_collator)
     trainer.data_collator = counter
     _check_answer_only_loss(trainer)
-    throughput = _throughput_callback(counter, warmup=min(5, max(1, settings.max_steps // 5)))
+    throughput = _throughput_callback(counter, warmup=min(5, max(1, job.train.max_steps // 5)))
     trainer.add_callback(throughput)
     return trainer, counter, throughput
 
 
-def _figures(trainer, result, run, counter, throughput, settings, processes, parameters, optim, padding_free) -> dict:
+def _tensorboard(logdir: Path):
+    """transformers' TensorBoard callback writing to `logdir` (its writer made here, not from ./runs)."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(logdir)))
+
+
+def _figures(trainer, result, run: dict, counters, job: Job, setup: Setup, parameters) -> dict:
     """A finished run's figures: losses (validation included), steps, tokens summed over processes, speed, memory."""
     import torch
 
     from llm import distributed
 
-    cuda = cuda_available()
+    counter, throughput = counters
     tokens = distributed.total(counter.tokens)  # every process's share of each step
     figures = {
         "train_loss": _run_loss(trainer, result, run["resume"]),
@@ -262,78 +287,66 @@ def _figures(trainer, result, run, counter, throughput, settings, processes, par
         "train_seconds": round(run["seconds"], 1),
         "train_examples": run["rows"][0],
         "val_examples": run["rows"][1],
-        "processes": processes,
-        "effective_batch": effective_batch(settings, processes),
+        "processes": setup.processes,
+        "effective_batch": effective_batch(job.train, setup.processes),
         "useful_tokens": tokens,
         "trained_answer_tokens": distributed.total(counter.trained_tokens),
         "trainable_parameters": parameters[0],
         "total_parameters": parameters[1],
-        "optim": optim,
-        "padding_free": padding_free,
-        "packing": settings.packing,
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "optim": setup.optim,
+        "padding_free": setup.padding_free,
+        "packing": job.train.packing,
+        "device": torch.cuda.get_device_name(0) if setup.cuda else "cpu",
         "useful_tokens_per_s_overall": round(tokens / run["seconds"], 1),  # start-up included
         **throughput.figures(),
     }
     if run["rows"][1]:
         figures["val_loss"] = round(trainer.evaluate()["eval_loss"], 4)
-    if cuda:
+    if setup.cuda:
         figures["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)  # this process's GPU
     return figures
 
 
-def train(
-    cfg: ModelConfig,
-    lora: LoraSettings,
-    settings: TrainSettings,
-    train_examples: list[dict],
-    val_examples: list[dict],
-    extra_config: dict,
-    extra_files: dict[str, str] | None = None,
-) -> dict:
-    """Fine-tune with LoRA and save adapter, tokenizer and the resolved config to `cfg.model_dir`
-    (with `extra_files`, name → text, beside them).
+def setup_for(job: Job, cuda: bool) -> Setup:
+    """What the hardware settles for `job`: the optimizer and padding-free batches (refusing what it cannot run),
+    the data-parallel processes, the model (the given one, or the default for this hardware)."""
+    from llm import distributed
 
-    Returns training figures (losses, steps, useful tokens/s, peak GPU memory).
-    """
+    optim, padding_free = _resolve_train_flags(job.train, cuda)
+    given = job.model.model_name
+    model_name, why = (given, "given by --model-name") if given else default_model_name(cuda)
+    log.info("model: %s (%s)", model_name, why)
+    return Setup(cuda, distributed.world().size, optim, padding_free, model_name, resolve_model_source(model_name))
+
+
+def train(job: Job) -> dict:
+    """Fine-tune with LoRA and save adapter, tokenizer and the resolved settings to `job.model.model_dir` (with
+    `job.extra_files` beside them). Returns the training figures (losses, steps, useful tokens/s, peak memory)."""
     import torch
 
     from llm import distributed
 
-    cuda = cuda_available()
-    here = distributed.world()  # under torchrun / accelerate launch: one of several data-parallel processes
-    optim, padding_free = _resolve_train_flags(settings, cuda)
-    model_name, why = (cfg.model_name, "given by --model-name") if cfg.model_name else default_model_name(cuda)
-    log.info("model: %s (%s)", model_name, why)
-    source = resolve_model_source(model_name)
-    model, tokenizer = load_base(cfg, source, cuda)
-
-    keep, val_keep = _training_rows(
-        tokenizer, cfg, settings, lora.random_state, here.size, train_examples, val_examples
-    )
-    model = add_lora(model, lora, cuda)
-    trainable, total = trainable_parameters(model)
-    log.info("trainable parameters: %s / %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
-    trainer, counter, throughput = _sft_trainer(
-        model, tokenizer, cfg, settings, lora.random_state, optim, padding_free, keep, val_keep, here.size
-    )
-
-    resume = resume_point(settings, here.size, cuda)
-    if here.size > 1:
-        print(
-            f"data parallel: {here.size} processes × batch {settings.batch_size} × accumulation "
-            f"{settings.gradient_accumulation_steps} = {effective_batch(settings, here.size)} examples per step"
-        )
-    if cuda:
+    setup = setup_for(job, cuda_available())
+    model, tokenizer = load_base(job.model, setup.source, setup.cuda)
+    rows = _training_rows(tokenizer, job, setup)
+    model = add_lora(model, job.lora, setup.cuda)
+    parameters = trainable_parameters(model)
+    log.info("trainable parameters: %s / %s (%.2f%%)", f"{parameters[0]:,}", f"{parameters[1]:,}",
+             100 * parameters[0] / parameters[1])  # fmt: skip
+    trainer, counter, throughput = _sft_trainer(model, tokenizer, job, setup, rows)
+    resume = resume_point(job.train, setup.processes, setup.cuda)
+    if setup.processes > 1:
+        print(f"data parallel: {setup.processes} processes × batch {job.train.per_device_train_batch_size} × "
+              f"accumulation {job.train.gradient_accumulation_steps} = {effective_batch(job.train, setup.processes)} "
+              "examples per step")  # fmt: skip
+    if setup.cuda:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
-    run = {"seconds": time.perf_counter() - started, "resume": resume, "rows": (len(keep), len(val_keep))}
-    figures = _figures(
-        trainer, result, run, counter, throughput, settings, here.size, (trainable, total), optim, padding_free
-    )
-    if here.main:
-        save_adapter(model, tokenizer, cfg, lora, settings, model_name, source, figures, extra_config, extra_files)
+    run = {"seconds": time.perf_counter() - started, "resume": resume, "rows": (len(rows[0]), len(rows[1]))}
+    figures = _figures(trainer, result, run, (counter, throughput), job, setup, parameters)
+    if distributed.world().main:
+        save_adapter(model, tokenizer, job, setup, figures)
     return figures
 
 
@@ -368,23 +381,20 @@ def _check_answer_only_loss(trainer) -> None:
     log.info("answer-only loss: %d of %d tokens (%.0f%%) carry loss", trained, real, 100 * trained / real)
 
 
-def save_adapter(model, tokenizer, cfg, lora, settings, model_name, source, figures, extra_config, extra_files=None):
-    out = Path(cfg.model_dir)
+def save_adapter(model, tokenizer, job: Job, setup: Setup, figures: dict) -> None:
+    """The adapter, its tokenizer, stock_config.json (the resolved settings, the examples' record) and
+    training_info.json (the figures), written whole into `job.model.model_dir` (the previous one kept as
+    `<dir>.previous`)."""
+    out = Path(job.model.model_dir)
     staging = out.with_name(out.name + ".partial")
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    for name, text in (extra_files or {}).items():
+    for name, text in job.extra_files.items():
         (staging / name).write_text(text, encoding="utf-8")
     weights = staging / "adapter_model.safetensors"
     figures = figures | {"adapter_bytes": weights.stat().st_size if weights.is_file() else None}
-    config = {
-        "base_model": model_name,
-        "base_model_source": source,
-        "model": asdict(cfg),
-        "lora": asdict(lora),
-        "train": asdict(settings),
-        **extra_config,
-    }
+    config = {"base_model": setup.model_name, "base_model_source": setup.source, "model": as_text(job.model),
+              "lora": as_text(job.lora), "train": as_text(job.train), **job.data.manifest()}  # fmt: skip
     manifest.Manifest.from_dict(config).write(staging)
     write_json(staging / "training_info.json", figures)
     if out.exists():

@@ -6,32 +6,50 @@ was trained on); training takes the examples in memory and does not read it back
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import pandas as pd
 
 import dataset
+from config.data_args import fields_text
+from config.flags import as_text
 from market.company_list import Company
 from market.workspace import Workspace
 from utils import StockToolError, write_json, write_jsonl
 
-log = logging.getLogger("stock.training_data")
+log = logging.getLogger("stock.sft_data")
 
 
-def prepare(ws: Workspace) -> tuple[list, list, dict]:
-    """Companies → prices → news → examples: (train, validation, what the adapter's manifest records)."""
+@dataclass(frozen=True)
+class TrainingData:
+    """What training takes: the examples (TRL's conversational prompt-completion rows), and what the adapter's
+    manifest records of them: the settings they were built with, the built dataset's record, the companies."""
+
+    train: tuple[dict, ...]
+    val: tuple[dict, ...]
+    dataset: dict  # cutoff, first and last day, counts (`config.manifest.DatasetRecord`)
+    settings: dict  # the data, examples and context settings, as saved
+
+    def manifest(self) -> dict:
+        """The keys this stage adds to the adapter's stock_config.json."""
+        return self.settings | {"dataset": self.dataset}
+
+
+def prepare(ws: Workspace) -> TrainingData:
+    """Companies → prices → news → examples."""
     companies = ws.companies()
     prices = ws.fetch_prices(companies)
     ws.collect_news(companies)
-    train, val, manifest = build(ws, companies, prices)
-    extra = {"data": asdict(ws.data), "dataset": manifest, "companies": [asdict(c) for c in companies]}
-    return train, val, extra
+    train, val, record = build(ws, companies, prices)
+    saved = {"data": as_text(ws.data), "examples": as_text(ws.examples), "context": as_text(ws.context)}
+    saved["companies"] = [asdict(c) for c in companies]
+    return TrainingData(tuple(train), tuple(val), record, saved)
 
 
 def build(ws: Workspace, companies: list[Company], prices: dict[str, pd.DataFrame]) -> tuple[list, list, dict]:
-    """(train, validation, manifest): targets before the cutoff train, inputs from it validate, straddlers
-    are dropped; validation is thinned evenly to --max-val-examples."""
-    data = ws.data
+    """(train, validation, the dataset's record): targets before the cutoff train, inputs from it validate,
+    straddlers are dropped; validation is thinned evenly to --max-val-examples."""
+    data = ws.examples
     examples, skipped = _all_examples(ws, companies, prices)
     all_dates = [d for f in prices.values() for d in f.index]
     cutoff = dataset.split_cutoff(all_dates, data.val_fraction)
@@ -47,7 +65,7 @@ def build(ws: Workspace, companies: list[Company], prices: dict[str, pd.DataFram
         "last_date": max(all_dates).strftime("%Y-%m-%d"),  # nothing after it was seen: the leakage guard
         "stride": data.stride,
         "windows": [w.name for w in ws.windows],
-        "fields": ws.fields,
+        "fields": list(ws.fields),
         "answer_format": data.answer_format,
         "companies": [c.code for c in companies],
         "train_examples": len(train),
@@ -73,7 +91,7 @@ def _all_examples(ws: Workspace, companies: list[Company], prices: dict[str, pd.
     from tqdm import tqdm
 
     examples, skipped = [], 0
-    context = ws.context_builder(ws.data, prices)
+    context = ws.context_builder(ws.context, prices)
     for company in tqdm(companies, desc="examples", unit="company", disable=len(companies) < 3):
         frame = prices[company.code]
         for window in ws.windows:
@@ -86,9 +104,9 @@ def _all_examples(ws: Workspace, companies: list[Company], prices: dict[str, pd.
                 company.code,
                 window,
                 ws.fields,
-                ws.data.stride,
+                ws.examples.stride,
                 context(company.code),
-                ws.data.answer_format,
+                ws.examples.answer_format,
             )
             examples += built
             skipped += bad
@@ -96,7 +114,7 @@ def _all_examples(ws: Workspace, companies: list[Company], prices: dict[str, pd.
         longest = max(w.past + w.future for w in ws.windows)
         raise StockToolError(
             f"too little history: no company has {longest} trading days with every field in "
-            f"--fields {ws.data.fields}; start earlier with --year/--month or use shorter --windows"
+            f"--fields {fields_text(ws.fields)}; start earlier with --year/--month or use shorter --windows"
         )
     return examples, skipped
 

@@ -14,17 +14,17 @@ from dataclasses import replace
 
 import pandas as pd
 
-from config.data_args import DataConfig
+from config.context_args import ContextConfig
 from market import news, twstock_signals
 from market.company_list import DEFAULT_COMPANY_FILE, Company
 
 log = logging.getLogger("stock.news")
 
 
-def builder(data: DataConfig, prices: dict[str, pd.DataFrame], store=None):
-    """fn(code) → fn(as_of_date) → (context text, kind): the as-of context of `data`'s settings; `store`: the
+def builder(context: ContextConfig, prices: dict[str, pd.DataFrame], store=None):
+    """fn(code) → fn(as_of_date) → (context text, kind): the as-of context of `context`'s settings; `store`: the
     `news.NewsStore` (None: no news)."""
-    languages = ("zh", "en") if data.news_languages == "both" else (data.news_languages,)
+    languages = context.languages
     signals = {code: dict(zip(f.index, twstock_signals.best_four_points(f), strict=True)) for code, f in prices.items()}
 
     def for_code(code: str):
@@ -33,11 +33,12 @@ def builder(data: DataConfig, prices: dict[str, pd.DataFrame], store=None):
 
         def context_for(as_of) -> tuple[str, str]:
             parts, kind = [], "prices"
-            if data.signals:
+            if context.signals:
                 parts.append(twstock_signals.signal_text(points.get(pd.Timestamp(as_of))))
                 kind += "+signals"
             day = pd.Timestamp(as_of).date()
-            lines = news.news_lines(articles, day, data.news_max_articles, data.news_max_tokens) if articles else []
+            most = (context.news_max_articles, context.news_max_tokens)
+            lines = news.news_lines(articles, day, *most) if articles else []
             if lines:
                 parts.append(f"News up to {pd.Timestamp(as_of):%Y-%m-%d} (newest first):\n" + "\n".join(lines))
                 kind += "+news"
@@ -48,25 +49,24 @@ def builder(data: DataConfig, prices: dict[str, pd.DataFrame], store=None):
     return for_code
 
 
-def collect_news(data: DataConfig, store, companies: list[Company], newsapi_key: str | None) -> None:
-    """Import --news-csv, then fetch newsapi.org (with a key, online) into `store`."""
-    from market import news
+def collect_news(context: ContextConfig, offline: bool, store, companies: list[Company], newsapi_key) -> None:
+    """Import --news-csv, then fetch newsapi.org (with a key, and not `offline`) into `store`."""
 
     store.check(c.code for c in companies)
-    if data.news_csv:
-        counts = news.import_csv(data.news_csv, store, {c.code: with_english_name(c) for c in companies})
+    if context.news_csv:
+        counts = news.import_csv(context.news_csv, store, {c.code: with_english_name(c) for c in companies})
         print(
-            f"news: imported {counts['imported']:,} new of {counts['rows']:,} rows from {data.news_csv} "
+            f"news: imported {counts['imported']:,} new of {counts['rows']:,} rows from {context.news_csv} "
             f"({counts['unknown_code']:,} for other companies, {counts['bad_rows']:,} unreadable) "
             f"→ {store.directory}"
         )
-    if not data.news or data.offline:
+    if not context.news or offline:
         return
     if not newsapi_key:
         log.warning("no NEWSAPI_KEY: news is not collected; prompts use the news already stored (if any)")
         return
-    collector = news.NewsCollector(newsapi_key, store, data.news_daily_limit)
-    summary = collector.collect([with_english_name(c) for c in companies], data.news_days)
+    collector = news.NewsCollector(newsapi_key, store, context.news_daily_limit)
+    summary = collector.collect([with_english_name(c) for c in companies], context.news_days)
     print(
         f"news: {summary['requests']} newsapi request(s), {summary['new_articles']:,} new article(s) → "
         f"{store.directory}"

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import typing
 
-from config.data_args import DEFAULT, is_calendar_name, unknown_name
+from config.data_args import DEFAULT_CALENDAR as DEFAULT
+from config.data_args import is_calendar_name
+from config.data_args import unknown_calendar as unknown_name
 from utils import StockToolError
 
 if typing.TYPE_CHECKING:

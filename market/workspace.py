@@ -1,55 +1,57 @@
-"""What every stage shares, as one small value: the data settings, where files go, the price cache, the
-exchange client and the news store. `StockPredictor` builds one and passes it to each stage (training data,
-forecast, walk-forward evaluation, instruction tasks), so a stage depends on these and nothing else.
+"""What every stage shares, as one small value: the data settings, the examples' and the context's, where files
+go, the price cache, the exchange client and the news store. `StockPredictor` builds one and passes it to each
+stage (training data, forecast, walk-forward evaluation, instruction tasks), so a stage depends on these and
+nothing else.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from config import data_args
-from config.data_args import DataConfig
+from config.context_args import ContextConfig
+from config.data_args import DataConfig, ExamplesConfig
 from config.defaults import SEED
-from config.flags import parse_flag
 from market import company_list, daily_reports, exchanges, price_files, prompt_context
 from market.company_list import Company
 from market.exchanges import ExchangeClient
-from market.price_files import PriceCache
 from utils import StockToolError, is_writable_dir, taipei_today
 
 log = logging.getLogger("stock.workspace")
 
 
+@dataclass
 class Workspace:
-    """The data settings (`DataConfig`), the output folder, the price cache under --data-dir, the exchange
-    client (made on first use by `make_client`: the exchanges' by default, the trading server's as the facade
-    asks; none with --offline), the news store and the seed of every random choice."""
+    """The data, examples and context settings, the price cache under --data-dir, the exchange client (`exchange`,
+    or made on first use by `make_client`: the exchanges' by default, the trading server's as the facade asks; none
+    with --offline), the news store and the seed of every random choice."""
 
-    def __init__(
-        self,
-        data: DataConfig = DataConfig(),
-        output_dir: str | Path = "outputs",
-        client: ExchangeClient | None = None,
-        newsapi_key: str | None = None,
-        seed: int = SEED,
-        make_client=ExchangeClient,
-    ):
-        if data.answer_format not in data_args.ANSWER_FORMATS:
-            raise StockToolError(
-                f"--answer-format {data.answer_format!r}: choose {' or '.join(data_args.ANSWER_FORMATS)}"
-            )
-        self.data, self.output_dir, self.seed = data, Path(output_dir), seed
-        self.newsapi_key = newsapi_key  # kept out of the configs: they are saved next to the adapter
-        self.windows = parse_flag(data_args.parse_windows, data.windows, "--windows")
-        self.fields = parse_flag(data_args.parse_fields, data.fields, "--fields")
-        self.cache = PriceCache(price_files.resolve_price_dir(data.data_dir))
-        self._client, self._make_client = client, make_client
+    data: DataConfig = field(default_factory=DataConfig)
+    examples: ExamplesConfig = field(default_factory=ExamplesConfig)
+    context: ContextConfig = field(default_factory=ContextConfig)
+    exchange: ExchangeClient | None = None
+    newsapi_key: str | None = field(default=None, repr=False)  # kept out of the configs: they are saved
+    seed: int = SEED
+    make_client: Callable = ExchangeClient
+
+    def __post_init__(self):
+        self.output_dir = Path(self.data.output_dir)
+        self.cache = price_files.PriceCache(price_files.resolve_price_dir(self.data.data_dir))
         self._chosen: list[Company] | None = None
         self._market_prices: dict[str, pd.DataFrame] = {}
+
+    @property
+    def windows(self):
+        return self.examples.windows
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self.examples.fields
 
     # ----------------------------------------------------------------- the period and the companies
 
@@ -120,11 +122,12 @@ class Workspace:
 
     def collect_news(self, companies: list[Company]) -> None:
         """Import --news-csv, then fetch newsapi.org (with a key, online) into the store."""
-        prompt_context.collect_news(self.data, self.news_store(), companies, self.newsapi_key)
+        prompt_context.collect_news(self.context, self.data.offline, self.news_store(), companies, self.newsapi_key)
 
-    def context_builder(self, data: DataConfig, prices: dict[str, pd.DataFrame]):
-        """fn(code) → fn(as_of_date) → (context text, kind): the as-of context of `data`'s settings."""
-        return prompt_context.builder(data, prices, self.news_store() if data.news else None)
+    def context_builder(self, context: ContextConfig, prices: dict[str, pd.DataFrame]):
+        """fn(code) → fn(as_of_date) → (context text, kind): the as-of context of `context`'s settings (an
+        adapter's, as it was trained)."""
+        return prompt_context.builder(context, prices, self.news_store() if context.news else None)
 
     # ----------------------------------------------------------------- prices
 
@@ -132,9 +135,9 @@ class Workspace:
         """Where missing months come from: the exchanges through twstock, or the trading server."""
         if self.data.offline:
             return None
-        if self._client is None:
-            self._client = self._make_client()
-        return self._client
+        if self.exchange is None:
+            self.exchange = self.make_client()
+        return self.exchange
 
     def fetch_prices(self, companies: list[Company]) -> dict[str, pd.DataFrame]:
         from tqdm import tqdm
@@ -159,7 +162,7 @@ class Workspace:
             else:
                 prices[company.code] = self.update_prices(company, start, end)
         rows = sum(len(f) for f in prices.values())
-        requests = self._client.requests_made if self._client else 0
+        requests = self.exchange.requests_made if self.exchange else 0
         print(
             f"prices: {len(prices)} companies, {rows:,} trading days ({start} → {end}); "
             f"{requests} exchange request(s); cache {self.cache.directory}"

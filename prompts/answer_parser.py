@@ -74,7 +74,7 @@ def parse_answer(text: str, fields: list[str], expected: int | None = None, anch
     for line in rows:
         match = pattern.fullmatch(line)
         if not match:
-            raise ForecastParseError(f"row {line[:120]!r} is not in the format {', '.join(['Date'] + fields)}")
+            raise ForecastParseError(f"row {line[:120]!r} is not in the format {', '.join(['Date', *fields])}")
         try:
             date = pd.Timestamp(dt.date.fromisoformat(match[1]))
         except ValueError as exc:

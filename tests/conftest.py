@@ -164,3 +164,31 @@ def tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(checkpoints.gguf_to_hf(gguf)))
+
+
+def fake_pool(**generators):
+    """A generation pool of fake LLMs, as an evaluation takes one: name ("tuned", "base") → fn(prompts,
+    max_new_tokens) -> one answer per prompt (a str, or a list of samples)."""
+    from llm import distributed
+
+    def make(key):
+        fn = generators[key[1]]
+
+        def generate(prompts, max_new_tokens, regexes):
+            return [answer if isinstance(answer, list) else [answer] for answer in fn(prompts, max_new_tokens)]
+
+        generate.identity = f"{key[1]}:fake"
+        return generate
+
+    return distributed.Pool(make)
+
+
+class WordTokenizer:
+    """A tokenizer stand-in for fake models (`model.LoadedModel(None, WordTokenizer(), ...)`): one token per word,
+    so that a prompt has a length for the context check."""
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        return "\n".join(m["content"] for m in messages)
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": text.split()}

@@ -13,8 +13,9 @@ import pytest
 import main as cli
 import model
 from config import data_args
-from conftest import ROOT, candles, write_price_csv
-from forecasting.reading import read_forecast
+from config.cli import parse
+from conftest import ROOT, WordTokenizer, candles, write_price_csv
+from forecasting.reading import Question, read_forecast
 from llm import generation
 from market import trading_calendar
 from market.trading_calendar import next_trading_days
@@ -72,7 +73,7 @@ def test_past_the_calendars_known_range_is_an_error_not_a_traceback():
 
 
 def test_the_calendar_flag_defaults_to_xtai_and_refuses_an_unknown_name(capsys):
-    assert cli.build_parser().parse_args(["--train", "0"]).calendar == "XTAI"
+    assert parse(["--train", "0"]).settings(cuda=False).data.calendar == "XTAI"
     assert cli.main(["--train", "0", "--calendar", "TAIWAN"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("error: --calendar TAIWAN: must be a calendar")
@@ -88,17 +89,19 @@ def test_a_free_answer_dated_on_a_holiday_is_noted():
     history = candles([100, 101, 102, 103], start="2026-04-27")  # ends Thursday 2026-04-30
     future = candles([104], start="2026-05-01")  # Labour Day
     result = read_forecast(
-        "2330", "台積電", history, [prompt_format.answer_text(future, OHLCV)], OHLCV, 1, calendar="XTAI"
+        Question("2330", "台積電", history, tuple(OHLCV), 1),
+        [prompt_format.answer_text(future, OHLCV)],
+        calendar="XTAI",
     )
     assert result.ok and "2026-05-01 (Friday) is not a trading day of the XTAI calendar" in result.notes
 
 
 def fake_model(monkeypatch, seen: dict):
     """An injected model answering the last candle for the grammar's dates (read back from the regex)."""
-    loaded = model.LoadedModel(model=None, tokenizer=None, cuda=False, config={"dataset": {"fields": OHLCV}})
+    loaded = model.LoadedModel(model=None, tokenizer=WordTokenizer(), cuda=False, config={"dataset": {"fields": OHLCV}})
     monkeypatch.setattr(model, "load_for_inference", lambda *a, **kw: loaded)
 
-    def generate(_, prompts, *args, regexes=None, **kw):
+    def generate(_, prompts, max_new_tokens, how=None, regexes=None, stats=None):
         seen["regexes"], seen["prompts"] = regexes, prompts
         answers = []
         for prompt, regex in zip(prompts, regexes, strict=True):

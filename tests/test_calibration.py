@@ -12,12 +12,12 @@ from test_evaluation import fake_adapter_dir, predictor_for, price_dir, repeat_l
 
 from config.data_args import WindowType
 from config.evaluation_args import EvalConfig
-from config.inference_args import DecodingConfig
-from conftest import candles
+from config.inference_args import InferenceConfig
+from conftest import candles, fake_pool
 from evaluation import calibrate, forecast_windows
-from forecasting import calibrated, risk_models
+from forecasting import calibrated, latest, risk_models
 from forecasting.forecast_files import write_forecast_files
-from forecasting.reading import Forecast, read_forecast
+from forecasting.reading import Forecast, Question, read_forecast
 from prompts import prompt_format
 
 
@@ -71,7 +71,6 @@ def test_a_calibration_survives_saving_and_a_broken_file_reads_as_none(tmp_path)
 
 def test_an_evaluation_calibrates_on_the_held_out_days_before_the_test_period(price_dir, tmp_path):  # noqa: F811
     fake_adapter_dir(tmp_path / "out" / "adapter")  # cutoff 2026-03-10, trained on days up to 2026-03-31
-    predictor = predictor_for(price_dir, tmp_path / "out")
     seen: list[str] = []
 
     def persistence(prompts, max_new_tokens):
@@ -80,10 +79,8 @@ def test_an_evaluation_calibrates_on_the_held_out_days_before_the_test_period(pr
         )
         return repeat_last_row(prompts, max_new_tokens)
 
-    result = predictor.evaluate(
-        EvalConfig(test_end="2026-04-24", bootstrap=20, models="tuned", windows="1:1"),
-        generators={"tuned": persistence},
-    )
+    cfg = EvalConfig(test_end="2026-04-24", bootstrap=20, models="tuned", windows="1:1")
+    result = predictor_for(price_dir, tmp_path / "out", cfg).evaluate(fake_pool(tuned=persistence))
     summary = result["context"]["calibration"]["tuned"]
     # every calibration target on or after the cutoff and before the test period: nothing from the test days
     assert "2026-03-10" <= summary["start"] <= summary["end"] < "2026-04-01"
@@ -98,20 +95,12 @@ def test_an_evaluation_calibrates_on_the_held_out_days_before_the_test_period(pr
         in (run / "report.md").read_text()
     )
     saved = calibrated.load(run / "calibration-tuned.json")
-    assert saved.usable == 32 and saved.decoding == DecodingConfig().identity()
-    assert not (tmp_path / "out" / "adapter" / calibrated.FILE).exists()  # an injected model's errors stay out
+    assert saved.usable == 32 and saved.decoding == InferenceConfig().identity()
+    assert calibrated.load(tmp_path / "out" / "adapter" / calibrated.FILE) == saved  # where forecasts find it
 
-    samples_only = predictor.evaluate(
-        EvalConfig(
-            test_end="2026-04-24",
-            bootstrap=20,
-            models="tuned",
-            windows="1:1",
-            run_name="plain",
-            decoding=DecodingConfig(bands="samples"),
-        ),
-        generators={"tuned": persistence},
-    )
+    plain = EvalConfig(test_end="2026-04-24", bootstrap=20, models="tuned", windows="1:1", run_name="plain")
+    predictor = predictor_for(price_dir, tmp_path / "out", plain, InferenceConfig(bands="samples"))
+    samples_only = predictor.evaluate(fake_pool(tuned=persistence))
     assert samples_only["context"]["calibration"] == {}
     assert samples_only["table"]["tuned"]["1:1"]["all"].get("coverage80") is None  # greedy: no distribution
 
@@ -127,9 +116,8 @@ def test_too_short_a_held_out_period_draws_no_band_and_generates_nothing_for_it(
         calls.append(len(prompts))
         return repeat_last_row(prompts, max_new_tokens)
 
-    result = predictor_for(price_dir, tmp_path / "out").evaluate(
-        EvalConfig(test_end="2026-04-24", bootstrap=0, models="tuned", windows="1:1"), generators={"tuned": counting}
-    )
+    cfg = EvalConfig(test_end="2026-04-24", bootstrap=0, models="tuned", windows="1:1")
+    result = predictor_for(price_dir, tmp_path / "out", cfg).evaluate(fake_pool(tuned=counting))
     assert calls == [2 * 17]  # the test windows alone
     assert "fewer than the 30 a band needs" in result["context"]["calibration"]["tuned"]["notes"][0]
 
@@ -144,7 +132,7 @@ def test_a_forecast_takes_its_band_from_the_calibration_and_writes_where_it_came
         {"5:1": [list(np.linspace(-0.05, 0.05, 41))]}, start="2026-01-05", end="2026-02-27", usable=41
     )
     fields = ["open", "high", "low", "close"]
-    result = read_forecast("2330", "台積電", history, [answer], fields, 1, calibration=cal)
+    result = read_forecast(Question("2330", "台積電", history, tuple(fields), 1), [answer], calibration=cal)
     assert result.ok and result.band_source.startswith("errors of 41 held-out forecasts")
     assert result.bands["q0.1"].iloc[0] == pytest.approx(105 * 0.96) and result.bands["q0.9"].iloc[0] == pytest.approx(
         105 * 1.04
@@ -152,7 +140,7 @@ def test_a_forecast_takes_its_band_from_the_calibration_and_writes_where_it_came
     files = write_forecast_files(result, tmp_path / "f")
     record = json.loads(files[1].read_text())
     assert record["band_source"] == result.band_source and "Close_q0.1" in record["forecast"][0]
-    plain = read_forecast("2330", "台積電", history, [answer], fields, 1)
+    plain = read_forecast(Question("2330", "台積電", history, tuple(fields), 1), [answer])
     assert plain.bands is None and isinstance(plain, Forecast)
 
 
@@ -197,7 +185,9 @@ def test_a_forecast_is_weighted_toward_the_last_close_and_says_so(tmp_path):
         errors, start="2026-01-05", end="2026-02-27", usable=41, point="calibrated", weights={"5:1": 0.5}
     )
     fields = ["open", "high", "low", "close", "capacity"]
-    result = read_forecast("2330", "台積電", history, [prompt_format.answer_lines([row])], fields, 1, calibration=cal)
+    result = read_forecast(
+        Question("2330", "台積電", history, tuple(fields), 1), [prompt_format.answer_lines([row])], calibration=cal
+    )
     first = result.forecast.iloc[0]
     assert (first["Open"], first["High"], first["Low"], first["Close"]) == (104.0, 105.0, 103.5, 104.5)
     assert first["Volume"] == 5000  # not a price: as the model said
@@ -207,13 +197,14 @@ def test_a_forecast_is_weighted_toward_the_last_close_and_says_so(tmp_path):
     assert record["weight"] == 0.5 and record["forecast"][0]["Close"] == 104.5
     as_generated = calibrated.Calibration(errors, usable=41, point="model", weights={"5:1": 0.5})
     answer = prompt_format.answer_lines([row])
-    unweighted = read_forecast("2330", "台積電", history, [answer], fields, 1, calibration=as_generated)
+    unweighted = read_forecast(
+        Question("2330", "台積電", history, tuple(fields), 1), [answer], calibration=as_generated
+    )
     assert unweighted.forecast.iloc[0]["Close"] == 105.0 and unweighted.weight == 1.0
 
 
 def test_an_evaluation_reports_the_weighted_forecast_and_the_one_as_generated(price_dir, tmp_path):  # noqa: F811
     fake_adapter_dir(tmp_path / "out" / "adapter")
-    predictor = predictor_for(price_dir, tmp_path / "out")
 
     def falling(prompts, max_new_tokens):  # persistence's candle, 20% lower: always far off
         answers = []
@@ -222,9 +213,8 @@ def test_an_evaluation_reports_the_weighted_forecast_and_the_one_as_generated(pr
             answers.append(prompt_format.answer_lines([_scaled(row, 0.8) for row in rows]))
         return answers
 
-    result = predictor.evaluate(
-        EvalConfig(test_end="2026-04-24", bootstrap=20, models="tuned", windows="1:1"), generators={"tuned": falling}
-    )
+    cfg = EvalConfig(test_end="2026-04-24", bootstrap=20, models="tuned", windows="1:1")
+    result = predictor_for(price_dir, tmp_path / "out", cfg).evaluate(fake_pool(tuned=falling))
     weights = result["context"]["calibration"]["tuned"]["weights"]
     assert weights == {"1:1": 0.0}  # held-out days said the model's change only hurt
     table = result["table"]
@@ -249,23 +239,21 @@ def _scaled(row: str, factor: float) -> str:
 
 
 def test_a_forecast_uses_the_adapters_calibration_only_when_made_for_its_point_and_decoding(tmp_path):
-    from config.model_args import ModelConfig
-    from stock_predictor import StockPredictor
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()
-    made = DecodingConfig()
+    made = InferenceConfig()
     calibrated.Calibration({"1:1": [[0.01] * 40]}, decoding=made.identity(), point=made.point).save(
         adapter / calibrated.FILE
     )
 
     def loaded(decoding):
-        return StockPredictor(model=ModelConfig(model_dir=str(adapter)), decoding=decoding)._calibration()
+        return latest.band_calibration(str(adapter), decoding)
 
     assert loaded(made) is not None
-    assert loaded(DecodingConfig(point="model")) is None  # its errors are the weighted forecasts'
-    assert loaded(DecodingConfig(samples=8)) is None  # other answers than those calibrated
-    assert loaded(DecodingConfig(bands="samples")) is None
+    assert loaded(InferenceConfig(point="model")) is None  # its errors are the weighted forecasts'
+    assert loaded(InferenceConfig(samples=8)) is None  # other answers than those calibrated
+    assert loaded(InferenceConfig(bands="samples")) is None
 
 
 def test_errors_are_kept_in_units_of_the_origins_volatility_and_bands_scale_with_it():

@@ -1,4 +1,5 @@
-"""The command line through `main([...])`: every spec argument exists, and bad input gets a clear message."""
+"""The command line through `main([...])`: every spec argument exists, the commands and the spec's form run the
+same steps, every command's help fits a screen, and bad input gets a clear message."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 
 import main as cli
 import model
+from config import cli as parsing
 from market.exchanges import ExchangeClient, Throttle
-from stock_predictor import DataConfig, StockPredictor
+from stock_predictor import DataConfig, Settings, StockPredictor
 from utils import StockToolError
 
 SPEC_FLAGS = """--train --data-dir --company-list-file --year --month --choose-stock --model-name --max-seq-length
@@ -22,38 +24,89 @@ SPEC_FLAGS = """--train --data-dir --company-list-file --year --month --choose-s
 
 
 def test_every_spec_argument_exists():
-    parser = cli.build_parser()
-    known = {option for action in parser._actions for option in action.option_strings}
+    known = {option for action in parsing.spec_parser()._actions for option in action.option_strings}
     assert not [flag for flag in SPEC_FLAGS if flag not in known]
+    train = {option for action in parsing.command_parser("train")._actions for option in action.option_strings}
+    assert not [flag for flag in SPEC_FLAGS if flag not in train and flag != "--train"]
 
 
-def test_spec_arguments_reach_the_configs():
-    args = cli.build_parser().parse_args(
-        "--train 1 --rank 8 --lora-alpha 32 --lora-dropout 0.05 --random-state 7 --batch-size 3 "
-        "--gradient-accumulation-steps 5 --num-epochs 2 --max-steps 9 --learning-rate 1e-4 --logging-steps 2 "
-        "--optim adamw_torch --weight-decay 0.1 --lr-scheduler-type cosine --output-dir o --report-to none "
-        "--max-seq-length 333 --model-dir m --year 2025 --month 3 --data-dir d".split()
-    )
-    data, model_cfg, lora, train, _, _, _ = cli.build_configs(args, cuda=False)
+SPEC_VALUES = (
+    "--rank 8 --lora-alpha 32 --lora-dropout 0.05 --random-state 7 --batch-size 3 "
+    "--gradient-accumulation-steps 5 --num-epochs 2 --max-steps 9 --learning-rate 1e-4 --logging-steps 2 "
+    "--optim adamw_torch --weight-decay 0.1 --lr-scheduler-type cosine --output-dir o --report-to none "
+    "--max-seq-length 333 --model-dir m --year 2025 --month 3 --data-dir d"
+).split()
+
+
+@pytest.mark.parametrize("form", [["--train", "1"], ["train"]])
+def test_spec_arguments_reach_the_configs(form):
+    s = parsing.parse([*form, *SPEC_VALUES]).settings(cuda=False)
+    lora, train = s.lora, s.train
     assert (lora.rank, lora.lora_alpha, lora.lora_dropout, lora.random_state) == (8, 32, 0.05, 7)
-    assert (train.batch_size, train.gradient_accumulation_steps, train.num_epochs, train.max_steps) == (3, 5, 2, 9)
+    assert (train.per_device_train_batch_size, train.gradient_accumulation_steps) == (3, 5)
+    assert (train.num_train_epochs, train.max_steps) == (2, 9)
     assert (train.learning_rate, train.logging_steps, train.optim, train.weight_decay) == (1e-4, 2, "adamw_torch", 0.1)
-    assert (train.lr_scheduler_type, train.output_dir, train.report_to) == ("cosine", "o", "none")
-    assert (model_cfg.max_seq_length, model_cfg.model_dir, model_cfg.load_in_4bit) == (333, "m", False)
-    assert (data.year, data.month, data.data_dir) == (2025, 3, "d")
+    assert (train.lr_scheduler_type, train.output_dir, train.report_to) == ("cosine", "o", ())
+    assert (s.model.max_seq_length, s.model.model_dir, s.model.load_in_4bit) == (333, "m", False)
+    assert (s.data.year, s.data.month, s.data.data_dir, s.data.output_dir) == (2025, 3, "d", "o")
 
 
 def test_gpu_defaults_follow_the_spec():
-    args = cli.build_parser().parse_args(["--train", "1"])
-    _, model_cfg, _, train, _, _, _ = cli.build_configs(args, cuda=True)
-    assert model_cfg.load_in_4bit and train.batch_size * train.gradient_accumulation_steps == 32
-    assert train.max_steps == 60 and train.learning_rate == 2e-4 and train.warmup_steps == 5
+    s = parsing.parse(["--train", "1"]).settings(cuda=True)
+    assert s.model.load_in_4bit and s.train.per_device_train_batch_size * s.train.gradient_accumulation_steps == 32
+    assert s.train.max_steps == 60 and s.train.learning_rate == 2e-4 and s.train.warmup_steps == 5
 
 
-def test_cpu_run_is_labelled_a_demonstration(capsys):
-    args = cli.build_parser().parse_args(["--train", "1"])
-    cli.build_configs(args, cuda=False)
-    assert "CPU DEMONSTRATION" in capsys.readouterr().out
+def test_cpu_run_is_labelled_a_demonstration():
+    invocation = parsing.parse(["--train", "1"])
+    notes = parsing.device_notes(invocation, invocation.settings(cuda=False), cuda=False)
+    assert notes and notes[0].startswith("CPU DEMONSTRATION") and "--windows 1:1" in notes[0]
+
+
+@pytest.mark.parametrize(
+    "spec, command",
+    [
+        ("--train 1", "train"),
+        ("--train 0", "forecast"),
+        ("--train 0 --evaluate 1", "evaluate"),
+        ("--train 0 --trade 1", "trade"),
+        ("--train 0 --export gguf", "export --export gguf"),
+        ("--train 1 --task instruct --dataset-file README.md", "instruct --dataset-file README.md"),
+        ("--train 0 --task instruct --eval-file README.md", "instruct --eval-file README.md"),
+    ],
+)
+def test_each_command_runs_the_steps_of_the_spec_form(spec, command):
+    assert parsing.parse(spec.split()).steps == parsing.parse(command.split()).steps
+
+
+def test_the_spec_form_combines_its_steps_as_it_always_did():
+    steps = {argv: parsing.parse(argv.split()).steps for argv in (
+        "--train 1 --export merged", "--train 1 --export merged --evaluate 1", "--train 1 --evaluate 1 --trade 1",
+        "--train 0 --build-events 1", "--train 1 --build-events 1",
+        "--train 1 --task instruct --dataset-file a --export gguf")}  # fmt: skip
+    assert steps["--train 1 --export merged"] == ("train", "export")
+    assert steps["--train 1 --export merged --evaluate 1"] == ("train", "export", "evaluate")
+    assert steps["--train 1 --evaluate 1 --trade 1"] == ("train", "evaluate", "trade")
+    assert steps["--train 0 --build-events 1"] == ("build_events",)
+    assert steps["--train 1 --build-events 1"] == ("build_events", "train", "forecast_after_training")
+    assert steps["--train 1 --task instruct --dataset-file a --export gguf"] == ("train_instruct", "export")
+
+
+def test_every_commands_help_fits_a_screen_and_the_overview_lists_them(capsys):
+    for name in parsing.COMMANDS:
+        lines = parsing.command_parser(name).format_help().splitlines()
+        assert len(lines) <= 60 and max(map(len, lines)) <= 110, (name, len(lines))
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert stop.value.code == 0 and all(f"  {name}" in out for name in parsing.COMMANDS)
+    assert "--train {0,1}" in out and len(out.splitlines()) <= 30
+
+
+def test_an_unknown_command_is_one_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["forcast", "--code", "2330"])
+    assert stop.value.code == 2 and "unknown command 'forcast': choose train, forecast" in capsys.readouterr().err
 
 
 def run(argv, capsys):
@@ -118,9 +171,8 @@ def test_no_network_and_no_cache(tmp_path):
     client = ExchangeClient(twse_url="http://127.0.0.1:9/", retries=2, throttle=Throttle(0), sleep=lambda s: None)
     companies = tmp_path / "c.json"
     companies.write_text('[{"code": "2330"}]')
-    predictor = StockPredictor(
-        DataConfig(data_dir=str(tmp_path), company_list_file=str(companies), year=2025, month=1), client=client
-    )
+    data = DataConfig(data_dir=str(tmp_path), company_list_file=str(companies), year=2025, month=1)
+    predictor = StockPredictor(Settings(data=data), client=client)
     with pytest.raises(StockToolError, match=re.escape("use cached prices with --data-dir")):
         predictor.fetch_prices(predictor.companies())
     assert not list(tmp_path.rglob("*.csv"))
@@ -139,20 +191,19 @@ def test_read_only_cache_needs_offline(shared_data, tmp_path, capsys, monkeypatc
     assert code == 2 and "--offline" in err
 
 
-def test_bands_are_calibrated_on_a_gpu_and_from_samples_on_a_cpu_unless_asked(capsys):
-    parse = cli.build_parser().parse_args
-    gpu = cli.build_configs(parse(["--train", "0", "--evaluate", "1"]), cuda=True)[4]
-    cpu = cli.build_configs(parse(["--train", "0", "--evaluate", "1"]), cuda=False)[4]
-    assert (gpu.decoding.bands, cpu.decoding.bands) == ("calibrated", "samples")
-    assert "bands from samples (--bands samples)" in capsys.readouterr().out
-    asked = cli.build_configs(parse(["--train", "0", "--evaluate", "1", "--bands", "calibrated"]), cuda=False)[4]
-    assert asked.decoding.bands == "calibrated" and "bands from samples" not in capsys.readouterr().out
+def test_bands_are_calibrated_on_a_gpu_and_from_samples_on_a_cpu_unless_asked():
+    evaluate = parsing.parse(["--train", "0", "--evaluate", "1"])
+    gpu, cpu = evaluate.settings(cuda=True).inference, evaluate.settings(cuda=False).inference
+    assert (gpu.bands, cpu.bands) == ("calibrated", "samples")
+    assert "bands from samples (--bands samples)" in parsing.device_notes(evaluate, evaluate.settings(False), False)[0]
+    asked = parsing.parse(["evaluate", "--bands", "calibrated"])
+    assert asked.settings(cuda=False).inference.bands == "calibrated"
+    assert not parsing.device_notes(asked, asked.settings(False), False)
 
 
 def test_the_point_forecast_is_weighted_by_default_and_as_generated_when_asked():
-    parse = cli.build_parser().parse_args
-    assert cli.build_configs(parse(["--train", "0"]), cuda=True)[4].decoding.point == "calibrated"
-    assert cli.build_configs(parse(["--train", "0", "--point", "model"]), cuda=True)[4].decoding.point == "model"
+    assert parsing.parse(["--train", "0"]).settings(cuda=True).inference.point == "calibrated"
+    assert parsing.parse(["forecast", "--point", "model"]).settings(cuda=True).inference.point == "model"
     with pytest.raises(SystemExit) as exit_info:
-        parse(["--train", "0", "--point", "median"])
+        parsing.parse(["--train", "0", "--point", "median"])
     assert exit_info.value.code == 2

@@ -13,10 +13,11 @@ import pytest
 import dataset
 import utils
 from config import data_args
+from config.context_args import ContextConfig
 from conftest import LocalServer
 from market import daily_reports, exchanges, news, price_files, twstock_signals
 from market.company_list import Company
-from stock_predictor import DataConfig, StockPredictor
+from stock_predictor import DataConfig, Settings, StockPredictor
 
 TSMC = Company("2330", "台積電", "twse", "TSMC")
 ACER = Company("2353", "宏碁", "twse", "Acer")
@@ -86,9 +87,9 @@ def test_no_headline_after_a_window_end_reaches_its_prompt(shared_data, tmp_path
     counts = news.import_csv(shared_data / "news" / "headlines_2024-01.csv", store, {"2330": TSMC})
     assert counts["imported"] > 100 and counts["unknown_code"] > 0
     frame = price_files.parse_price_csv(shared_data / "prices" / "2330.csv").loc[:"2024-02-29"]
-    predictor = StockPredictor(DataConfig(data_dir=str(tmp_path)))
-    config = DataConfig(data_dir=str(tmp_path), signals=True, news_max_articles=20)
-    context = predictor.context_builder(config, {"2330": frame})
+    predictor = StockPredictor(Settings(data=DataConfig(data_dir=str(tmp_path))))
+    config = ContextConfig(signals=True, news_max_articles=20)
+    context = predictor.workspace.context_builder(config, {"2330": frame})
     examples, _ = dataset.build_examples(
         frame, "台積電", "2330", data_args.WindowType(5, 5), data_args.parse_fields("ohlcv"), 1, context("2330")
     )
@@ -257,13 +258,11 @@ def broad(shared_data) -> Path:
 
 def test_choose_stock_picks_reproducibly_by_each_point(broad, tmp_path, capsys):
     def choose(seed):
-        from config.model_args import LoraSettings
+        from config.model_args import LoraConfig
 
-        predictor = StockPredictor(
-            DataConfig(data_dir=str(tmp_path), offline=True, end_date="2026-04-30", choose_stock=2,
-                       market_csv=str(broad)),
-            lora=LoraSettings(random_state=seed),
-        )  # fmt: skip
+        data = DataConfig(data_dir=str(tmp_path), offline=True, end_date="2026-04-30", choose_stock=2,
+                          market_csv=str(broad))  # fmt: skip
+        predictor = StockPredictor(Settings(data=data, lora=LoraConfig(random_state=seed)))
         return predictor, predictor.companies()
 
     predictor, first = choose(7)
@@ -285,6 +284,7 @@ def test_choose_stock_picks_reproducibly_by_each_point(broad, tmp_path, capsys):
 
 
 def test_choose_stock_offline_needs_market_data(tmp_path):
-    predictor = StockPredictor(DataConfig(data_dir=str(tmp_path), offline=True, choose_stock=1, end_date="2026-04-30"))
+    data = DataConfig(data_dir=str(tmp_path), offline=True, choose_stock=1, end_date="2026-04-30")
+    predictor = StockPredictor(Settings(data=data))
     with pytest.raises(utils.StockToolError, match="needs --market-csv"):
         predictor.companies()

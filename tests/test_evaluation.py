@@ -13,14 +13,14 @@ import main as cli
 from config import data_args
 from config.data_args import WindowType
 from config.evaluation_args import EvalConfig
-from config.inference_args import DecodingConfig
+from config.inference_args import InferenceConfig
 from conftest import candles as frame_of
-from conftest import write_price_csv
+from conftest import fake_pool, write_price_csv
 from evaluation import backtest, baselines, forecast_windows
 from evaluation import metrics as metrics_
 from evaluation.reference_forecasters import training_windows
 from prompts import prompt_format
-from stock_predictor import DataConfig, StockPredictor
+from stock_predictor import DataConfig, ExamplesConfig, Settings, StockPredictor
 
 # --------------------------------------------------------------------------- windows and leakage
 
@@ -50,13 +50,10 @@ def test_lstm_trains_on_exactly_the_llms_training_windows(tmp_path):
     frames = {"1111": frame_of(np.linspace(50, 80, 60)), "2222": frame_of(np.linspace(90, 60, 60))}
     for code, frame in frames.items():
         write_price_csv(tmp_path, code, frame)
-    from config.training_args import TrainSettings
     from market.company_list import Company
 
-    predictor = StockPredictor(
-        DataConfig(data_dir=str(tmp_path), windows="5:5", val_fraction=0.2),
-        train_settings=TrainSettings(output_dir=str(tmp_path / "out")),
-    )
+    data = DataConfig(data_dir=str(tmp_path), output_dir=str(tmp_path / "out"))
+    predictor = StockPredictor(Settings(data=data, examples=ExamplesConfig(windows="5:5", val_fraction=0.2)))
     companies = [Company(code, "n", "twse") for code in frames]
     train, val, manifest = predictor.build_dataset(companies, frames)
     pool_train, pool_val = training_windows(
@@ -249,24 +246,22 @@ def repeat_last_row(prompts, max_new_tokens):
     return answers
 
 
-def predictor_for(price_dir, out, **data):
+def predictor_for(price_dir, out, cfg: EvalConfig, inference: InferenceConfig = InferenceConfig(), **data):
     from config.model_args import ModelConfig
-    from config.training_args import TrainSettings
 
-    return StockPredictor(
-        DataConfig(data_dir=str(price_dir / "prices"), offline=True, end_date="2026-04-30", **data),
-        ModelConfig(model_dir=str(out / "adapter")),
-        train_settings=TrainSettings(output_dir=str(out)),
+    data = DataConfig(data_dir=str(price_dir / "prices"), output_dir=str(out), offline=True, end_date="2026-04-30",
+                      **data)  # fmt: skip
+    settings = Settings(
+        data=data, model=ModelConfig(model_dir=str(out / "adapter")), evaluation=cfg, inference=inference
     )
+    return StockPredictor(settings)
 
 
 def test_evaluation_run_scores_llms_lstm_and_baselines_and_writes_a_report(price_dir, tmp_path):
     fake_adapter_dir(tmp_path / "out" / "adapter")
-    predictor = predictor_for(price_dir, tmp_path / "out")
     cfg = EvalConfig(test_end="2026-04-24", bootstrap=50, lstm_epochs=2, stride=2)
-    result = predictor.evaluate(
-        cfg, generators={"tuned": repeat_last_row, "base": lambda prompts, n: ["no idea"] * len(prompts)}
-    )
+    predictor = predictor_for(price_dir, tmp_path / "out", cfg)
+    result = predictor.evaluate(fake_pool(tuned=repeat_last_row, base=lambda prompts, n: ["no idea"] * len(prompts)))
     table = result["table"]
     assert set(table) == {
         "tuned",
@@ -338,9 +333,9 @@ def test_evaluation_without_an_adapter(price_dir, tmp_path, capsys):
 
 def test_an_interrupted_evaluation_resumes_from_the_answers_it_had(price_dir, tmp_path):
     fake_adapter_dir(tmp_path / "out" / "adapter")
-    predictor = predictor_for(price_dir, tmp_path / "out")
     # bands from the samples: no calibration forecasts, so the calls counted are the test windows' alone
-    cfg = EvalConfig(test_end="2026-04-24", bootstrap=0, models="tuned", decoding=DecodingConfig(bands="samples"))
+    cfg = EvalConfig(test_end="2026-04-24", bootstrap=0, models="tuned")
+    predictor = predictor_for(price_dir, tmp_path / "out", cfg, InferenceConfig(bands="samples"))
     calls = []
 
     def crashes_on_the_second_window_type(prompts, max_new_tokens):
@@ -350,7 +345,7 @@ def test_an_interrupted_evaluation_resumes_from_the_answers_it_had(price_dir, tm
         return repeat_last_row(prompts, max_new_tokens)
 
     with pytest.raises(RuntimeError):
-        predictor.evaluate(cfg, generators={"tuned": crashes_on_the_second_window_type})
+        predictor.evaluate(fake_pool(tuned=crashes_on_the_second_window_type))
     run = tmp_path / "out" / "eval_2026-04-01_2026-04-24"
     assert not run.exists() and (run.with_name(run.name + ".answers") / "tuned.jsonl").is_file()
     first = calls[0]  # the 1:1 prompts, answered before the crash
@@ -361,7 +356,7 @@ def test_an_interrupted_evaluation_resumes_from_the_answers_it_had(price_dir, tm
         calls.append(len(prompts))
         return repeat_last_row(prompts, max_new_tokens)
 
-    result = predictor.evaluate(cfg, generators={"tuned": counting})
+    result = predictor.evaluate(fake_pool(tuned=counting))
     assert len(calls) == 1  # only the 5:5 prompts were generated again
     assert result["context"]["generation"]["tuned"]["reused"] == first
     assert result["table"]["tuned"]["1:1"]["all"]["validity"] == 1.0
@@ -372,9 +367,8 @@ def test_an_evaluation_shows_in_tensorboard_beside_training(price_dir, tmp_path)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     fake_adapter_dir(tmp_path / "out" / "adapter")
-    predictor = predictor_for(price_dir, tmp_path / "out")
     cfg = EvalConfig(test_end="2026-04-24", bootstrap=0, stride=2, models="tuned")
-    result = predictor.evaluate(cfg, generators={"tuned": repeat_last_row})
+    result = predictor_for(price_dir, tmp_path / "out", cfg).evaluate(fake_pool(tuned=repeat_last_row))
     board = tmp_path / "out" / "runs" / result["paths"]["dir"].name
     events = EventAccumulator(str(board), size_guidance={"images": 0, "scalars": 0}).Reload()
     tags = events.Tags()

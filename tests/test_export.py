@@ -13,6 +13,7 @@ import main as cli
 import model
 from config import data_args, manifest, model_args
 from llm import checkpoints, export, generation
+from llm.generation import Sampling
 from prompts import prompt_format
 from utils import StockToolError
 
@@ -59,7 +60,7 @@ def adapter(tmp_path_factory) -> Path:
 def greedy(folder: Path, adapter: bool = True) -> str:
     prompt = [{"role": "user", "content": prompt_format.user_prompt("台積電", FRAME, 1, OHLCV, "", "change")}]
     loaded = model.load_for_inference(str(folder), adapter=adapter)
-    return generation.generate(loaded, [prompt], 24, 1)[0]
+    return generation.generate(loaded, [prompt], 24, Sampling(batch_size=1))[0]
 
 
 def test_a_float32_merge_forecasts_exactly_as_the_adapter_and_loads_without_this_tool(adapter, tmp_path):

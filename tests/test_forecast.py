@@ -4,7 +4,6 @@ the arithmetic is checked; the real SmolLM2 tokenizer where the grammar meets a 
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
@@ -18,13 +17,15 @@ import dataset
 import main as cli
 import model
 from config import data_args, model_args, training_args
+from config.cli import parse
 from config.data_args import WindowType
-from config.inference_args import DecodingConfig
+from config.inference_args import InferenceConfig
 from evaluation import baselines, forecast_windows, metrics
 from forecasting import reading
 from forecasting.forecast_files import write_forecast_files
-from forecasting.reading import Forecast, read_forecast, read_samples
+from forecasting.reading import Forecast, Question, read_forecast, read_samples
 from llm import checkpoints, generation, patches, sft, token_automaton
+from llm.generation import Sampling
 from prompts import answer_parser, prompt_format
 from utils import StockToolError
 
@@ -122,7 +123,7 @@ def test_constrained_generation_on_the_real_model_always_matches(tokenizer):
         {"role": "user", "content": prompt_format.user_prompt("巨大", FRAME.iloc[:3], 1, OHLCV, answer_format="change")}
     ]
     regex = prompt_format.answer_regex(DAYS[3:4], OHLCV, "change")
-    answers = generation.generate_samples(loaded, [prompt], 8, batch_size=2, samples=2, regexes=[regex])
+    answers = generation.generate_samples(loaded, [prompt], 8, Sampling(batch_size=2, samples=2), regexes=[regex])
     assert len(answers) == 1 and len(answers[0]) == 2
     assert all(re.fullmatch(regex, a) for a in answers[0])
 
@@ -170,9 +171,13 @@ def test_a_batch_too_big_for_the_gpu_is_generated_in_halves_with_the_same_answer
         for name in ("巨大", "台積電", "聯發科")
     ]
     regexes = [prompt_format.answer_regex(DAYS[3:4], OHLCV, "change")] * 3
+
     # `generate`'s path (jump-forward's halving: tests/test_jump_forward.py)
-    one_per_step = functools.partial(generation.generate_samples, jump_forward=False)
-    expected = one_per_step(loaded, prompts, 8, batch_size=1, regexes=regexes, stop_after=6)
+    def one_per_step(loaded, prompts, n, batch_size, regexes, stats=None):
+        how = Sampling(batch_size=batch_size, jump_forward=False, stop_after=6)
+        return generation.generate_samples(loaded, prompts, n, how, regexes, stats)
+
+    expected = one_per_step(loaded, prompts, 8, batch_size=1, regexes=regexes)
     generate = loaded.model.generate
 
     class Cache:  # stands for the key/value cache a failed batch had filled
@@ -189,12 +194,12 @@ def test_a_batch_too_big_for_the_gpu_is_generated_in_halves_with_the_same_answer
         return generate(**kwargs)
 
     loaded.model.generate = small_memory
-    assert one_per_step(loaded, prompts, 8, batch_size=3, regexes=regexes, stop_after=6) == expected
+    assert one_per_step(loaded, prompts, 8, batch_size=3, regexes=regexes) == expected
     assert "out of GPU memory at 3 sequences" in caplog.text
     assert failed and held and not any(held)
     with pytest.raises(StockToolError, match="does not fit the GPU's memory"):
         loaded.model.generate = lambda **kwargs: (_ for _ in ()).throw(torch.OutOfMemoryError("simulated"))
-        one_per_step(loaded, prompts[:1], 8, batch_size=1, regexes=regexes[:1], stop_after=6)
+        one_per_step(loaded, prompts[:1], 8, batch_size=1, regexes=regexes[:1])
 
 
 # --------------------------------------------------------------------------- samples, medians and scores
@@ -267,7 +272,7 @@ def test_impossible_samples_are_draws_but_an_impossible_median_fails_and_is_neve
     assert not failed.ok and failed.problem.startswith("the median candle is impossible")
     single = read_samples([bad], OHLCV, 1, DAYS[3])  # greedy: the one answer is the forecast
     assert not single.ok and single.problem.startswith("invalid: ")
-    told = read_forecast("9921", "巨大", FRAME.iloc[:4], [good, bad, good], OHLCV, 1)
+    told = read_forecast(Question("9921", "巨大", FRAME.iloc[:4], tuple(OHLCV), 1), [good, bad, good])
     assert told.ok and any("1 of 3 samples were impossible candles" in n for n in told.notes)
 
 
@@ -283,7 +288,7 @@ def test_a_sampled_forecast_has_bands_and_its_files_are_written_whole(tmp_path):
     answers = [
         prompt_format.answer_text(FRAME.iloc[4:].assign(Close=c, High=106.0), OHLCV) for c in (103.0, 104.0, 105.0)
     ]
-    result = read_forecast("9921", "巨大", FRAME.iloc[:4], answers, OHLCV, 1)
+    result = read_forecast(Question("9921", "巨大", FRAME.iloc[:4], tuple(OHLCV), 1), answers)
     assert result.ok and result.bands is not None and result.forecast["Close"].iloc[0] == 104.0
     paths = write_forecast_files(result, tmp_path / "9921_20260430_4to1")
     frame = pd.read_csv(paths[0], index_col="Date")
@@ -295,7 +300,9 @@ def test_a_sampled_forecast_has_bands_and_its_files_are_written_whole(tmp_path):
 
 
 def test_a_greedy_forecast_has_no_bands():
-    result = read_forecast("9921", "巨大", FRAME.iloc[:4], [prompt_format.answer_text(FRAME.iloc[4:], OHLCV)], OHLCV, 1)
+    result = read_forecast(
+        Question("9921", "巨大", FRAME.iloc[:4], tuple(OHLCV), 1), [prompt_format.answer_text(FRAME.iloc[4:], OHLCV)]
+    )
     assert isinstance(result, Forecast) and result.ok and result.bands is None
 
 
@@ -316,16 +323,16 @@ def test_bad_decoding_flags_are_one_clear_line(flags, message, capsys, tmp_path)
 
 
 def test_the_command_lines_sampling_defaults_are_the_decoding_configs():
-    args = cli.build_parser().parse_args(["--train", "0"])
-    default = DecodingConfig()
+    args = parse(["--train", "0"]).args
+    default = InferenceConfig()
     assert (args.samples, args.temperature, args.band) == (default.samples, default.temperature, default.band)
     assert (args.decoding == "constrained") == default.constrained
 
 
 def test_decoding_config_is_checked_where_it_is_made():
     with pytest.raises(StockToolError):
-        DecodingConfig(samples=-1)
-    assert DecodingConfig(samples=8, temperature=0.7).describe().startswith("median of 8 samples")
+        InferenceConfig(samples=-1)
+    assert InferenceConfig(samples=8, temperature=0.7).describe().startswith("median of 8 samples")
 
 
 # --------------------------------------------------------------------------- training selection
@@ -336,7 +343,7 @@ def test_the_examples_a_short_run_trains_on_cover_every_company_and_window_in_pr
     examples = [
         {"meta": {"code": c, "window": w, "n": n}} for c in companies for w in windows for n in range(400)
     ]  # in the order they are built: company by company
-    settings = training_args.TrainSettings(max_steps=60, batch_size=8, gradient_accumulation_steps=4)
+    settings = training_args.TrainConfig(max_steps=60, per_device_train_batch_size=8, gradient_accumulation_steps=4)
     picked = sft._examples_for_steps(examples, settings, seed=3407)[: 60 * 8 * 4]
     share = pd.Series([(e["meta"]["code"], e["meta"]["window"]) for e in picked]).value_counts(normalize=True)
     assert (

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from config.data_args import DataConfig, WindowType
+from config.data_args import DataConfig, ExamplesConfig, WindowType
 from config.evaluation_args import EvalConfig
+from config.inference_args import InferenceConfig
 from conftest import candles as frame_of
 from conftest import write_price_csv
 from evaluation import baselines, forecast_windows, interface, reference_forecasters, walk_forward
@@ -88,25 +89,26 @@ def test_evaluate_is_a_loop_over_forecasters_each_fitted_before_the_test_period(
     class UpOnePercent(interface.Forecaster):  # a new model drops into the loop and is scored beside the others
         name = "up_one_percent"
 
-        def fit(self, history):
+        def _fit(self, history):
             seen["last"] = max(f.index[-1] for f in history.prices.values())
 
-        def predict(self, tests):
+        def _predict(self, tests):
             return interface.Forecasts([baselines.persistence(w) * 1.01 for w in tests])
 
     original = walk_forward._forecasters
     monkeypatch.setattr(walk_forward, "_forecasters", lambda *a: original(*a) + [UpOnePercent()])
     data = DataConfig(
         data_dir=str(prices),
+        output_dir=str(tmp_path / "out"),
         company_list_file=str(tmp_path / "companies.json"),
         offline=True,
-        windows="5:1",
         year=2026,
         month=1,
         end_date="2026-04-30",
     )
     cfg = EvalConfig(models="", test_start="2026-04-01", test_end="2026-04-24", bootstrap=20)
-    result = walk_forward.evaluate(Workspace(data, tmp_path / "out"), str(tmp_path / "no-adapter"), cfg)
+    ws = Workspace(data, ExamplesConfig(windows="5:1"))
+    result = walk_forward.evaluate(ws, str(tmp_path / "no-adapter"), cfg, InferenceConfig())
     table = result["table"]
     assert list(table) == ["persistence", "drift", "moving_average", "random_walk", "ewma", "garch", "up_one_percent"]
     assert seen["last"] == pd.Timestamp("2026-03-31")  # nothing from the test period
@@ -126,7 +128,8 @@ def test_the_stages_take_a_workspace_not_the_facade(tmp_path):
             if isinstance(node, ast.FunctionDef):
                 assert "predictor" not in [a.arg for a in node.args.args], f"{name}.{node.name}"
     write_price_csv(tmp_path, "1111", frame_of(np.linspace(50, 80, 40)))
-    ws = Workspace(DataConfig(data_dir=str(tmp_path), windows="5:5", val_fraction=0.2), tmp_path / "out")
+    data = DataConfig(data_dir=str(tmp_path), output_dir=str(tmp_path / "out"))
+    ws = Workspace(data, ExamplesConfig(windows="5:5", val_fraction=0.2))
     train, val, manifest = sft_data.build(ws, [Company("1111", "n", "twse")], {"1111": ws.cache.load("1111")})
     assert (
         train and manifest["train_examples"] == len(train) and (tmp_path / "out" / "examples" / "train.jsonl").is_file()

@@ -13,7 +13,8 @@ import pytest
 
 import model
 from config import data_args, inference_args, model_args
-from llm import checkpoints, generation, token_automaton
+from llm import checkpoints, generation, jump_forward, token_automaton
+from llm.generation import Sampling
 from market import price_files
 from prompts import prompt_format
 from utils import StockToolError
@@ -142,10 +143,10 @@ def test_jump_forward_gives_the_one_token_per_step_answers_in_fewer_forwards(tin
     regexes = [prompt_format.answer_regex(days, OHLCV, answer_format)] * len(prompts)
     before, after = {}, {}
     slow = generation.generate_token_ids(
-        tiny, prompts, 8, batch_size=8, regexes=regexes, jump_forward=False, stats=before
+        tiny, prompts, 8, Sampling(batch_size=8, jump_forward=False), regexes=regexes, stats=before
     )
     fast = generation.generate_token_ids(
-        tiny, prompts, 8, batch_size=8, regexes=regexes, stats=after, engine="transformers"
+        tiny, prompts, 8, Sampling(batch_size=8, engine="transformers"), regexes=regexes, stats=after
     )
     assert fast == slow
     assert after["path"] == "jump-forward" and before["path"] == "generate"
@@ -159,11 +160,11 @@ def test_compacting_the_cache_at_every_step_changes_no_answer(tiny, monkeypatch)
     prompts, days = literal_windows(5, 5)
     # rows of other formats drift apart: their forced runs come at other steps, and leave holes in the cache
     regexes = [prompt_format.answer_regex(days, OHLCV, f) for f in ("change", "absolute", "change")]
-    plain = generation.generate_token_ids(tiny, prompts, 8, batch_size=8, regexes=regexes, jump_forward=False)
-    monkeypatch.setattr(generation, "_SLACK", 0)
+    plain = generation.generate_token_ids(tiny, prompts, 8, Sampling(batch_size=8, jump_forward=False), regexes=regexes)
+    monkeypatch.setattr(jump_forward, "_SLACK", 0)
     stats: dict = {}
     compacted = generation.generate_token_ids(
-        tiny, prompts, 8, batch_size=8, regexes=regexes, stats=stats, engine="transformers"
+        tiny, prompts, 8, Sampling(batch_size=8, engine="transformers"), regexes=regexes, stats=stats
     )
     assert compacted == plain
     assert stats["compactions"] > 0
@@ -175,7 +176,7 @@ def test_jump_forward_samples_are_answers_of_the_grammar_and_repeat_with_the_see
 
     def draw():
         return generation.generate_samples(
-            tiny, prompts, 8, batch_size=8, samples=3, temperature=1.0, regexes=regexes, engine="transformers"
+            tiny, prompts, 8, Sampling(batch_size=8, samples=3, temperature=1.0, engine="transformers"), regexes=regexes
         )
 
     answers = draw()
@@ -190,7 +191,9 @@ def test_a_jump_forward_batch_too_big_for_the_gpu_is_generated_in_halves(tiny, c
 
     prompts, days = literal_windows(1, 1)
     regexes = [prompt_format.answer_regex(days, OHLCV, "change")] * 3
-    expected = generation.generate_token_ids(tiny, prompts, 8, batch_size=1, regexes=regexes, engine="transformers")
+    expected = generation.generate_token_ids(
+        tiny, prompts, 8, Sampling(batch_size=1, engine="transformers"), regexes=regexes
+    )
     forward = tiny.model.forward
 
     def small_memory(*args, **kwargs):
@@ -202,14 +205,14 @@ def test_a_jump_forward_batch_too_big_for_the_gpu_is_generated_in_halves(tiny, c
     stats: dict = {}
     try:
         halved = generation.generate_token_ids(
-            tiny, prompts, 8, batch_size=3, regexes=regexes, stats=stats, engine="transformers"
+            tiny, prompts, 8, Sampling(batch_size=3, engine="transformers"), regexes=regexes, stats=stats
         )
         assert halved == expected
         assert "out of GPU memory at 3 sequences" in caplog.text and stats["halvings"] == 2
         tiny.model.forward = lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("simulated"))
         with pytest.raises(StockToolError, match="does not fit the GPU's memory"):
             generation.generate_token_ids(
-                tiny, prompts[:1], 8, batch_size=1, regexes=regexes[:1], engine="transformers"
+                tiny, prompts[:1], 8, Sampling(batch_size=1, engine="transformers"), regexes=regexes[:1]
             )
     finally:
         del tiny.model.forward
@@ -227,12 +230,12 @@ def test_free_decoding_and_other_processors_keep_generate(tiny, monkeypatch):
 
 
 def test_the_decoding_config_switches_jump_forward_and_defaults_to_it():
-    import main as cli
+    from config import cli
 
-    assert inference_args.DecodingConfig().jump_forward
+    assert inference_args.InferenceConfig().jump_forward
     for flag, on in ((["--jump-forward", "0"], False), ([], True)):
-        args = cli.build_parser().parse_args(["--train", "0", *flag])
-        assert cli.build_configs(args, cuda=True)[4].decoding.jump_forward is on
+        for argv in (["--train", "0", *flag], ["forecast", *flag]):
+            assert cli.parse(argv).settings(cuda=True).inference.jump_forward is on
 
 
 # --------------------------------------------------------------------------- the real SmolLM2 on real prompts
@@ -273,9 +276,14 @@ def test_real_greedy_answers_are_todays_token_for_token(smollm2, shared_data, an
     assert len(lengths) > 1  # a left-padded batch
     before, after = {}, {}
     today = generation.generate_token_ids(
-        smollm2, prompts, 8, batch_size=8, regexes=regexes, stats=before, engine="transformers", canonical=False
+        smollm2,
+        prompts,
+        8,
+        Sampling(batch_size=8, engine="transformers", canonical=False),
+        regexes=regexes,
+        stats=before,
     )
-    default = generation.generate_token_ids(smollm2, prompts, 8, batch_size=8, regexes=regexes, stats=after)
+    default = generation.generate_token_ids(smollm2, prompts, 8, Sampling(batch_size=8), regexes=regexes, stats=after)
     assert default == today
     assert after["path"] == "static" and after["forwards"] < before["forwards"]
     for group, regex in zip(default, regexes, strict=True):
@@ -289,7 +297,7 @@ def test_real_samples_with_a_seed_are_answers_of_the_grammar(smollm2, shared_dat
 
     def draw():
         return generation.generate_samples(
-            smollm2, prompts, 8, batch_size=8, samples=3, temperature=0.7, regexes=regexes, seed=7
+            smollm2, prompts, 8, Sampling(batch_size=8, samples=3, temperature=0.7, seed=7), regexes=regexes
         )
 
     answers = draw()

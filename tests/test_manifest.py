@@ -7,7 +7,8 @@ import json
 import pytest
 
 from config import manifest
-from config.data_args import DataConfig
+from config.context_args import ContextConfig
+from config.data_args import DataConfig, ExamplesConfig
 from config.model_args import ModelConfig
 from utils import StockToolError
 
@@ -22,7 +23,9 @@ def test_a_manifest_reads_back_what_was_written(tmp_path):
     written = manifest.Manifest(
         base_model="m",
         model=ModelConfig(max_seq_length=768),
-        data=DataConfig(windows="1:1", news=False),
+        data=DataConfig(year=2025),
+        examples=ExamplesConfig(windows="1:1"),
+        context=ContextConfig(news=False),
         dataset=manifest.DatasetRecord(cutoff="2026-01-05", last_date="2026-02-27", windows=["1:1"], fields=["close"]),
         companies=[{"code": "2330"}],
         other={"benchmark": "x"},
@@ -37,7 +40,8 @@ def test_a_manifest_reads_back_what_was_written(tmp_path):
 
 def test_an_old_adapters_missing_keys_take_that_versions_behaviour(tmp_path):
     read = manifest.read(_adapter(tmp_path, {"base_model": "m", "data": {"end_date": "2025-12-31", "year": 2025}}))
-    assert read.answer_format == "absolute" and not read.data.signals and not read.data.news
+    assert read.answer_format == "absolute" and read.examples.answer_format == "absolute"
+    assert not read.context.signals and not read.context.news and read.data.year == 2025
     assert read.last_seen == "2025-12-31" and read.windows is None and read.model is None
 
 

@@ -15,8 +15,8 @@ import pytest
 import main as cli
 import model
 from config import data_args
-from config.data_args import DataConfig
-from conftest import candles
+from config.data_args import DataConfig, ExamplesConfig
+from conftest import WordTokenizer, candles
 from llm import generation
 from market import company_list, exchanges, price_files
 from market.company_list import Company
@@ -124,7 +124,9 @@ def test_a_common_layout_file_is_never_fetched_or_rewritten_even_online(tmp_path
 
 def test_fields_the_common_layout_lacks_are_refused_clearly(tmp_path):
     write(tmp_path / "prices" / "AAPL.csv", common_text(LITERAL))
-    ws = Workspace(DataConfig(data_dir=str(tmp_path), offline=True, fields="all", end_date="2026-03-31"))
+    ws = Workspace(
+        DataConfig(data_dir=str(tmp_path), offline=True, end_date="2026-03-31"), ExamplesConfig(fields="all")
+    )
     apple = ws.company("AAPL")
     assert apple == Company("AAPL", "AAPL", "csv")  # another market's code, known from its file
     start, end = pd.Timestamp("2026-03-01").date(), pd.Timestamp("2026-03-31").date()
@@ -148,11 +150,11 @@ def fake_model(monkeypatch, fields=OHLCV, answer_format="absolute"):
     returns the prompts it was given."""
     seen: list = []
     config = {"dataset": {"fields": fields, "answer_format": answer_format}}
-    loaded = model.LoadedModel(model=None, tokenizer=None, cuda=False, config=config)
+    loaded = model.LoadedModel(model=None, tokenizer=WordTokenizer(), cuda=False, config=config)
     monkeypatch.setattr(model, "load_for_inference", lambda *a, **kw: loaded)
 
-    def generate(_, prompts, max_new_tokens, *args, regexes=None, **kw):
-        regexes = regexes or args[3]  # the evaluation passes them by position
+    def generate(_, prompts, max_new_tokens, how=None, regexes=None, stats=None):
+
         answers = []
         for prompt, regex in zip(prompts, regexes, strict=True):
             seen.append(prompt[0]["content"])

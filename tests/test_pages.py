@@ -18,15 +18,14 @@ import pytest
 import model
 from config import data_args
 from config.evaluation_args import EvalConfig
-from config.inference_args import DecodingConfig
+from config.inference_args import InferenceConfig
 from config.model_args import ModelConfig
-from config.training_args import TrainSettings
-from conftest import candles, write_price_csv
+from conftest import WordTokenizer, candles, fake_pool, write_price_csv
 from forecasting import calibrated, chart, forecast_page
 from forecasting import html as html_
 from llm import generation
 from prompts import prompt_format
-from stock_predictor import DataConfig, StockPredictor
+from stock_predictor import DataConfig, Settings, StockPredictor
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -120,13 +119,11 @@ def made(tmp_path_factory) -> dict:
     return made
 
 
-def _predictor(prices: Path, out: Path, **decoding) -> StockPredictor:
-    return StockPredictor(
-        DataConfig(data_dir=str(prices), offline=True, end_date="2026-04-30"),
-        ModelConfig(model_dir=str(out / "adapter")),
-        train_settings=TrainSettings(output_dir=str(out)),
-        decoding=DecodingConfig(**decoding),
-    )
+def _predictor(prices: Path, out: Path, cfg: EvalConfig | None = None, **decoding) -> StockPredictor:
+    data = DataConfig(data_dir=str(prices), output_dir=str(out), offline=True, end_date="2026-04-30")
+    settings = Settings(data=data, model=ModelConfig(model_dir=str(out / "adapter")),
+                        inference=InferenceConfig(**decoding), evaluation=cfg or EvalConfig())  # fmt: skip
+    return StockPredictor(settings)
 
 
 def _answer(prompt: str, shift: float) -> str:
@@ -146,10 +143,11 @@ def _answer(prompt: str, shift: float) -> str:
 def _fake_model(monkeypatch, broken=()):
     """Inference with an injected model: samples shifted by −0.7 … +1.3 % a day; stocks named in `broken` get
     an answer that does not parse."""
-    loaded = model.LoadedModel(model=None, tokenizer=None, cuda=False, config={"dataset": {"fields": OHLCV}})
+    loaded = model.LoadedModel(model=None, tokenizer=WordTokenizer(), cuda=False, config={"dataset": {"fields": OHLCV}})
     monkeypatch.setattr(model, "load_for_inference", lambda model_dir, cfg=None: loaded)
 
-    def generate(_, prompts, *args, samples=1, **kwargs):
+    def generate(_, prompts, max_new_tokens, how=None, regexes=None, stats=None):
+        samples = how.samples if how else 1
         out = []
         for p in prompts:
             text = p[0]["content"]
@@ -184,7 +182,9 @@ def forecast_pages(prices: Path, out: Path, monkeypatch) -> dict:
     made = {"sampled": sampled.forecast_many(["2330", "6569", "2317"], past=5, future=3)}
     made["greedy"] = _predictor(prices, out / "greedy").forecast_many(["2330"], past=1, future=1)
     weighed = _predictor(prices, out / "weighed")
-    monkeypatch.setattr(weighed, "_calibration", lambda: _calibration("20:5", 5, 0.0))
+    from forecasting import latest
+
+    monkeypatch.setattr(latest, "band_calibration", lambda *args: _calibration("20:5", 5, 0.0))
     made["weighed"] = weighed.forecast_many(["6569"], past=20, future=5)
     return made
 
@@ -204,11 +204,11 @@ def evaluation_page(prices: Path, out: Path) -> dict:
     }  # fmt: skip
     (adapter / "stock_config.json").write_text(json.dumps(config, ensure_ascii=False))
     cfg = EvalConfig(test_end="2026-04-30", bootstrap=50, stride=1, models="tuned,base")
-    generators = {
-        "tuned": lambda prompts, n: [_answer(p[0]["content"], 0.0) for p in prompts],
-        "base": lambda prompts, n: ["no idea"] * len(prompts),
-    }
-    return _predictor(prices, out).evaluate(cfg, generators=generators)["paths"]
+    pool = fake_pool(
+        tuned=lambda prompts, n: [_answer(p[0]["content"], 0.0) for p in prompts],
+        base=lambda prompts, n: ["no idea"] * len(prompts),
+    )
+    return _predictor(prices, out, cfg).evaluate(pool)["paths"]
 
 
 def test_a_forecast_run_writes_one_page_listing_every_code(made):

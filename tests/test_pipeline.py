@@ -14,6 +14,7 @@ import pytest
 import main as cli
 import model
 from config import data_args
+from conftest import WordTokenizer
 from llm import generation
 from market import price_files
 from prompts import prompt_format
@@ -40,7 +41,7 @@ def fake_adapter(monkeypatch, answer_for):
     """Inference with an injected generator; `answer_for(prompt_text)` returns the model's answer."""
     loaded = model.LoadedModel(
         model=None,
-        tokenizer=None,
+        tokenizer=WordTokenizer(),
         cuda=False,
         config={"dataset": {"fields": ["open", "high", "low", "close", "capacity"]}},
     )
@@ -91,15 +92,12 @@ def test_invalid_candles_are_reported_not_repaired(workdir, monkeypatch, capsys)
 
 
 def test_a_folder_of_price_csvs_is_only_read(workdir):
-    from config.training_args import TrainSettings
-    from stock_predictor import DataConfig, StockPredictor
+    from stock_predictor import DataConfig, ExamplesConfig, Settings, StockPredictor
 
     before = sorted(p.name for p in (workdir / "prices").iterdir())
-    predictor = StockPredictor(
-        DataConfig(data_dir=str(workdir / "prices"), company_list_file=str(workdir / "companies.json"),
-                   offline=True, end_date="2026-04-30", windows="5:5"),
-        train_settings=TrainSettings(output_dir=str(workdir / "out")),
-    )  # fmt: skip
+    data = DataConfig(data_dir=str(workdir / "prices"), output_dir=str(workdir / "out"), offline=True,
+                      company_list_file=str(workdir / "companies.json"), end_date="2026-04-30")  # fmt: skip
+    predictor = StockPredictor(Settings(data=data, examples=ExamplesConfig(windows="5:5")))
     companies = predictor.companies()
     train, val, manifest = predictor.build_dataset(companies, predictor.fetch_prices(companies))
     assert sorted(p.name for p in (workdir / "prices").iterdir()) == before

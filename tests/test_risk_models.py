@@ -12,6 +12,7 @@ from evaluation import forecast_windows
 from evaluation.interface import History
 from evaluation.reference_forecasters import EwmaRandomWalk, GarchRandomWalk
 from forecasting import risk_models
+from utils import StockToolError
 
 
 def test_ewma_variance_by_hand():
@@ -87,7 +88,7 @@ def test_reference_forecasters_on_a_window():
     history = History({"2330": frame.iloc[:395]}, [], [window], ["open"], 1, 0.1, None, frame.index[394])
 
     ewma = EwmaRandomWalk()
-    out = ewma.predict([w])
+    out = ewma.fit(history).predict([w])  # RiskMetrics fits nothing: its fit is the interface's
     assert np.allclose(out.points[0][:, 3], w.last_close)  # persistence is its point
     samples = out.samples[0]
     assert samples.shape == (risk_models.QUANTILE_DRAWS, 5)
@@ -110,7 +111,9 @@ def test_garch_falls_back_to_ewma_on_short_history():
     window = WindowType(1, 1)
     w = forecast_windows.TestWindow("9999", "x", window, frame.iloc[:59], frame.iloc[59:60])
     garch = GarchRandomWalk()
-    garch.fit(History({"9999": frame.iloc[:59]}, [], [window], ["open"], 1, 0.1, None, frame.index[58]))
-    out = garch.predict([w])
+    history = History({"9999": frame.iloc[:59]}, (), (window,), ("open",), 1, 0.1, None, frame.index[58])
+    out = garch.fit(history).predict([w])
     assert out.figures == {"fitted": 0, "ewma_instead": 1}
-    assert np.allclose(out.samples[0], EwmaRandomWalk().predict([w]).samples[0])
+    assert np.allclose(out.samples[0], EwmaRandomWalk().fit(history).predict([w]).samples[0])
+    with pytest.raises(StockToolError, match="the garch forecaster predicts only after fit"):
+        GarchRandomWalk().predict([w])

@@ -15,6 +15,7 @@ import pytest
 import model
 from config import data_args
 from llm import generation, static_decode, token_automaton
+from llm.generation import Sampling
 from prompts import prompt_format
 from utils import StockToolError
 
@@ -158,10 +159,15 @@ def test_static_answers_are_the_models_own_forwards_token_for_token(tiny, answer
     prompts, regexes = windows(past, future, (answer_format,) * 3)
     before, after = {}, {}
     own = generation.generate_token_ids(
-        tiny, prompts, 8, batch_size=8, regexes=regexes, stats=before, engine="transformers", canonical=canonical
+        tiny,
+        prompts,
+        8,
+        Sampling(batch_size=8, engine="transformers", canonical=canonical),
+        regexes=regexes,
+        stats=before,
     )
     static = generation.generate_token_ids(
-        tiny, prompts, 8, batch_size=8, regexes=regexes, stats=after, canonical=canonical
+        tiny, prompts, 8, Sampling(batch_size=8, canonical=canonical), regexes=regexes, stats=after
     )
     assert static == own
     assert after["path"] == "static" and before["path"] == "jump-forward"
@@ -172,16 +178,20 @@ def test_static_answers_are_the_models_own_forwards_token_for_token(tiny, answer
 
 def test_rows_that_drift_apart_wait_for_each_other_with_the_same_answers(tiny):
     prompts, regexes = windows(5, 5, ("change", "absolute", "candle"))  # forced runs at other steps per row
-    own = generation.generate_token_ids(tiny, prompts, 8, batch_size=8, regexes=regexes, engine="transformers")
+    own = generation.generate_token_ids(
+        tiny, prompts, 8, Sampling(batch_size=8, engine="transformers"), regexes=regexes
+    )
     stats: dict = {}
-    assert generation.generate_token_ids(tiny, prompts, 8, batch_size=8, regexes=regexes, stats=stats) == own
+    assert generation.generate_token_ids(tiny, prompts, 8, Sampling(batch_size=8), regexes=regexes, stats=stats) == own
     assert stats["forced_forwards"] > 0
 
 
 def test_static_answers_with_a_lora_adapter_are_peft_s(tiny_lora):
     prompts, regexes = windows(5, 5)
-    own = generation.generate_token_ids(tiny_lora, prompts, 8, batch_size=8, regexes=regexes, engine="transformers")
-    assert generation.generate_token_ids(tiny_lora, prompts, 8, batch_size=8, regexes=regexes) == own
+    own = generation.generate_token_ids(
+        tiny_lora, prompts, 8, Sampling(batch_size=8, engine="transformers"), regexes=regexes
+    )
+    assert generation.generate_token_ids(tiny_lora, prompts, 8, Sampling(batch_size=8), regexes=regexes) == own
 
 
 def test_static_samples_are_answers_of_the_grammar_and_repeat_with_the_seed(tiny):
@@ -189,7 +199,7 @@ def test_static_samples_are_answers_of_the_grammar_and_repeat_with_the_seed(tiny
 
     def draw(seed):
         return generation.generate_samples(
-            tiny, prompts[:2], 8, batch_size=8, samples=3, temperature=1.0, regexes=regexes[:2], seed=seed
+            tiny, prompts[:2], 8, Sampling(batch_size=8, samples=3, temperature=1.0, seed=seed), regexes=regexes[:2]
         )
 
     answers = draw(5)
@@ -203,7 +213,7 @@ def test_a_static_batch_too_big_for_the_gpu_is_generated_in_halves(tiny, caplog,
     import torch
 
     prompts, regexes = windows(1, 1)
-    expected = generation.generate_token_ids(tiny, prompts, 8, batch_size=1, regexes=regexes)
+    expected = generation.generate_token_ids(tiny, prompts, 8, Sampling(batch_size=1), regexes=regexes)
     forward = static_decode.Engine.forward
 
     def small_memory(self, cache, rows, ids, *args, **kwargs):
@@ -213,7 +223,10 @@ def test_a_static_batch_too_big_for_the_gpu_is_generated_in_halves(tiny, caplog,
 
     monkeypatch.setattr(static_decode.Engine, "forward", small_memory)
     stats: dict = {}
-    assert generation.generate_token_ids(tiny, prompts, 8, batch_size=3, regexes=regexes, stats=stats) == expected
+    assert (
+        generation.generate_token_ids(tiny, prompts, 8, Sampling(batch_size=3), regexes=regexes, stats=stats)
+        == expected
+    )
     assert "out of GPU memory at 3 sequences" in caplog.text and stats["halvings"] == 2
 
 
@@ -230,7 +243,7 @@ def test_a_model_the_engine_cannot_run_goes_the_other_way(tokenizer):
     generation.generate_token_ids(other, prompts[:1], 8, regexes=regexes[:1], stats=stats)
     assert stats["path"] == "jump-forward"
     with pytest.raises(StockToolError, match="cannot run this model: model type 'gpt2'"):
-        generation.generate_token_ids(other, prompts[:1], 8, regexes=regexes[:1], engine="static")
+        generation.generate_token_ids(other, prompts[:1], 8, Sampling(engine="static"), regexes=regexes[:1])
 
 
 # --------------------------------------------------------------------------- the grammar in the tokenizer's spelling

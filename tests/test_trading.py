@@ -21,7 +21,7 @@ import main as cli
 import model
 import stock_api
 from config import data_args
-from conftest import LocalServer, candles, write_price_csv
+from conftest import LocalServer, WordTokenizer, candles, write_price_csv
 from llm import generation
 from prompts import prompt_format
 from trading import trade_rules
@@ -205,7 +205,7 @@ def work(tmp_path, monkeypatch, server):
     monkeypatch.setenv("STOCK_API_PASSWORD", PASSWORD)
     monkeypatch.setenv("STOCK_API_URL", server.url)
     fields = data_args.FIELD_SETS["ohlcv"]
-    loaded = model.LoadedModel(None, None, False, {"dataset": {"fields": fields}})
+    loaded = model.LoadedModel(None, WordTokenizer(), False, {"dataset": {"fields": fields}})
     monkeypatch.setattr(model, "load_for_inference", lambda model_dir, adapter=True: loaded)
     moves = {"台積電": 1.05, "鴻海": 0.95, "聯電": 1.0}  # 2330 up 5%, 2317 down 5%, 2303 flat
 
@@ -299,12 +299,11 @@ def test_trade_needs_credentials_and_execute_needs_trade(work, monkeypatch, caps
 def test_the_server_as_a_price_source(tmp_path, server, monkeypatch, capsys):
     monkeypatch.setenv("STOCK_API_URL", server.url)
     (tmp_path / "companies.json").write_text(json.dumps([{"code": "2330"}]))
-    from stock_predictor import DataConfig, StockPredictor
+    from stock_predictor import DataConfig, Settings, StockPredictor
 
-    predictor = StockPredictor(
-        DataConfig(data_dir=str(tmp_path / "data"), company_list_file=str(tmp_path / "companies.json"),
-                   year=2026, month=3, end_date="2026-04-24", price_source="server")
-    )  # fmt: skip
+    data = DataConfig(data_dir=str(tmp_path / "data"), company_list_file=str(tmp_path / "companies.json"),
+                      year=2026, month=3, end_date="2026-04-24", price_source="server")  # fmt: skip
+    predictor = StockPredictor(Settings(data=data))
     prices = predictor.fetch_prices(predictor.companies())
     assert len(prices["2330"]) == 40 and prices["2330"]["Close"].iloc[-1] == pytest.approx(1900.0)
     gets = [r.split("/", 1)[1] for r in server.requests if r.startswith("GET")]

@@ -165,20 +165,17 @@ def test_the_varlen_shim_is_left_out_where_it_cannot_or_need_not_apply(monkeypat
     import torch.nn.attention.varlen as varlen
 
     before = varlen.varlen_attn
-    assert patches.install_varlen_gqa() == "not needed: no CUDA"  # this CPU machine
-    monkeypatch.setattr(patches, "VARLEN_GQA", False)
-    assert patches.install_varlen_gqa() == "off (STOCK_VARLEN_GQA=0)"
-    monkeypatch.setattr(patches, "VARLEN_GQA", True)
+    assert patches.patch_varlen_gqa() == "not needed: no CUDA"  # this CPU machine
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.backends.cuda, "is_flash_attention_available", lambda: False)
     # the CPU's torch may already take enable_gqa (2.12+); with the flag gone and no flash kernel: not installed
     monkeypatch.setattr(
         varlen, "varlen_attn", lambda query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, window_size=None: None
     )
-    assert patches.install_varlen_gqa().startswith("not available")
+    assert patches.patch_varlen_gqa().startswith("not available")
     monkeypatch.setattr(torch.backends.cuda, "is_flash_attention_available", lambda: True)
-    assert patches.install_varlen_gqa() == "installed" and varlen.varlen_attn.takes_gqa
-    assert patches.install_varlen_gqa().startswith("not needed")  # once only
+    assert patches.patch_varlen_gqa() == "installed" and varlen.varlen_attn.takes_gqa
+    assert patches.patch_varlen_gqa().startswith("not needed")  # once only
     monkeypatch.setattr(varlen, "varlen_attn", before)
 
 

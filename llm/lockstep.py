@@ -1,0 +1,90 @@
+"""The static engine's decode loop (`static_decode.Engine`): rows of a batch in lockstep under their grammars."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from llm.jump_forward import Run, advance, choose, count, grammar_rows
+from utils import StockToolError
+
+if TYPE_CHECKING:
+    from model import LoadedModel
+
+
+def applies(loaded: LoadedModel, engine: str) -> bool:
+    """Whether `engine` ("auto", "static", "transformers") puts this model on the static path."""
+    if engine == "transformers":
+        return False
+    from llm import static_decode
+
+    why = static_decode.unsupported(loaded.model)
+    if engine == "static" and why:
+        raise StockToolError(f"--engine static cannot run this model: {why}")
+    return not why
+
+
+def engine_of(loaded: LoadedModel):
+    """The loaded model's static engine, made on first use (its weights read from the loaded model once)."""
+    from llm import static_decode
+
+    if loaded.static is None:
+        loaded.static = static_decode.Engine(loaded.model, merge=loaded.cuda)
+    return loaded.static
+
+
+def decode_batch(run: Run, chunk: list[int]) -> list[list[int]]:
+    """One batch under its grammars on the static engine: the token ids of its rows (prompt-major, then samples),
+    end-of-sequence left out.
+
+    The rows move in lockstep. A row whose next token is a choice is fed that one token in a one-token step (the
+    CUDA graph), while rows that have a forced run to feed (a label, a date) wait; once every unfinished row waits,
+    one forward feeds every row its whole run. So the many one-token steps all replay one graph, and forced text
+    costs one wide forward per field rather than a step per token. Each row is fed exactly the tokens, in the
+    order, of one token per step, so its answer is the same; only the schedule differs."""
+    import torch
+    from torch.profiler import record_function
+
+    engine, samples, budget = engine_of(run.loaded), run.samples, run.max_new_tokens
+    device = engine.device
+    tables, fed, rows = grammar_rows(run, chunk, device)
+    total, run_width = len(fed) * samples, tables.run_tokens.shape[1] + 1
+    width = max(len(f) for f in fed)
+    cache = engine.cache(total, width + budget + 2 * run_width)  # the last columns: the graphs' scratch
+    engine.ensure_positions(width + budget + run_width)
+    with torch.inference_mode():
+        with record_function("forward"):
+            logits, width = engine.prefill(cache, fed, samples)
+        count(run.stats, "forwards")
+        count(run.stats, "fed_tokens", sum(len(f) for f in fed))
+        column = torch.full((total,), width, dtype=torch.long, device=device)  # each row's next cache column
+        position = column - cache.start[:total]  # and rotary position
+        acting = ~rows.done
+        offsets = torch.arange(run_width, device=device)
+        while True:
+            with record_function("sampling"):
+                pick = choose(tables, logits, rows.state, samples, run.temperature)
+            with record_function("grammar mask"):
+                advance(tables, rows, pick, acting, budget)
+                ready = rows.queued == 1
+            with record_function("host<->device"):
+                flags = torch.stack([ready.any().long(), rows.queued.max(), column.max()])
+                any_ready, longest, furthest = flags.tolist()
+            if longest == 0:
+                break
+            step = 1 if any_ready else longest
+            feeding = ready if any_ready else rows.queued > 0
+            ids = torch.where(feeding[:, None] & (offsets[:step] < rows.queued[:, None]), rows.queue[:, :step], 0)
+            last = torch.where(feeding, rows.queued - 1, 0) if step > 1 else torch.zeros_like(column)
+            cols, positions = column[:, None] + offsets[:step], position[:, None] + offsets[:step]
+            with record_function("forward"):
+                logits = engine.step(cache, ids, cols, positions, last, furthest + step)
+            count(run.stats, "forwards")
+            count(run.stats, "one_token_steps" if step == 1 else "forced_forwards")
+            count(run.stats, "fed_tokens", total * step)
+            moved = torch.where(feeding, rows.queued, 0)
+            column, position = column + moved, position + moved
+            rows.queued = torch.where(feeding, 0, rows.queued)
+            acting = feeding
+        lengths = rows.count.tolist()
+    run.stats["graphs"] = len(engine._graphs)  # recorded on this batch's cache so far (benchmarks)
+    return [row[:n] for row, n in zip(rows.answer.tolist(), lengths, strict=True)]
