@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -44,29 +45,31 @@ def window_spans(frame: pd.DataFrame, window: WindowType, fields: list[str], str
     return spans, skipped
 
 
-def build_examples(
-    frame: pd.DataFrame,
-    name: str,
-    code: str,
-    window: WindowType,
-    fields: list[str],
-    stride: int = 1,
-    context_for=None,
-    answer_format: str = "absolute",
-) -> tuple[list[dict], int]:
-    """Every `past → future` window of one company's frame as a TRL prompt-completion example.
+@dataclass(frozen=True)
+class ExampleStyle:
+    """How windows become examples: `stride` days between window starts; `context_for(input_end_date) ->
+    (text, kind)` supplies as-of context (news, signals), `kind` (e.g. "prices+signals+news") recorded in the
+    example's meta for ablations; `answer_format` one of prompts.prompt_format.ANSWER_FORMATS."""
 
-    Returns (examples, skipped): windows with a blank value in a chosen field are skipped, never filled.
-    `context_for(input_end_date) -> (text, kind)` supplies as-of context (news, signals) when given; `kind`
-    (e.g. "prices+signals+news") is recorded in the example's meta for ablations.
-    """
+    stride: int = 1
+    context_for: object = None
+    answer_format: str = "absolute"
+
+
+def build_examples(
+    frame: pd.DataFrame, name: str, code: str, window: WindowType, fields: list[str], style=ExampleStyle()
+) -> tuple[list[dict], int]:
+    """Every `past → future` window of one company's frame as a TRL prompt-completion example, written as
+    `style` says. Returns (examples, skipped): windows with a blank value in a chosen field are skipped, never
+    filled."""
+    context_for, answer_format = style.context_for, style.answer_format
     _check_format(answer_format)
     relative = answer_format != "absolute"
     columns = [FIELDS[f][1] for f in fields]
     blank = frame[columns].isna().any(axis=1).to_numpy()
     lines = ["" if blank[i] else format_row(d, frame.iloc[i], fields) for i, d in enumerate(frame.index)]
     days = frame.index.strftime("%Y-%m-%d")
-    spans, skipped = window_spans(frame, window, fields, stride)
+    spans, skipped = window_spans(frame, window, fields, style.stride)
     examples = []
     for start, mid, end in spans:
         context, kind = context_for(frame.index[mid - 1]) if context_for else ("", "prices")

@@ -31,8 +31,19 @@ from market.company_list import Company
 from market.exchanges import ExchangeClient
 from market.workspace import Workspace
 
-__all__ = ["StockPredictor", "Settings", "DataConfig", "ExamplesConfig", "ContextConfig", "ModelConfig",
-           "LoraConfig", "TrainConfig", "ForecastConfig", "Forecast", "print_forecast"]  # fmt: skip
+__all__ = [
+    "StockPredictor",
+    "Settings",
+    "DataConfig",
+    "ExamplesConfig",
+    "ContextConfig",
+    "ModelConfig",
+    "LoraConfig",
+    "TrainConfig",
+    "ForecastConfig",
+    "Forecast",
+    "print_forecast",
+]
 
 
 class StockPredictor:
@@ -160,8 +171,10 @@ class StockPredictor:
         from llm import distributed
 
         s = self.settings
-        kinds = {"eval": lambda: llm_forecasters.generator_factory(s.model.model_dir, s.inference),
-                 "compare": lambda: stages.compare_factory(s.model, s.instruct, s.inference)}  # fmt: skip
+        kinds = {
+            "eval": lambda: llm_forecasters.generator_factory(s.model.model_dir, s.inference),
+            "compare": lambda: stages.compare_factory(s.model, s.instruct, s.inference),
+        }
         return distributed.Pool.of_kinds(kinds)
 
     def compare(self, pool=None) -> dict:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The forecast-quality ablation behind the README's table (issue 10): SmolLM2-135M-Instruct tuned with unsloth
+# The forecast-quality ablation: SmolLM2-135M-Instruct tuned with unsloth
 # (4-bit, LoRA r16, windows 1:1/5:5/20:5) on two periods, each adapter trained only on days before its test period,
 # then evaluated walk-forward (41 companies, origins every 5 trading days) under several decoding modes.
 #
@@ -61,7 +61,7 @@ evaluate() {
 speed() {  # generation speed of an adapter, 4-bit and 16-bit inference
   local dir="$OUT_ROOT/$1/model"
   for bits in 1 0; do
-    python3 benchmarks/generate_speed.py --model-dir "$dir" --prices "$PRICES" --windows 1:1,5:5,20:5 \
+    python3 -m benchmarks.generate_speed --model-dir "$dir" --prices "$PRICES" --windows 1:1,5:5,20:5 \
       --modes greedy,greedy-free,k8 --count 128 --batch-size 256 --load-in-4bit $bits
   done
 }

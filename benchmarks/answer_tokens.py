@@ -6,7 +6,7 @@ default), walks each through its grammar's token automaton (`constrained.py`) an
 and those whose state allows no other token (forced: appended by jump-forward without a decode step). A token
 is counted in the field of its first character. Prints one table per format and one JSON line.
 
-    python benchmarks/answer_tokens.py --prices ../shared/data/prices --future 5 --count 64
+    python -m benchmarks.answer_tokens --prices ../shared/data/prices --future 5 --count 64
 """
 
 from __future__ import annotations
@@ -14,18 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from config import data_args
 from llm import (
-    checkpoints,  # noqa: E402
-    token_automaton,  # noqa: E402
+    checkpoints,
+    token_automaton,
 )
-from market import price_files  # noqa: E402
-from prompts import prompt_format  # noqa: E402
+from market import price_files
+from prompts import prompt_format
 
 
 def tokenizer_for(name: str | None):

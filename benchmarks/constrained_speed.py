@@ -5,24 +5,21 @@ For a 5-row change-format answer and SmolLM2's tokenizer, each library compiles 
 generation does between two forward passes). Prints one JSON line per library. lm-format-enforcer is
 tried too: its transformers integration must import for it to be measured.
 
-    python benchmarks/constrained_speed.py --prices ../shared/data/prices --batch 256
+    python -m benchmarks.constrained_speed --prices ../shared/data/prices --batch 256
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import model  # noqa: E402
+import model
 from config import data_args
-from llm import checkpoints  # noqa: E402
-from market import price_files  # noqa: E402
-from prompts import prompt_format  # noqa: E402
+from llm import checkpoints
+from market import price_files
+from prompts import prompt_format
 
 
 def answer_and_regex(prices: Path) -> tuple[str, str]:

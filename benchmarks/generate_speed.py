@@ -5,7 +5,7 @@ evaluation's prompts (the adapter's answer format, the real next trading dates a
 latest windows of real price CSVs, and generates them through `generation.generate_samples`, once per decoding
 mode. Prints one JSON line per window × mode. A forecast is one prompt's answer(s): with K samples, K sequences.
 
-    python benchmarks/generate_speed.py --model-dir outputs/model --prices ../shared/data/prices \
+    python -m benchmarks.generate_speed --model-dir outputs/model --prices ../shared/data/prices \
         --windows 1:1,5:5,20:5 --modes greedy,greedy-nojump,greedy-free,k8 --count 256 --batch-size 1024
 
 Modes: greedy (the tool's default: the static engine, labels in the tokenizer's spelling, jump-forward), greedy-today
@@ -30,26 +30,21 @@ On a CPU (a check that it runs): --model-name <SmolLM2's .gguf> --prices ../shar
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import model  # noqa: E402
+import model
+from benchmarks.decode_profile import device_name, profile, step_scan
 from config import data_args
-from config.inference_args import InferenceConfig  # noqa: E402
-from forecasting.reading import read_samples  # noqa: E402
-from llm import (
-    generation,  # noqa: E402
-    patches,  # noqa: E402
-)
+from config.inference_args import InferenceConfig
+from forecasting.reading import read_samples
+from llm import generation, patches
 from llm.generation import Sampling
-from market import price_files  # noqa: E402
-from prompts import prompt_format  # noqa: E402
+from market import price_files
+from prompts import prompt_format
 
 
 def windows_for(prices: Path, window: data_args.WindowType, count: int) -> list:
@@ -94,143 +89,6 @@ def mode_options(mode: str) -> Mode:
     raise SystemExit(
         f"unknown mode {mode!r}: greedy, greedy-today, greedy-nojump, greedy-free, kN, kN-today, kN-nojump"
     )
-
-
-def step_scan(loaded, window, prompts, regexes, batches: list[int], steps: int, jump: bool) -> None:
-    """Milliseconds per decode step at each batch size, without a profiler's overhead: free decoding of exactly
-    `steps` and 2 × `steps` new tokens gives the model's step alone (their difference) and the prompt's prefill
-    (what is left); a constrained run to the answers' end, less that prefill, gives the step under the grammar
-    (the model plus the automaton's masking; with jump-forward, forwards of a few tokens each)."""
-    import torch
-
-    def timed(chunk, rules, new_tokens, least):
-        generation.generate_samples(
-            loaded, chunk[:8], 4, Sampling(batch_size=8), regexes=rules[:8] if rules else None
-        )  # warm-up
-        if loaded.cuda:
-            torch.cuda.synchronize()
-        stats: dict = {}
-        started = time.perf_counter()
-        generation.generate_samples(
-            loaded,
-            chunk,
-            new_tokens,
-            Sampling(min_new_tokens=least, jump_forward=jump, batch_size=len(chunk), **DECODE),
-            regexes=rules,
-            stats=stats,
-        )
-        if loaded.cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter() - started, stats["forwards"]
-
-    for batch in batches:
-        chunk = (prompts * (-(-batch // len(prompts))))[:batch]
-        rules = (regexes * (-(-batch // len(regexes))))[:batch]
-        short, _ = timed(chunk, None, steps, steps)
-        long, _ = timed(chunk, None, 2 * steps, 2 * steps)
-        free_step = (long - short) / steps
-        prefill = max(0.0, short - steps * free_step)
-        constrained, ran = timed(chunk, rules, 1, 0)
-        figures = {"window": window.name, "batch": batch, "fold_gqa": patches.APPLIED.get("fold_decode_attention")}
-        figures |= {"prefill_s": round(prefill, 3), "jump_forward": jump}
-        figures |= {"free_ms_per_step": round(1000 * free_step, 2), "constrained_steps": ran}
-        figures |= {"constrained_ms_per_step": round(1000 * (constrained - prefill) / ran, 2)}
-        print("STEP " + json.dumps(figures), flush=True)
-
-
-DECODE: dict = {}  # --engine and --canonical: the decoding of --profile and --step-scan
-PARTS = ("forward", "grammar mask", "sampling", "host<->device", "compaction")  # generation.py's profile ranges
-
-
-def profile(loaded, prompts, regexes, batch_size, steps, jump: bool) -> None:
-    """Where the time of one batch's first `steps` constrained decode steps goes: the split into model forward,
-    grammar mask, sampling, host<->device syncs and copies, cache compaction (jump-forward) and the rest (Python,
-    and under `generate` its own sampling and bookkeeping), per step, on the host and on the GPU; then the
-    operators that take the time (the top 25 of each). Few steps: the profiler's overhead per kernel makes a
-    whole answer take minutes, and inflates the host's share."""
-    import torch
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if loaded.cuda else [])
-    chunk, rules = prompts[:batch_size], regexes[:batch_size]
-    generation.generate_samples(
-        loaded,
-        chunk[:8],
-        steps,
-        Sampling(stop_after=steps, jump_forward=jump, batch_size=8, **DECODE),
-        regexes=rules[:8],
-    )
-    stats: dict = {}
-    with labelled_forward(loaded), torch_profile(activities=activities) as prof:
-        started = time.perf_counter()
-        generation.generate_samples(
-            loaded,
-            chunk,
-            steps,
-            Sampling(stop_after=steps, jump_forward=jump, batch_size=batch_size, **DECODE),
-            regexes=rules,
-            stats=stats,
-        )
-        if loaded.cuda:
-            torch.cuda.synchronize()
-        wall_ms = 1000 * (time.perf_counter() - started)
-    events = prof.key_averages()
-    forwards = max(1, stats.get("forwards", 0))
-
-    def total(names, kind: str) -> float:  # milliseconds
-        return sum(getattr(e, kind, 0.0) or 0.0 for e in events if e.key in names) / 1000
-
-    device = "device_time_total" if hasattr(events[0], "device_time_total") else "cuda_time_total"
-    split = {part: (total({part}, "cpu_time_total"), total({part}, device)) for part in PARTS}
-    syncs = total({"aten::_local_scalar_dense"}, "cpu_time_total")  # .item() / .tolist(): the host waits
-    copies = sum(e.self_device_time_total for e in events if e.key.startswith("Memcpy")) / 1000 if loaded.cuda else 0
-    other = wall_ms - sum(host for host, _ in split.values())
-    print(
-        f"PROFILE {stats.get('path')}: {forwards} forwards of {len(chunk)} sequences in {wall_ms:.0f} ms "
-        f"({wall_ms / forwards:.2f} ms per step, profiler included); per step:",
-        flush=True,
-    )
-    print(f"  {'part':<16}{'host ms':>10}{'GPU ms':>10}{'of wall':>9}")
-    for part, (host, gpu) in [*split.items(), ("python, other", (other, 0.0))]:
-        print(f"  {part:<16}{host / forwards:>10.2f}{gpu / forwards:>10.2f}{host / wall_ms:>9.0%}")
-    print(
-        f"  all host waits on the device (item/tolist, every part): {syncs / forwards:.2f} ms per step; "
-        f"host<->device copies on the GPU: {copies / forwards:.2f} ms per step",
-        flush=True,
-    )
-    figures = {part: round(host / forwards, 3) for part, (host, _) in split.items()}
-    figures |= {"python_other": round(other / forwards, 3), "wall_ms_per_step": round(wall_ms / forwards, 3)}
-    figures |= {"path": stats.get("path"), "forwards": forwards, "sequences": len(chunk), "device": device_name()}
-    print("PROFILE " + json.dumps(figures), flush=True)
-    for key in ([f"self_{device}"] if loaded.cuda else []) + ["self_cpu_time_total"]:
-        print(prof.key_averages().table(sort_by=key, row_limit=25), flush=True)
-
-
-@contextlib.contextmanager
-def labelled_forward(loaded):
-    """The model's forwards as "forward" ranges in a profile, under `generate` too: the causal LM's own forward
-    (the module that holds `lm_head`, under any PEFT wrapper) is wrapped for the duration."""
-    from torch.profiler import record_function
-
-    inner = next(m for m in loaded.model.modules() if "lm_head" in m._modules)
-    forward = inner.forward
-
-    def labelled(*args, **kwargs):
-        with record_function("forward"):
-            return forward(*args, **kwargs)
-
-    inner.forward = labelled
-    try:
-        yield
-    finally:
-        del inner.forward  # back to the class's (unsloth's) forward
-
-
-def device_name() -> str:
-    import torch
-
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 def kv_bytes_per_token(loaded) -> int:
@@ -284,7 +142,7 @@ def load(args):
     return loaded
 
 
-def main() -> None:
+def arguments(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", help="a trained adapter")
     p.add_argument("--model-name", help="without --model-dir: an untuned model (default: the tool's default)")
@@ -315,46 +173,7 @@ def main() -> None:
     )
     p.add_argument("--canonical", type=int, choices=[0, 1], default=1, help="of --profile and --step-scan")
     p.add_argument("--bandwidth", type=float, default=4.8e12, help="memory bytes/s of the KV-read bound (H200)")
-    args = p.parse_args()
-
-    DECODE.update(engine=args.engine, canonical=bool(args.canonical))
-    loaded = load(args)
-    fields = loaded.config.fields or data_args.FIELD_SETS["ohlcv"]
-    answer_format = args.answer_format or (loaded.config.answer_format if args.model_dir else "change")
-    for window in data_args.parse_windows(args.windows):
-        picked = windows_for(Path(args.prices), window, args.count)
-        prompts = [
-            [
-                {
-                    "role": "user",
-                    "content": prompt_format.user_prompt(code, past, window.future, fields, "", answer_format),
-                }
-            ]
-            for code, past, _ in picked
-        ]
-        regexes = [prompt_format.answer_regex(future.index, fields, answer_format) for _, _, future in picked]
-        max_new = prompt_format.answer_token_budget(window.future, fields)
-        generation.generate_samples(
-            loaded, prompts[:4], max_new, Sampling(batch_size=4, samples=1), regexes=regexes[:4]
-        )  # warm-up, compile
-        if args.profile:
-            profile(loaded, prompts, regexes, args.batch_size, args.steps, bool(args.jump_forward))
-            args.profile = False
-        if args.step_scan:
-            scan = [int(b) for b in args.step_scan.split(",")]
-            step_scan(loaded, window, prompts, regexes, scan, args.steps, bool(args.jump_forward))
-            continue
-        answers = {}
-        for mode in args.modes.split(","):
-            batch = Batch(window, picked, prompts, regexes, max_new, fields, answer_format)
-            answers[mode] = measure_mode(args, loaded, batch, mode)
-        for mode, ids in answers.items():  # every greedy mode's answers against the default's, token for token
-            how = mode_options(mode)
-            if mode != "greedy" and "greedy" in answers and how.samples == 1 and how.constrained:
-                same = sum(a == b for a, b in zip(ids, answers["greedy"], strict=True))
-                figures = {"window": window.name, "modes": ["greedy", mode]}
-                figures |= {"identical_forecasts": same, "forecasts": len(ids)}
-                print("SAME " + json.dumps(figures), flush=True)
+    return p.parse_args(argv)
 
 
 @dataclass(frozen=True)
@@ -371,98 +190,162 @@ class Batch:
     answer_format: str
 
 
-def measure_mode(args, loaded, batch: Batch, mode: str) -> list:
-    """One window and mode: every prompt generated in batches, timed, the answers read; one BENCH line. Returns
-    the answers' token ids."""
-    window, picked, prompts, regexes = batch.window, batch.picked, batch.prompts, batch.regexes
-    max_new, fields, answer_format = batch.max_new, batch.fields, batch.answer_format
-    how = mode_options(mode)
-    samples = how.samples
+def batch_of(loaded, args, window) -> Batch:
+    """The latest --count windows of `window` as the evaluation would prompt them."""
+    fields = loaded.config.fields or data_args.FIELD_SETS["ohlcv"]
+    answer_format = args.answer_format or (loaded.config.answer_format if args.model_dir else "change")
+    picked = windows_for(Path(args.prices), window, args.count)
+    prompts = [
+        [{"role": "user", "content": prompt_format.user_prompt(code, past, window.future, fields, "", answer_format)}]
+        for code, past, _ in picked
+    ]
+    regexes = [prompt_format.answer_regex(future.index, fields, answer_format) for _, _, future in picked]
+    max_new = prompt_format.answer_token_budget(window.future, fields)
+    return Batch(window, picked, prompts, regexes, max_new, fields, answer_format)
+
+
+def main(argv=None) -> None:
+    args = arguments(argv)
+    decode = {"jump_forward": bool(args.jump_forward), "engine": args.engine, "canonical": bool(args.canonical)}
+    loaded = load(args)
+    for n, window in enumerate(data_args.parse_windows(args.windows)):
+        batch = batch_of(loaded, args, window)
+        warm = Sampling(batch_size=4, samples=1)  # warm-up, compile
+        generation.generate_samples(loaded, batch.prompts[:4], batch.max_new, warm, regexes=batch.regexes[:4])
+        if args.profile and n == 0:
+            profile(loaded, (batch.prompts, batch.regexes), args.batch_size, args.steps, decode)
+        if args.step_scan:
+            scan = [int(b) for b in args.step_scan.split(",")]
+            step_scan(loaded, window, (batch.prompts, batch.regexes), scan, args.steps, decode)
+            continue
+        answers = {mode: measure_mode(args, loaded, batch, mode) for mode in args.modes.split(",")}
+        for mode, ids in answers.items():  # every greedy mode's answers against the default's, token for token
+            how = mode_options(mode)
+            if mode != "greedy" and "greedy" in answers and how.samples == 1 and how.constrained:
+                same = sum(a == b for a, b in zip(ids, answers["greedy"], strict=True))
+                figures = {"window": window.name, "modes": ["greedy", mode]}
+                figures |= {"identical_forecasts": same, "forecasts": len(ids)}
+                print("SAME " + json.dumps(figures), flush=True)
+
+
+def timed_ids(loaded, batch: Batch, how: Sampling, constrained: bool) -> tuple[list, float, dict]:
+    """(every prompt's token ids, seconds, the generation's counters) of one mode."""
     if loaded.cuda:
         import torch
 
         torch.cuda.synchronize()
     stats: dict = {}
-    graphs_before = graph_counters(loaded)
-    replays_before = loaded.static.replays if loaded.static is not None else 0
     started = time.perf_counter()
-    ids = generation.generate_token_ids(
-        loaded,
-        prompts,
-        max_new,
-        Sampling(
-            jump_forward=how.jump,
-            engine=how.engine,
-            canonical=how.canonical,
-            batch_size=args.batch_size,
-            samples=samples,
-            temperature=args.temperature,
-        ),
-        regexes=regexes if how.constrained else None,
-        stats=stats,
-    )
-    seconds = time.perf_counter() - started
-    answers = [loaded.tokenizer.batch_decode(group, skip_special_tokens=True) for group in ids]
-    tokens = sum(len(a) for group in ids for a in group)
+    regexes = batch.regexes if constrained else None
+    ids = generation.generate_token_ids(loaded, batch.prompts, batch.max_new, how, regexes=regexes, stats=stats)
+    return ids, time.perf_counter() - started, stats
+
+
+def read_counts(loaded, batch: Batch, ids: list) -> tuple[int, int]:
+    """(usable forecasts, impossible samples) of the answers `ids`, read as the tool reads them."""
     usable = impossible = 0
-    for (_, past, _), group in zip(picked, answers, strict=True):
-        read = read_samples(group, fields, window.future, past.index[-1], prompt_format.anchor_of(past, answer_format))
+    for (_, past, _), group in zip(batch.picked, ids, strict=True):
+        answers = loaded.tokenizer.batch_decode(group, skip_special_tokens=True)
+        anchor = prompt_format.anchor_of(past, batch.answer_format)
+        read = read_samples(answers, batch.fields, batch.window.future, past.index[-1], anchor)
         usable, impossible = usable + read.ok, impossible + read.impossible
-    saved = loaded.config.model
-    four_bit = (saved.load_in_4bit if saved else False) if args.load_in_4bit is None else args.load_in_4bit
-    # the key/value cache one decode step reads: every sequence of a batch at its mean context over the answer
-    # (prompt + half its answer); padded, at the batch's longest prompt, as attention reads a left-padded cache
-    per_batch = min(len(prompts), max(1, args.batch_size // samples)) * samples
-    prompt_tokens = [loaded.prompt_tokens(p) for p in prompts]
-    half_answer = tokens / max(1, len(prompts) * samples) / 2
-    context = (sum(prompt_tokens) / len(prompts) + half_answer) * per_batch
+    return usable, impossible
+
+
+def kv_bounds(loaded, batch: Batch, per_batch: int, tokens_per_sequence: float, bandwidth: float) -> dict:
+    """The key/value cache one decode step reads over `bandwidth`, in ms: every sequence of a batch of `per_batch`
+    at its mean context over the answer (prompt + half its answer), and padded to the batch's longest prompt, as
+    attention reads a left-padded cache."""
+    prompt_tokens = [loaded.prompt_tokens(p) for p in batch.prompts]
+    half_answer = tokens_per_sequence / 2
+    context = (sum(prompt_tokens) / len(prompt_tokens) + half_answer) * per_batch
     padded = (max(prompt_tokens) + half_answer) * per_batch
     kv_bytes = kv_bytes_per_token(loaded)
+    return {
+        "kv_read_bound_ms_per_step": round(1000 * kv_bytes * context / bandwidth, 3),
+        "kv_read_bound_padded_ms_per_step": round(1000 * kv_bytes * padded / bandwidth, 3),
+        "kv_bytes_per_token": kv_bytes,
+        "bandwidth": bandwidth,
+    }
+
+
+def measure_mode(args, loaded, batch: Batch, mode: str) -> list:
+    """One window and mode: every prompt generated in batches, timed, the answers read; one BENCH line. Returns
+    the answers' token ids."""
+    how = mode_options(mode)
+    sampling = Sampling(
+        jump_forward=how.jump,
+        engine=how.engine,
+        canonical=how.canonical,
+        batch_size=args.batch_size,
+        samples=how.samples,
+        temperature=args.temperature,
+    )
+    graphs_before = graph_counters(loaded)
+    replays_before = loaded.static.replays if loaded.static is not None else 0
+    ids, seconds, stats = timed_ids(loaded, batch, sampling, how.constrained)
+    usable, impossible = read_counts(loaded, batch, ids)
+    sequences, tokens = len(batch.prompts) * how.samples, sum(len(a) for group in ids for a in group)
     steps = max(1, stats.get("forwards", 0))
-    graphs = graph_counters(loaded)
+    per_batch = min(len(batch.prompts), max(1, args.batch_size // how.samples)) * how.samples
     figures = {
-        "window": window.name,
+        "window": batch.window.name,
         "mode": mode,
-        "answer_format": answer_format,
-        "forecasts": len(prompts),
-        "sequences": len(prompts) * samples,
+        "answer_format": batch.answer_format,
+        "forecasts": len(batch.prompts),
+        "sequences": sequences,
         "batch_size": args.batch_size,
         "seconds": round(seconds, 2),
-        "forecasts_per_s": round(len(prompts) / seconds, 2),
+        "forecasts_per_s": round(len(batch.prompts) / seconds, 2),
         "generated_tokens_per_s": round(tokens / seconds, 1),
         "decode_steps": stats.get("forwards", 0),  # model forwards, prefills included
         "steps_per_batch": round(steps / max(1, stats.get("batches", 1)), 1),
-        "answer_tokens_per_sequence": round(tokens / max(1, len(prompts) * samples), 1),
+        "answer_tokens_per_sequence": round(tokens / max(1, sequences), 1),
         "fed_tokens_per_step": round(stats.get("fed_tokens", 0) / steps, 1),  # batch × chunk width, pads included
         "ms_per_step": round(1000 * seconds / steps, 2),
-        "kv_read_bound_ms_per_step": round(1000 * kv_bytes * context / args.bandwidth, 3),
-        "kv_read_bound_padded_ms_per_step": round(1000 * kv_bytes * padded / args.bandwidth, 3),
-        "kv_bytes_per_token": kv_bytes,
-        "bandwidth": args.bandwidth,
+        **kv_bounds(loaded, batch, per_batch, tokens / max(1, sequences), args.bandwidth),
         "usable": usable,
         "impossible_samples": impossible,
-        "temperature": args.temperature if samples > 1 else None,
-        "path": stats.get("path"),
+        "temperature": args.temperature if how.samples > 1 else None,
         "engine": how.engine,
         "canonical_spelling": how.canonical,
+        **path_figures(args, loaded, stats),
+        **graph_figures(loaded, graphs_before, replays_before),
+        "device": device_name(),
+    }
+    print("BENCH " + json.dumps(figures), flush=True)
+    return ids
+
+
+def path_figures(args, loaded, stats: dict) -> dict:
+    """Which decoding path ran, on which stack, and the counters of its schedule."""
+    saved = loaded.config.model
+    four_bit = (saved.load_in_4bit if saved else False) if args.load_in_4bit is None else args.load_in_4bit
+    return {
+        "path": stats.get("path"),
         "one_token_steps": stats.get("one_token_steps"),
         "forced_forwards": stats.get("forced_forwards"),
         "static_graphs": stats.get("graphs"),
         "stack": args.stack if loaded.cuda else "transformers",
         "load_in_4bit": args.stack == "unsloth" and bool(four_bit) and loaded.cuda,
         "jump_forward": stats.get("path") in ("jump-forward", "static"),
+        "batch_halvings": stats.get("halvings", 0),
+        "cache_compactions": stats.get("compactions", 0),
+    }
+
+
+def graph_figures(loaded, before: dict, replays_before: int) -> dict:
+    """Which CUDA graphs and attention ran: unsloth's decode graphs' counters since `before`, the folded decode
+    attention, the static engine's graph replays since `replays_before`."""
+    graphs = graph_counters(loaded)
+    return {
         "cuda_graphs": patches.APPLIED.get("decode_graphs", "no CUDA") if loaded.cuda else "no CUDA",
-        "graph_replays": graphs.get("replays", 0) - graphs_before.get("replays", 0),
-        "graph_captures": graphs.get("captures", 0) - graphs_before.get("captures", 0),
+        "graph_replays": graphs.get("replays", 0) - before.get("replays", 0),
+        "graph_captures": graphs.get("captures", 0) - before.get("captures", 0),
         "graphs_disabled": graphs.get("disabled"),
         "fold_gqa": folded_attention(),
         "static_graph_replays": (loaded.static.replays - replays_before) if loaded.static is not None else 0,
-        "batch_halvings": stats.get("halvings", 0),
-        "cache_compactions": stats.get("compactions", 0),
-        "device": device_name(),
     }
-    print("BENCH " + json.dumps(figures), flush=True)
-    return ids
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The instruction-tuning measurement's data: training and held-out files cut from ../shared/data/instructions.
 
-    python3 benchmarks/instruct_mix.py --instructions ../shared/data/instructions --out <dir>
+    python -m benchmarks.instruct_mix --instructions ../shared/data/instructions --out <dir>
 
 Every source is shuffled with seed 0, then cut: the first rows train, the next ones are held out, so no
 held-out row was trained on (the comparison's overlap guard checks it again). Fin-Eva is held out whole: it

@@ -1,4 +1,4 @@
-"""Paired comparison of two LLM evaluations of the same test period (issue 10's ablation arms).
+"""Paired comparison of two LLM evaluations of the same test period (the ablation's arms).
 
 Each `--evaluate 1` run writes `answers.jsonl` (the raw answers) and `metrics.json` (its adapter's answer format
 and fields). Two arms scored separately have overlapping intervals that say little about which is better, since
@@ -6,26 +6,23 @@ both face the same days. This script re-reads both runs' answers with the projec
 forecasts that both got right (valid, possible candles), and bootstraps the difference of their close MAPE
 (B − A, in % points, and as skill vs persistence) over blocks of target dates, as `evaluation.summarize` does:
 
-    python3 benchmarks/paired.py --prices ../shared/data/prices --a <run A>/eval_greedy --b <run B>/eval_greedy
+    python -m benchmarks.paired --prices ../shared/data/prices --a <run A>/eval_greedy --b <run B>/eval_greedy
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from config import data_args
-from evaluation import metrics  # noqa: E402
-from forecasting import reading  # noqa: E402
-from market import price_files  # noqa: E402
-from prompts import prompt_format  # noqa: E402
+from evaluation import metrics
+from forecasting import reading
+from market import price_files
+from prompts import prompt_format
 
 
 def close_errors(run: Path, folder: Path, prices: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -5,7 +5,7 @@ spec's four windows (1:1, 5:5, 20:5, 60:20), on a random-weight model of a real 
 shape (the Llama-3.2-3B and -1B weights cannot be downloaded here; speed does not depend on the values
 of the weights), or on any model given by --model-name.
 
-    python benchmarks/train_speed.py --prices ../shared/data/prices --shape llama-3.2-3b --tokenizer <HF folder>
+    python -m benchmarks.train_speed --prices ../shared/data/prices --shape llama-3.2-3b --tokenizer <HF folder>
 
 Each configuration runs in a process of its own (a fresh GPU, unsloth's patches only where they belong)
 and prints one `BENCH {json}` line; the run ends with a table of every configuration beside plain unsloth
@@ -42,77 +42,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import dataset  # noqa: E402
-import model  # noqa: E402
-from config import data_args, defaults, model_args, training_args  # noqa: E402
-from llm import checkpoints, distributed, patches, sft  # noqa: E402
-from llm.sft_data import TrainingData  # noqa: E402
-from market import price_files  # noqa: E402
-
-# Exact shapes from the models' published config.json files.
-SHAPES = {
-    "llama-3.2-3b": dict(
-        hidden_size=3072,
-        intermediate_size=8192,
-        num_hidden_layers=28,
-        num_attention_heads=24,
-        num_key_value_heads=8,
-        head_dim=128,
-        tie_word_embeddings=True,
-    ),
-    "llama-3.2-1b": dict(
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_hidden_layers=16,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=64,
-        tie_word_embeddings=True,
-    ),
-    "llama-3.1-8b": dict(
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        head_dim=128,
-        tie_word_embeddings=False,
-    ),
-}
-LLAMA3_COMMON = dict(
-    vocab_size=128256,
-    max_position_embeddings=131072,
-    rope_theta=500000.0,
-    rms_norm_eps=1e-5,
-    rope_scaling={
-        "factor": 32.0,
-        "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 8192,
-        "rope_type": "llama3",
-    },
-    bos_token_id=1,
-    eos_token_id=2,
-)
-
-
-def random_model_folder(shape: str, tokenizer_dir: str, out: Path) -> Path:
-    """Save a random-weight bf16 Llama of `shape` with the given tokenizer (ids fit in Llama-3's vocab)."""
-    if (out / "config.json").is_file():
-        return out
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(**SHAPES[shape], **LLAMA3_COMMON, dtype="bfloat16")
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        torch.manual_seed(0)
-        net = LlamaForCausalLM(config).to(torch.bfloat16)
-    net.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
-    del net
-    return out
+import dataset
+import model
+from benchmarks.model_shapes import SHAPES, llama_parameters, mfu, peak_flops, random_model_folder
+from config import data_args, defaults, model_args, training_args
+from llm import checkpoints, distributed, patches, sft, trainer_hooks
+from llm.sft_data import TrainingData
+from market import price_files
 
 
 def prompt_mix(prices: Path, windows: str, fields: str, stride: int, limit: int) -> list[dict]:
@@ -123,7 +59,9 @@ def prompt_mix(prices: Path, windows: str, fields: str, stride: int, limit: int)
             continue
         frame = price_files.parse_price_csv(csv)
         for window in data_args.parse_windows(windows):
-            built, _ = dataset.build_examples(frame, csv.stem, csv.stem, window, data_args.parse_fields(fields), stride)
+            built, _ = dataset.build_examples(
+                frame, csv.stem, csv.stem, window, data_args.parse_fields(fields), dataset.ExampleStyle(stride)
+            )
             examples += built
     step = max(1, len(examples) // limit)
     return examples[::step][:limit]
@@ -153,10 +91,6 @@ PRESETS = {
 }
 BASELINE = "unsloth-padded"
 
-# Dense bf16 tensor-core peaks (no sparsity) from NVIDIA's datasheets, by a name fragment of the device, the
-# more specific fragment first (an "NVIDIA H100 80GB HBM3" is the SXM part).
-PEAK_BF16_FLOPS = [("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12)]
-
 
 def parse_config(token: str) -> Config:
     """A preset name or STACK:BATCH:PADDING_FREE:PACKING[:VARLEN_GQA]."""
@@ -178,47 +112,14 @@ def parse_config(token: str) -> Config:
     return Config(token, parts[0], batch, bool(flags[0]), bool(flags[1]), gqa)
 
 
-def llama_parameters(config: dict) -> int:
-    """Parameters of a Llama-architecture model from its config.json fields (embeddings included; the output
-    head counted once more when it is not tied to them)."""
-    h, layers, vocab = config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]
-    head_dim = config.get("head_dim") or h // config["num_attention_heads"]
-    q = config["num_attention_heads"] * head_dim
-    kv = config.get("num_key_value_heads", config["num_attention_heads"]) * head_dim
-    attention = h * q + 2 * h * kv + q * h
-    mlp = 3 * h * config["intermediate_size"]
-    per_layer = attention + mlp + 2 * h  # + the two RMSNorm weights
-    head = 0 if config.get("tie_word_embeddings", False) else vocab * h
-    return vocab * h + layers * per_layer + h + head
-
-
-def peak_flops(device: str) -> float | None:
-    """The device's dense bf16 peak in FLOP/s, or None for a device not in the table."""
-    for fragment, flops in PEAK_BF16_FLOPS:
-        if fragment.lower() in (device or "").lower():
-            return flops
-    return None
-
-
-def mfu(tokens_per_s: float | None, parameters: int, peak: float | None) -> float | None:
-    """Model FLOPs utilisation as issue 13 defines it: 4 · N · tokens/s over the peak (LoRA training: forward 2N,
-    backward through the activations 2N; gradient checkpointing's recomputation is not counted as useful)."""
-    if not tokens_per_s or not peak:
-        return None
-    return 4 * parameters * tokens_per_s / peak
-
-
-def train_plain_transformers(name: str, examples: list[dict], config: Config, args) -> dict:
-    """The same examples trained with transformers + PEFT + bitsandbytes + TRL alone (no unsloth): the
-    baseline a user gets without this tool. Same LoRA (r16, all projections), optimizer, steps and counting."""
+def _plain_peft_model(name: str, load_in_4bit: bool):
+    """(tokenizer, the model with the tool's LoRA) loaded by transformers + PEFT + bitsandbytes alone."""
     import torch
-    from datasets import Dataset
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-    from trl import SFTConfig, SFTTrainer
 
     quant = None
-    if args.load_in_4bit:
+    if load_in_4bit:
         quant = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
@@ -231,10 +132,21 @@ def train_plain_transformers(name: str, examples: list[dict], config: Config, ar
     )
     net = prepare_model_for_kbit_training(net, use_gradient_checkpointing=True)
     lora = model_args.LoraConfig()
-    net = get_peft_model(
-        net,
-        LoraConfig(r=lora.rank, lora_alpha=lora.lora_alpha, target_modules=model.LORA_TARGETS, task_type="CAUSAL_LM"),
+    target = LoraConfig(
+        r=lora.rank, lora_alpha=lora.lora_alpha, target_modules=model.LORA_TARGETS, task_type="CAUSAL_LM"
     )
+    return tokenizer, get_peft_model(net, target)
+
+
+def train_plain_transformers(name: str, examples: list[dict], config: Config, args) -> dict:
+    """The same examples trained with transformers + PEFT + bitsandbytes + TRL alone (no unsloth): the
+    baseline a user gets without this tool. Same LoRA (r16, all projections), optimizer, steps and counting."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer, net = _plain_peft_model(name, bool(args.load_in_4bit))
+    lora = model_args.LoraConfig()
     rows = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
     sft_config = SFTConfig(
         output_dir=str(Path(args.work) / f"out-{config.name}"),
@@ -253,9 +165,9 @@ def train_plain_transformers(name: str, examples: list[dict], config: Config, ar
         seed=lora.random_state,
     )
     trainer = SFTTrainer(model=net, args=sft_config, train_dataset=rows, processing_class=tokenizer)
-    counter = sft.CountingCollator(trainer.data_collator)
+    counter = trainer_hooks.CountingCollator(trainer.data_collator)
     trainer.data_collator = counter
-    throughput = sft._throughput_callback(counter, warmup=min(5, max(1, args.steps // 5)))
+    throughput = trainer_hooks.throughput_callback(counter, warmup=min(5, max(1, args.steps // 5)))
     trainer.add_callback(throughput)
     torch.cuda.reset_peak_memory_stats()
     result = trainer.train()
@@ -370,8 +282,9 @@ def run_in_subprocess(config: Config, argv: list[str]) -> dict:
     env = dict(os.environ)  # the child reads its configuration (the varlen patch included) from --configs
     if config.flash != "auto":
         env["UNSLOTH_FLASH_ATTENTION_IMPL"] = config.flash
-    cmd = [sys.executable, __file__, *argv, "--configs", config.name if config.name in PRESETS else _token(config)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    token = config.name if config.name in PRESETS else _token(config)
+    cmd = [sys.executable, "-m", "benchmarks.train_speed", *argv, "--configs", token]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     sys.stderr.write(done.stderr[-4000:])
     for line in done.stdout.splitlines():
         if line.startswith("BENCH "):
@@ -400,8 +313,7 @@ def _torch_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def arguments(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--prices", required=True, help="folder of price CSVs")
     p.add_argument("--shape", choices=sorted(SHAPES), default=None, help="random-weight model of this shape")
@@ -417,24 +329,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="also write the figures here")
     args = p.parse_args(argv)
     try:
-        configs = [parse_config(t) for t in args.configs.split(",")]
+        args.parsed_configs = [parse_config(t) for t in args.configs.split(",")]
     except ValueError as exc:
         p.error(str(exc))
     if not args.shape and not args.model_name:
         p.error("give --shape or --model-name")
+    return args
 
-    here = distributed.world()
-    if len(configs) > 1 and here.size == 1:  # the parent: one process per configuration
-        rest = [a for i, a in enumerate(argv) if a != "--configs" and (i == 0 or argv[i - 1] != "--configs")]
-        rows = []
-        for config in configs:
-            rows.append(run_in_subprocess(config, rest))
-            print("BENCH " + json.dumps(rows[-1]), flush=True)  # as each ends: a run stopped early keeps them
-        print(table(rows), flush=True)
-        if args.json:
-            Path(args.json).write_text(json.dumps(rows, indent=2))
-        return 0 if all("error" not in r for r in rows) else 1
 
+def run_each(configs: list[Config], argv: list[str], args) -> int:
+    """The parent: one process per configuration, their rows as each ends (a run stopped early keeps them),
+    then the table."""
+    rest = [a for i, a in enumerate(argv) if a != "--configs" and (i == 0 or argv[i - 1] != "--configs")]
+    rows = []
+    for config in configs:
+        rows.append(run_in_subprocess(config, rest))
+        print("BENCH " + json.dumps(rows[-1]), flush=True)
+    print(table(rows), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0 if all("error" not in r for r in rows) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = arguments(argv)
+    configs = args.parsed_configs
+    if len(configs) > 1 and distributed.world().size == 1:
+        return run_each(configs, argv, args)
     # in this process: unsloth is imported (after the varlen patch, as the configuration asks) only for its own
     # configurations
     unsloth = any(c.stack == "unsloth" for c in configs)

@@ -2,7 +2,7 @@
 persistence (point skill, the Diebold–Mariano p of the forecast as generated being worse) and against the
 strongest simple references (coverage, CRPS, the best reference and the CRPS skill against it).
 
-    python3 benchmarks/verdict_table.py P1=<run>/metrics.json P2=<run>/metrics.json
+    python -m benchmarks.verdict_table P1=<run>/metrics.json P2=<run>/metrics.json
 """
 
 from __future__ import annotations

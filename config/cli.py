@@ -25,6 +25,7 @@ from config.context_args import ContextConfig
 from config.data_args import DataConfig, ExamplesConfig
 from config.evaluation_args import EvalConfig
 from config.export_args import ExportConfig
+from config.help_format import CompactHelp, Parser
 from config.inference_args import ForecastConfig, InferenceConfig
 from config.instruct_args import InstructConfig, InstructDataConfig
 from config.model_args import LoraConfig, ModelConfig
@@ -115,8 +116,16 @@ _WHERE = ("data_dir", "output_dir", "offline", "end_date", "calendar", "price_so
 COMMANDS = {
     "train": Command(
         "fetch prices (and news), build windowed chat examples, fine-tune a LoRA adapter, then forecast --code",
-        (DataConfig, ExamplesConfig, ContextConfig, only(Secrets, "newsapi_key"), ModelConfig, LoraConfig,
-         TrainConfig, only(ForecastConfig, "codes", "past", "future")),
+        (
+            DataConfig,
+            ExamplesConfig,
+            ContextConfig,
+            only(Secrets, "newsapi_key"),
+            ModelConfig,
+            LoraConfig,
+            TrainConfig,
+            only(ForecastConfig, "codes", "past", "future"),
+        ),
         ("train", "forecast_after_training"),
     ),
     "forecast": Command(
@@ -131,22 +140,35 @@ COMMANDS = {
     ),
     "trade": Command(
         "read the account's holdings, forecast them and the company list, plan orders (sent only with --execute)",
-        (only(DataConfig, *_WHERE, "company_list_file"), only(ModelConfig, "model_dir"),
-         only(ForecastConfig, "past", "future"), InferenceConfig, TradeConfig,
-         only(Secrets, "api_account", "api_password")),
+        (
+            only(DataConfig, *_WHERE, "company_list_file"),
+            only(ModelConfig, "model_dir"),
+            only(ForecastConfig, "past", "future"),
+            InferenceConfig,
+            TradeConfig,
+            only(Secrets, "api_account", "api_password"),
+        ),
         ("trade",),
     ),
     "instruct": Command(
         "financial instruction tuning (--dataset-file), comparison (--eval-file), built instruction data",
-        (DataConfig, ContextConfig, ModelConfig, LoraConfig, TrainConfig, InstructConfig, InstructDataConfig,
-         only(InferenceConfig, "seed", "batch_size")),
+        (
+            DataConfig,
+            ContextConfig,
+            ModelConfig,
+            LoraConfig,
+            TrainConfig,
+            InstructConfig,
+            InstructDataConfig,
+            only(InferenceConfig, "seed", "batch_size"),
+        ),
     ),
     "export": Command(
         "the adapter merged into its base model (an HF folder) or as a llama.cpp GGUF file with a Modelfile",
         (only(DataConfig, "output_dir"), only(ModelConfig, "model_dir"), ExportConfig),
         ("export",),
     ),
-}  # fmt: skip
+}
 
 
 def _classes(groups) -> list[tuple[type, tuple | None]]:
@@ -185,62 +207,17 @@ class Invocation:
 # --------------------------------------------------------------------------- parsers
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse's refusals as one line, like every other refusal of the tool (exit code 2); a help without the
-    blank lines between its sections, so that a command's fits a screen."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message} ({self.prog} --help lists the flags)\n")
-
-    def format_help(self):
-        head, _, sections = super().format_help().partition("\n\n")
-        description, _, rest = sections.partition("\n\n")
-        return head + "\n" + description + "\n" + rest.replace("\n\n", "\n")
-
-
-class CompactHelp(argparse.HelpFormatter):
-    """One line per flag: its main spelling, a short value name, its help cut to the line and its default."""
-
-    def __init__(self, prog):
-        super().__init__(prog, max_help_position=36, width=110)
-
-    def _format_action_invocation(self, action):
-        if not action.option_strings:
-            return super()._format_action_invocation(action)
-        if action.nargs == 0:
-            return action.option_strings[0]
-        return f"{action.option_strings[0]} {_value_name(action)}"
-
-    def _get_help_string(self, action):
-        text = " ".join((action.help or "").split())
-        shown = action.default not in (None, False, argparse.SUPPRESS) and "default" not in text.lower()
-        return text + (" [" + str(action.default).replace("%", "%%") + "]" if shown else "")
-
-    def _split_lines(self, text, width):
-        if len(text) <= width:
-            return [text]
-        default = text[text.rfind(" [") :] if text.endswith("]") and " [" in text else ""
-        return [text[: width - len(default) - 1].rstrip() + "…" + default]
-
-
-def _value_name(action) -> str:
-    if action.metavar:
-        return action.metavar
-    if action.choices is not None:
-        listed = "|".join(map(str, action.choices))
-        return listed if len(listed) <= 24 else "NAME"
-    if action.type is flags.flag01:
-        return "1|0" if action.nargs != "?" else "[1|0]"
-    return {int: "N", float: "X"}.get(
-        action.type, "PATH" if action.dest.endswith(("_dir", "_file", "_csv")) else "TEXT"
-    )
-
-
 def command_parser(name: str) -> argparse.ArgumentParser:
     """The parser of one command: its settings groups' flags only, in their help sections."""
     command = COMMANDS[name]
-    p = _Parser(prog=f"{PROG} {name}", usage=f"{PROG} {name} [options]", description=command.summary,
-                formatter_class=CompactHelp, epilog="every flag in full: docs/cli.md", add_help=False)  # fmt: skip
+    p = Parser(
+        prog=f"{PROG} {name}",
+        usage=f"{PROG} {name} [options]",
+        description=command.summary,
+        formatter_class=CompactHelp,
+        epilog="every flag in full: docs/cli.md",
+        add_help=False,
+    )
     groups = {key: p.add_argument_group(title) for key, title in GROUPS.items()}
     groups["other"].add_argument("-h", "--help", action="help", help="show this help and exit")
     for cls, shown in _classes(command.groups) + [(Other, None)]:
@@ -251,8 +228,12 @@ def command_parser(name: str) -> argparse.ArgumentParser:
 
 def spec_parser() -> argparse.ArgumentParser:
     """The spec's form: `--train 1/0` and every flag of every command."""
-    p = _Parser(prog=PROG, usage=f"{PROG} --train {{0,1}} [options]  (or: {PROG} COMMAND [options])",
-                formatter_class=CompactHelp, add_help=False)  # fmt: skip
+    p = Parser(
+        prog=PROG,
+        usage=f"{PROG} --train {{0,1}} [options]  (or: {PROG} COMMAND [options])",
+        formatter_class=CompactHelp,
+        add_help=False,
+    )
     groups = {key: p.add_argument_group(title) for key, title in GROUPS.items()}
     for cls in (Modes, *GROUP_CLASSES, Secrets, Other):
         _add(p, groups, cls, None)
@@ -273,13 +254,21 @@ def _drop_empty_groups(parser) -> None:
 
 def overview() -> str:
     """What `python main.py --help` prints: the commands, and the spec's form."""
-    lines = [f"usage: {PROG} COMMAND [options]   or the spec's form: {PROG} --train {{0,1}} [options]", "",
-             "Fine-tune an LLM with LoRA to forecast Taiwan stock prices (twstock data), and forecast with it.", "",
-             "commands:"]  # fmt: skip
+    lines = [
+        f"usage: {PROG} COMMAND [options]   or the spec's form: {PROG} --train {{0,1}} [options]",
+        "",
+        "Fine-tune an LLM with LoRA to forecast Taiwan stock prices (twstock data), and forecast with it.",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<10}{command.summary}" for name, command in COMMANDS.items()]
-    lines += ["", "The spec's form takes every command's flags: --train 1 trains (then forecasts), --train 0",
-              "forecasts; --evaluate 1, --trade 1, --task instruct and --export merged|gguf ask for the others.",
-              "", f"{PROG} COMMAND --help lists a command's flags; docs/cli.md lists every flag in full."]  # fmt: skip
+    lines += [
+        "",
+        "The spec's form takes every command's flags: --train 1 trains (then forecasts), --train 0",
+        "forecasts; --evaluate 1, --trade 1, --task instruct and --export merged|gguf ask for the others.",
+        "",
+        f"{PROG} COMMAND --help lists a command's flags; docs/cli.md lists every flag in full.",
+    ]
     return "\n".join(lines)
 
 
@@ -307,8 +296,16 @@ def command_steps(name: str, args) -> tuple[str, ...]:
     if name != "instruct":
         return COMMANDS[name].steps
     built, asked = flags.build(InstructDataConfig, args, cuda=False), flags.build(InstructConfig, args, cuda=False)
-    steps = [s for s, wanted in (("build_forecaster", built.build_forecaster), ("build_events", built.build_events),
-             ("train_instruct", asked.dataset_files), ("compare", asked.eval_file)) if wanted]  # fmt: skip
+    steps = [
+        s
+        for s, wanted in (
+            ("build_forecaster", built.build_forecaster),
+            ("build_events", built.build_events),
+            ("train_instruct", asked.dataset_files),
+            ("compare", asked.eval_file),
+        )
+        if wanted
+    ]
     if not steps:
         raise StockToolError(
             "instruct: give --dataset-file (to train), --eval-file (to compare), --build-events 1 or "
@@ -320,8 +317,9 @@ def command_steps(name: str, args) -> tuple[str, ...]:
 def spec_steps(args) -> tuple[str, ...]:
     """The steps of the spec's form, as its flags have always combined them."""
     train, export = args.train == 1, bool(args.export)
-    steps = [s for s, asked in (("build_forecaster", args.build_forecaster), ("build_events", args.build_events))
-             if asked]  # fmt: skip
+    steps = [
+        s for s, asked in (("build_forecaster", args.build_forecaster), ("build_events", args.build_events)) if asked
+    ]
     built = bool(steps)
     if args.task == "instruct":
         steps += ["train_instruct"] * train + ["export"] * export
@@ -382,9 +380,11 @@ def device_notes(invocation: Invocation, settings: Settings, cuda: bool) -> list
             )
         return notes
     if not asked_bands and "evaluate" in invocation.steps:
-        notes.append("no CUDA GPU: bands from samples (--bands samples), since calibrating them would forecast the "
-                     "adapter's held-out days too, about doubling the evaluation's time on a CPU; --bands calibrated "
-                     "asks for it")  # fmt: skip
+        notes.append(
+            "no CUDA GPU: bands from samples (--bands samples), since calibrating them would forecast the "
+            "adapter's held-out days too, about doubling the evaluation's time on a CPU; --bands calibrated "
+            "asks for it"
+        )
     if training and implicit:
         notes.append(
             f"CPU DEMONSTRATION: no CUDA GPU, so these defaults are shrunk to finish in minutes: {shown}. "

@@ -25,9 +25,26 @@ NO_CPU = object()  # metadata marker: the field's default is the same on a CPU
 INT_LIMIT = 2**31 - 1  # argparse's int takes 99999999999999999999, which overflows a C long in torch and numpy
 
 
-def option(default=MISSING, help="", *, group, flag=None, aliases=(), cpu=NO_CPU, check=None, path=None, choices=None,
-           switch=False, bare=False, auto=False, metavar=None, parse=None, text=None, more=False):  # fmt: skip
-    """A config field that is a command-line flag.
+# What `option` takes besides the default, the help and the group, with each one's value when not given.
+OPTION_META = {
+    "flag": None,
+    "aliases": (),
+    "cpu": NO_CPU,
+    "check": None,
+    "path": None,
+    "choices": None,
+    "switch": False,
+    "bare": False,
+    "auto": False,
+    "metavar": None,
+    "parse": None,
+    "text": None,
+    "more": False,
+}
+
+
+def option(default=MISSING, help="", *, group, **meta):
+    """A config field that is a command-line flag; `meta` holds any of OPTION_META:
 
     flag: the flag when it is not `--field-name`; aliases: its other spellings; cpu: the CPU demonstration's
     default (the field's default is the GPU's); check: (what it must be, test) or "date", checked by `settle`;
@@ -37,10 +54,11 @@ def option(default=MISSING, help="", *, group, flag=None, aliases=(), cpu=NO_CPU
     metavar: what the usage shows instead of a long list of choices; parse: text → the field's type (applied
     by `settle` to a str); text: the field's value → the flag's text (saved settings, the help's default); more: a
     flag `--help` only names, under its group (its full help is in docs/cli.md)."""
-    meta = {"help": help, "group": group, "flag": flag, "aliases": tuple(aliases), "cpu": cpu, "check": check}
-    meta |= {"path": path, "choices": choices, "switch": switch, "bare": bare, "auto": auto, "metavar": metavar}
-    meta |= {"parse": parse, "text": text, "more": more}
-    return field(default=default, metadata=meta)
+    unknown = sorted(set(meta) - set(OPTION_META))
+    if unknown:
+        raise TypeError(f"option() got unknown settings {unknown}")
+    meta = OPTION_META | meta | {"help": help, "group": group}
+    return field(default=default, metadata=meta | {"aliases": tuple(meta["aliases"])})
 
 
 def shared(default, flag_field: str, *, cpu=NO_CPU, convert=None):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from config.defaults import SEED
 from config.flags import AT_LEAST_1, SHARE, between, option, settle
+from utils import StockToolError
 
 BAND_SOURCES = ("calibrated", "samples")
 POINT_SOURCES = ("calibrated", "model")
@@ -84,9 +85,9 @@ class InferenceConfig:
         "auto",
         "with calibrated bands, what the band is, per window type: auto (the lowest CRPS on the held-out days), "
         "conformal (the model's own errors, scaled by volatility), ewma or garch (that random walk around the "
-        "point forecast)",
+        "point forecast), quantiles (the --samples answers' quantiles, conformalized on the held-out days)",
         group="inference",
-        choices=["auto", "conformal", "ewma", "garch"],
+        choices=["auto", "conformal", "ewma", "garch", "quantiles"],
         more=True,
     )
     point: str = option(
@@ -112,6 +113,8 @@ class InferenceConfig:
 
     def __post_init__(self):
         settle(self)
+        if self.band_family == "quantiles" and self.samples < 2:
+            raise StockToolError("--band-family quantiles is made of sampled answers: give --samples 2 or more")
 
     def identity(self) -> str:
         """What cached answers depend on besides the model and the prompt."""

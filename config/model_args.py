@@ -26,8 +26,9 @@ def check_model_name(model_name: str) -> None:
         if not path.is_file():
             raise StockToolError(f"model file {model_name} does not exist")
         if path.suffix.lower() != ".gguf":
-            raise StockToolError(f"model {model_name} is a file but not a .gguf one: give a .gguf file, an HF model "
-                                 "folder or a Hub id")  # fmt: skip
+            raise StockToolError(
+                f"model {model_name} is a file but not a .gguf one: give a .gguf file, an HF model folder or a Hub id"
+            )
         try:
             with open(path, "rb") as handle:
                 magic = handle.read(len(GGUF_MAGIC))

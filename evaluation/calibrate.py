@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting import risk_models
-from forecasting.calibrated import FILE, MIN_ERRORS, Calibration, reference_closes, volatility
+from forecasting.calibrated import FILE, GRID, HIGHER, LOWER, MIN_ERRORS, Calibration, reference_closes, volatility
 from utils import write_jsonl
 
 WEIGHTS = np.round(np.linspace(0, 1, 21), 2)  # the point weights tried, 0.05 apart
@@ -32,27 +32,66 @@ def fit_garch_all(prices: dict, last_day) -> dict[str, list[float]]:
     return out
 
 
-def choose_families(cal: Calibration, tests, predictions, garch_before: dict, wanted: str = "auto") -> None:
+def fit_corrections(cal: Calibration, tests, samples) -> None:
+    """Sets `cal.corrections` from the held-out forecasts' sampled closes (`samples`: K × future per window, or
+    None): per window type with at least MIN_ERRORS of them, per step and central band (τ, 1 − τ) of GRID, split
+    conformal quantile regression's correction (Romano et al., 2019): the ⌈(1 − 2τ)(n + 1)⌉-th smallest of the
+    n scores max(q_τ − y, y − q_1−τ) / (volatility × last close), q the samples' quantiles (weighed as the point
+    is) and y the close that came."""
+    for name in sorted({w.window.name for w in tests}):
+        index = [i for i, w in enumerate(tests) if w.window.name == name and samples[i] is not None]
+        if len(index) < MIN_ERRORS:
+            continue
+        steps = []
+        for step in range(tests[index[0]].window.future):
+            scores = []
+            for i in index:
+                w = tests[i]
+                q = np.quantile(cal.weigh(name, samples[i][:, step], w.last_close), GRID)
+                actual = float(w.actual["Close"].iloc[step])
+                scores.append(
+                    np.maximum(q[LOWER] - actual, actual - q[HIGHER]) / (volatility(w.history) * w.last_close)
+                )
+            steps.append([round(float(c), 5) for c in conformal_quantiles(np.asarray(scores), 1 - 2 * GRID[LOWER])])
+        cal.corrections[name] = steps
+
+
+def conformal_quantiles(scores: np.ndarray, coverages) -> np.ndarray:
+    """Per column of `scores` (n × levels), the ⌈coverage × (n + 1)⌉-th smallest score (the largest when that
+    exceeds n): split conformal's finite-sample quantile."""
+    n = len(scores)
+    ranks = np.minimum(np.ceil(np.asarray(coverages) * (n + 1)).astype(int), n) - 1
+    return np.sort(scores, axis=0)[ranks, np.arange(scores.shape[1])]
+
+
+def choose_families(cal: Calibration, tests, held, garch_before: dict, wanted: str = "auto") -> None:
     """Sets `cal.families` (and `family_crps`): per window type, the band family with the lowest mean CRPS of the
-    close (in % of the origin's close) on the held-out forecasts, or `wanted` when it names one. The conformal
-    band is scored cross-fitted over two halves of the origins; GARCH with `garch_before`, parameters fitted
-    on days before the held-out period."""
+    close (in % of the origin's close) on the held-out forecasts `held` (`interface.Forecasts`: points, and
+    sampled closes when K > 1), or `wanted` when it names one. The conformal band and the conformalized sample
+    quantiles are scored cross-fitted over two halves of the origins; GARCH with `garch_before`, parameters
+    fitted on days before the held-out period."""
     from evaluation import metrics
 
+    predictions, drawn = held.points, held.samples or [None] * len(tests)
     for name in sorted({w.window.name for w in tests}):
         index = [i for i, w in enumerate(tests) if w.window.name == name and predictions[i] is not None]
+        if wanted != "auto":
+            cal.families[name] = wanted
         if len(index) < 2 * MIN_ERRORS:
             continue
-        weighted = cal.weighted([tests[i] for i in index], [predictions[i] for i in index])
+        mine = [tests[i] for i in index]
+        weighted = cal.weighted(mine, [predictions[i] for i in index])
         points = [p[:, 3] for p in weighted]
         scored = {
-            "conformal": _cross_fitted(cal, [tests[i] for i in index], weighted),
+            "conformal": _cross_fitted(cal, mine, weighted),
             "ewma": [reference_closes("ewma", p, tests[i].history) for i, p in zip(index, points, strict=True)],
             "garch": [
                 reference_closes("garch", p, tests[i].history, garch_before.get(tests[i].code))
                 for i, p in zip(index, points, strict=True)
             ],
         }
+        if all(drawn[i] is not None for i in index):
+            scored["quantiles"] = _cross_fitted_samples(cal, mine, [drawn[i] for i in index])
         crps = {}
         for family, dists in scored.items():
             values = [
@@ -66,9 +105,7 @@ def choose_families(cal: Calibration, tests, predictions, garch_before: dict, wa
             if values:
                 crps[family] = round(float(np.mean(values)), 5)
         cal.family_crps[name] = crps
-        if wanted != "auto":
-            cal.families[name] = wanted
-        elif crps:
+        if wanted == "auto" and crps:
             cal.families[name] = min(crps, key=crps.get)
 
 
@@ -87,6 +124,21 @@ def _cross_fitted(cal: Calibration, tests, weighted) -> list:
                 w = tests[i]
                 scale = volatility(w.history) if cal.scaled else 1.0
                 out[i] = fitted.ensemble(w.window.name, weighted[i][:, 3], scale)
+    return out
+
+
+def _cross_fitted_samples(cal: Calibration, tests, samples) -> list:
+    """Each held-out forecast's conformalized sample quantiles, corrected by the other half of the origins."""
+    origins = sorted({w.origin for w in tests})
+    middle = origins[len(origins) // 2]
+    out = [None] * len(tests)
+    for mine in (lambda w: w.origin < middle, lambda w: w.origin >= middle):
+        other = Calibration({}, point=cal.point, weights=cal.weights)
+        rest = [i for i, w in enumerate(tests) if not mine(w)]
+        fit_corrections(other, [tests[i] for i in rest], [samples[i] for i in rest])
+        for i, w in enumerate(tests):
+            if mine(w):
+                out[i] = other.conformalized(w.window.name, samples[i], w.last_close, volatility(w.history))
     return out
 
 
@@ -185,21 +237,21 @@ def fit(tests, predictions, decoding: str = "", point: str = "calibrated", answe
     return cal
 
 
-def held_out(
-    prices: dict, companies, windows, cutoff: str | None, end, stride: int, columns
-) -> tuple[list, Calibration | None]:
+def held_out(history, stride: int, columns) -> tuple[list, Calibration | None]:
     """(the calibration period's windows, None), or ([], an empty calibration saying why there is none). The
-    period: every company's windows whose targets all lie in [cutoff, end], on or after the adapter's training
-    cutoff (so never a training target) and before the test period, origins `stride` days apart."""
+    period: every company's windows whose targets all lie in [the history's cutoff, its last day], on or after the
+    adapter's training cutoff (so never a training target) and before the test period, origins `stride` days
+    apart. `history`: the forecasters' `interface.History`."""
     from evaluation import forecast_windows
 
-    if not cutoff:
+    if history.cutoff is None:
         return [], Calibration({}, notes=["no adapter with a training cutoff: no calibration period"])
-    start, last, found = pd.Timestamp(cutoff), pd.Timestamp(end), []
-    for window in windows:
-        for c in companies:
+    start, last, found = pd.Timestamp(history.cutoff), pd.Timestamp(history.last_day), []
+    cutoff = f"{start:%Y-%m-%d}"
+    for window in history.windows:
+        for c in history.companies:
             found += forecast_windows.test_windows(
-                prices[c.code], c.code, c.name_zh, window, start, last, stride, columns
+                history.prices[c.code], (c.code, c.name_zh), window, (start, last), stride, columns
             )
     if len(found) >= MIN_ERRORS:
         return found, None

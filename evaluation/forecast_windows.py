@@ -34,20 +34,15 @@ class TestWindow:
 
 
 def test_windows(
-    frame: pd.DataFrame,
-    code: str,
-    name: str,
-    window: WindowType,
-    test_start: pd.Timestamp,
-    test_end: pd.Timestamp,
-    stride: int = 1,
-    columns: list[str] | None = None,
+    frame: pd.DataFrame, company: tuple[str, str], window: WindowType, period: tuple, stride: int = 1, columns=None
 ) -> list[TestWindow]:
-    """Forecasts whose every target day lies in [test_start, test_end], origins `stride` days apart.
+    """Forecasts of `company` (code, name) whose every target day lies in `period` (the test period's first and
+    last day), origins `stride` days apart.
 
-    The first origin is the last trading day before `test_start`; history is cut at the origin, so a
-    window can never see its own targets. Windows with a blank value in `columns` are skipped.
+    The first origin is the last trading day before the period; history is cut at the origin, so a window can
+    never see its own targets. Windows with a blank value in `columns` are skipped.
     """
+    (code, name), (test_start, test_end) = company, period
     index = frame.index
     needed = frame[columns or OHLC].notna().all(axis=1).to_numpy()  # the prompt's fields, all present
     windows = []

@@ -49,11 +49,8 @@ class Llm(Forecaster):
         held-out days before the test period (`calibration.held_out`); too few windows: none made."""
         if self.decoding.bands != "calibrated":
             return
-        cutoff = f"{history.cutoff:%Y-%m-%d}" if history.cutoff is not None else None
         columns = [data_args.FIELDS[f][1] for f in history.fields]
-        tests, empty = calibrate.held_out(
-            history.prices, history.companies, history.windows, cutoff, history.last_day, self.stride, columns
-        )
+        tests, empty = calibrate.held_out(history, self.stride, columns)
         if empty is not None:
             print(f"{self.name}: {empty.notes[0]}")
             self.calibration = empty
@@ -63,7 +60,8 @@ class Llm(Forecaster):
         # the band's family is chosen with GARCH fitted before the held-out days, and used with GARCH fitted on
         # every training day, as the GARCH reference of the evaluation is
         before = calibrate.fit_garch_all(history.prices, min(w.origin for w in tests))
-        calibrate.choose_families(cal, tests, held.points, before, self.decoding.band_family)
+        calibrate.fit_corrections(cal, tests, held.samples or [None] * len(tests))
+        calibrate.choose_families(cal, tests, held, before, self.decoding.band_family)
         cal.garch = calibrate.fit_garch_all(history.prices, history.last_day)
         print(f"{self.name}: band per window type {cal.families} (held-out CRPS %: {cal.family_crps})")
         self.calibration = cal
@@ -74,7 +72,7 @@ class Llm(Forecaster):
         if cal is not None:  # weighed toward the last close, its band from the held-out errors
             if cal.weights:
                 out.raw, out.points = out.points, cal.weighted(tests, out.points)
-            out.samples = cal.distributions(tests, out.points)
+            out.samples = cal.distributions(tests, out.points, out.samples)
         return out
 
     def close(self) -> None:

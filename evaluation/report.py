@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from evaluation.metrics import REFERENCES, verdict
+from evaluation import report_bands
+from evaluation.metrics import verdict
 from evaluation.report_plots import (
     LABELS,
     ordered,
@@ -70,14 +71,14 @@ def headline_rows(table: dict, windows: list[str]) -> list[str]:
     return lines
 
 
-def probabilistic_rows(table: dict, windows: list[str]) -> list[str]:
+def probabilistic_rows(table: dict, windows: list[str], context: dict | None = None) -> list[str]:
     """Coverage of the 80% and 95% bands, CRPS and pinball loss (in % of the origin's close), CRPS skill against
     the window's best simple reference and against the random walk, on the same forecasts; only models that
-    forecast a distribution."""
+    forecast a distribution. Each row says which band it used (`band_used`)."""
     lines = [
-        "| window | model | 80% band covers | 95% band covers | CRPS % | best reference: CRPS % | CRPS skill vs it "
-        "[95% CI] | CRPS skill vs random walk | pinball % |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| window | model | band | 80% band covers | 95% band covers | CRPS % | best reference: CRPS % | CRPS skill "
+        "vs it [95% CI] | CRPS skill vs random walk | pinball % |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for window, model, s in _summaries(table, windows):
         if s.get("coverage80") is None:
@@ -91,7 +92,8 @@ def probabilistic_rows(table: dict, windows: list[str]) -> list[str]:
             if fixed is not None and fixed != s[f"coverage{level}"]:
                 covers[level] += f" (fixed {_pct(fixed, 1)})"
         lines.append(
-            f"| {window} | {LABELS.get(model, model)} | {covers['80']} | {covers['95']} | "
+            f"| {window} | {LABELS.get(model, model)} | {report_bands.band_used(context or {}, model, window)} | "
+            f"{covers['80']} | {covers['95']} | "
             f"{_num(s['crps'])} | {reference} | {skill} | {_num(s['crps_skill'])} | {_num(s['pinball'])} |"
         )
     return lines
@@ -141,7 +143,11 @@ def backtest_rows(backtests: dict) -> list[str]:
 def headline_text(table: dict, backtests: dict, context: dict) -> str:
     windows = context["windows"]
     return "\n".join(
-        headline_rows(table, windows) + [""] + probabilistic_rows(table, windows) + [""] + backtest_rows(backtests)
+        headline_rows(table, windows)
+        + [""]
+        + probabilistic_rows(table, windows, context)
+        + [""]
+        + backtest_rows(backtests)
     )
 
 
@@ -213,9 +219,9 @@ def _distribution_lines(context: dict, table: dict, windows: list[str]) -> list[
     return [
         "## Forecast distributions against the strongest simple references",
         "",
-        *probabilistic_rows(table, windows),
+        *probabilistic_rows(table, windows, context),
         "",
-        *_band_source_lines(context),
+        *report_bands.band_source_lines(context),
         "- Three simple references, all with persistence as their median: the *random walk* spreads it by each "
         "stock's own past returns over the same horizon, from days up to "
         f"{context.get('random_walk_last_day')} only; the *EWMA random walk* (RiskMetrics) is Gaussian in log price "
@@ -242,51 +248,6 @@ def _garch_note(context: dict) -> str:
         f"fitted for {figures.get('fitted', 0)} stock(s); {figures.get('ewma_instead', 0)} with under 250 daily "
         "returns or a failed fit got the EWMA's"
     )
-
-
-def _band_source_lines(context: dict) -> list[str]:
-    """Where the LLMs' bands came from: their errors on held-out days (calibrated) or their samples."""
-    lines = []
-    if context.get("config", {}).get("decoding", {}).get("samples", 1) > 1:
-        lines.append("- Sampled LLM forecasts: the point forecast is the per-field median of the usable samples.")
-    if context.get("bands", "samples") == "samples":
-        return lines + ["- LLM bands: the quantiles of the usable samples (none for greedy forecasts)."]
-    for name, cal in (context.get("calibration") or {}).items():
-        if cal.get("usable"):
-            lines.append(
-                f"- {LABELS.get(name, name)} bands: its point forecast spread by its own close errors on "
-                f"{cal['usable']:,} held-out forecasts with targets {cal['start']} → {cal['end']} (after its training "
-                "cutoff, before the test period; `calibration.py`)."
-            )
-            for window, weight in (cal.get("weights") or {}).items():
-                mape = cal["weighing"][window]
-                lines.append(
-                    f"  - {window}: point forecast = last close + {weight:g} × (the model's forecast − last close), "
-                    f"the weight with the lowest close MAPE on those days ({mape['weighted']:.3f}%; as generated "
-                    f"{mape['model']:.3f}%, persistence {mape['persistence']:.3f}%)."
-                    + (" With weight 0, **this point forecast is persistence**." if weight == 0 else "")
-                )
-            for window, family in (cal.get("families") or {}).items():
-                crps = ", ".join(f"{k} {v:.3f}" for k, v in (cal.get("family_crps") or {}).get(window, {}).items())
-                lines.append(
-                    f"  - {window}: the band is {FAMILY_WORDS.get(family, family)}, the family with the lowest CRPS "
-                    f"% on those days ({crps}; the model's own errors scored cross-fitted over two halves)."
-                )
-            lines.append(
-                "  - Coverage: each band's level adapted online over the test period (adaptive conformal inference, "
-                "Gibbs & Candès 2021, step 0.005 per known outcome, per window type and horizon step, from outcomes "
-                "known at each origin only); the fixed level's coverage is beside it in brackets."
-            )
-        else:
-            lines.append(f"- {LABELS.get(name, name)}: no band; {'; '.join(cal.get('notes') or ['not calibrated'])}.")
-    return lines
-
-
-FAMILY_WORDS = {
-    "conformal": "the model's own held-out errors, scaled by volatility (conformal)",
-    "ewma": "the EWMA random walk around the point forecast",
-    "garch": "the GARCH(1,1)-t random walk around the point forecast",
-}
 
 
 def _backtest_lines(context: dict, backtests: dict) -> list[str]:
@@ -339,12 +300,15 @@ def write_report(run_dir: Path, context: dict, rows: pd.DataFrame, table: dict, 
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
+    rows = rows.assign(
+        band=[report_bands.band_used(context, m, w) for m, w in zip(rows["model"], rows["window"], strict=True)]
+    )
     rows.to_csv(staging / "forecasts.csv", index=False, float_format="%.4f")
     write_jsonl(staging / "answers.jsonl", answers)
     summary = {m: {k: v for k, v in b.items() if k != "daily_returns"} for m, b in backtests.items()}
     write_json(staging / "metrics.json", {"context": context, "metrics": table, "backtest": summary})
     plot_error_by_step(table, context["windows"], staging / "error_by_step.png")
-    kinds = {m: band_kind(context, m) for m in rows["model"].unique()}
+    kinds = {m: report_bands.band_kind(context, m) for m in rows["model"].unique()}
     plot_predicted_vs_actual(rows, context["backtest_window"], staging / "predicted_vs_actual.png", band_kinds=kinds)
     plot_equity(backtests, staging / "equity.png")
     markdown = atomic_write_text(staging / "report.md", render(context, table, backtests)).read_text(encoding="utf-8")
@@ -352,15 +316,9 @@ def write_report(run_dir: Path, context: dict, rows: pd.DataFrame, table: dict, 
     if run_dir.exists():
         shutil.rmtree(run_dir)
     staging.replace(run_dir)
-    return {"report": run_dir / "report.md", "metrics": run_dir / "metrics.json", "dir": run_dir,
-            "page": run_dir / html.REPORT_PAGE}  # fmt: skip
-
-
-def band_kind(context: dict, model: str) -> str:
-    """What a model's band is, in a word or two: calibrated (its errors on held-out days), sampled, or a
-    reference's (persistence spread by past returns)."""
-    if model in REFERENCES:
-        return "a reference's"
-    if model in (context.get("calibration") or {}) and context.get("bands") == "calibrated":
-        return "calibrated" if (context["calibration"][model] or {}).get("usable") else ""
-    return "sampled" if context.get("bands") == "samples" else ""
+    return {
+        "report": run_dir / "report.md",
+        "metrics": run_dir / "metrics.json",
+        "dir": run_dir,
+        "page": run_dir / html.REPORT_PAGE,
+    }

@@ -51,8 +51,16 @@ class Plan:
         last_day = pd.Timestamp(self.seen_end or self.test_start - dt.timedelta(days=1))
         cutoff = pd.Timestamp(self.adapter.cutoff) if self.adapter and self.adapter.cutoff else None
         prices = {code: f[f.index <= last_day] for code, f in self.prices.items()}
-        return History(prices, self.companies, self.windows, self.fields, self.examples.stride,
-                       self.examples.val_fraction, cutoff, last_day)  # fmt: skip
+        return History(
+            prices,
+            self.companies,
+            self.windows,
+            self.fields,
+            self.examples.stride,
+            self.examples.val_fraction,
+            cutoff,
+            last_day,
+        )
 
 
 def plan(ws: Workspace, model_dir: str, cfg: EvalConfig) -> Plan:
@@ -72,8 +80,20 @@ def plan(ws: Workspace, model_dir: str, cfg: EvalConfig) -> Plan:
     columns = [data_args.FIELDS[f][1] for f in examples.fields]
     tests = _test_windows(companies, prices, windows, (test_start, test_end), cfg.stride, columns)
     context = (adapter.context if adapter else None) or ws.context
-    return Plan(wanted, adapter, data, examples, context, test_start, test_end, seen_end, companies, tuple(windows),
-                prices, tuple(tests))  # fmt: skip
+    return Plan(
+        wanted,
+        adapter,
+        data,
+        examples,
+        context,
+        test_start,
+        test_end,
+        seen_end,
+        companies,
+        tuple(windows),
+        prices,
+        tuple(tests),
+    )
 
 
 def _built(record) -> dict:
@@ -129,7 +149,7 @@ def _test_windows(companies, prices, windows, period, stride, columns):
         found = []
         for c in companies:
             found += forecast_windows.test_windows(
-                prices[c.code], c.code, c.name_zh, window, start, end, stride, columns
+                prices[c.code], (c.code, c.name_zh), window, (start, end), stride, columns
             )
         if not found:
             log.warning("no %s test window fits in %s → %s", window.name, *period)

@@ -88,8 +88,20 @@ def _forecasters(run: _Run, pool) -> list[Forecaster]:
         cache = answer_cache.AnswerCache(run.cache_dir / f"{name}.jsonl", identity)
         # several processes (torchrun): each generates its share of every chunk
         release = functools.partial(pool.release, key)
-        out.append(llm_forecasters.Llm(name, pool.generator(key), cache, context, plan.fields, plan.answer_format,
-                                       decoding, run.cfg.stride, chunk, release))  # fmt: skip
+        out.append(
+            llm_forecasters.Llm(
+                name,
+                pool.generator(key),
+                cache,
+                context,
+                plan.fields,
+                plan.answer_format,
+                decoding,
+                run.cfg.stride,
+                chunk,
+                release,
+            )
+        )
     return out
 
 
@@ -109,7 +121,7 @@ def _score_and_report(run: _Run, outputs: dict, calibrations: dict, history) -> 
     frames = [
         metrics.forecast_rows(
             m, list(plan.tests), pred, distributions.get(m), references, _adaptive(m, plan, distributions, calibrations)
-        )  # fmt: skip
+        )
         for m, pred in predictions.items()
     ]
     rows = metrics.add_errors(pd.concat(frames, ignore_index=True))

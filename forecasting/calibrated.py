@@ -26,7 +26,14 @@ VOL_DAYS = 20  # daily returns behind a forecast's volatility (as the baselines'
 MIN_VOL = 0.002  # a floor for the volatility of a stock that has not moved (0.2% a day)
 
 
-FAMILIES = ("conformal", "ewma", "garch")  # what a calibrated band can be; `choose_families` picks per window
+FAMILIES = ("conformal", "ewma", "garch", "quantiles")  # what a calibrated band can be; `choose_families` picks
+
+
+GRID = np.round(np.arange(1, 40) / 40, 3)  # 0.025, 0.05, … 0.975: the quantiles a sampled band is made of
+
+
+LOWER = np.arange(len(GRID) // 2)  # GRID's levels below the median, and (HIGHER) their central bands' upper ends
+HIGHER = len(GRID) - 1 - LOWER
 
 
 @dataclass
@@ -47,6 +54,9 @@ class Calibration:
     families: dict[str, str] = field(default_factory=dict)  # window name → band family (FAMILIES); absent: conformal
     family_crps: dict[str, dict] = field(default_factory=dict)  # window → family → CRPS (%) on the held-out days
     garch: dict[str, list[float]] = field(default_factory=dict)  # code → GARCH (omega, alpha, beta, nu, backcast)
+    # window → per horizon step, per central band of GRID (τ, 1 − τ), τ < 0.5: how far the held-out days moved
+    # the band of the K sampled closes out (or in), in units of the origin's volatility × its close
+    corrections: dict[str, list[list[float]]] = field(default_factory=dict)
     # the held-out forecasts' answer records (walk_forward): written beside the report, never into this file
     answers: list[dict] = field(default_factory=list, repr=False, compare=False)
 
@@ -79,28 +89,55 @@ class Calibration:
         scale = volatility if self.scaled else 1.0
         return np.asarray(point_closes, dtype=float)[None, :] * (1 + scale * np.stack(thinned, axis=1))
 
-    def family(self, window: str) -> str:
-        return self.families.get(window, "conformal")
+    def family(self, window: str, sampled: bool = True) -> str:
+        """The window's band family; "quantiles" needs sampled closes: without them (`sampled` False, a greedy
+        forecast) the conformal band stands in."""
+        family = self.families.get(window, "conformal")
+        return "conformal" if family == "quantiles" and not sampled else family
 
-    def band_closes(self, window: str, point_closes, history: pd.DataFrame, code: str = "") -> np.ndarray | None:
-        """The forecast's distribution of closes (n × future) in the window's band family: the conformal
-        `ensemble`, or the EWMA or GARCH random walk of the stock's closes in `history` (up to the origin)
-        centred on the point's closes. A stock without GARCH parameters gets the EWMA's."""
-        family = self.family(window)
+    def conformalized(self, window: str, samples, last_close: float, scale: float) -> np.ndarray | None:
+        """GRID × future closes: the quantiles of the forecast's K sampled closes (K × future, weighed toward
+        `last_close` as the point is), each central band (τ, 1 − τ) of GRID moved out by its held-out correction
+        (conformalized quantiles, Romano et al. 2019) × `scale` (the origin's volatility) × `last_close`; None
+        without corrections for every step."""
+        steps = self.corrections.get(window) or []
+        samples = np.asarray(samples, dtype=float)
+        if samples.ndim != 2 or len(steps) < samples.shape[1]:
+            return None
+        q = np.quantile(self.weigh(window, samples, last_close), GRID, axis=0)
+        widen = np.asarray(steps[: samples.shape[1]], dtype=float).T * scale * last_close  # LOWER × future
+        q[LOWER] -= widen
+        q[HIGHER] += widen
+        return np.sort(q, axis=0)  # a band narrowed past its median keeps its quantiles in order
+
+    def band_closes(self, window: str, point_closes, history: pd.DataFrame, code: str = "", samples=None):
+        """The forecast's distribution of closes (n × future, or None) in the window's band family: the conformal
+        `ensemble`, the `conformalized` quantiles of its sampled closes `samples` (K × future, as generated), or
+        the EWMA or GARCH random walk of the stock's closes in `history` (up to the origin) centred on the
+        point's closes. A stock without GARCH parameters gets the EWMA's."""
+        family = self.family(window, samples is not None)
+        if family == "quantiles":
+            last = float(history["Close"].dropna().iloc[-1])
+            return self.conformalized(window, samples, last, volatility(history))
         if family == "conformal":
             return self.ensemble(window, point_closes, volatility(history) if self.scaled else 1.0)
         return reference_closes(family, point_closes, history, self.garch.get(code))
 
-    def quantiles(self, window: str, point_closes, levels, history=None, code: str = "") -> np.ndarray | None:
+    def quantiles(self, window: str, point_closes, levels, history=None, code: str = "", samples=None):
         """len(levels) × future closes, or None without a band."""
-        closes = self.band_closes(window, point_closes, history, code)
+        closes = self.band_closes(window, point_closes, history, code, samples)
         return None if closes is None else np.quantile(closes, levels, axis=0)
 
-    def describe(self, window: str) -> str:
+    def describe(self, window: str, sampled: bool = True) -> str:
         """What the window's band is, in words."""
-        family = self.family(window)
+        family = self.family(window, sampled)
         if family == "conformal":
-            return f"errors of {self.usable} held-out forecasts, {self.start} → {self.end}"
+            stand_in = " (the window's band is sampled quantiles; this forecast has no samples)"
+            return f"errors of {self.usable} held-out forecasts, {self.start} → {self.end}" + (
+                stand_in if self.families.get(window) == "quantiles" else ""
+            )
+        if family == "quantiles":
+            return f"the quantiles of its sampled closes, conformalized on held-out days {self.start} → {self.end}"
         name = "RiskMetrics EWMA" if family == "ewma" else "GARCH(1,1)-t"
         crps = self.family_crps.get(window) or {}
         why = (
@@ -117,12 +154,13 @@ class Calibration:
             for w, pred in zip(tests, predictions, strict=True)
         ]
 
-    def distributions(self, tests, predictions) -> list:
-        """Each usable forecast's closes (future × OHLC point forecasts) in its window's band family: n × future,
-        or None."""
+    def distributions(self, tests, predictions, samples=None) -> list:
+        """Each usable forecast's closes (future × OHLC point forecasts; `samples`: each one's sampled closes, K ×
+        future, or None) in its window's band family: n × future, or None."""
+        samples = samples or [None] * len(tests)
         return [
-            None if pred is None else self.band_closes(w.window.name, np.asarray(pred)[:, 3], w.history, w.code)
-            for w, pred in zip(tests, predictions, strict=True)
+            None if pred is None else self.band_closes(w.window.name, np.asarray(pred)[:, 3], w.history, w.code, drawn)
+            for w, pred, drawn in zip(tests, predictions, samples, strict=True)
         ]
 
     def summary(self) -> dict:

@@ -100,13 +100,8 @@ def markdown_html(text: str, image: Callable[[str], str | None] = lambda src: sr
             i += 1
         elif _FENCE.match(line):
             flush()
-            fence, body = _FENCE.match(line)[1], []
-            i += 1
-            while i < len(lines) and not lines[i].strip().startswith(fence):
-                body.append(lines[i])
-                i += 1
-            out.append(f"<pre><code>{html.escape(chr(10).join(body))}</code></pre>")
-            i += 1
+            block, i = _fenced(lines, i)
+            out.append(block)
         elif _HEADING.match(line):
             flush()
             level, words = len(_HEADING.match(line)[1]), _HEADING.match(line)[2]
@@ -114,33 +109,55 @@ def markdown_html(text: str, image: Callable[[str], str | None] = lambda src: sr
             i += 1
         elif "|" in line and i + 1 < len(lines) and _TABLE_SEPARATOR.match(lines[i + 1]) and "-" in lines[i + 1]:
             flush()
-            rows = [line, lines[i + 1]]
-            i += 2
-            while i < len(lines) and lines[i].strip() and "|" in lines[i]:
-                rows.append(lines[i])
-                i += 1
-            out.append(_table(rows, image))
+            block, i = _table_at(lines, i, image)
+            out.append(block)
         elif _RULE.match(line) and not paragraph:
             out.append("<hr>")
             i += 1
         elif _ITEM.match(line):
             flush()
-            items = []
-            while i < len(lines) and lines[i].strip():
-                item = _ITEM.match(lines[i])
-                if item:
-                    items.append([len(item[1].expandtabs(4)), item[2][0].isdigit(), item[3]])
-                elif lines[i][:1].isspace() or not _starts_block(lines[i]):
-                    items[-1][2] += "\n" + lines[i].strip()  # a continuation of the item above
-                else:
-                    break
-                i += 1
-            out.append(_list(items, image))
+            block, i = _list_at(lines, i, image)
+            out.append(block)
         else:
             paragraph.append(line)
             i += 1
     flush()
     return "\n".join(out)
+
+
+def _fenced(lines: list[str], i: int) -> tuple[str, int]:
+    """(the fenced code block opening at line `i`, the line after its closing fence)."""
+    fence, body = _FENCE.match(lines[i])[1], []
+    i += 1
+    while i < len(lines) and not lines[i].strip().startswith(fence):
+        body.append(lines[i])
+        i += 1
+    return f"<pre><code>{html.escape(chr(10).join(body))}</code></pre>", i + 1
+
+
+def _table_at(lines: list[str], i: int, image) -> tuple[str, int]:
+    """(the table whose header is line `i`, the line after its last row)."""
+    rows = [lines[i], lines[i + 1]]
+    i += 2
+    while i < len(lines) and lines[i].strip() and "|" in lines[i]:
+        rows.append(lines[i])
+        i += 1
+    return _table(rows, image), i
+
+
+def _list_at(lines: list[str], i: int, image) -> tuple[str, int]:
+    """(the list whose first item is line `i`, the line after it)."""
+    items = []
+    while i < len(lines) and lines[i].strip():
+        item = _ITEM.match(lines[i])
+        if item:
+            items.append([len(item[1].expandtabs(4)), item[2][0].isdigit(), item[3]])
+        elif lines[i][:1].isspace() or not _starts_block(lines[i]):
+            items[-1][2] += "\n" + lines[i].strip()  # a continuation of the item above
+        else:
+            break
+        i += 1
+    return _list(items, image), i
 
 
 def _starts_block(line: str) -> bool:

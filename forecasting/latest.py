@@ -31,8 +31,14 @@ class _Asked:
     regex: str
 
 
-def forecast(ws: Workspace, loaded, asked: ForecastConfig, inference: InferenceConfig, calibration=None,
-             chart_dir: Path | None = None) -> list[Forecast]:  # fmt: skip
+def forecast(
+    ws: Workspace,
+    loaded,
+    asked: ForecastConfig,
+    inference: InferenceConfig,
+    calibration=None,
+    chart_dir: Path | None = None,
+) -> list[Forecast]:
     """Forecasts of `asked.future` trading days after each of `asked.codes`' latest `asked.past`, by the loaded
     model, generated in one batch. With `chart_dir`, each valid one is charted there and written to CSV and JSON
     beside it."""

@@ -141,8 +141,17 @@ def read_forecast(question: Question, answers: list[str], band: float = 0.8, cal
     no session on is noted (free decoding lets the model choose its dates)."""
     q = question
     read = read_samples(answers, q.fields, q.future, q.history.index[-1], q.anchor)
-    base = Forecast(q.code, q.name, q.history, answers[0], band=band, samples=len(answers),
-                    usable_samples=read.usable, name_en=q.name_en, shown=q.known)  # fmt: skip
+    base = Forecast(
+        q.code,
+        q.name,
+        q.history,
+        answers[0],
+        band=band,
+        samples=len(answers),
+        usable_samples=read.usable,
+        name_en=q.name_en,
+        shown=q.known,
+    )
     if not read.ok:
         return replace(base, problems=(read.problem,))
     levels = sorted({lo for pair in band_levels(band).values() for lo in pair} | {0.5})
@@ -150,7 +159,8 @@ def read_forecast(question: Question, answers: list[str], band: float = 0.8, cal
     quantiles = None
     if calibration is not None:
         known = q.history if q.known is None else q.known
-        quantiles, read_as = _calibrated(q, read.point, calibration, levels, known)
+        sampled = read.closes if len(answers) > 1 else None
+        quantiles, read_as = _calibrated(q, (read.point, sampled), calibration, levels, known)
     elif len(answers) > 1:
         quantiles = sample_quantiles(read.closes, levels)
         read_as |= {"band_source": f"{read.usable} sampled closes", "band_kind": "sampled"}
@@ -160,8 +170,10 @@ def read_forecast(question: Question, answers: list[str], band: float = 0.8, cal
     if read.problem:
         notes += (read.problem,)
     if read.impossible:
-        notes += (f"{read.impossible} of {read.usable} samples were impossible candles (kept as draws; the median "
-                  "candle is possible)",)  # fmt: skip
+        notes += (
+            f"{read.impossible} of {read.usable} samples were impossible candles (kept as draws; the median "
+            "candle is possible)",
+        )
     return replace(base, notes=notes, **read_as)
 
 
@@ -175,10 +187,12 @@ def _calendar_notes(days, calendar: str | None) -> tuple[str, ...]:
     return tuple(f"{d:%Y-%m-%d} is a {d:%A}: the exchange does not trade on weekends" for d in days if d.weekday() >= 5)
 
 
-def _calibrated(q: Question, point: pd.DataFrame, calibration, levels, known: pd.DataFrame):
+def _calibrated(q: Question, read, calibration, levels, known: pd.DataFrame):
     """(band quantiles, what the forecast reads as): the point forecast weighed toward the last close by the
     calibration's weight, and the quantiles in the window's band family (the held-out errors scaled by the stock's
-    volatility, or a reference's random walk of the `known` prices; None, with a note, when too few errors)."""
+    volatility, the sampled closes' conformalized quantiles, or a reference's random walk of the `known` prices;
+    None, with a note, when too few errors). `read`: (the point forecast, the sampled closes or None)."""
+    point, sampled = read
     window = f"{len(q.history)}:{q.future}"
     weight, notes, forecast = calibration.weight(window), (), point
     if weight != 1:
@@ -186,17 +200,22 @@ def _calibrated(q: Question, point: pd.DataFrame, calibration, levels, known: pd
         forecast = point.copy()
         forecast[prices] = calibration.weigh(window, point[prices], float(q.history["Close"].iloc[-1]))
         held = f"{calibration.start} → {calibration.end}"
-        notes += (f"point forecast: the model's change from the last close × {weight:g}, the weight with the lowest "
-                  f"error on held-out days ({held}; 0 would be persistence)",)  # fmt: skip
+        notes += (
+            f"point forecast: the model's change from the last close × {weight:g}, the weight with the lowest "
+            f"error on held-out days ({held}; 0 would be persistence)",
+        )
     read_as = {"forecast": forecast, "weight": weight}
-    quantiles = calibration.quantiles(window, forecast["Close"].to_numpy(), levels, known, q.code)
+    quantiles = calibration.quantiles(window, forecast["Close"].to_numpy(), levels, known, q.code, sampled)
     if quantiles is None:
-        notes += (f"no band: the calibration ({calibration.start} → {calibration.end}) has too few errors for this "
-                  "window",)  # fmt: skip
+        notes += (
+            f"no band: the calibration ({calibration.start} → {calibration.end}) has too few errors for this window",
+        )
     else:
-        family = calibration.family(window)
-        read_as |= {"band_source": calibration.describe(window),
-                    "band_kind": "calibrated" if family == "conformal" else family}  # fmt: skip
+        family = calibration.family(window, sampled is not None)
+        read_as |= {
+            "band_source": calibration.describe(window, sampled is not None),
+            "band_kind": "calibrated" if family == "conformal" else family,
+        }
     return quantiles, read_as | {"notes": notes}
 
 

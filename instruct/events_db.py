@@ -22,6 +22,7 @@ import math
 import os
 import random
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -106,33 +107,52 @@ def build(path: Path, events: list[dict], prices: dict[str, pd.DataFrame], taiex
             db.executescript(SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             for item in events:
-                published = taipei_time(item["publishedAt"])
-                eid = event_id(item["code"], item["publishedAt"], item["title"])
-                inserted = db.execute(
-                    "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (eid, item["publishedAt"], published.astimezone(TAIPEI).date().isoformat(), item["code"],
-                     item.get("source") or "", item["title"], item.get("description") or ""),
-                ).rowcount  # fmt: skip
-                counts["events"] += inserted
-                frame = prices.get(item["code"])
-                if not inserted:
-                    continue  # the same item twice (e.g. in both languages' lists)
-                if frame is None:
-                    counts["without_prices"] += 1
-                    continue
-                for row in impacts(frame["Close"], taiex, published):
-                    db.execute(
-                        "INSERT INTO event_impacts VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (eid, item["code"], row["window"], row["first_day"], row["end_day"], row["stock_return"],
-                         row["market_return"]),
-                    )  # fmt: skip
-                    counts["impacts"] += 1
+                _insert(db, item, (prices.get(item["code"]), taiex), counts)
         db.close()
         os.replace(staging, path)
     except sqlite3.Error as exc:
         staging.unlink(missing_ok=True)
         raise StockToolError(f"could not build the events database {path}: {exc}") from exc
     return counts
+
+
+def _insert(db, item: dict, closes: tuple, counts: dict) -> None:
+    """One news item and its impacts (from `closes` = (the company's price frame or None, the TAIEX closes))."""
+    frame, taiex = closes
+    published = taipei_time(item["publishedAt"])
+    eid = event_id(item["code"], item["publishedAt"], item["title"])
+    inserted = db.execute(
+        "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            eid,
+            item["publishedAt"],
+            published.astimezone(TAIPEI).date().isoformat(),
+            item["code"],
+            item.get("source") or "",
+            item["title"],
+            item.get("description") or "",
+        ),
+    ).rowcount
+    counts["events"] += inserted
+    if not inserted:
+        return  # the same item twice (e.g. in both languages' lists)
+    if frame is None:
+        counts["without_prices"] += 1
+        return
+    for row in impacts(frame["Close"], taiex, published):
+        db.execute(
+            "INSERT INTO event_impacts VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                eid,
+                item["code"],
+                row["window"],
+                row["first_day"],
+                row["end_day"],
+                row["stock_return"],
+                row["market_return"],
+            ),
+        )
+        counts["impacts"] += 1
 
 
 def read_impacts(path: Path) -> list[dict]:
@@ -209,12 +229,20 @@ def market_analysis_instruction(frame: pd.DataFrame, taiex: pd.Series | None, na
     }
 
 
-def build_instructions(
-    events_rows: list[dict], prices: dict[str, pd.DataFrame], taiex, names: dict[str, str], mix: dict, total: int,
-    seed: int, stride: int = 5,
-) -> list[dict]:  # fmt: skip
-    """A mix of news-impact and market-analysis rows ({"news": 0.6, "market": 0.4}), `total` rows at most."""
-    rng = random.Random(seed)
+@dataclass(frozen=True)
+class Mix:
+    """How many instructions of each kind: shares ({"news": 0.6, "market": 0.4}), `total` rows at most, drawn with
+    `seed`; market-analysis rows every `stride` trading days."""
+
+    shares: dict
+    total: int
+    seed: int
+    stride: int = 5
+
+
+def build_instructions(events_rows: list[dict], prices: dict[str, pd.DataFrame], taiex, names: dict, mix: Mix):
+    """A mix of news-impact and market-analysis rows."""
+    rng, total, stride = random.Random(mix.seed), mix.total, mix.stride
     news_rows = [news_impact_instruction(e, names.get(e["code"], e["code"])) for e in events_rows]
     market_rows = []
     for code, frame in prices.items():
@@ -222,7 +250,7 @@ def build_instructions(
             row = market_analysis_instruction(frame.iloc[:end], taiex, names.get(code, code), code)
             if row:
                 market_rows.append(row)
-    weights = {k: v for k, v in mix.items() if v > 0}
+    weights = {k: v for k, v in mix.shares.items() if v > 0}
     share = sum(weights.values()) or 1
     out = []
     for kind, pool in (("news", news_rows), ("market", market_rows)):

@@ -72,8 +72,15 @@ def parse_row(record: dict, origin: str) -> Row:
         user = next((c for r, c in reversed(turns) if r == "user"), "")
         return Row(user, "", str(messages[-1]["content"]), "messages", messages=turns, origin=origin)
     if "movement" in record:  # a news-driven analysis row: gold bin, last week's bin (persistence)
-        return Row(str(record["prompt"]), "", str(record.get("answer") or ""), "forecaster",
-                   gold=str(record["movement"]), labels=(str(record["last_movement"]),), origin=origin)  # fmt: skip
+        return Row(
+            str(record["prompt"]),
+            "",
+            str(record.get("answer") or ""),
+            "forecaster",
+            gold=str(record["movement"]),
+            labels=(str(record["last_movement"]),),
+            origin=origin,
+        )
     if "text" in record and "label" in record:
         labels = tuple(str(x) for x in record.get("label_set") or [])
         if not labels or str(record["label"]) not in labels:
@@ -87,8 +94,9 @@ def parse_row(record: dict, origin: str) -> Row:
     if missing:
         raise ValueError(f"missing field(s) {missing} (Alpaca rows need instruction, input, output)")
     gold = str(record.get("answer") or "") if record.get("choices") else ""
-    return Row(record["instruction"], str(record.get("input") or ""), record["output"], "alpaca", gold=gold,
-               origin=origin)  # fmt: skip
+    return Row(
+        record["instruction"], str(record.get("input") or ""), record["output"], "alpaca", gold=gold, origin=origin
+    )
 
 
 def read_rows(path: str | Path, skip_bad_rows: bool = False) -> tuple[list[Row], int]:
@@ -190,8 +198,10 @@ def forecaster_prompt(name: str, code: str, weeks: list[dict], next_week: tuple[
     for w in weeks:
         first, last = w["open_close"]
         verb = "increased" if last >= first else "decreased"
-        lines.append(f"From {w['start']} to {w['end']}, {name}'s stock price {verb} from {first:g} to {last:g}. "
-                     "Company news during this period are listed below:")  # fmt: skip
+        lines.append(
+            f"From {w['start']} to {w['end']}, {name}'s stock price {verb} from {first:g} to {last:g}. "
+            "Company news during this period are listed below:"
+        )
         lines += [f"[Headline]: {h}" for h in w["headlines"]] or ["[Headline]: (none)"]
         lines.append("")
     lines.append(

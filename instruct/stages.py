@@ -59,7 +59,8 @@ def build_events(ws: Workspace, built_from: InstructDataConfig) -> dict:
     db_path = ws.store_dir("events.sqlite")
     counts = events_db.build(db_path, items, prices, taiex)
     names = {c.code: c.name_zh for c in companies}
-    built = events_db.build_instructions(events_db.read_impacts(db_path), prices, taiex, names, weights, rows, ws.seed)
+    mix = events_db.Mix(weights, rows, ws.seed)
+    built = events_db.build_instructions(events_db.read_impacts(db_path), prices, taiex, names, mix)
     out = ws.store_dir("instructions") / "events_instructions.jsonl"
     write_jsonl(out, built)
     kinds = {k: sum(r["kind"] == k for r in built) for k in ("news_impact", "market_analysis")}
@@ -123,13 +124,16 @@ def _forecaster_weeks(company, frame, store, weeks: int) -> list[dict]:
         last_close = float(past[-1]["Close"].iloc[-1])
         before_last = float(past[-2]["Close"].iloc[-1]) if weeks > 1 else float(past[-1]["Close"].iloc[0])
         span = (f"{nxt.index[0]:%Y-%m-%d}", f"{nxt.index[-1]:%Y-%m-%d}")
-        out.append({
-            "code": company.code, "week_end": span[1],
-            "prompt": instruction_data.forecaster_prompt(company.name_zh, company.code, described, span),
-            "movement": instruction_data.movement_bin(float(nxt["Close"].iloc[-1]) / last_close - 1),
-            "last_movement": instruction_data.movement_bin(last_close / before_last - 1),
-            "news": sum(len(d["headlines"]) for d in described),
-        })  # fmt: skip
+        out.append(
+            {
+                "code": company.code,
+                "week_end": span[1],
+                "prompt": instruction_data.forecaster_prompt(company.name_zh, company.code, described, span),
+                "movement": instruction_data.movement_bin(float(nxt["Close"].iloc[-1]) / last_close - 1),
+                "last_movement": instruction_data.movement_bin(last_close / before_last - 1),
+                "news": sum(len(d["headlines"]) for d in described),
+            }
+        )
     return out
 
 
@@ -148,9 +152,11 @@ def _teacher_answers(teacher, chosen: list[dict], cache_path: Path) -> tuple[lis
     cache = AnswerCache(cache_path, f"teacher:{teacher.url}:{teacher.model}")
     rows, rejected = [], 0
     for c in chosen:
-        hint = (f"{c['prompt']}\n\n(For the writer only, never mention it: next week the stock actually moved "
-                f"{instruction_data.bin_words(c['movement'])}. Your prediction line must read 'Prediction: "
-                f"{instruction_data.bin_words(c['movement'])}'.)")  # fmt: skip
+        hint = (
+            f"{c['prompt']}\n\n(For the writer only, never mention it: next week the stock actually moved "
+            f"{instruction_data.bin_words(c['movement'])}. Your prediction line must read 'Prediction: "
+            f"{instruction_data.bin_words(c['movement'])}'.)"
+        )
         key = cache.key([{"role": "system", "content": FORECASTER_SYSTEM}, {"role": "user", "content": hint}], 0)
         if key not in cache.answers:
             try:
@@ -196,7 +202,7 @@ def train_instruct(
         + "; ".join(
             f"{p}: {v['rows']:,} rows × {v['weight']:g}, {v['bad_rows_skipped']} bad skipped"
             for p, v in sources.items()
-        )  # fmt: skip
+        )
     )
     fingerprints = "".join(f"{f}\n" for f in sorted({instruction_data.fingerprint(r) for r in train}))
     data = TrainingData(
@@ -256,25 +262,7 @@ def compare(ws: Workspace, model_cfg: ModelConfig, cfg: InstructConfig, inferenc
     rows, skipped = instruction_data.read_rows(cfg.eval_file, cfg.skip_bad_rows)
     rows = rows[: cfg.limit] if cfg.limit else rows
     names = _compare_names(model_cfg, cfg)
-    adapters = [n for n in names if n != "base"]
-    for adapter in adapters:  # the overlap guard, before any model is loaded
-        seen_file = Path(adapter) / TRAIN_QUESTIONS
-        if not seen_file.is_file():
-            manifest.read(adapter)  # a clear "no trained adapter" error when it is not one
-            raise StockToolError(f"{adapter} has no {TRAIN_QUESTIONS}: cannot prove the eval rows are unseen")
-        seen = set(seen_file.read_text(encoding="utf-8").split())
-        overlap = [r.origin for r in rows if instruction_data.fingerprint(r) in seen]
-        if overlap and len(overlap) == len(rows):
-            raise StockToolError(
-                f"{len(overlap)} of {len(rows)} eval rows were in {adapter}'s training data (e.g. {overlap[:3]}); "
-                "score on rows kept apart"
-            )
-        if overlap:  # every model is scored on the rows no adapter trained on
-            rows = [r for r in rows if instruction_data.fingerprint(r) not in seen]
-            print(
-                f"compare: {len(overlap)} eval row(s) were in {adapter}'s training data (e.g. {overlap[:3]}) "
-                f"and are left out; {len(rows)} remain"
-            )
+    rows = _unseen_rows([n for n in names if n != "base"], rows)
     pool = pool or distributed.Pool(compare_factory(model_cfg, cfg, inference))
     out_dir = ws.output_dir / (cfg.run_name or f"compare_{Path(cfg.eval_file).stem}")
     results = {}
@@ -294,16 +282,46 @@ def compare(ws: Workspace, model_cfg: ModelConfig, cfg: InstructConfig, inferenc
             [
                 {"origin": r.origin, "question": r.question, "gold": r.gold or r.output, "answer": a, "model": name}
                 for r, a in zip(rows, answers, strict=True)
-            ],  # fmt: skip
+            ],
         )
-        results[label] = {"model": name, "template": template, "scores": scorers.score(rows, answers, cfg.bootstrap),
-                          "answers": answers}  # fmt: skip
+        results[label] = {
+            "model": name,
+            "template": template,
+            "scores": scorers.score(rows, answers, cfg.bootstrap),
+            "answers": answers,
+        }
     write_json(out_dir / "scores.json", {k: {**v, "answers": None} for k, v in results.items()})
     text = _comparison_markdown(cfg.eval_file, rows, results, skipped)
     atomic_write_text(out_dir / "comparison.md", text)
     print(text.split("\n## Side by side")[0])
     print(f"comparison: {out_dir / 'comparison.md'}")
     return results
+
+
+def _unseen_rows(adapters: list[str], rows: list) -> list:
+    """The eval `rows` that none of the `adapters` trained on (the overlap guard, before any model is loaded);
+    refuses when every row was seen, and says how many it leaves out."""
+    from instruct import instruction_data
+
+    for adapter in adapters:  # the overlap guard, before any model is loaded
+        seen_file = Path(adapter) / TRAIN_QUESTIONS
+        if not seen_file.is_file():
+            manifest.read(adapter)  # a clear "no trained adapter" error when it is not one
+            raise StockToolError(f"{adapter} has no {TRAIN_QUESTIONS}: cannot prove the eval rows are unseen")
+        seen = set(seen_file.read_text(encoding="utf-8").split())
+        overlap = [r.origin for r in rows if instruction_data.fingerprint(r) in seen]
+        if overlap and len(overlap) == len(rows):
+            raise StockToolError(
+                f"{len(overlap)} of {len(rows)} eval rows were in {adapter}'s training data (e.g. {overlap[:3]}); "
+                "score on rows kept apart"
+            )
+        if overlap:  # every model is scored on the rows no adapter trained on
+            rows = [r for r in rows if instruction_data.fingerprint(r) not in seen]
+            print(
+                f"compare: {len(overlap)} eval row(s) were in {adapter}'s training data (e.g. {overlap[:3]}) "
+                f"and are left out; {len(rows)} remain"
+            )
+    return rows
 
 
 def _rows_that_fit(loaded, rows: list, template: str, max_new_tokens: int, first: bool) -> list:
@@ -359,8 +377,14 @@ def _comparison_markdown(eval_file, rows, results: dict, skipped: int) -> str:
     def ci(pair):
         return f" [{pair[0]:.3f}, {pair[1]:.3f}]" if pair else ""
 
-    lines = [f"# Comparison on {eval_file}", "", f"{len(rows):,} rows ({skipped} bad rows skipped).", "",
-             "| model | task | n | score [95% CI] | notes |", "| --- | --- | ---: | ---: | --- |"]  # fmt: skip
+    lines = [
+        f"# Comparison on {eval_file}",
+        "",
+        f"{len(rows):,} rows ({skipped} bad rows skipped).",
+        "",
+        "| model | task | n | score [95% CI] | notes |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
     for label, result in results.items():
         for task, s in result["scores"].items():
             score, notes = _score_cells(task, s, ci)

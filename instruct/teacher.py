@@ -29,14 +29,18 @@ class TeacherClient:
         import requests
 
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        body = {"model": self.model, "temperature": 0,
-                "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]}  # fmt: skip
+        body = {
+            "model": self.model,
+            "temperature": 0,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+        }
 
         def attempt() -> str:
             self.calls += 1
             try:
-                response = requests.post(f"{self.url.rstrip('/')}/chat/completions", json=body, headers=headers,
-                                         timeout=self.timeout)  # fmt: skip
+                response = requests.post(
+                    f"{self.url.rstrip('/')}/chat/completions", json=body, headers=headers, timeout=self.timeout
+                )
             except requests.RequestException as exc:
                 raise Retry(type(exc).__name__) from None
             if response.status_code in (401, 403):

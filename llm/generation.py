@@ -51,8 +51,15 @@ class Sampling:
     @classmethod
     def of(cls, inference, batch_size: int) -> Sampling:
         """As an `InferenceConfig` asks, `batch_size` sequences together."""
-        return cls(batch_size, inference.samples, inference.temperature, inference.seed, inference.jump_forward,
-                   inference.engine, inference.canonical)  # fmt: skip
+        return cls(
+            batch_size,
+            inference.samples,
+            inference.temperature,
+            inference.seed,
+            inference.jump_forward,
+            inference.engine,
+            inference.canonical,
+        )
 
 
 def generate(loaded: LoadedModel, prompts: list, max_new_tokens: int, how: Sampling = Sampling()) -> list[str]:

@@ -114,41 +114,16 @@ def decode_batch(run: Run, chunk: list[int]) -> list[list[int]]:
     import torch
     from torch.profiler import record_function
 
-    tokenizer, model, samples = run.loaded.tokenizer, run.loaded.model, run.samples
-    device = next(model.parameters()).device
-    tables, fed, rows = grammar_rows(run, chunk, device)
+    model, samples, budget, pad = run.loaded.model, run.samples, run.max_new_tokens, run.loaded.tokenizer.pad_token_id
+    tables, fed, rows = grammar_rows(run, chunk, device := next(model.parameters()).device)
     fed = [f for f in fed for _ in range(samples)]  # rows × samples, as `generate`'s num_return_sequences
-    budget, pad = run.max_new_tokens, tokenizer.pad_token_id
-    width = max(len(f) for f in fed)
-    ids = torch.full((len(fed), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(fed), width), dtype=torch.long)
-    for r, f in enumerate(fed):
-        ids[r, width - len(f) :] = torch.tensor(f, dtype=torch.long)
-        mask[r, width - len(f) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
+    ids, mask = _left_padded(fed, pad, device)
+    width = ids.shape[1]
     positions = (mask.cumsum(-1) - 1).masked_fill_(mask == 0, 1)
     pos = mask.sum(1)  # each row's next position: its real tokens so far
     unsloth = _is_unsloth(model)
-
-    def forward(ids, mask, positions, past):
-        """One forward of a chunk: (the cache, the last position's logits)."""
-        if unsloth:
-            positions._unsloth_position_bound = mask.shape[1]  # positions < the mask's length: no host read
-        out = model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=past,
-            use_cache=True,
-            logits_to_keep=1,
-            return_dict=True,
-        )
-        count(run.stats, "forwards")
-        count(run.stats, "fed_tokens", ids.numel())
-        return out.past_key_values, out.logits[:, -1, :]
-
     with _decoding_context(model, unsloth, width + budget):
-        past, logits = forward(ids, mask, positions, None)
+        past, logits = _forward(run, unsloth, (ids, mask, positions), None)
         while True:
             with record_function("sampling"):
                 pick = choose(tables, logits, rows.state, samples, run.temperature)
@@ -170,9 +145,42 @@ def decode_batch(run: Run, chunk: list[int]) -> list[list[int]]:
                 positions = (pos[:, None] + offset).clamp(min=0)
                 pos = pos + feed
                 mask = torch.cat([mask, real.long()], dim=1)
-            past, logits = forward(ids, mask, positions, past)
+            past, logits = _forward(run, unsloth, (ids, mask, positions), past)
     lengths = rows.count.tolist()
     return [row[:n] for row, n in zip(rows.answer.tolist(), lengths, strict=True)]
+
+
+def _left_padded(fed: list[list[int]], pad: int, device):
+    """(ids, attention mask) of the rows `fed`, padded on the left to the longest."""
+    import torch
+
+    width = max(len(f) for f in fed)
+    ids = torch.full((len(fed), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(fed), width), dtype=torch.long)
+    for r, f in enumerate(fed):
+        ids[r, width - len(f) :] = torch.tensor(f, dtype=torch.long)
+        mask[r, width - len(f) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _forward(run: Run, unsloth: bool, chunk: tuple, past):
+    """One forward of a chunk (ids, attention mask, positions) after the cache `past`: (the cache, the last
+    position's logits)."""
+    ids, mask, positions = chunk
+    if unsloth:
+        positions._unsloth_position_bound = mask.shape[1]  # positions < the mask's length: no host read
+    out = run.loaded.model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=past,
+        use_cache=True,
+        logits_to_keep=1,
+        return_dict=True,
+    )
+    count(run.stats, "forwards")
+    count(run.stats, "fed_tokens", ids.numel())
+    return out.past_key_values, out.logits[:, -1, :]
 
 
 def grammar_rows(run: Run, chunk: list[int], device):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from llm.jump_forward import Run, advance, choose, count, grammar_rows
+from llm.jump_forward import Rows, Run, advance, choose, count, grammar_rows
+from llm.static_decode import Feed
 from utils import StockToolError
 
 if TYPE_CHECKING:
@@ -38,17 +39,14 @@ def decode_batch(run: Run, chunk: list[int]) -> list[list[int]]:
 
     The rows move in lockstep. A row whose next token is a choice is fed that one token in a one-token step (the
     CUDA graph), while rows that have a forced run to feed (a label, a date) wait; once every unfinished row waits,
-    one forward feeds every row its whole run. So the many one-token steps all replay one graph, and forced text
-    costs one wide forward per field rather than a step per token. Each row is fed exactly the tokens, in the
-    order, of one token per step, so its answer is the same; only the schedule differs."""
+    one forward feeds every row its whole run: one-token steps replay one graph, forced text costs a forward per
+    field. Each row is fed the tokens, in the order, of one token per step: the same answer, another schedule."""
     import torch
     from torch.profiler import record_function
 
     engine, samples, budget = engine_of(run.loaded), run.samples, run.max_new_tokens
-    device = engine.device
-    tables, fed, rows = grammar_rows(run, chunk, device)
-    total, run_width = len(fed) * samples, tables.run_tokens.shape[1] + 1
-    width = max(len(f) for f in fed)
+    tables, fed, rows = grammar_rows(run, chunk, device := engine.device)
+    total, run_width, width = len(fed) * samples, tables.run_tokens.shape[1] + 1, max(len(f) for f in fed)
     cache = engine.cache(total, width + budget + 2 * run_width)  # the last columns: the graphs' scratch
     engine.ensure_positions(width + budget + run_width)
     with torch.inference_mode():
@@ -73,11 +71,8 @@ def decode_batch(run: Run, chunk: list[int]) -> list[list[int]]:
                 break
             step = 1 if any_ready else longest
             feeding = ready if any_ready else rows.queued > 0
-            ids = torch.where(feeding[:, None] & (offsets[:step] < rows.queued[:, None]), rows.queue[:, :step], 0)
-            last = torch.where(feeding, rows.queued - 1, 0) if step > 1 else torch.zeros_like(column)
-            cols, positions = column[:, None] + offsets[:step], position[:, None] + offsets[:step]
             with record_function("forward"):
-                logits = engine.step(cache, ids, cols, positions, last, furthest + step)
+                logits = engine.step(cache, _feed(rows, feeding, (column, position), offsets[:step]), furthest + step)
             count(run.stats, "forwards")
             count(run.stats, "one_token_steps" if step == 1 else "forced_forwards")
             count(run.stats, "fed_tokens", total * step)
@@ -88,3 +83,14 @@ def decode_batch(run: Run, chunk: list[int]) -> list[list[int]]:
         lengths = rows.count.tolist()
     run.stats["graphs"] = len(engine._graphs)  # recorded on this batch's cache so far (benchmarks)
     return [row[:n] for row, n in zip(rows.answer.tolist(), lengths, strict=True)]
+
+
+def _feed(rows: Rows, feeding, at: tuple, offsets) -> Feed:
+    """The next forward's input: the rows `feeding` get their queued tokens (`len(offsets)` columns wide, the
+    rest padding) at their next cache columns and rotary positions `at`; the others are fed padding, unread."""
+    import torch
+
+    (column, position), step = at, len(offsets)
+    ids = torch.where(feeding[:, None] & (offsets < rows.queued[:, None]), rows.queue[:, :step], 0)
+    last = torch.where(feeding, rows.queued - 1, 0) if step > 1 else torch.zeros_like(column)
+    return Feed(ids, column[:, None] + offsets, position[:, None] + offsets, last)

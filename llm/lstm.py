@@ -43,13 +43,7 @@ def fit_lstm(x_train, y_train, x_val, y_val, settings: LstmSettings = LstmSettin
     generator = torch.Generator().manual_seed(settings.seed)
     best, best_state, stale, epochs, started = math.inf, None, 0, 0, time.perf_counter()
     for epoch in range(settings.epochs):
-        net.train()
-        for batch in torch.randperm(len(x_train), generator=generator).split(settings.batch_size):
-            xb, yb = x_train[batch].to(device), y_train[batch].to(device)
-            loss = torch.nn.functional.mse_loss(net(xb).view_as(yb), yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        _train_epoch(net, optimizer, (x_train, y_train), torch.randperm(len(x_train), generator=generator), settings)
         net.eval()
         with torch.no_grad():
             val_loss = float(torch.nn.functional.mse_loss(net(x_val).view_as(y_val), y_val))
@@ -72,6 +66,20 @@ def fit_lstm(x_train, y_train, x_val, y_val, settings: LstmSettings = LstmSettin
         "device": device,
     }
     return {"model": net, "future": future, "width": width, "figures": figures}
+
+
+def _train_epoch(net, optimizer, train, order, settings: LstmSettings) -> None:
+    """One pass over the training windows `train` = (x, y) in the shuffled `order`, Adam on MSE."""
+    import torch
+
+    (x_train, y_train), device = train, next(net.parameters()).device
+    net.train()
+    for batch in order.split(settings.batch_size):
+        xb, yb = x_train[batch].to(device), y_train[batch].to(device)
+        loss = torch.nn.functional.mse_loss(net(xb).view_as(yb), yb)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
 
 
 def predict_lstm(fitted: dict, x):

@@ -90,14 +90,15 @@ def varlen_with_gqa(varlen_attn):
     """torch 2.11's `varlen_attn` taking torch 2.12's `enable_gqa`: grouped key/value heads are repeated to the
     query's heads first. The layout is varlen's (tokens, heads, head_dim); everything else passes through."""
 
-    def attention(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, window_size=None, enable_gqa=False, **kw):
+    def attention(*arguments, window_size=None, enable_gqa=False, **kw):
+        query, key, value, *sequences = arguments  # then cu_seq_q, cu_seq_k, max_q, max_k
         if enable_gqa and key.shape[-2] != query.shape[-2]:
             groups = query.shape[-2] // key.shape[-2]
             key = key.repeat_interleave(groups, dim=-2)
             value = value.repeat_interleave(groups, dim=-2)
         if window_size is not None:
             kw["window_size"] = window_size
-        return varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, **kw)
+        return varlen_attn(query, key, value, *sequences, **kw)
 
     attention.takes_gqa = True
     return attention

@@ -18,6 +18,7 @@ from config import manifest
 from config.flags import as_text
 from config.model_args import LoraConfig, ModelConfig
 from config.training_args import TrainConfig
+from llm import trainer_hooks
 from llm.checkpoints import resolve_model_source
 from llm.sft_data import TrainingData
 from model import add_lora, cuda_available, default_model_name, load_base, trainable_parameters
@@ -59,54 +60,6 @@ def token_lengths(tokenizer, examples: list[dict]) -> list[int]:
 
 
 # --------------------------------------------------------------------------- training
-
-
-class CountingCollator:
-    """Wraps the trainer's collator to count useful (non-padding) tokens in every batch it builds."""
-
-    def __init__(self, inner):
-        self.inner = inner
-        self.tokens = 0
-        self.trained_tokens = 0  # tokens that carry loss (the answers)
-
-    def __call__(self, features):
-        batch = self.inner(features)
-        if "attention_mask" in batch:
-            self.tokens += int(batch["attention_mask"].sum())
-        else:  # padding-free: one flat row, every position is a real token
-            self.tokens += int(batch["input_ids"].numel())
-        if "labels" in batch:
-            self.trained_tokens += int((batch["labels"] != -100).sum())
-        return batch
-
-
-def _throughput_callback(counter: CountingCollator, warmup: int):
-    from transformers import TrainerCallback
-
-    from llm import distributed
-
-    class Throughput(TrainerCallback):
-        """Useful tokens/s after `warmup` steps (compilation and autotuning excluded)."""
-
-        def __init__(self):
-            self.marks: list[tuple[int, float, int]] = []
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.marks.append((state.global_step, time.perf_counter(), counter.tokens))
-
-        def figures(self) -> dict:
-            marks = [m for m in self.marks if m[0] >= warmup]
-            if len(marks) < 3:  # too short to time: the dataloader builds a batch ahead of each step
-                return {}
-            (s0, t0, n0), (s1, t1, n1) = marks[0], marks[-1]
-            tokens = distributed.total(n1 - n0)  # all processes' tokens over the same steps
-            return {
-                "measured_steps": s1 - s0,
-                "useful_tokens_per_s": round(tokens / (t1 - t0), 1),
-                "seconds_per_step": round((t1 - t0) / (s1 - s0), 3),
-            }
-
-    return Throughput()
 
 
 def _resolve_train_flags(settings: TrainConfig, cuda: bool) -> tuple[str, bool]:
@@ -166,9 +119,20 @@ def fitting_examples(examples: list[dict], lengths: list[int], max_seq_length: i
 
 
 # TrainConfig fields that are SFTConfig's own, copied by name (tests/test_training.py checks they are SFTConfig's)
-COPIED = ("per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "learning_rate",
-          "logging_steps", "weight_decay", "lr_scheduler_type", "warmup_steps", "output_dir", "save_steps",
-          "packing", "torch_compile")  # fmt: skip
+COPIED = (
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_train_epochs",
+    "learning_rate",
+    "logging_steps",
+    "weight_decay",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "output_dir",
+    "save_steps",
+    "packing",
+    "torch_compile",
+)
 
 
 def sft_arguments(job: Job, setup: Setup, bf16: bool, evaluate: bool) -> dict:
@@ -254,35 +218,28 @@ def _sft_trainer(model, tokenizer, job: Job, setup: Setup, rows: tuple[list, lis
         train_dataset=to_dataset(keep),
         eval_dataset=to_dataset(val_keep) if val_keep else None,
         processing_class=tokenizer,
-        callbacks=[_tensorboard(Path(job.train.output_dir) / "runs" / run_name)] if board else None,
+        callbacks=[trainer_hooks.tensorboard(Path(job.train.output_dir) / "runs" / run_name)] if board else None,
     )
-    counter = CountingCollator(trainer.data_collator)
+    counter = trainer_hooks.CountingCollator(trainer.data_collator)
     trainer.data_collator = counter
-    _check_answer_only_loss(trainer)
-    throughput = _throughput_callback(counter, warmup=min(5, max(1, job.train.max_steps // 5)))
+    trainer_hooks.check_answer_only_loss(trainer)
+    throughput = trainer_hooks.throughput_callback(counter, warmup=min(5, max(1, job.train.max_steps // 5)))
     trainer.add_callback(throughput)
     return trainer, counter, throughput
 
 
-def _tensorboard(logdir: Path):
-    """transformers' TensorBoard callback writing to `logdir` (its writer made here, not from ./runs)."""
-    from torch.utils.tensorboard import SummaryWriter
-    from transformers.integrations import TensorBoardCallback
-
-    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(logdir)))
-
-
-def _figures(trainer, result, run: dict, counters, job: Job, setup: Setup, parameters) -> dict:
-    """A finished run's figures: losses (validation included), steps, tokens summed over processes, speed, memory."""
+def _figures(trainer, result, run: dict, job: Job, setup: Setup) -> dict:
+    """A finished run's figures: losses (validation included), steps, tokens summed over processes, speed, memory.
+    `run`: its seconds, checkpoint resumed from, rows, token counter, throughput callback and parameter counts."""
     import torch
 
     from llm import distributed
 
-    counter, throughput = counters
+    counter, throughput, parameters = run["counter"], run["throughput"], run["parameters"]
     tokens = distributed.total(counter.tokens)  # every process's share of each step
     figures = {
-        "train_loss": _run_loss(trainer, result, run["resume"]),
-        "final_train_loss": _last_logged(trainer, "loss"),
+        "train_loss": trainer_hooks.run_loss(trainer, result, run["resume"]),
+        "final_train_loss": trainer_hooks.last_logged(trainer, "loss"),
         "global_step": result.global_step,
         "train_seconds": round(run["seconds"], 1),
         "train_examples": run["rows"][0],
@@ -331,54 +288,36 @@ def train(job: Job) -> dict:
     rows = _training_rows(tokenizer, job, setup)
     model = add_lora(model, job.lora, setup.cuda)
     parameters = trainable_parameters(model)
-    log.info("trainable parameters: %s / %s (%.2f%%)", f"{parameters[0]:,}", f"{parameters[1]:,}",
-             100 * parameters[0] / parameters[1])  # fmt: skip
+    log.info(
+        "trainable parameters: %s / %s (%.2f%%)",
+        f"{parameters[0]:,}",
+        f"{parameters[1]:,}",
+        100 * parameters[0] / parameters[1],
+    )
     trainer, counter, throughput = _sft_trainer(model, tokenizer, job, setup, rows)
     resume = resume_point(job.train, setup.processes, setup.cuda)
     if setup.processes > 1:
-        print(f"data parallel: {setup.processes} processes × batch {job.train.per_device_train_batch_size} × "
-              f"accumulation {job.train.gradient_accumulation_steps} = {effective_batch(job.train, setup.processes)} "
-              "examples per step")  # fmt: skip
+        print(
+            f"data parallel: {setup.processes} processes × batch {job.train.per_device_train_batch_size} × "
+            f"accumulation {job.train.gradient_accumulation_steps} = {effective_batch(job.train, setup.processes)} "
+            "examples per step"
+        )
     if setup.cuda:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
-    run = {"seconds": time.perf_counter() - started, "resume": resume, "rows": (len(rows[0]), len(rows[1]))}
-    figures = _figures(trainer, result, run, (counter, throughput), job, setup, parameters)
+    run = {
+        "seconds": time.perf_counter() - started,
+        "resume": resume,
+        "rows": (len(rows[0]), len(rows[1])),
+        "counter": counter,
+        "throughput": throughput,
+        "parameters": parameters,
+    }
+    figures = _figures(trainer, result, run, job, setup)
     if distributed.world().main:
         save_adapter(model, tokenizer, job, setup, figures)
     return figures
-
-
-def _run_loss(trainer, result, resumed_from: str | None) -> float:
-    """The mean training loss of this run's steps. After a resume transformers divides the new steps' loss by
-    every step since the start (measured: 0.052 for 20 steps of loss 0.57 resumed at step 200); the mean of
-    the losses logged after the checkpoint is the figure meant."""
-    if resumed_from:
-        start = int(Path(resumed_from).name.split("-")[-1])
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h and h.get("step", 0) > start]
-        if losses:
-            return round(sum(losses) / len(losses), 4)
-    return round(result.training_loss, 4)
-
-
-def _last_logged(trainer, key: str) -> float | None:
-    values = [h[key] for h in trainer.state.log_history if key in h]
-    return round(values[-1], 4) if values else None
-
-
-def _check_answer_only_loss(trainer) -> None:
-    """Fail loudly if the prompt tokens would be trained on (a silent format collapse otherwise)."""
-    sample = [trainer.train_dataset[i] for i in range(min(2, len(trainer.train_dataset)))]
-    batch = trainer.data_collator.inner(sample)
-    labels = batch["labels"]
-    trained = int((labels != -100).sum())
-    real = int(batch["attention_mask"].sum()) if "attention_mask" in batch else labels.numel()
-    if trained == 0 or trained >= real:
-        raise StockToolError(
-            f"answer-only loss is not in effect ({trained} of {real} tokens carry loss); refusing to train"
-        )
-    log.info("answer-only loss: %d of %d tokens (%.0f%%) carry loss", trained, real, 100 * trained / real)
 
 
 def save_adapter(model, tokenizer, job: Job, setup: Setup, figures: dict) -> None:
@@ -393,8 +332,14 @@ def save_adapter(model, tokenizer, job: Job, setup: Setup, figures: dict) -> Non
         (staging / name).write_text(text, encoding="utf-8")
     weights = staging / "adapter_model.safetensors"
     figures = figures | {"adapter_bytes": weights.stat().st_size if weights.is_file() else None}
-    config = {"base_model": setup.model_name, "base_model_source": setup.source, "model": as_text(job.model),
-              "lora": as_text(job.lora), "train": as_text(job.train), **job.data.manifest()}  # fmt: skip
+    config = {
+        "base_model": setup.model_name,
+        "base_model_source": setup.source,
+        "model": as_text(job.model),
+        "lora": as_text(job.lora),
+        "train": as_text(job.train),
+        **job.data.manifest(),
+    }
     manifest.Manifest.from_dict(config).write(staging)
     write_json(staging / "training_info.json", figures)
     if out.exists():

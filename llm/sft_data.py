@@ -98,16 +98,8 @@ def _all_examples(ws: Workspace, companies: list[Company], prices: dict[str, pd.
             if len(frame) < window.past + window.future:
                 log.warning("%s has %d trading days, too few for window %s", company.code, len(frame), window.name)
                 continue
-            built, bad = dataset.build_examples(
-                frame,
-                company.name_zh,
-                company.code,
-                window,
-                ws.fields,
-                ws.examples.stride,
-                context(company.code),
-                ws.examples.answer_format,
-            )
+            style = dataset.ExampleStyle(ws.examples.stride, context(company.code), ws.examples.answer_format)
+            built, bad = dataset.build_examples(frame, company.name_zh, company.code, window, ws.fields, style)
             examples += built
             skipped += bad
     if not examples:

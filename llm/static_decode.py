@@ -126,6 +126,20 @@ class _Layer:
     down: tuple
 
 
+@dataclass(frozen=True)
+class Feed:
+    """What one forward feeds: token `ids` (rows × width), the cache columns they are written at and their rotary
+    positions (both rows × width), and each row's position `last` whose logits it returns."""
+
+    ids: object
+    cols: object
+    positions: object
+    last: object
+
+    def tensors(self) -> tuple:
+        return self.ids, self.cols, self.positions, self.last
+
+
 @dataclass
 class Cache:
     """Keys and values of `rows` sequences at `columns` cache columns, per layer: layers × rows × kv heads ×
@@ -172,14 +186,18 @@ class Engine:
                 *(
                     _linear(getattr(part, name), self.dtype, merge)
                     for part, name in (
-                        (layer.self_attn, "q_proj"), (layer.self_attn, "k_proj"), (layer.self_attn, "v_proj"),
-                        (layer.self_attn, "o_proj"), (layer.mlp, "gate_proj"), (layer.mlp, "up_proj"),
+                        (layer.self_attn, "q_proj"),
+                        (layer.self_attn, "k_proj"),
+                        (layer.self_attn, "v_proj"),
+                        (layer.self_attn, "o_proj"),
+                        (layer.mlp, "gate_proj"),
+                        (layer.mlp, "up_proj"),
                         (layer.mlp, "down_proj"),
                     )
                 ),
             )
             for layer in inner.layers
-        ]  # fmt: skip
+        ]
         self.rotary = LlamaRotaryEmbedding(config).to(self.device)
         self._tables = (0, None, None)
         self._graphs: dict = {}
@@ -225,13 +243,13 @@ class Engine:
 
     # ----------------------------------------------------------------- the forward
 
-    def forward(self, cache: Cache, rows: slice, ids, cols, positions, last, span: int | None = None):
-        """Logits (rows × vocabulary) after feeding `ids` (rows × width) at cache columns `cols` and rotary
-        `positions` (both rows × width) to the rows `rows` of `cache`; a row's logits are those of its position
-        `last[r]`. Attention reads the first `span` columns (default: all)."""
+    def forward(self, cache: Cache, rows: slice, feed: Feed, span: int | None = None):
+        """Logits (rows × vocabulary) after feeding `feed` to the rows `rows` of `cache`. Attention reads the first
+        `span` columns (default: all)."""
         import torch
         import torch.nn.functional as F
 
+        ids, cols, positions, last = feed.tensors()
         batch, width = ids.shape
         span = span or cache.columns
         group = self.heads // self.kv_heads
@@ -283,26 +301,27 @@ class Engine:
             rows = slice(s * copies, (s + len(part)) * copies, copies)
             last = torch.full((len(part),), width - 1, dtype=torch.long)
             on = [t.to(self.device) for t in (ids, cols, positions, last)]
-            logits.append(self.forward(cache, rows, *on, span=width))
+            logits.append(self.forward(cache, rows, Feed(*on), span=width))
         if copies > 1:  # every sample of a prompt starts from its prompt's keys and values
             for tensor in (cache.keys, cache.values):
                 shaped = tensor.view(len(self.layers), len(prompts), copies, *tensor.shape[2:])
                 shaped[:, :, 1:, :, :width] = shaped[:, :, :1, :, :width]
         return torch.cat(logits).repeat_interleave(copies, dim=0), width
 
-    def step(self, cache: Cache, ids, cols, positions, last, columns: int):
+    def step(self, cache: Cache, feed: Feed, columns: int):
         """`forward` over every row of the cache, reading the first `columns` cache columns (rounded up to
         COLUMN_BUCKET, so that few shapes occur). A one-token step on a GPU is replayed from a CUDA graph recorded
         for this cache and span (its inputs copied into the graph's own tensors; the logits are the graph's); a
         wider one (a forced run, once per field) and every step on a CPU run eagerly."""
         span = min(cache.columns, COLUMN_BUCKET * math.ceil(columns / COLUMN_BUCKET))
-        if self.device.type != "cuda" or ids.shape[1] > 1:  # a forced run's forward is rare: eager
-            return self.forward(cache, slice(None), ids, cols, positions, last, span)
-        key = (id(cache), ids.shape[1], span)
+        width = feed.ids.shape[1]
+        if self.device.type != "cuda" or width > 1:  # a forced run's forward is rare: eager
+            return self.forward(cache, slice(None), feed, span)
+        key = (id(cache), width, span)
         if key not in self._graphs:
-            self._graphs[key] = self._record(cache, ids.shape[1], span)
+            self._graphs[key] = self._record(cache, width, span)
         graph, inputs, out = self._graphs[key]
-        for held, given in zip(inputs, (ids, cols, positions, last), strict=True):
+        for held, given in zip(inputs.tensors(), feed.tensors(), strict=True):
             held.copy_(given)
         graph.replay()
         self.replays += 1
@@ -315,19 +334,19 @@ class Engine:
 
         rows = cache.rows
         cols = (cache.columns - width + torch.arange(width, device=self.device)).expand(rows, width).contiguous()
-        inputs = [
+        inputs = Feed(
             torch.zeros((rows, width), dtype=torch.long, device=self.device),
             cols,
             torch.zeros((rows, width), dtype=torch.long, device=self.device),
             torch.zeros(rows, dtype=torch.long, device=self.device),
-        ]
+        )
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(2):
-                self.forward(cache, slice(None), *inputs, span)
+                self.forward(cache, slice(None), inputs, span)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            out = self.forward(cache, slice(None), *inputs, span)
+            out = self.forward(cache, slice(None), inputs, span)
         return graph, inputs, out

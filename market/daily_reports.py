@@ -75,10 +75,13 @@ def parse_twse_daily(body: dict, day: dt.date) -> list[dict]:
     for r in table.get("data", []):
         sign = -1.0 if "-" in re.sub(r"<[^>]*>", "", str(r[idx["sign"]])) else 1.0  # "<p style= color:green>-</p>"
         rows.append(
-            {"code": str(r[idx["code"]]).strip(), "date": day.isoformat(),
-             **{k: to_number(r[i]) for k, i in idx.items() if k not in ("code", "sign", "change")},
-             "change": sign * to_number(r[idx["change"]])}
-        )  # fmt: skip
+            {
+                "code": str(r[idx["code"]]).strip(),
+                "date": day.isoformat(),
+                **{k: to_number(r[i]) for k, i in idx.items() if k not in ("code", "sign", "change")},
+                "change": sign * to_number(r[idx["change"]]),
+            }
+        )
     return rows
 
 
@@ -102,10 +105,13 @@ def parse_tpex_daily(body: dict, day: dt.date) -> list[dict]:
         "transaction": _column(f, "成交筆數"),
     }
     return [
-        {"code": str(r[idx["code"]]).strip(), "date": day.isoformat(),
-         **{k: to_number(r[i]) for k, i in idx.items() if k != "code"}}
+        {
+            "code": str(r[idx["code"]]).strip(),
+            "date": day.isoformat(),
+            **{k: to_number(r[i]) for k, i in idx.items() if k != "code"},
+        }
         for r in tables[0]["data"]
-    ]  # fmt: skip
+    ]
 
 
 def fetch_market_day(client: ExchangeClient, day: dt.date) -> list[dict]:
@@ -199,8 +205,11 @@ def update_taiex(directory: Path, start: dt.date, end: dt.date, client: Exchange
         raw = pd.read_csv(path, dtype={"date": str})
         if not {"date", "close"} <= set(raw.columns):
             raise StockToolError(f"{path} needs columns date and close")
-        series = pd.Series(pd.to_numeric(raw["close"], errors="coerce").to_numpy(),
-                           index=pd.DatetimeIndex(pd.to_datetime(raw["date"])), name="Close").dropna()  # fmt: skip
+        series = pd.Series(
+            pd.to_numeric(raw["close"], errors="coerce").to_numpy(),
+            index=pd.DatetimeIndex(pd.to_datetime(raw["date"])),
+            name="Close",
+        ).dropna()
     if client is not None:
         have = {(d.year, d.month) for d in series.index}
         today = taipei_today()
@@ -210,8 +219,9 @@ def update_taiex(directory: Path, start: dt.date, end: dt.date, client: Exchange
             if (y, m) not in have or (y, m) == (today.year, today.month)
         ]
         for y, m in wanted:
-            body = client._request(client.twse_url.rstrip("/") + "/exchangeReport/FMTQIK",
-                                   {"date": f"{y}{m:02d}01", "response": "json"})  # fmt: skip
+            body = client._request(
+                client.twse_url.rstrip("/") + "/exchangeReport/FMTQIK", {"date": f"{y}{m:02d}01", "response": "json"}
+            )
             month = parse_fmtqik(body)
             series = pd.concat([series[~((series.index.year == y) & (series.index.month == m))], month]).sort_index()
         if wanted and os.access(path.parent if path.parent.exists() else Path("."), os.W_OK):

@@ -162,6 +162,34 @@ def months_to_fetch(
     return needed
 
 
+def _fetch_months(company: Company, client: ExchangeClient, cached: tuple, needed: list, today: dt.date):
+    """The cached frame with the months `needed` fetched anew in place of theirs; `meta` (of `cached` =
+    (frame, meta)) records each month's fetch date and whether it came back empty."""
+    frame, meta = cached
+    parts = [] if frame is None else [frame]
+    for y, m in needed:
+        try:
+            rows = client.fetch_month(company, y, m)
+        except ExchangeUnavailable as exc:
+            raise StockToolError(
+                f"could not fetch {company.code} {company.name_zh} {y}-{m:02d}: {exc}. The exchange is "
+                "unreachable or refusing requests; retry later, or use cached prices with --data-dir "
+                "(and --offline to skip fetching)"
+            ) from exc
+        key = f"{y}-{m:02d}"
+        month = rows_to_frame(rows)
+        if parts:
+            parts = [p[~((p.index.year == y) & (p.index.month == m))] for p in parts]
+        parts.append(month)
+        meta["fetched"][key] = today.isoformat()  # Taipei date: a month fetched before it ended is partial
+        if month.empty:
+            meta["empty"] = sorted(set(meta["empty"]) | {key})
+        else:
+            meta["empty"] = [k for k in meta["empty"] if k != key]
+    frame = pd.concat([p for p in parts if not p.empty]) if any(not p.empty for p in parts) else rows_to_frame([])
+    return frame[~frame.index.duplicated(keep="last")].sort_index()
+
+
 def update_prices(
     company: Company,
     cache: PriceCache,
@@ -195,28 +223,7 @@ def update_prices(
             )
         log.info("%s: offline, %d month(s) not in the cache are skipped", company.code, len(needed))
     elif needed:
-        parts = [] if frame is None else [frame]
-        for y, m in needed:
-            try:
-                rows = client.fetch_month(company, y, m)
-            except ExchangeUnavailable as exc:
-                raise StockToolError(
-                    f"could not fetch {company.code} {company.name_zh} {y}-{m:02d}: {exc}. The exchange is "
-                    "unreachable or refusing requests; retry later, or use cached prices with --data-dir "
-                    "(and --offline to skip fetching)"
-                ) from exc
-            key = f"{y}-{m:02d}"
-            month = rows_to_frame(rows)
-            if parts:
-                parts = [p[~((p.index.year == y) & (p.index.month == m))] for p in parts]
-            parts.append(month)
-            meta["fetched"][key] = today.isoformat()  # Taipei date: a month fetched before it ended is partial
-            if month.empty:
-                meta["empty"] = sorted(set(meta["empty"]) | {key})
-            else:
-                meta["empty"] = [k for k in meta["empty"] if k != key]
-        frame = pd.concat([p for p in parts if not p.empty]) if any(not p.empty for p in parts) else rows_to_frame([])
-        frame = frame[~frame.index.duplicated(keep="last")].sort_index()
+        frame = _fetch_months(company, client, (frame, meta), needed, today)
         cache.save(company.code, frame, meta)
     sliced = None
     if frame is not None:

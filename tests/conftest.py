@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import sys
 import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -12,7 +11,6 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 
 
@@ -137,10 +135,15 @@ def candles(closes, start="2026-03-02", volume=1000.0):
     closes = np.asarray(closes, dtype=float)
     opens = np.concatenate([[closes[0]], closes[:-1]])
     return pd.DataFrame(
-        {"Open": opens, "High": np.maximum(opens, closes) + 1, "Low": np.minimum(opens, closes) - 1,
-         "Close": closes, "Volume": volume},
+        {
+            "Open": opens,
+            "High": np.maximum(opens, closes) + 1,
+            "Low": np.minimum(opens, closes) - 1,
+            "Close": closes,
+            "Volume": volume,
+        },
         index=index,
-    )  # fmt: skip
+    )
 
 
 def write_price_csv(directory: Path, code: str, frame) -> Path:

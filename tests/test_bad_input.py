@@ -1,5 +1,5 @@
 """Bad input a user can type or a file can contain: one `error:` line on stderr, exit code 2, no traceback,
-and every file as it was before. Each case is a reproduction from issue 11."""
+and every file as it was before."""
 
 from __future__ import annotations
 

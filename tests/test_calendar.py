@@ -61,8 +61,11 @@ def test_closed_days_are_those_without_a_session():
 
 
 def test_an_unknown_calendar_is_one_clear_error():
-    with pytest.raises(StockToolError, match=r"--calendar XTWSE: must be a calendar of exchange-calendars.*"
-                       r"get_calendar_names"):  # fmt: skip
+    with pytest.raises(
+        StockToolError,
+        match=r"--calendar XTWSE: must be a calendar of exchange-calendars.*"
+        r"get_calendar_names",
+    ):
         next_trading_days("2026-04-30", 1, "XTWSE")
 
 
@@ -121,9 +124,25 @@ def test_a_live_forecast_is_dated_on_the_exchanges_sessions(tmp_path, monkeypatc
     write_price_csv(tmp_path / "prices", "2330", frame)
     seen: dict = {}
     fake_model(monkeypatch, seen)
-    args = ["--train", "0", "--code", "2330", "--past", "3", "--future", "2", "--data-dir", str(tmp_path),
-            "--offline", "--end-date", "2026-04-30", "--output-dir", str(tmp_path / "out"),
-            "--model-dir", str(tmp_path / "a")]  # fmt: skip
+    args = [
+        "--train",
+        "0",
+        "--code",
+        "2330",
+        "--past",
+        "3",
+        "--future",
+        "2",
+        "--data-dir",
+        str(tmp_path),
+        "--offline",
+        "--end-date",
+        "2026-04-30",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--model-dir",
+        str(tmp_path / "a"),
+    ]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     regex = seen["regexes"][0]

@@ -15,10 +15,13 @@ from config.evaluation_args import EvalConfig
 from config.inference_args import InferenceConfig
 from conftest import candles, fake_pool
 from evaluation import calibrate, forecast_windows
+from evaluation.interface import Forecasts
 from forecasting import calibrated, latest, risk_models
+from forecasting.calibrated import GRID, volatility
 from forecasting.forecast_files import write_forecast_files
 from forecasting.reading import Forecast, Question, read_forecast
 from prompts import prompt_format
+from utils import StockToolError
 
 
 def _windows(window: WindowType, outcomes: list[list[float]]) -> list[forecast_windows.TestWindow]:
@@ -320,11 +323,11 @@ def test_the_band_family_is_chosen_on_held_out_days_by_crps():
         points.append(_point([closes[i + 1] * (1 + rng.normal(0, 0.001))]))
     cal = calibrate.fit(tests, points, point="model")
     garch = calibrate.fit_garch_all({"2330": frame}, frame.index[299])
-    calibrate.choose_families(cal, tests, points, garch)
+    calibrate.choose_families(cal, tests, Forecasts(points), garch)
     assert cal.families == {"1:1": "conformal"}
     crps = cal.family_crps["1:1"]
     assert set(crps) == {"conformal", "ewma", "garch"} and crps["conformal"] < 0.5 * min(crps["ewma"], crps["garch"])
-    calibrate.choose_families(cal, tests, points, garch, wanted="garch")
+    calibrate.choose_families(cal, tests, Forecasts(points), garch, wanted="garch")
     assert cal.families == {"1:1": "garch"} and "GARCH(1,1)-t random walk around the point (as asked)" in cal.describe(
         "1:1"
     )
@@ -333,3 +336,86 @@ def test_the_band_family_is_chosen_on_held_out_days_by_crps():
     model = risk_models.Garch(*garch["2330"])
     sd = math.sqrt(model.step_variances(100 * risk_models.log_returns(tests[0].history["Close"]), 1)[0]) / 100
     assert np.std(np.log(band[:, 0] / 100)) == pytest.approx(sd, rel=0.05)
+
+
+def test_conformal_quantiles_take_the_finite_sample_rank():
+    scores = np.array([[0.5, 3.0], [0.1, 1.0], [0.3, 2.0], [0.2, 4.0]])
+    # n = 4: coverage 0.5 → ⌈2.5⌉ = 3rd smallest; coverage 0.9 → ⌈4.5⌉ = 5 > n → the largest
+    assert calibrate.conformal_quantiles(scores, [0.5, 0.9]).tolist() == [0.3, 4.0]
+
+
+def _sampled_windows(spread: float, n: int = 60):
+    """1:1 windows of a stock moving ±2% a day whose K = 20 samples spread ±`spread` around the last close."""
+    rng = np.random.default_rng(1)
+    closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, n + 40)))
+    frame = candles(list(closes), start="2024-01-01")
+    tests, samples = [], []
+    for i in range(39, 39 + n):
+        tests.append(
+            forecast_windows.TestWindow(
+                "2330", "台積電", WindowType(1, 1), frame.iloc[: i + 1], frame.iloc[i + 1 : i + 2]
+            )
+        )
+        samples.append(closes[i] * (1 + np.linspace(-spread, spread, 20))[:, None])
+    return tests, samples
+
+
+def test_conformalized_sample_quantiles_widen_a_narrow_band_to_cover():
+    """Samples ±0.1% around the last close while the stock moves ±2% a day: the raw 80% band of the samples
+    covers almost nothing; conformalized on the held-out days, its 80% band covers about 80% of them."""
+    tests, samples = _sampled_windows(0.001)
+    cal = calibrate.fit(tests, [_point([s[:, 0].mean()]) for s in samples], point="model")
+    calibrate.fit_corrections(cal, tests, samples)
+    assert len(cal.corrections["1:1"]) == 1 and len(cal.corrections["1:1"][0]) == len(GRID) // 2
+    inside_raw = inside_fit = 0
+    for w, s in zip(tests, samples, strict=True):
+        actual = float(w.actual["Close"].iloc[0])
+        low, high = np.quantile(s[:, 0], [0.1, 0.9])
+        inside_raw += low <= actual <= high
+        q = cal.conformalized("1:1", s, w.last_close, volatility(w.history))
+        assert q.shape == (len(GRID), 1) and np.all(np.diff(q[:, 0]) >= 0)
+        low, high = q[list(GRID).index(0.1), 0], q[list(GRID).index(0.9), 0]
+        inside_fit += low <= actual <= high
+    assert inside_raw <= 6 and 46 <= inside_fit <= 54  # split conformal: ≥ 80% on its own days, ⌈0.8 × 61⌉ = 49
+    # a greedy forecast has no samples: the conformal band stands in, and says so
+    cal.families = {"1:1": "quantiles"}
+    assert cal.family("1:1", sampled=False) == "conformal" and "no samples" in cal.describe("1:1", sampled=False)
+    band = cal.band_closes("1:1", [100.0], tests[0].history, "2330", samples[0])
+    assert band.shape == (len(GRID), 1)
+
+
+def test_sampled_quantiles_compete_for_the_band_when_there_are_samples():
+    tests, samples = _sampled_windows(0.03, n=70)
+    points = [_point([s[:, 0].mean()]) for s in samples]
+    cal = calibrate.fit(tests, points, point="model")
+    garch = calibrate.fit_garch_all({"2330": tests[-1].history}, tests[0].origin)
+    calibrate.choose_families(cal, tests, Forecasts(points, samples), garch)
+    assert set(cal.family_crps["1:1"]) == {"conformal", "ewma", "garch", "quantiles"}
+    calibrate.choose_families(cal, tests, Forecasts(points), garch)
+    assert "quantiles" not in cal.family_crps["1:1"]  # greedy: nothing to conformalize
+
+
+def test_the_quantiles_family_needs_samples():
+    with pytest.raises(StockToolError, match="--samples 2 or more"):
+        InferenceConfig(band_family="quantiles")
+    assert InferenceConfig(band_family="quantiles", samples=8).samples == 8
+
+
+def test_an_evaluation_with_sampled_quantiles_says_which_band_each_row_used(price_dir, tmp_path):  # noqa: F811
+    fake_adapter_dir(tmp_path / "out" / "adapter")
+
+    def four_samples(prompts, max_new_tokens):
+        return [[answer] * 4 for answer in repeat_last_row(prompts, max_new_tokens)]
+
+    cfg = EvalConfig(test_end="2026-04-24", bootstrap=20, models="tuned", windows="1:1")
+    inference = InferenceConfig(samples=4, band_family="quantiles")
+    result = predictor_for(price_dir, tmp_path / "out", cfg, inference).evaluate(fake_pool(tuned=four_samples))
+    summary = result["context"]["calibration"]["tuned"]
+    assert summary["families"] == {"1:1": "quantiles"}
+    saved = calibrated.load(result["paths"]["dir"] / "calibration-tuned.json")
+    assert len(saved.corrections["1:1"][0]) == len(GRID) // 2 and max(saved.corrections["1:1"][0]) > 0
+    rows = pd.read_csv(result["paths"]["dir"] / "forecasts.csv")
+    used = rows.groupby("model")["band"].first().to_dict()
+    assert used["tuned"] == "sample quantiles, conformalized, ACI" and used["ewma"] == "EWMA"
+    report = (result["paths"]["dir"] / "report.md").read_text()
+    assert "| 1:1 | LLM + LoRA (tuned) | sample quantiles, conformalized, ACI |" in report

@@ -80,10 +80,17 @@ def test_each_command_runs_the_steps_of_the_spec_form(spec, command):
 
 
 def test_the_spec_form_combines_its_steps_as_it_always_did():
-    steps = {argv: parsing.parse(argv.split()).steps for argv in (
-        "--train 1 --export merged", "--train 1 --export merged --evaluate 1", "--train 1 --evaluate 1 --trade 1",
-        "--train 0 --build-events 1", "--train 1 --build-events 1",
-        "--train 1 --task instruct --dataset-file a --export gguf")}  # fmt: skip
+    steps = {
+        argv: parsing.parse(argv.split()).steps
+        for argv in (
+            "--train 1 --export merged",
+            "--train 1 --export merged --evaluate 1",
+            "--train 1 --evaluate 1 --trade 1",
+            "--train 0 --build-events 1",
+            "--train 1 --build-events 1",
+            "--train 1 --task instruct --dataset-file a --export gguf",
+        )
+    }
     assert steps["--train 1 --export merged"] == ("train", "export")
     assert steps["--train 1 --export merged --evaluate 1"] == ("train", "export", "evaluate")
     assert steps["--train 1 --evaluate 1 --trade 1"] == ("train", "evaluate", "trade")
@@ -160,10 +167,23 @@ def test_too_little_history(shared_data, tmp_path, capsys):
     companies = tmp_path / "c.json"
     companies.write_text('[{"code": "2330"}]')
     code, _, err = run(
-        ["--train", "1", "--company-list-file", str(companies), "--data-dir", str(shared_data / "prices"),
-         "--offline", "--end-date", "2026-04-30", "--windows", "300:200", "--output-dir", str(tmp_path)],
+        [
+            "--train",
+            "1",
+            "--company-list-file",
+            str(companies),
+            "--data-dir",
+            str(shared_data / "prices"),
+            "--offline",
+            "--end-date",
+            "2026-04-30",
+            "--windows",
+            "300:200",
+            "--output-dir",
+            str(tmp_path),
+        ],
         capsys,
-    )  # fmt: skip
+    )
     assert code == 2 and "too little history" in err
 
 

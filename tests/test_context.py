@@ -42,10 +42,18 @@ def test_best_four_points_match_twstock_on_real_prices(shared_data):
         for t in range(5, len(frame)):
             theirs = BestFourPoint(Series(frame.iloc[max(0, t - 30) : t + 1]))
             mine = ours[t]
-            assert mine["buy"] == [bool(theirs.best_buy_1()), bool(theirs.best_buy_2()), bool(theirs.best_buy_3()),
-                                   bool(theirs.best_buy_4())]  # fmt: skip
-            assert mine["sell"] == [bool(theirs.best_sell_1()), bool(theirs.best_sell_2()),
-                                    bool(theirs.best_sell_3()), bool(theirs.best_sell_4())]  # fmt: skip
+            assert mine["buy"] == [
+                bool(theirs.best_buy_1()),
+                bool(theirs.best_buy_2()),
+                bool(theirs.best_buy_3()),
+                bool(theirs.best_buy_4()),
+            ]
+            assert mine["sell"] == [
+                bool(theirs.best_sell_1()),
+                bool(theirs.best_sell_2()),
+                bool(theirs.best_sell_3()),
+                bool(theirs.best_sell_4()),
+            ]
             expected = theirs.best_four_point()
             assert (None if mine["signal"] is None else (mine["signal"] == "buy", ", ".join(mine["why"]))) == expected
             checked += 1
@@ -91,7 +99,12 @@ def test_no_headline_after_a_window_end_reaches_its_prompt(shared_data, tmp_path
     config = ContextConfig(signals=True, news_max_articles=20)
     context = predictor.workspace.context_builder(config, {"2330": frame})
     examples, _ = dataset.build_examples(
-        frame, "台積電", "2330", data_args.WindowType(5, 5), data_args.parse_fields("ohlcv"), 1, context("2330")
+        frame,
+        "台積電",
+        "2330",
+        data_args.WindowType(5, 5),
+        data_args.parse_fields("ohlcv"),
+        dataset.ExampleStyle(1, context("2330")),
     )
     with_news = [e for e in examples if e["meta"]["context"] == "prices+signals+news"]
     assert len(with_news) > 10
@@ -108,8 +121,9 @@ def test_no_headline_after_a_window_end_reaches_its_prompt(shared_data, tmp_path
 
 def test_store_merges_deduplicates_and_keeps_the_spec_format(tmp_path):
     store = news.NewsStore(tmp_path)
-    a = news.normalize_article({"publishedAt": "2026-03-01T02:00:00Z", "title": "T1", "url": "u1",
-                                "source": {"id": None, "name": "Reuters"}})  # fmt: skip
+    a = news.normalize_article(
+        {"publishedAt": "2026-03-01T02:00:00Z", "title": "T1", "url": "u1", "source": {"id": None, "name": "Reuters"}}
+    )
     b = news.normalize_article({"publishedAt": "2026-03-02T02:00:00Z", "title": "T2", "url": "u2"})
     assert store.merge(ACER, "en", [a, b]) == 2
     assert store.merge(ACER, "en", [a, None]) == 0  # refetching adds nothing twice
@@ -131,8 +145,9 @@ class NewsServer(LocalServer):
 
     def respond(self, method, path, headers, body):
         url = urlparse(path)
-        self.calls.append({"path": url.path, **{k: v[0] for k, v in parse_qs(url.query).items()},
-                           "key": headers.get("Authorization")})  # fmt: skip
+        self.calls.append(
+            {"path": url.path, **{k: v[0] for k, v in parse_qs(url.query).items()}, "key": headers.get("Authorization")}
+        )
         status, reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
         return status, reply if isinstance(reply, str) else json.dumps(reply)
 
@@ -147,10 +162,17 @@ def newsapi(monkeypatch):
 
 def ok(*titles):
     articles = [
-        {"source": {"id": None, "name": "CNA"}, "author": None, "title": t, "description": "d",
-         "url": f"https://x/{t}", "publishedAt": "2026-04-20T03:00:00Z", "content": "..."}
+        {
+            "source": {"id": None, "name": "CNA"},
+            "author": None,
+            "title": t,
+            "description": "d",
+            "url": f"https://x/{t}",
+            "publishedAt": "2026-04-20T03:00:00Z",
+            "content": "...",
+        }
         for t in titles
-    ]  # fmt: skip
+    ]
     return 200, {"status": "ok", "totalResults": len(articles), "articles": articles}
 
 
@@ -163,7 +185,10 @@ def test_collector_queries_both_names_within_the_daily_budget(newsapi, tmp_path)
     summary = news.NewsCollector(KEY, store, daily_limit=3).collect([TSMC, ACER], days=30, today=dt.date(2026, 4, 30))
     assert summary["requests"] == 3 and summary["skipped"] == ["2353 en"] and summary["new_articles"] == 3
     assert [(c["q"], c["language"], c["from"]) for c in newsapi.calls] == [
-        ('"台積電"', "zh", "2026-03-31"), ('"TSMC"', "en", "2026-03-31"), ('"宏碁"', "zh", "2026-03-31")]  # fmt: skip
+        ('"台積電"', "zh", "2026-03-31"),
+        ('"TSMC"', "en", "2026-03-31"),
+        ('"宏碁"', "zh", "2026-03-31"),
+    ]
     assert all(c["key"] == KEY and c["path"] == "/v2/everything" for c in newsapi.calls)
     record = store.load("2330")
     assert record["news_zh"][0]["title"] == "台積電營收" and record["news_en"][0]["source"] == "CNA"
@@ -185,7 +210,7 @@ def test_collector_queries_both_names_within_the_daily_budget(newsapi, tmp_path)
                 "message": "You are trying to request results too far in the past.",
             },
             "outside your plan",
-        ),  # fmt: skip
+        ),
         (500, "<html>down</html>", "not JSON"),
     ],
 )
@@ -235,15 +260,55 @@ def test_twse_daily_report_parses_the_recorded_reply(shared_data):
 
 def test_tpex_daily_report_parses_its_documented_shape():
     """Shaped after TPEx's dailyQuotes JSON (no recorded reply is available here)."""
-    body = {"stat": "ok", "date": "20260211", "tables": [{
-        "fields": ["代號", "名稱", "收盤 ", "漲跌", "開盤 ", "最高 ", "最低", "均價 ", "成交股數  ", "成交金額(元)",
-                   "成交筆數 "],
-        "data": [["6569", "醫揚", "101.50", "-1.50", "103.00", "103.50", "101.00", "102.1", "123,000", "12,558,300",
-                  "150"]]}]}  # fmt: skip
+    body = {
+        "stat": "ok",
+        "date": "20260211",
+        "tables": [
+            {
+                "fields": [
+                    "代號",
+                    "名稱",
+                    "收盤 ",
+                    "漲跌",
+                    "開盤 ",
+                    "最高 ",
+                    "最低",
+                    "均價 ",
+                    "成交股數  ",
+                    "成交金額(元)",
+                    "成交筆數 ",
+                ],
+                "data": [
+                    [
+                        "6569",
+                        "醫揚",
+                        "101.50",
+                        "-1.50",
+                        "103.00",
+                        "103.50",
+                        "101.00",
+                        "102.1",
+                        "123,000",
+                        "12,558,300",
+                        "150",
+                    ]
+                ],
+            }
+        ],
+    }
     [row] = daily_reports.parse_tpex_daily(body, dt.date(2026, 2, 11))
-    assert row == {"code": "6569", "date": "2026-02-11", "close": 101.5, "change": -1.5, "open": 103.0,
-                   "high": 103.5, "low": 101.0, "capacity": 123000.0, "turnover": 12558300.0,
-                   "transaction": 150.0}  # fmt: skip
+    assert row == {
+        "code": "6569",
+        "date": "2026-02-11",
+        "close": 101.5,
+        "change": -1.5,
+        "open": 103.0,
+        "high": 103.5,
+        "low": 101.0,
+        "capacity": 123000.0,
+        "turnover": 12558300.0,
+        "transaction": 150.0,
+    }
     with pytest.raises(exchanges.ExchangeUnavailable):
         daily_reports.parse_tpex_daily({"stat": "error"}, dt.date(2026, 2, 11))
 
@@ -260,8 +325,9 @@ def test_choose_stock_picks_reproducibly_by_each_point(broad, tmp_path, capsys):
     def choose(seed):
         from config.model_args import LoraConfig
 
-        data = DataConfig(data_dir=str(tmp_path), offline=True, end_date="2026-04-30", choose_stock=2,
-                          market_csv=str(broad))  # fmt: skip
+        data = DataConfig(
+            data_dir=str(tmp_path), offline=True, end_date="2026-04-30", choose_stock=2, market_csv=str(broad)
+        )
         predictor = StockPredictor(Settings(data=data, lora=LoraConfig(random_state=seed)))
         return predictor, predictor.companies()
 

@@ -74,7 +74,7 @@ def test_multi_day_prompt_and_context_section():
 def test_window_counts_and_stride():
     examples, _ = dataset.build_examples(GIANT, "巨大", "9921", WindowType(2, 1), OHLCV)
     assert [e["meta"]["target_start"] for e in examples] == ["2025-01-07", "2025-01-08"]
-    strided, _ = dataset.build_examples(GIANT, "巨大", "9921", WindowType(1, 1), OHLCV, stride=2)
+    strided, _ = dataset.build_examples(GIANT, "巨大", "9921", WindowType(1, 1), OHLCV, dataset.ExampleStyle(stride=2))
     assert [e["meta"]["input_start"] for e in strided] == ["2025-01-03", "2025-01-07"]
 
 

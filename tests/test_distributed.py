@@ -58,8 +58,15 @@ def test_one_process_pool_is_the_factory_and_releases_models():
 
 
 def torchrun(args: list[str], processes: int, env: dict) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-               str(ROOT / "main.py"), *args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        str(ROOT / "main.py"),
+        *args,
+    ]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -80,20 +87,57 @@ def test_two_processes_train_and_evaluate_as_one_does(work):
     env["PYTHONPATH"] = str(ROOT)
 
     def train_args(name: str, batch: int, steps: int = 2) -> list[str]:
-        return ["--train", "1", "--company-list-file", str(work / "companies.json"), "--windows", "1:1",
-                "--max-seq-length", "256", "--max-steps", str(steps), "--batch-size", str(batch),
-                "--gradient-accumulation-steps", "1", "--max-val-examples", "2", "--save-steps", "1",
-                "--report-to", "none", "--data-dir", str(work), "--offline", "--end-date", "2026-04-17",
-                "--output-dir", str(work / f"out-{name}"), "--model-dir", str(work / f"adapter-{name}"),
-                "--code", "2330", "--past", "1", "--future", "1"]  # fmt: skip
+        return [
+            "--train",
+            "1",
+            "--company-list-file",
+            str(work / "companies.json"),
+            "--windows",
+            "1:1",
+            "--max-seq-length",
+            "256",
+            "--max-steps",
+            str(steps),
+            "--batch-size",
+            str(batch),
+            "--gradient-accumulation-steps",
+            "1",
+            "--max-val-examples",
+            "2",
+            "--save-steps",
+            "1",
+            "--report-to",
+            "none",
+            "--data-dir",
+            str(work),
+            "--offline",
+            "--end-date",
+            "2026-04-17",
+            "--output-dir",
+            str(work / f"out-{name}"),
+            "--model-dir",
+            str(work / f"adapter-{name}"),
+            "--code",
+            "2330",
+            "--past",
+            "1",
+            "--future",
+            "1",
+        ]
 
     two = torchrun(train_args("two", 1), 2, env)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "data parallel: 2 processes × batch 1 × accumulation 1 = 2 examples per step" in two.stdout
     assert two.stdout.count("adapter saved to") == 1  # rank 0 alone reports and saves
     assert "chart: " in two.stdout or "Raw model answer:" in two.stdout  # the forecast after training, once
-    one = subprocess.run([sys.executable, "main.py", *train_args("one", 2)], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=600)  # fmt: skip
+    one = subprocess.run(
+        [sys.executable, "main.py", *train_args("one", 2)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
 
     from safetensors.torch import load_file
@@ -122,15 +166,35 @@ def test_two_processes_train_and_evaluate_as_one_does(work):
     assert json.loads((work / "adapter-two" / "training_info.json").read_text())["global_step"] == 2  # kept
 
     def eval_args(name: str) -> list[str]:
-        return ["--train", "0", "--evaluate", "1", "--eval-models", "tuned", "--test-start", "2026-04-24",
-                "--bootstrap", "10", "--eval-batch-size", "2", "--data-dir", str(work), "--offline",
-                "--end-date", "2026-04-30", "--model-dir", str(work / "adapter-one"),
-                "--output-dir", str(work / f"eval-{name}")]  # fmt: skip
+        return [
+            "--train",
+            "0",
+            "--evaluate",
+            "1",
+            "--eval-models",
+            "tuned",
+            "--test-start",
+            "2026-04-24",
+            "--bootstrap",
+            "10",
+            "--eval-batch-size",
+            "2",
+            "--data-dir",
+            str(work),
+            "--offline",
+            "--end-date",
+            "2026-04-30",
+            "--model-dir",
+            str(work / "adapter-one"),
+            "--output-dir",
+            str(work / f"eval-{name}"),
+        ]
 
     sharded = torchrun(eval_args("two"), 2, env)
     assert sharded.returncode == 0, sharded.stderr[-3000:]
-    alone = subprocess.run([sys.executable, "main.py", *eval_args("one")], cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=600)  # fmt: skip
+    alone = subprocess.run(
+        [sys.executable, "main.py", *eval_args("one")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert alone.returncode == 0, alone.stderr[-3000:]
     run = "eval_2026-04-24_2026-04-30"
     answers = [(work / f"eval-{n}" / run / "answers.jsonl").read_text().splitlines() for n in ("one", "two")]
@@ -141,8 +205,19 @@ def test_two_processes_train_and_evaluate_as_one_does(work):
 def test_a_refusal_on_rank_0_stops_every_process(work):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     (work / "bad.json").write_text('[{"code": "9999"}]', encoding="utf-8")
-    args = ["--train", "1", "--company-list-file", str(work / "bad.json"), "--data-dir", str(work), "--offline",
-            "--output-dir", str(work / "out"), "--model-dir", str(work / "adapter")]  # fmt: skip
+    args = [
+        "--train",
+        "1",
+        "--company-list-file",
+        str(work / "bad.json"),
+        "--data-dir",
+        str(work),
+        "--offline",
+        "--output-dir",
+        str(work / "out"),
+        "--model-dir",
+        str(work / "adapter"),
+    ]
     result = torchrun(args, 2, env)
     assert result.returncode != 0
     assert result.stderr.count("unknown stock code '9999'") == 1  # said once, by rank 0

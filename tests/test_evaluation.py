@@ -28,21 +28,21 @@ from stock_predictor import DataConfig, ExamplesConfig, Settings, StockPredictor
 def test_test_windows_keep_every_target_inside_the_period_and_history_before_it():
     frame = frame_of(range(100, 120))  # 2026-03-02 .. 2026-03-27
     start, end = pd.Timestamp("2026-03-16"), pd.Timestamp("2026-03-25")
-    windows = forecast_windows.test_windows(frame, "1", "A", WindowType(3, 2), start, end)
+    windows = forecast_windows.test_windows(frame, ("1", "A"), WindowType(3, 2), (start, end))
     assert [f"{w.origin:%m-%d}" for w in windows] == ["03-13", "03-16", "03-17", "03-18", "03-19", "03-20", "03-23"]
     for w in windows:
         assert w.history.index[-1] == w.origin < w.actual.index[0]  # nothing after the origin is known
         assert start <= w.actual.index[0] and w.actual.index[-1] <= end
         assert len(w.actual) == 2 and len(w.past) == 3
         assert w.past.index[-1] == w.origin and w.last_close == frame.loc[w.origin, "Close"]
-    strided = forecast_windows.test_windows(frame, "1", "A", WindowType(3, 2), start, end, stride=3)
+    strided = forecast_windows.test_windows(frame, ("1", "A"), WindowType(3, 2), (start, end), stride=3)
     assert [w.origin for w in strided] == [windows[0].origin, windows[3].origin, windows[6].origin]
 
 
 def test_a_window_longer_than_the_history_or_period_yields_nothing():
     frame = frame_of(range(100, 110))
-    assert forecast_windows.test_windows(frame, "1", "A", WindowType(20, 1), frame.index[5], frame.index[-1]) == []
-    assert forecast_windows.test_windows(frame, "1", "A", WindowType(1, 5), frame.index[7], frame.index[-1]) == []
+    assert forecast_windows.test_windows(frame, ("1", "A"), WindowType(20, 1), (frame.index[5], frame.index[-1])) == []
+    assert forecast_windows.test_windows(frame, ("1", "A"), WindowType(1, 5), (frame.index[7], frame.index[-1])) == []
 
 
 def test_lstm_trains_on_exactly_the_llms_training_windows(tmp_path):
@@ -147,14 +147,16 @@ def test_block_bootstrap_uses_circular_blocks_of_consecutive_dates():
 
 def test_bootstrap_interval_is_tight_for_identical_days_and_brackets_the_point():
     frame = frame_of([100 + (i % 2) * 10 for i in range(30)])
-    windows = forecast_windows.test_windows(frame, "1", "A", WindowType(1, 1), frame.index[1], frame.index[-1])
+    windows = forecast_windows.test_windows(frame, ("1", "A"), WindowType(1, 1), (frame.index[1], frame.index[-1]))
     const = [np.array([[w.last_close] * 3 + [w.actual["Close"].iloc[0] * 1.01]]) for w in windows]
     rows = metrics_.add_errors(metrics_.forecast_rows("m", windows, const))
     s = metrics_.summarize(rows, n_boot=200)
     assert s["mape_close_ci95"][0] == pytest.approx(s["mape_close"], rel=1e-6)
     assert s["mape_close_ci95"][1] == pytest.approx(s["mape_close"], rel=1e-6)
-    noisy = [np.array([[w.last_close] * 3 + [w.actual["Close"].iloc[0] * (1 + 0.01 * (i % 5))]]) for i, w in
-             enumerate(windows)]  # fmt: skip
+    noisy = [
+        np.array([[w.last_close] * 3 + [w.actual["Close"].iloc[0] * (1 + 0.01 * (i % 5))]])
+        for i, w in enumerate(windows)
+    ]
     s = metrics_.summarize(metrics_.add_errors(metrics_.forecast_rows("m", windows, noisy)), n_boot=200)
     assert s["mape_close_ci95"][0] < s["mape_close"] < s["mape_close_ci95"][1]
 
@@ -170,7 +172,7 @@ def test_verdict_needs_the_interval_to_exclude_zero():
 
 def test_backtest_with_taiwan_costs_on_literal_days():
     frame = frame_of([100, 110, 99, 99])
-    windows = forecast_windows.test_windows(frame, "1", "A", WindowType(1, 1), frame.index[1], frame.index[-1])
+    windows = forecast_windows.test_windows(frame, ("1", "A"), WindowType(1, 1), (frame.index[1], frame.index[-1]))
     # says up, up, up: hold all three days → one entry, one exit
     up = [np.array([[0, 0, 0, w.last_close * 1.1]]) for w in windows]
     rows = metrics_.add_errors(metrics_.forecast_rows("m", windows, up))
@@ -221,11 +223,17 @@ def fake_adapter_dir(path, last_date="2026-03-31"):
     config = {
         "base_model": "fake",
         "data": {"year": 2026, "month": 1, "end_date": last_date, "stride": 1, "val_fraction": 0.2},
-        "dataset": {"fields": data_args.FIELD_SETS["ohlcv"], "windows": ["1:1", "5:5"], "cutoff": "2026-03-10",
-                    "last_date": last_date},
-        "companies": [{"code": "2330", "name_zh": "台積電", "market": "twse"},
-                      {"code": "2317", "name_zh": "鴻海", "market": "twse"}],
-    }  # fmt: skip
+        "dataset": {
+            "fields": data_args.FIELD_SETS["ohlcv"],
+            "windows": ["1:1", "5:5"],
+            "cutoff": "2026-03-10",
+            "last_date": last_date,
+        },
+        "companies": [
+            {"code": "2330", "name_zh": "台積電", "market": "twse"},
+            {"code": "2317", "name_zh": "鴻海", "market": "twse"},
+        ],
+    }
     (path / "stock_config.json").write_text(json.dumps(config, ensure_ascii=False))
     return path
 
@@ -249,8 +257,9 @@ def repeat_last_row(prompts, max_new_tokens):
 def predictor_for(price_dir, out, cfg: EvalConfig, inference: InferenceConfig = InferenceConfig(), **data):
     from config.model_args import ModelConfig
 
-    data = DataConfig(data_dir=str(price_dir / "prices"), output_dir=str(out), offline=True, end_date="2026-04-30",
-                      **data)  # fmt: skip
+    data = DataConfig(
+        data_dir=str(price_dir / "prices"), output_dir=str(out), offline=True, end_date="2026-04-30", **data
+    )
     settings = Settings(
         data=data, model=ModelConfig(model_dir=str(out / "adapter")), evaluation=cfg, inference=inference
     )
@@ -301,8 +310,19 @@ def test_evaluation_run_scores_llms_lstm_and_baselines_and_writes_a_report(price
 
 def test_evaluation_refuses_a_test_period_the_adapter_has_seen(price_dir, tmp_path, capsys):
     fake_adapter_dir(tmp_path / "out" / "adapter", last_date="2026-03-31")
-    args = ["--train", "0", "--evaluate", "1", "--data-dir", str(price_dir / "prices"), "--offline",
-            "--output-dir", str(tmp_path / "out"), "--model-dir", str(tmp_path / "out" / "adapter")]  # fmt: skip
+    args = [
+        "--train",
+        "0",
+        "--evaluate",
+        "1",
+        "--data-dir",
+        str(price_dir / "prices"),
+        "--offline",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--model-dir",
+        str(tmp_path / "out" / "adapter"),
+    ]
     assert cli.main([*args, "--test-start", "2026-03-20"]) == 2
     assert "trained on prices up to 2026-03-31" in capsys.readouterr().err
     assert cli.main([*args, "--test-start", "2026-04-01", "--test-end", "2026-03-01"]) == 2
@@ -313,10 +333,33 @@ def test_evaluation_refuses_a_test_period_the_adapter_has_seen(price_dir, tmp_pa
 
 
 def test_evaluation_without_an_adapter(price_dir, tmp_path, capsys):
-    args = ["--train", "0", "--evaluate", "1", "--data-dir", str(price_dir / "prices"), "--offline",
-            "--output-dir", str(tmp_path / "out"), "--model-dir", str(tmp_path / "none"), "--year", "2026",
-            "--month", "1", "--end-date", "2026-04-30", "--company-list-file", str(price_dir / "companies.json"),
-            "--windows", "1:1", "--bootstrap", "20", "--lstm-epochs", "1"]  # fmt: skip
+    args = [
+        "--train",
+        "0",
+        "--evaluate",
+        "1",
+        "--data-dir",
+        str(price_dir / "prices"),
+        "--offline",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--model-dir",
+        str(tmp_path / "none"),
+        "--year",
+        "2026",
+        "--month",
+        "1",
+        "--end-date",
+        "2026-04-30",
+        "--company-list-file",
+        str(price_dir / "companies.json"),
+        "--windows",
+        "1:1",
+        "--bootstrap",
+        "20",
+        "--lstm-epochs",
+        "1",
+    ]
     assert cli.main(args) == 2
     assert "no trained adapter in" in capsys.readouterr().err
     assert cli.main([*args, "--eval-models", "lstm"]) == 2
@@ -442,10 +485,21 @@ def test_diebold_mariano_on_a_literal_pair():
 
 def test_best_reference_and_skill_against_it():
     table = {
-        m: {"1:1": {"all": {"crps": c, "ewma_crps": 2.0, "garch_crps": 1.8, "random_walk_crps": 2.2,
-                            "crps_skill_garch": 1 - c / 1.8, "crps_skill_garch_ci95": [0.0, 0.1]}, "steps": {}}}
+        m: {
+            "1:1": {
+                "all": {
+                    "crps": c,
+                    "ewma_crps": 2.0,
+                    "garch_crps": 1.8,
+                    "random_walk_crps": 2.2,
+                    "crps_skill_garch": 1 - c / 1.8,
+                    "crps_skill_garch_ci95": [0.0, 0.1],
+                },
+                "steps": {},
+            }
+        }
         for m, c in (("random_walk", 2.2), ("ewma", 2.0), ("garch", 1.8), ("tuned", 1.7))
-    }  # fmt: skip
+    }
     assert metrics_.best_reference(table, "1:1") == "garch"
     metrics_._skill_against(table["tuned"]["1:1"]["all"], "garch")
     s = table["tuned"]["1:1"]["all"]

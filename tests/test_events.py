@@ -88,9 +88,8 @@ def test_market_analysis_and_the_mix():
     news_rows = [
         {"code": "1234", "date": "2026-01-05", "title": f"t{i}", "impacts": {1: (0.01, 0.0)}} for i in range(9)
     ]
-    built = events_db.build_instructions(
-        news_rows, {"1234": frame}, taiex, {"1234": "甲"}, {"news": 3, "market": 1}, 8, 0, 2
-    )
+    mix = events_db.Mix({"news": 3, "market": 1}, total=8, seed=0, stride=2)
+    built = events_db.build_instructions(news_rows, {"1234": frame}, taiex, {"1234": "甲"}, mix)
     assert (
         sum(r["kind"] == "news_impact" for r in built) == 6 and sum(r["kind"] == "market_analysis" for r in built) == 2
     )
@@ -105,9 +104,25 @@ def test_fmtqik_gives_taiex_closes(shared_data):
 def test_build_events_from_real_headlines_and_prices(shared_data, tmp_path, capsys):
     shutil.copytree(shared_data / "prices", tmp_path / "prices")
     (tmp_path / "c.json").write_text(json.dumps([{"code": "2330"}, {"code": "2317"}]))
-    args = ["--train", "0", "--build-events", "1", "--data-dir", str(tmp_path), "--offline", "--company-list-file",
-            str(tmp_path / "c.json"), "--year", "2024", "--month", "1", "--end-date", "2026-04-30",
-            "--instruct-rows", "100"]  # fmt: skip
+    args = [
+        "--train",
+        "0",
+        "--build-events",
+        "1",
+        "--data-dir",
+        str(tmp_path),
+        "--offline",
+        "--company-list-file",
+        str(tmp_path / "c.json"),
+        "--year",
+        "2024",
+        "--month",
+        "1",
+        "--end-date",
+        "2026-04-30",
+        "--instruct-rows",
+        "100",
+    ]
     assert cli.main(args) == 2
     assert "no stored news" in capsys.readouterr().err
     args += ["--news-csv", str(shared_data / "news" / "headlines_2024-01.csv")]

@@ -64,12 +64,16 @@ def test_the_change_format_states_prices_relative_to_the_last_close_and_parses_b
 
 
 def test_change_examples_use_each_windows_own_last_close():
-    examples, _ = dataset.build_examples(FRAME, "巨大", "9921", WindowType(2, 1), OHLCV, answer_format="change")
+    examples, _ = dataset.build_examples(
+        FRAME, "巨大", "9921", WindowType(2, 1), OHLCV, dataset.ExampleStyle(answer_format="change")
+    )
     first = examples[0]
     assert "last close, 100.0 on 2026-04-28" in first["prompt"][0]["content"]
     assert first["completion"][0]["content"].splitlines()[1].startswith("Date: 2026-04-29, Open: -0.50%")
     with pytest.raises(ValueError, match="answer format"):
-        dataset.build_examples(FRAME, "巨大", "9921", WindowType(2, 1), OHLCV, answer_format="percent")
+        dataset.build_examples(
+            FRAME, "巨大", "9921", WindowType(2, 1), OHLCV, dataset.ExampleStyle(answer_format="percent")
+        )
 
 
 # --------------------------------------------------------------------------- the answer grammar
@@ -120,7 +124,10 @@ def test_constrained_generation_on_the_real_model_always_matches(tokenizer):
     """Even the untuned SmolLM2, which never answers in the format by itself, writes it under the grammar."""
     loaded = model.load_untuned(model_args.ModelConfig(model_name=str(checkpoints.smollm2_gguf())))
     prompt = [
-        {"role": "user", "content": prompt_format.user_prompt("巨大", FRAME.iloc[:3], 1, OHLCV, answer_format="change")}
+        {
+            "role": "user",
+            "content": prompt_format.user_prompt("巨大", FRAME.iloc[:3], 1, OHLCV, answer_format="change"),
+        }
     ]
     regex = prompt_format.answer_regex(DAYS[3:4], OHLCV, "change")
     answers = generation.generate_samples(loaded, [prompt], 8, Sampling(batch_size=2, samples=2), regexes=[regex])
@@ -167,7 +174,12 @@ def test_a_batch_too_big_for_the_gpu_is_generated_in_halves_with_the_same_answer
 
     loaded = model.load_untuned(model_args.ModelConfig(model_name=str(checkpoints.smollm2_gguf())))
     prompts = [
-        [{"role": "user", "content": prompt_format.user_prompt(name, FRAME.iloc[:3], 1, OHLCV, answer_format="change")}]
+        [
+            {
+                "role": "user",
+                "content": prompt_format.user_prompt(name, FRAME.iloc[:3], 1, OHLCV, answer_format="change"),
+            }
+        ]
         for name in ("巨大", "台積電", "聯發科")
     ]
     regexes = [prompt_format.answer_regex(DAYS[3:4], OHLCV, "change")] * 3
@@ -372,7 +384,9 @@ def test_the_candle_format_writes_wicks_and_parses_back_to_the_same_candles():
     prompt = prompt_format.user_prompt("巨大", FRAME.iloc[:3], 2, OHLCV, answer_format="candle")
     assert "Prices are % changes from the last close, 100.5 on 2026-04-29." in prompt
     assert "Date: 2026-04-29, Close: +0.00%, Open: -1.00%, Upper: 0.50%, Lower: 1.51%, Capacity: 900" in prompt
-    examples, _ = dataset.build_examples(FRAME, "巨大", "9921", WindowType(2, 1), OHLCV, answer_format="candle")
+    examples, _ = dataset.build_examples(
+        FRAME, "巨大", "9921", WindowType(2, 1), OHLCV, dataset.ExampleStyle(answer_format="candle")
+    )
     assert examples[0]["completion"][0]["content"].splitlines()[1].startswith("Date: 2026-04-29, Close: +0.50%")
     # the other price fields' places: a field set with turnover keeps its order around the candle block
     fields = data_args.parse_fields("turnover")

@@ -30,9 +30,11 @@ def test_bins_words_and_predictions():
 
 
 def test_forecaster_scores_against_majority_and_persistence():
-    rows = [instruction_data.Row("p", "", "", "forecaster", gold="U2", labels=("D1",)),
-            instruction_data.Row("p", "", "", "forecaster", gold="D3", labels=("D3",)),
-            instruction_data.Row("p", "", "", "forecaster", gold="U1", labels=("U1",))]  # fmt: skip
+    rows = [
+        instruction_data.Row("p", "", "", "forecaster", gold="U2", labels=("D1",)),
+        instruction_data.Row("p", "", "", "forecaster", gold="D3", labels=("D3",)),
+        instruction_data.Row("p", "", "", "forecaster", gold="U1", labels=("U1",)),
+    ]
     answers = ["Prediction: Up by 1-2%", "Prediction: Up by 0-1%", "no idea"]
     s = scorers.forecaster_scores(rows, answers)
     assert s["direction_accuracy"] == pytest.approx(1 / 3) and s["majority_class_accuracy"] == pytest.approx(2 / 3)
@@ -59,8 +61,10 @@ class Teacher(LocalServer):
         told = re.search(r"must read 'Prediction: ([^']+)'", user)[1]
         if self.wrong_every and self.calls % self.wrong_every == 0:
             told = "Up by more than 5%" if "Down" in told else "Down by more than 5%"
-        answer = (f"[Positive Developments]:\n1. Demand.\n[Potential Concerns]:\n1. Costs.\n"
-                  f"[Prediction & Analysis]:\nPrediction: {told}\nAnalysis: news-driven.")  # fmt: skip
+        answer = (
+            f"[Positive Developments]:\n1. Demand.\n[Potential Concerns]:\n1. Costs.\n"
+            f"[Prediction & Analysis]:\nPrediction: {told}\nAnalysis: news-driven."
+        )
         return 200, json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]})
 
 
@@ -75,10 +79,33 @@ def test_dataset_from_real_prices_and_headlines_with_resume(shared_data, tmp_pat
     monkeypatch.setattr("instruct.teacher.time.sleep", lambda s: None)
     shutil.copytree(shared_data / "prices", tmp_path / "prices")
     (tmp_path / "c.json").write_text(json.dumps([{"code": "2330"}, {"code": "2317"}]))
-    args = ["--train", "0", "--build-forecaster", "1", "--teacher-url", teacher.url, "--teacher-model", "t",
-            "--data-dir", str(tmp_path), "--offline", "--company-list-file", str(tmp_path / "c.json"), "--year",
-            "2024", "--month", "1", "--end-date", "2024-03-29", "--forecaster-weeks", "2", "--forecaster-samples",
-            "12", "--news-csv", str(shared_data / "news" / "headlines_2024-01.csv")]  # fmt: skip
+    args = [
+        "--train",
+        "0",
+        "--build-forecaster",
+        "1",
+        "--teacher-url",
+        teacher.url,
+        "--teacher-model",
+        "t",
+        "--data-dir",
+        str(tmp_path),
+        "--offline",
+        "--company-list-file",
+        str(tmp_path / "c.json"),
+        "--year",
+        "2024",
+        "--month",
+        "1",
+        "--end-date",
+        "2024-03-29",
+        "--forecaster-weeks",
+        "2",
+        "--forecaster-samples",
+        "12",
+        "--news-csv",
+        str(shared_data / "news" / "headlines_2024-01.csv"),
+    ]
     teacher.fail_after = 5  # the endpoint dies after five answers (each later call fails, with retries)
     assert cli.main(args) == 2
     assert "no dataset was written: rerun to resume" in capsys.readouterr().err

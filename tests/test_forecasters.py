@@ -1,4 +1,4 @@
-"""The forecaster interface (issue 12): every model an evaluation scores is fitted on the training period and
+"""The forecaster interface: every model an evaluation scores is fitted on the training period and
 predicts the test windows, and `walk_forward.evaluate` is a loop over them; the stages take a `Workspace`."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _tests(frames: dict, window: WindowType, start: str, end: str) -> list:
     return [
         w
         for code, f in frames.items()
-        for w in forecast_windows.test_windows(f, code, code, window, pd.Timestamp(start), pd.Timestamp(end))
+        for w in forecast_windows.test_windows(f, (code, code), window, (pd.Timestamp(start), pd.Timestamp(end)))
     ]
 
 

@@ -38,9 +38,20 @@ def test_real_files_of_each_kind_are_read(shared_data, tmp_path):
 
 def test_json_arrays_and_trl_conversations(tmp_path):
     path = tmp_path / "a.json"
-    path.write_text(json.dumps([{"instruction": "Q", "input": "", "output": "A"},
-                                {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
-                                              {"role": "assistant", "content": "R"}]}]))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            [
+                {"instruction": "Q", "input": "", "output": "A"},
+                {
+                    "messages": [
+                        {"role": "system", "content": "S"},
+                        {"role": "user", "content": "U"},
+                        {"role": "assistant", "content": "R"},
+                    ]
+                },
+            ]
+        )
+    )
     rows, _ = instruction_data.read_rows(path)
     assert [r.kind for r in rows] == ["alpaca", "messages"]
     example = instruction_data.to_example(rows[1], "chat")
@@ -74,8 +85,11 @@ def test_templates_are_the_same_at_training_and_inference():
 
 
 def test_weights_mix_and_a_split_by_question():
-    assert utils.parse_file_weights("a.jsonl, b.jsonl:0.5,c.json:2") == [("a.jsonl", 1.0), ("b.jsonl", 0.5),
-                                                                       ("c.json", 2.0)]  # fmt: skip
+    assert utils.parse_file_weights("a.jsonl, b.jsonl:0.5,c.json:2") == [
+        ("a.jsonl", 1.0),
+        ("b.jsonl", 0.5),
+        ("c.json", 2.0),
+    ]
     with pytest.raises(StockToolError, match="positive"):
         utils.parse_file_weights("a.jsonl:0")
     a = [instruction_data.Row(f"a{i}", "", "x", "alpaca") for i in range(10)]
@@ -106,9 +120,12 @@ def test_scorers_on_literal_answers():
     assert scorers.macro_f1(["p", "n", "p"], ["p", "p", "p"], ("n", "p")) == pytest.approx((0 + 0.8) / 2)
     assert scorers.bootstrap_ci([1.0] * 10) == [1.0, 1.0] and scorers.bootstrap_ci([1.0]) is None
     row = instruction_data.Row
-    rows = [row("Q?", "A. x\nB. y", "B", "alpaca", gold="B"), row("Q2", "", "B", "alpaca", gold="BD"),
-            row("s", "t", "positive", "sentiment", gold="positive", labels=("negative", "positive")),
-            row("f", "", "the cat sat", "alpaca")]  # fmt: skip
+    rows = [
+        row("Q?", "A. x\nB. y", "B", "alpaca", gold="B"),
+        row("Q2", "", "B", "alpaca", gold="BD"),
+        row("s", "t", "positive", "sentiment", gold="positive", labels=("negative", "positive")),
+        row("f", "", "the cat sat", "alpaca"),
+    ]
     scores = scorers.score(rows, ["B", "B", "negative", "the cat"], n_boot=50)
     assert scores["multiple_choice"]["accuracy"] == 0.5 and scores["sentiment"]["accuracy"] == 0.0
     assert scores["sentiment"]["majority_class_accuracy"] == 1.0
@@ -122,8 +139,18 @@ def test_compare_refuses_rows_an_adapter_was_trained_on(tmp_path, capsys):
     (adapter / "train_questions.txt").write_text(instruction_data.fingerprint(seen) + "\n")
     evalf = tmp_path / "eval.jsonl"
     evalf.write_text(json.dumps({"instruction": "What are business fundamentals?", "input": "", "output": "y"}) + "\n")
-    args = ["--train", "0", "--task", "instruct", "--eval-file", str(evalf), "--compare", f"base,{adapter}",
-            "--output-dir", str(tmp_path / "out")]  # fmt: skip
+    args = [
+        "--train",
+        "0",
+        "--task",
+        "instruct",
+        "--eval-file",
+        str(evalf),
+        "--compare",
+        f"base,{adapter}",
+        "--output-dir",
+        str(tmp_path / "out"),
+    ]
     assert cli.main(args) == 2
     assert "1 of 1 eval rows were in" in capsys.readouterr().err
     assert cli.main(["--train", "1", "--task", "instruct", "--output-dir", str(tmp_path / "out")]) == 2
@@ -140,14 +167,47 @@ def test_instruction_tuning_and_comparison_with_the_real_model(shared_data, tmp_
     (tmp_path / "e").mkdir()
     evalf = head(shared_data, "sent_en_fpb.jsonl", 3, tmp_path / "e", start=500)  # rows never trained on
     common = ["--task", "instruct", "--output-dir", str(tmp_path / "out"), "--model-dir", str(tmp_path / "adapter")]
-    assert cli.main(["--train", "1", "--dataset-file", f"{train_a},{train_b}:0.5", "--max-steps", "1",
-                     "--batch-size", "2", "--max-seq-length", "512", "--val-fraction", "0.5", "--report-to", "none",
-                     *common]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "--train",
+                "1",
+                "--dataset-file",
+                f"{train_a},{train_b}:0.5",
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--max-seq-length",
+                "512",
+                "--val-fraction",
+                "0.5",
+                "--report-to",
+                "none",
+                *common,
+            ]
+        )
+        == 0
+    )
     info = json.loads((tmp_path / "adapter" / "training_info.json").read_text())
     assert info["global_step"] == 1 and info["adapter_bytes"] > 0 and info["val_loss"] > 0
     assert (tmp_path / "adapter" / "train_questions.txt").read_text().strip()
-    assert cli.main(["--train", "0", "--eval-file", str(evalf), "--compare", f"base,{tmp_path / 'adapter'}",
-                     "--max-new-tokens", "8", *common]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [
+                "--train",
+                "0",
+                "--eval-file",
+                str(evalf),
+                "--compare",
+                f"base,{tmp_path / 'adapter'}",
+                "--max-new-tokens",
+                "8",
+                *common,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| base | sentiment | 3 |" in out and "| adapter | sentiment | 3 |" in out
     answers = (tmp_path / "out" / "compare_sent_en_fpb" / "answers_adapter.jsonl").read_text().splitlines()

@@ -1,9 +1,11 @@
 """The house's shape: every module in its capability's layer, imports (lazy ones included) only from its own layer or
-the layers below, no import cycles, only the LLM stack importing torch, and only `main` importing the facade."""
+the layers below, no import cycles, only the LLM stack importing torch, only `main` importing the facade; small
+modules and functions; the installed package holding exactly these modules."""
 
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,6 +124,63 @@ def test_the_top_level_holds_the_design_cards_files_and_the_capability_folders()
     top = {p.stem for p in ROOT.glob("*.py")}
     assert top == {"main", "stock_predictor", "dataset", "model", "stock_api", "utils"}
     folders = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
-    assert folders == {"config", "market", "prompts", "llm", "forecasting", "evaluation", "instruct", "trading"}
+    assert folders == {"config", "market", "prompts", "llm", "forecasting", "evaluation", "instruct", "trading"} | {
+        "benchmarks"  # the measuring scripts (`python -m benchmarks.NAME`), not part of the installed tool
+    }
     names = [name.split(".")[-1] for name in modules()]
     assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})
+
+
+MAX_LINES, MAX_FUNCTION_LINES, MAX_PARAMETERS = 400, 50, 6
+
+
+def code_files() -> list[Path]:
+    """Every Python file of the tool and its benchmarks (the tests are not held to the size rules)."""
+    return sorted(modules().values()) + sorted((ROOT / "benchmarks").glob("*.py"))
+
+
+def size_problems(path: Path) -> list[str]:
+    """Where `path` breaks the size rules: over MAX_LINES lines, a function over MAX_FUNCTION_LINES lines or with
+    more than MAX_PARAMETERS parameters (self and cls not counted), a `# fmt: skip` or a `sys.path` edit."""
+    text = path.read_text(encoding="utf-8")
+    lines, name = text.splitlines(), path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+    found = [f"{name}: {len(lines)} lines"] if len(lines) > MAX_LINES else []
+    found += [f"{name}:{i + 1}: fmt: skip" for i, line in enumerate(lines) if "fmt: skip" in line]
+    found += [f"{name}:{i + 1}: sys.path edit" for i, line in enumerate(lines) if "sys.path.insert" in line]
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
+                found.append(f"{name}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+            a = node.args
+            named = [*a.posonlyargs, *a.args, *a.kwonlyargs]
+            count = len(named) + bool(a.vararg) + bool(a.kwarg) - bool(named and named[0].arg in ("self", "cls"))
+            if count > MAX_PARAMETERS:
+                found.append(f"{name}:{node.lineno} {node.name}: {count} parameters")
+    return found
+
+
+def test_size_rules_catch_a_long_function_many_parameters_and_fmt_skip(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    bad = tmp_path / "bad.py"
+    bad.write_text(f"def long():\n{body}\n\n\ndef wide(a, b, c, d, e, f, g):\n    return a  # fmt: skip\n")
+    assert size_problems(bad) == [
+        "bad.py:55: fmt: skip",
+        f"bad.py:1 long: {MAX_FUNCTION_LINES + 1} lines",
+        "bad.py:54 wide: 7 parameters",
+    ]
+    fine = tmp_path / "fine.py"
+    fine.write_text("class A:\n    def method(self, a, b, c, d, e, f):\n        return a\n")
+    assert size_problems(fine) == []
+
+
+def test_every_module_and_function_is_small():
+    assert [problem for path in code_files() for problem in size_problems(path)] == []
+
+
+def test_the_installed_package_holds_exactly_the_tools_modules():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    setup = project["tool"]["setuptools"]
+    assert set(setup["py-modules"]) == {p.stem for p in ROOT.glob("*.py")}
+    assert set(setup["packages"]) == set().union(*LAYERS) - {p.stem for p in ROOT.glob("*.py")}
+    module, _, function = project["project"]["scripts"]["twstock-llm"].partition(":")
+    assert (module, function) == ("main", "main")

@@ -1,4 +1,4 @@
-"""An adapter's stock_config.json, typed and read in one place (issue 12)."""
+"""An adapter's stock_config.json, typed and read in one place."""
 
 from __future__ import annotations
 

@@ -39,8 +39,15 @@ def common_text(frame: pd.DataFrame, header=("Date", "Open", "High", "Low", "Clo
     """A canonical frame in the common layout (Adj Close made different, to show it is not used)."""
     rows = [",".join(header)]
     for day, r in frame.iterrows():
-        values = {"date": f"{day:%Y-%m-%d}", "open": r.Open, "high": r.High, "low": r.Low, "close": r.Close,
-                  "adj close": round(r.Close * 0.9, 4), "volume": int(r.Volume)}  # fmt: skip
+        values = {
+            "date": f"{day:%Y-%m-%d}",
+            "open": r.Open,
+            "high": r.High,
+            "low": r.Low,
+            "close": r.Close,
+            "adj close": round(r.Close * 0.9, 4),
+            "volume": int(r.Volume),
+        }
         rows.append(",".join(str(values[re.sub(r"[\s_]+", " ", h.strip().lower())]) for h in header))
     return "\n".join(rows) + "\n"
 
@@ -130,8 +137,11 @@ def test_fields_the_common_layout_lacks_are_refused_clearly(tmp_path):
     apple = ws.company("AAPL")
     assert apple == Company("AAPL", "AAPL", "csv")  # another market's code, known from its file
     start, end = pd.Timestamp("2026-03-01").date(), pd.Timestamp("2026-03-31").date()
-    with pytest.raises(StockToolError, match=r"prompt fields \['turnover', 'change', 'transaction'\] are not in .*"
-                       r"AAPL.csv.*use --fields ohlcv"):  # fmt: skip
+    with pytest.raises(
+        StockToolError,
+        match=r"prompt fields \['turnover', 'change', 'transaction'\] are not in .*"
+        r"AAPL.csv.*use --fields ohlcv",
+    ):
         ws.update_prices(apple, start, end)
     assert len(ws.update_prices(apple, start, end, OHLCV)) == len(LITERAL)
 
@@ -171,9 +181,29 @@ def test_another_markets_stock_is_forecast_on_its_exchanges_calendar(tmp_path, m
     frame = candles([190.0 + i for i in range(6)], start="2025-06-26")  # 2025-06-26 → 2025-07-03
     write(tmp_path / "prices" / "AAPL.csv", common_text(frame))
     prompts = fake_model(monkeypatch)
-    args = ["--train", "0", "--code", "AAPL", "--past", "3", "--future", "2", "--data-dir", str(tmp_path),
-            "--offline", "--year", "2025", "--month", "6", "--end-date", "2025-07-03",
-            "--output-dir", str(tmp_path / "out"), "--model-dir", str(tmp_path / "adapter")]  # fmt: skip
+    args = [
+        "--train",
+        "0",
+        "--code",
+        "AAPL",
+        "--past",
+        "3",
+        "--future",
+        "2",
+        "--data-dir",
+        str(tmp_path),
+        "--offline",
+        "--year",
+        "2025",
+        "--month",
+        "6",
+        "--end-date",
+        "2025-07-03",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--model-dir",
+        str(tmp_path / "adapter"),
+    ]
     assert cli.main([*args, "--calendar", "XNYS"]) == 0
     out = capsys.readouterr().out
     assert prompts[0].startswith("Here is past 3 day stock price of AAPL company.")
@@ -184,9 +214,27 @@ def test_another_markets_stock_is_forecast_on_its_exchanges_calendar(tmp_path, m
 def test_an_adapter_whose_fields_the_file_lacks_and_a_bad_file_are_one_line(tmp_path, monkeypatch, capsys):
     frame = candles([190.0 + i for i in range(6)], start="2025-06-26")
     write(tmp_path / "prices" / "AAPL.csv", common_text(frame))
-    args = ["--train", "0", "--code", "AAPL", "--past", "3", "--future", "2", "--data-dir", str(tmp_path),
-            "--offline", "--end-date", "2025-07-03", "--output-dir", str(tmp_path / "out"),
-            "--model-dir", str(tmp_path / "adapter"), "--calendar", "XNYS"]  # fmt: skip
+    args = [
+        "--train",
+        "0",
+        "--code",
+        "AAPL",
+        "--past",
+        "3",
+        "--future",
+        "2",
+        "--data-dir",
+        str(tmp_path),
+        "--offline",
+        "--end-date",
+        "2025-07-03",
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--model-dir",
+        str(tmp_path / "adapter"),
+        "--calendar",
+        "XNYS",
+    ]
     fake_model(monkeypatch, fields=data_args.parse_fields("all"))
     assert cli.main(args) == 2
     err = capsys.readouterr().err
@@ -209,9 +257,16 @@ def two_layouts(shared_data, tmp_path):
     shutil.copy(shared_data / "prices" / "2330.csv", twstock / "prices")
     real = pd.read_csv(shared_data / "prices" / "2330.csv", dtype=str, keep_default_na=False)
     common = pd.DataFrame(
-        {"Date": real["date"], "Open": real["open"], "High": real["high"], "Low": real["low"], "Close": real["close"],
-         "Adj Close": pd.to_numeric(real["close"]).mul(0.97).round(2), "Volume": real["capacity"]}
-    )  # fmt: skip
+        {
+            "Date": real["date"],
+            "Open": real["open"],
+            "High": real["high"],
+            "Low": real["low"],
+            "Close": real["close"],
+            "Adj Close": pd.to_numeric(real["close"]).mul(0.97).round(2),
+            "Volume": real["capacity"],
+        }
+    )
     write(tmp_path / "common" / "prices" / "2330.csv", common.to_csv(index=False))
     return twstock, tmp_path / "common"
 
@@ -227,9 +282,25 @@ def test_a_forecast_is_the_same_from_either_layout(two_layouts, monkeypatch, cap
     outputs = []
     for work in two_layouts:
         prompts = fake_model(monkeypatch)
-        args = ["--train", "0", "--code", "2330", "--past", "5", "--future", "3", "--data-dir", str(work),
-                "--offline", "--end-date", "2026-04-30", "--output-dir", str(work / "out"),
-                "--model-dir", str(work / "adapter")]  # fmt: skip
+        args = [
+            "--train",
+            "0",
+            "--code",
+            "2330",
+            "--past",
+            "5",
+            "--future",
+            "3",
+            "--data-dir",
+            str(work),
+            "--offline",
+            "--end-date",
+            "2026-04-30",
+            "--output-dir",
+            str(work / "out"),
+            "--model-dir",
+            str(work / "adapter"),
+        ]
         assert cli.main(args) == 0
         capsys.readouterr()
         (csv,) = (work / "out" / "forecasts").glob("2330_*.csv")
@@ -245,10 +316,15 @@ def adapter_dir(path: Path) -> Path:
     config = {
         "base_model": "fake",
         "data": {"year": 2025, "month": 10, "end_date": "2026-03-31", "stride": 1, "val_fraction": 0.2},
-        "dataset": {"fields": OHLCV, "windows": ["1:1", "5:5"], "cutoff": "2026-02-02", "last_date": "2026-03-31",
-                    "answer_format": "change"},
+        "dataset": {
+            "fields": OHLCV,
+            "windows": ["1:1", "5:5"],
+            "cutoff": "2026-02-02",
+            "last_date": "2026-03-31",
+            "answer_format": "change",
+        },
         "companies": [{"code": "2330", "name_zh": "台積電", "market": "twse"}],
-    }  # fmt: skip
+    }
     (path / "stock_config.json").write_text(json.dumps(config, ensure_ascii=False))
     return path
 
@@ -257,10 +333,29 @@ def test_an_evaluation_is_the_same_from_either_layout(two_layouts, monkeypatch, 
     results = []
     for work in two_layouts:
         prompts = fake_model(monkeypatch, answer_format="change")
-        args = ["--train", "0", "--evaluate", "1", "--data-dir", str(work), "--offline", "--end-date", "2026-04-30",
-                "--output-dir", str(work / "out"), "--model-dir", str(adapter_dir(work / "adapter")),
-                "--eval-models", "tuned", "--test-start", "2026-04-01", "--test-end", "2026-04-30",
-                "--bootstrap", "20"]  # fmt: skip
+        args = [
+            "--train",
+            "0",
+            "--evaluate",
+            "1",
+            "--data-dir",
+            str(work),
+            "--offline",
+            "--end-date",
+            "2026-04-30",
+            "--output-dir",
+            str(work / "out"),
+            "--model-dir",
+            str(adapter_dir(work / "adapter")),
+            "--eval-models",
+            "tuned",
+            "--test-start",
+            "2026-04-01",
+            "--test-end",
+            "2026-04-30",
+            "--bootstrap",
+            "20",
+        ]
         assert cli.main(args) == 0
         capsys.readouterr()
         run = work / "out" / "eval_2026-04-01_2026-04-30"

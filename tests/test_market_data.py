@@ -132,8 +132,13 @@ def test_cache_fetches_only_missing_months(tmp_path, exchange, client_for):
     # A longer range: only the months not cached are asked for (Dec 2024 .. May 2025).
     frame = exchanges.update_prices(TSMC, cache, dt.date(2024, 11, 1), dt.date(2025, 5, 31), client, today)
     assert [c[1] for c in exchange.calls[1:]] == [
-        "2330|20241201", "2330|20250101", "2330|20250201", "2330|20250301", "2330|20250401", "2330|20250501",
-    ]  # fmt: skip
+        "2330|20241201",
+        "2330|20250101",
+        "2330|20250201",
+        "2330|20250301",
+        "2330|20250401",
+        "2330|20250501",
+    ]
     assert frame.index.min() == pd.Timestamp("2024-11-01") and frame.index.max() == pd.Timestamp("2025-05-16")
     on_disk = (tmp_path / "2330.csv").read_text().splitlines()
     assert on_disk[0] == ",".join(price_files.CSV_COLUMNS)

@@ -121,8 +121,12 @@ def made(tmp_path_factory) -> dict:
 
 def _predictor(prices: Path, out: Path, cfg: EvalConfig | None = None, **decoding) -> StockPredictor:
     data = DataConfig(data_dir=str(prices), output_dir=str(out), offline=True, end_date="2026-04-30")
-    settings = Settings(data=data, model=ModelConfig(model_dir=str(out / "adapter")),
-                        inference=InferenceConfig(**decoding), evaluation=cfg or EvalConfig())  # fmt: skip
+    settings = Settings(
+        data=data,
+        model=ModelConfig(model_dir=str(out / "adapter")),
+        inference=InferenceConfig(**decoding),
+        evaluation=cfg or EvalConfig(),
+    )
     return StockPredictor(settings)
 
 
@@ -199,9 +203,11 @@ def evaluation_page(prices: Path, out: Path) -> dict:
         "base_model": "fake",
         "data": {"year": 2026, "month": 1, "end_date": "2026-03-31", "stride": 1, "val_fraction": 0.3},
         "dataset": {"fields": OHLCV, "windows": ["1:1", "5:5"], "cutoff": "2026-02-16", "last_date": "2026-03-31"},
-        "companies": [{"code": "2330", "name_zh": "台積電", "market": "twse"},
-                      {"code": "2317", "name_zh": "鴻海", "market": "twse"}],
-    }  # fmt: skip
+        "companies": [
+            {"code": "2330", "name_zh": "台積電", "market": "twse"},
+            {"code": "2317", "name_zh": "鴻海", "market": "twse"},
+        ],
+    }
     (adapter / "stock_config.json").write_text(json.dumps(config, ensure_ascii=False))
     cfg = EvalConfig(test_end="2026-04-30", bootstrap=50, stride=1, models="tuned,base")
     pool = fake_pool(

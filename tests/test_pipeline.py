@@ -33,8 +33,17 @@ def workdir(shared_data, tmp_path):
 
 
 def common(work: Path) -> list[str]:
-    return ["--data-dir", str(work), "--offline", "--end-date", "2026-04-30", "--output-dir", str(work / "out"),
-            "--model-dir", str(work / "adapter")]  # fmt: skip
+    return [
+        "--data-dir",
+        str(work),
+        "--offline",
+        "--end-date",
+        "2026-04-30",
+        "--output-dir",
+        str(work / "out"),
+        "--model-dir",
+        str(work / "adapter"),
+    ]
 
 
 def fake_adapter(monkeypatch, answer_for):
@@ -95,8 +104,13 @@ def test_a_folder_of_price_csvs_is_only_read(workdir):
     from stock_predictor import DataConfig, ExamplesConfig, Settings, StockPredictor
 
     before = sorted(p.name for p in (workdir / "prices").iterdir())
-    data = DataConfig(data_dir=str(workdir / "prices"), output_dir=str(workdir / "out"), offline=True,
-                      company_list_file=str(workdir / "companies.json"), end_date="2026-04-30")  # fmt: skip
+    data = DataConfig(
+        data_dir=str(workdir / "prices"),
+        output_dir=str(workdir / "out"),
+        offline=True,
+        company_list_file=str(workdir / "companies.json"),
+        end_date="2026-04-30",
+    )
     predictor = StockPredictor(Settings(data=data, examples=ExamplesConfig(windows="5:5")))
     companies = predictor.companies()
     train, val, manifest = predictor.build_dataset(companies, predictor.fetch_prices(companies))
@@ -107,15 +121,38 @@ def test_a_folder_of_price_csvs_is_only_read(workdir):
 @pytest.mark.slow
 def test_train_then_forecast_on_the_cpu(workdir, capsys):
     """Two real LoRA steps on SmolLM2 with real prices, then a real forecast (whatever it says)."""
-    train_args = ["--train", "1", "--company-list-file", str(workdir / "companies.json"), "--windows", "1:1",
-                  "--max-seq-length", "256", "--max-steps", "2", "--batch-size", "2", "--max-val-examples", "4",
-                  "--save-steps", "1", *common(workdir), "--end-date", "2026-04-17"]  # fmt: skip
+    train_args = [
+        "--train",
+        "1",
+        "--company-list-file",
+        str(workdir / "companies.json"),
+        "--windows",
+        "1:1",
+        "--max-seq-length",
+        "256",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-val-examples",
+        "4",
+        "--save-steps",
+        "1",
+        *common(workdir),
+        "--end-date",
+        "2026-04-17",
+    ]
     assert cli.main(train_args) == 0
     out = capsys.readouterr().out
     assert "prices: 2 companies" in out and "0 exchange request(s)" in out and "val_loss=" in out
     adapter = workdir / "adapter"
-    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "stock_config.json",
-                 "training_info.json"):  # fmt: skip
+    for name in (
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "tokenizer.json",
+        "stock_config.json",
+        "training_info.json",
+    ):
         assert (adapter / name).is_file(), name
     config = json.loads((adapter / "stock_config.json").read_text())
     assert config["dataset"]["windows"] == ["1:1"] and config["lora"]["rank"] == 16
@@ -140,8 +177,17 @@ def test_train_then_forecast_on_the_cpu(workdir, capsys):
     assert ("chart: " in out) if code == 0 else ("Raw model answer:" in out)
 
     # Walk-forward evaluation of the real adapter and its untuned base on the days after its data.
-    eval_args = ["--train", "0", "--evaluate", "1", "--eval-models", "tuned,base", "--bootstrap", "20",
-                 *common(workdir)]  # fmt: skip
+    eval_args = [
+        "--train",
+        "0",
+        "--evaluate",
+        "1",
+        "--eval-models",
+        "tuned,base",
+        "--bootstrap",
+        "20",
+        *common(workdir),
+    ]
     assert cli.main(eval_args) == 0
     out = capsys.readouterr().out
     assert "tuned: 18 forecasts generated" in out and "base: 18 forecasts" in out  # 2 companies x 9 days of 1:1

@@ -104,7 +104,7 @@ def test_the_engine_computes_the_models_own_logits(tiny):
     ids = torch.tensor([[28, 0, 0], [31, 32, 33]])
     cols = width + torch.arange(3).expand(2, 3)
     positions = torch.tensor([[len(prompts[0])] * 3, [len(prompts[1]) + i for i in range(3)]])
-    stepped = engine.step(cache, ids, cols, positions, torch.tensor([0, 2]), width + 3)
+    stepped = engine.step(cache, static_decode.Feed(ids, cols, positions, torch.tensor([0, 2])), width + 3)
     for row, (prompt, extra) in enumerate(zip(prompts, more, strict=True)):
         with torch.no_grad():
             own = tiny.model(torch.tensor([prompt + extra])).logits[0, -1]
@@ -216,10 +216,10 @@ def test_a_static_batch_too_big_for_the_gpu_is_generated_in_halves(tiny, caplog,
     expected = generation.generate_token_ids(tiny, prompts, 8, Sampling(batch_size=1), regexes=regexes)
     forward = static_decode.Engine.forward
 
-    def small_memory(self, cache, rows, ids, *args, **kwargs):
-        if ids.shape[0] > 1:
+    def small_memory(self, cache, rows, feed, *args, **kwargs):
+        if feed.ids.shape[0] > 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return forward(self, cache, rows, ids, *args, **kwargs)
+        return forward(self, cache, rows, feed, *args, **kwargs)
 
     monkeypatch.setattr(static_decode.Engine, "forward", small_memory)
     stats: dict = {}

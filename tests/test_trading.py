@@ -69,8 +69,17 @@ class TradingServer(LocalServer):
             window = frame.loc[pd.Timestamp(start) : pd.Timestamp(stop)]
             for day, r in window.iloc[::-1].iterrows():  # newest first, as the server sends them
                 stamp = int(dt.datetime(day.year, day.month, day.day, tzinfo=TAIPEI).timestamp())
-                rows.append({"date": stamp, "open": r.Open, "high": r.High, "low": r.Low, "close": r.Close,
-                             "capacity": int(r.Volume), "stock_code_id": code})  # fmt: skip
+                rows.append(
+                    {
+                        "date": stamp,
+                        "open": r.Open,
+                        "high": r.High,
+                        "low": r.Low,
+                        "close": r.Close,
+                        "capacity": int(r.Volume),
+                        "stock_code_id": code,
+                    }
+                )
         return 200, json.dumps({"result": "success", "data": rows})
 
     def _post(self, path: str, body: str):
@@ -89,8 +98,11 @@ class TradingServer(LocalServer):
         return 200, json.dumps({"result": "success", "status": f"{name} order reserved"})
 
 
-PRICES = {"2330": candles(np.linspace(1800, 1900, 40)), "2317": candles(np.linspace(200, 180, 40)),
-          "2303": candles(np.full(40, 50.0))}  # fmt: skip
+PRICES = {
+    "2330": candles(np.linspace(1800, 1900, 40)),
+    "2317": candles(np.linspace(200, 180, 40)),
+    "2303": candles(np.full(40, 50.0)),
+}
 
 
 @pytest.fixture
@@ -112,7 +124,17 @@ CREDS = stock_api.Credentials(ACCOUNT, PASSWORD)
 
 def test_tick_sizes_and_rounding():
     assert [trade_rules.tick_size(p) for p in (9.99, 10, 49.95, 50, 99.9, 100, 499.5, 500, 999, 1000)] == [
-        0.01, 0.05, 0.05, 0.1, 0.1, 0.5, 0.5, 1.0, 1.0, 5.0]  # fmt: skip
+        0.01,
+        0.05,
+        0.05,
+        0.1,
+        0.1,
+        0.5,
+        0.5,
+        1.0,
+        1.0,
+        5.0,
+    ]
     assert (
         trade_rules.round_to_tick(1903.2, up=False) == 1900.0 and trade_rules.round_to_tick(1903.2, up=True) == 1905.0
     )
@@ -128,17 +150,19 @@ def forecast(closes, first_open):
 
 def test_decisions_follow_the_documented_rule():
     rules = trade_rules.TradeRules(threshold=0.01, max_lots=2, max_positions=1)
-    buy = trade_rules.decide("2330", 1900.0, forecast([1950.0, 1960.0], 1912.0), 0, 0, rules)
+    buy = trade_rules.decide("2330", 1900.0, forecast([1950.0, 1960.0], 1912.0), (0, 0), rules)
     assert (buy.side, buy.lots, buy.price) == ("buy", 2, 1910.0)  # 1912 rounded down to the 5-dollar tick
-    capped = trade_rules.decide("2330", 100.0, forecast([130.0], 125.0), 0, 0, rules)
+    capped = trade_rules.decide("2330", 100.0, forecast([130.0], 125.0), (0, 0), rules)
     assert capped.price == 110.0  # never above the +10% daily limit
-    full = trade_rules.decide("2330", 1900.0, forecast([1950.0], 1912.0), 0, 1, rules)
+    full = trade_rules.decide("2330", 1900.0, forecast([1950.0], 1912.0), (0, 1), rules)
     assert full.side == "hold" and "max" in full.reason
-    sell = trade_rules.decide("2317", 200.0, forecast([190.0], 197.3), 5, 1, rules)
+    sell = trade_rules.decide("2317", 200.0, forecast([190.0], 197.3), (5, 1), rules)
     assert (sell.side, sell.lots, sell.price) == ("sell", 2, 197.5)  # rounded up to the half-dollar tick
-    assert trade_rules.decide("2317", 200.0, forecast([190.0], 197.3), 0, 0, rules).side == "hold"  # nothing to sell
-    assert trade_rules.decide("2330", 1900.0, forecast([1905.0], 1900.0), 0, 0, rules).side == "hold"  # below threshold
-    unusable = trade_rules.decide("2330", 1900.0, None, 0, 0, rules, "unparseable answer")
+    assert trade_rules.decide("2317", 200.0, forecast([190.0], 197.3), (0, 0), rules).side == "hold"  # nothing to sell
+    assert (
+        trade_rules.decide("2330", 1900.0, forecast([1905.0], 1900.0), (0, 0), rules).side == "hold"
+    )  # below threshold
+    unusable = trade_rules.decide("2330", 1900.0, None, (0, 0), rules, "unparseable answer")
     assert unusable.side == "hold" and "unparseable" in unusable.reason
 
 
@@ -176,10 +200,20 @@ def test_reads_are_retried_with_backoff_then_fail_clearly(server):
 def test_orders_are_sent_once_and_never_retried(server):
     api = client(server, timeout=0.3)
     assert api.buy(CREDS, "2330", 1, 1900.0).status == "buy order reserved"
-    assert server.orders[-1] == {"side": "buy", "account": ACCOUNT, "password": PASSWORD, "stock_code": "2330",
-                                 "stock_shares": "1", "stock_price": "1900.0"}  # fmt: skip
-    for mode, error in ((500, stock_api.OrderOutcomeUnknown), ("junk", stock_api.OrderOutcomeUnknown),
-                        ("slow", stock_api.OrderOutcomeUnknown), ("failed", stock_api.OrderRefused)):  # fmt: skip
+    assert server.orders[-1] == {
+        "side": "buy",
+        "account": ACCOUNT,
+        "password": PASSWORD,
+        "stock_code": "2330",
+        "stock_shares": "1",
+        "stock_price": "1900.0",
+    }
+    for mode, error in (
+        (500, stock_api.OrderOutcomeUnknown),
+        ("junk", stock_api.OrderOutcomeUnknown),
+        ("slow", stock_api.OrderOutcomeUnknown),
+        ("failed", stock_api.OrderRefused),
+    ):
         before = len(server.orders)
         server.failures["sell"] = [mode]
         with pytest.raises(error):
@@ -214,8 +248,16 @@ def work(tmp_path, monkeypatch, server):
         last = [line for line in prompt.splitlines() if line.startswith("Date: ")][-1]
         close = float(last.split("Close: ")[1].split(",")[0])
         target = round(close * moves[name], 1)
-        row = pd.DataFrame({"Open": [close], "High": [max(close, target) + 1], "Low": [min(close, target) - 1],
-                            "Close": [target], "Volume": [1000.0]}, index=pd.DatetimeIndex(["2026-04-27"]))  # fmt: skip
+        row = pd.DataFrame(
+            {
+                "Open": [close],
+                "High": [max(close, target) + 1],
+                "Low": [min(close, target) - 1],
+                "Close": [target],
+                "Volume": [1000.0],
+            },
+            index=pd.DatetimeIndex(["2026-04-27"]),
+        )
         return prompt_format.answer_text(row, fields)
 
     monkeypatch.setattr(
@@ -225,9 +267,25 @@ def work(tmp_path, monkeypatch, server):
 
 
 def trade_args(work: Path) -> list[str]:
-    return ["--train", "0", "--trade", "1", "--data-dir", str(work / "prices"), "--offline", "--end-date",
-            "2026-04-24", "--company-list-file", str(work / "companies.json"), "--output-dir", str(work / "out"),
-            "--past", "5", "--future", "1"]  # fmt: skip
+    return [
+        "--train",
+        "0",
+        "--trade",
+        "1",
+        "--data-dir",
+        str(work / "prices"),
+        "--offline",
+        "--end-date",
+        "2026-04-24",
+        "--company-list-file",
+        str(work / "companies.json"),
+        "--output-dir",
+        str(work / "out"),
+        "--past",
+        "5",
+        "--future",
+        "1",
+    ]
 
 
 def journal_lines(work: Path) -> list[dict]:
@@ -254,7 +312,9 @@ def test_a_dry_run_plans_and_journals_but_sends_nothing(work, server, capsys):
 def test_execute_sends_exactly_the_planned_orders_once(work, server, capsys, caplog):
     assert cli.main([*trade_args(work), "--execute"]) == 0
     assert [(o["side"], o["stock_code"], o["stock_shares"], o["stock_price"]) for o in server.orders] == [
-        ("sell", "2317", "1", "180.0"), ("buy", "2330", "1", "1900.0")]  # fmt: skip
+        ("sell", "2317", "1", "180.0"),
+        ("buy", "2330", "1", "1900.0"),
+    ]
     assert cli.main([*trade_args(work), "--execute"]) == 0  # a rerun the same day
     out = capsys.readouterr()
     assert len(server.orders) == 2 and "already 'sent'" in out.out
@@ -301,8 +361,14 @@ def test_the_server_as_a_price_source(tmp_path, server, monkeypatch, capsys):
     (tmp_path / "companies.json").write_text(json.dumps([{"code": "2330"}]))
     from stock_predictor import DataConfig, Settings, StockPredictor
 
-    data = DataConfig(data_dir=str(tmp_path / "data"), company_list_file=str(tmp_path / "companies.json"),
-                      year=2026, month=3, end_date="2026-04-24", price_source="server")  # fmt: skip
+    data = DataConfig(
+        data_dir=str(tmp_path / "data"),
+        company_list_file=str(tmp_path / "companies.json"),
+        year=2026,
+        month=3,
+        end_date="2026-04-24",
+        price_source="server",
+    )
     predictor = StockPredictor(Settings(data=data))
     prices = predictor.fetch_prices(predictor.companies())
     assert len(prices["2330"]) == 40 and prices["2330"]["Close"].iloc[-1] == pytest.approx(1900.0)

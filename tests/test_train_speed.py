@@ -1,22 +1,14 @@
-"""Issue 13's measuring tools on literal inputs: the benchmark's configurations, parameter count and MFU, the
+"""The training benchmark's tools on literal inputs: the benchmark's configurations, parameter count and MFU, the
 token counting of the training collator, and the varlen attention with grouped heads (CPU only)."""
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
-from llm import patches, sft
+from benchmarks import model_shapes, train_speed
+from llm import patches, trainer_hooks
 
 torch = pytest.importorskip("torch")
-
-_spec = importlib.util.spec_from_file_location(
-    "train_speed", Path(__file__).parent.parent / "benchmarks" / "train_speed.py"
-)
-train_speed = importlib.util.module_from_spec(_spec)
-sys.modules["train_speed"] = train_speed  # dataclasses look their module up there
-_spec.loader.exec_module(train_speed)
 
 
 def test_configurations_are_presets_or_spelled_out_and_bad_ones_are_refused():
@@ -51,19 +43,19 @@ def test_configurations_are_presets_or_spelled_out_and_bad_ones_are_refused():
 def test_parameter_count_matches_the_published_model_sizes():
     common = {"vocab_size": 128256}
     # Meta's model cards: Llama-3.2-3B 3.21B (3,212,749,824), Llama-3.1-8B 8.03B (8,030,261,248)
-    assert train_speed.llama_parameters({**train_speed.SHAPES["llama-3.2-3b"], **common}) == 3_212_749_824
-    assert train_speed.llama_parameters({**train_speed.SHAPES["llama-3.1-8b"], **common}) == 8_030_261_248
-    assert train_speed.llama_parameters({**train_speed.SHAPES["llama-3.2-1b"], **common}) == 1_235_814_400
+    assert model_shapes.llama_parameters({**model_shapes.SHAPES["llama-3.2-3b"], **common}) == 3_212_749_824
+    assert model_shapes.llama_parameters({**model_shapes.SHAPES["llama-3.1-8b"], **common}) == 8_030_261_248
+    assert model_shapes.llama_parameters({**model_shapes.SHAPES["llama-3.2-1b"], **common}) == 1_235_814_400
 
 
 def test_mfu_is_four_n_tokens_per_second_over_the_devices_peak():
-    peak = train_speed.peak_flops("NVIDIA H100 80GB HBM3")
-    assert peak == 989e12 and train_speed.peak_flops("NVIDIA H200") == 989e12
-    assert train_speed.peak_flops("NVIDIA H100 PCIe") == 756e12  # not the SXM part's figure
-    assert train_speed.peak_flops("cpu") is None and train_speed.mfu(15_000, 3_212_749_824, None) is None
-    # issue 13's figure: 14,932 useful tokens/s on the 3B shape is about 19% of the H100's peak
-    assert train_speed.mfu(14_932, 3_212_749_824, peak) == pytest.approx(0.194, abs=0.001)
-    assert train_speed.mfu(None, 3_212_749_824, peak) is None
+    peak = model_shapes.peak_flops("NVIDIA H100 80GB HBM3")
+    assert peak == 989e12 and model_shapes.peak_flops("NVIDIA H200") == 989e12
+    assert model_shapes.peak_flops("NVIDIA H100 PCIe") == 756e12  # not the SXM part's figure
+    assert model_shapes.peak_flops("cpu") is None and model_shapes.mfu(15_000, 3_212_749_824, None) is None
+    # a measured figure: 14,932 useful tokens/s on the 3B shape is about 19% of the H100's peak
+    assert model_shapes.mfu(14_932, 3_212_749_824, peak) == pytest.approx(0.194, abs=0.001)
+    assert model_shapes.mfu(None, 3_212_749_824, peak) is None
 
 
 def test_the_table_sets_every_configuration_beside_plain_unsloth_of_the_same_run():
@@ -94,7 +86,7 @@ def test_the_table_sets_every_configuration_beside_plain_unsloth_of_the_same_run
 
 
 def _counted(batch):
-    counter = sft.CountingCollator(lambda features: batch)
+    counter = trainer_hooks.CountingCollator(lambda features: batch)
     counter([{}])
     return counter.tokens, counter.trained_tokens
 

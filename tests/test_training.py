@@ -1,4 +1,4 @@
-"""training.train's pure steps (issue 12): which rows train, the SFT arguments, where --resume continues."""
+"""The training stage's pure steps: which rows train, the SFT arguments, where --resume continues."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ def _job(settings: TrainConfig, model: ModelConfig = ModelConfig(), seed: int = 
 
 
 def test_sft_arguments_follow_the_settings_and_the_device():
-    settings = TrainConfig(per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=0,
-                           report_to="tensorboard, none")  # fmt: skip
+    settings = TrainConfig(
+        per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=0, report_to="tensorboard, none"
+    )
     cpu = sft.sft_arguments(
         _job(settings, ModelConfig(max_seq_length=768), 3407), sft.Setup(False, 1, "adamw_torch", False), False, True
     )
@@ -42,8 +43,10 @@ def test_sft_arguments_follow_the_settings_and_the_device():
     assert cpu["ddp_find_unused_parameters"] is None
     gpu = sft.sft_arguments(
         _job(dataclasses.replace(settings, max_steps=60, eval_steps=10, report_to=())),
-        sft.Setup(True, 2, "adamw_8bit", True), False, True,
-    )  # fmt: skip
+        sft.Setup(True, 2, "adamw_8bit", True),
+        False,
+        True,
+    )
     assert gpu["max_steps"] == 60 and gpu["fp16"] and not gpu["bf16"] and not gpu["use_cpu"]
     assert gpu["eval_strategy"] == "steps" and gpu["eval_steps"] == 10 and gpu["report_to"] == "none"
     assert gpu["padding_free"] and gpu["optim"] == "adamw_8bit" and gpu["ddp_find_unused_parameters"] is False
@@ -61,8 +64,14 @@ def test_the_trainer_settings_copied_by_name_are_sft_configs_own():
 
     sft_fields = {f.name for f in fields(SFTConfig)}
     assert set(sft.COPIED) <= sft_fields
-    own = {f.name for f in fields(TrainConfig)} - {"resume", "optim", "padding_free", "report_to", "max_steps",
-                                                   "eval_steps"}  # settled per run  # fmt: skip
+    own = {f.name for f in fields(TrainConfig)} - {
+        "resume",
+        "optim",
+        "padding_free",
+        "report_to",
+        "max_steps",
+        "eval_steps",
+    }  # settled per run
     assert own <= set(sft.COPIED) | {"run_name"} and own <= sft_fields
 
 

@@ -94,7 +94,7 @@ def run(cfg, credentials, candidates: list[str], forecast, api=None) -> list[dic
         f = forecasts[code]
         last = float(f.past["Close"].iloc[-1])
         d = decide(
-            code, last, f.forecast if f.ok else None, held.get(code, 0), positions, rules, "; ".join(f.problems)[:200]
+            code, last, f.forecast if f.ok else None, (held.get(code, 0), positions), rules, "; ".join(f.problems)[:200]
         )
         positions += d.side == "buy"
         decisions.append(d)

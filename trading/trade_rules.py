@@ -46,10 +46,10 @@ def round_to_tick(price: float, up: bool) -> float:
     return rounded
 
 
-def decide(
-    code: str, last_close: float, forecast, held_lots: int, positions: int, rules: TradeRules, problem: str = ""
-) -> Decision:
-    """One stock's decision. `forecast` is a parsed, validated forecast frame, or None with `problem`."""
+def decide(code: str, last_close: float, forecast, holding: tuple[int, int], rules: TradeRules, problem: str = ""):
+    """One stock's decision. `forecast` is a parsed, validated forecast frame, or None with `problem`; `holding`:
+    (the lots of it held, the positions held in all)."""
+    held_lots, positions = holding
     if forecast is None or len(forecast) == 0:
         return Decision(code, "hold", 0, None, f"no usable forecast ({problem or 'none'})", last_close)
     expected = float(forecast["Close"].iloc[-1]) / last_close - 1
