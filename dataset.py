@@ -76,7 +76,7 @@ def build_examples(
         if relative:  # every row relative to this window's own last close
             anchor = anchor_of(frame.iloc[:mid], answer_format)
             rows = format_rows(frame.iloc[start:end], fields, anchor)
-            header = anchor_line(anchor.close, frame.index[mid - 1])
+            header = anchor_line(anchor, frame.index[mid - 1])
             prompt = user_prompt_lines(name, rows[: mid - start], window.future, context, header)
             answer = answer_lines(rows[mid - start :])
         else:

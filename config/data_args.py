@@ -55,8 +55,8 @@ def windows_text(windows) -> str:
 
 
 # How prompts and answers write prices (`prompts.prompt_format`): the spec's NTD prices, % changes from the last
-# close, or candles (close and open as % changes, then unsigned wicks).
-ANSWER_FORMATS = ("absolute", "change", "candle")
+# close, candles (close and open as % changes, then unsigned wicks), or candles in units of volatility.
+ANSWER_FORMATS = ("absolute", "change", "candle", "scaled")
 # field name → (label in the prompt, canonical frame column (the price cache's), integer?)
 INTEGER_FIELDS = ("capacity", "turnover", "transaction")
 FIELDS = {name: (name.capitalize(), column, name in INTEGER_FIELDS) for name, column in FRAME_COLUMNS.items()}
@@ -163,9 +163,23 @@ class DataConfig:
     )
     market_csv: str | None = option(
         None,
-        "market-wide daily CSV (code + twstock columns) for --choose-stock offline",
+        "market-wide daily CSV (code + twstock columns) for --choose-stock and --universe market",
         group="data",
         path=existing_file,
+        more=True,
+    )
+    universe: str = option(
+        "companies",
+        "what training windows come from: companies (the company list's) or market (also every other listed common "
+        "stock: --market-csv, or online the exchanges' daily reports; evaluations stay on the company list)",
+        group="data",
+        choices=["companies", "market"],
+    )
+    universe_stride: int = option(
+        20,
+        "with --universe market, trading days between the other stocks' consecutive windows",
+        group="data",
+        check=AT_LEAST_1,
         more=True,
     )
 
@@ -195,8 +209,9 @@ class ExamplesConfig:
     answer_format: str = option(
         "change",
         "how prompts and answers write prices: change (%% from the last close, measured better: README), "
-        "candle (close and open as %% changes, then unsigned wicks: every answer a possible candle) "
-        "or absolute (the spec's NTD prices)",
+        "candle (close and open as %% changes, then unsigned wicks: every answer a possible candle), "
+        "scaled (the candle format as log changes in units of the stock's 20-day daily volatility: one unit the "
+        "same move for every stock) or absolute (the spec's NTD prices)",
         group="examples",
         choices=list(ANSWER_FORMATS),
     )

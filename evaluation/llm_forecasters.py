@@ -117,7 +117,12 @@ class Llm(Forecaster):
                 {
                     "role": "user",
                     "content": prompt_format.user_prompt(
-                        w.name, w.past, window.future, self.fields, c, self.answer_format
+                        w.name,
+                        w.past,
+                        window.future,
+                        self.fields,
+                        c,
+                        prompt_format.anchor_of(w.history, self.answer_format) or "absolute",
                     ),
                 }
             ]

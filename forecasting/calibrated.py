@@ -12,18 +12,14 @@ import numpy as np
 import pandas as pd
 
 from forecasting import risk_models
+from prompts.prompt_format import MIN_VOL, VOL_DAYS  # noqa: F401 (a forecast's volatility, as prompts state it)
+from prompts.prompt_format import daily_volatility as volatility
 from utils import atomic_write_text
 
 FILE = "calibration.json"  # beside the adapter (read by forecasts) and in an evaluation's report folder
 
 
 MIN_ERRORS = 30  # errors per horizon step below which no band is drawn (fewer cannot place a 2.5% tail)
-
-
-VOL_DAYS = 20  # daily returns behind a forecast's volatility (as the baselines' 20-day lookback)
-
-
-MIN_VOL = 0.002  # a floor for the volatility of a stock that has not moved (0.2% a day)
 
 
 FAMILIES = ("conformal", "ewma", "garch", "quantiles")  # what a calibrated band can be; `choose_families` picks
@@ -190,16 +186,6 @@ class Calibration:
     def save(self, path: Path) -> Path:
         record = {k: v for k, v in asdict(self).items() if k != "answers"}
         return atomic_write_text(Path(path), json.dumps(record, indent=1) + "\n")
-
-
-def volatility(history: pd.DataFrame) -> float:
-    """The standard deviation of the last VOL_DAYS daily log returns of `history`'s closes (at least MIN_VOL;
-    MIN_VOL too with fewer than two returns)."""
-    closes = history["Close"].dropna().to_numpy(dtype=float)[-(VOL_DAYS + 1) :]
-    closes = closes[closes > 0]
-    if len(closes) < 3:
-        return MIN_VOL
-    return max(float(np.std(np.diff(np.log(closes)))), MIN_VOL)
 
 
 def reference_closes(family: str, point_closes, history: pd.DataFrame, garch: list[float] | None = None):

@@ -78,9 +78,9 @@ def _prompt(ws: Workspace, adapter, asked: ForecastConfig, code: str, end) -> _A
     history = frame.iloc[-asked.past :]
     built, _ = ws.context_builder(adapter.context or ws.context, {code: frame})(code)(history.index[-1])
     text = "\n".join(part for part in (built, asked.context.strip()) if part)
-    content = prompt_format.user_prompt(company.name_zh, history, asked.future, fields, text, answer_format)
+    anchor = prompt_format.anchor_of(frame, answer_format)  # the whole cached frame: the scaled format's volatility
+    content = prompt_format.user_prompt(company.name_zh, history, asked.future, fields, text, anchor or "absolute")
     dates = trading_calendar.next_trading_days(history.index[-1], asked.future, ws.data.calendar)
-    anchor = prompt_format.anchor_of(history, answer_format)
     question = Question(company.code, company.name_zh, history, fields, asked.future, anchor, company.name_en, frame)
     regex = prompt_format.answer_regex(dates, fields, answer_format)
     return _Asked(question, [{"role": "user", "content": content}], regex)

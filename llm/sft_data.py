@@ -36,24 +36,29 @@ class TrainingData:
 
 
 def prepare(ws: Workspace) -> TrainingData:
-    """Companies → prices → news → examples."""
+    """Companies → prices → news → examples (with --universe market, the other listed stocks' too)."""
     companies = ws.companies()
     prices = ws.fetch_prices(companies)
     ws.collect_news(companies)
-    train, val, record = build(ws, companies, prices)
+    market = ws.market_stocks({c.code for c in companies}) if ws.data.universe == "market" else {}
+    train, val, record = build(ws, companies, prices, market)
     saved = {"data": as_text(ws.data), "examples": as_text(ws.examples), "context": as_text(ws.context)}
     saved["companies"] = [asdict(c) for c in companies]
     return TrainingData(tuple(train), tuple(val), record, saved)
 
 
-def build(ws: Workspace, companies: list[Company], prices: dict[str, pd.DataFrame]) -> tuple[list, list, dict]:
+def build(ws: Workspace, companies: list[Company], prices: dict[str, pd.DataFrame], market=None):
     """(train, validation, the dataset's record): targets before the cutoff train, inputs from it validate,
-    straddlers are dropped; validation is thinned evenly to --max-val-examples."""
+    straddlers are dropped; validation is thinned evenly to --max-val-examples. The cutoff comes from the
+    companies' days; `market` ({code: (Company, frame)}, --universe market) adds training windows of other
+    stocks, every --universe-stride days, whose targets end before it (they never validate)."""
     data = ws.examples
     examples, skipped = _all_examples(ws, companies, prices)
     all_dates = [d for f in prices.values() for d in f.index]
     cutoff = dataset.split_cutoff(all_dates, data.val_fraction)
     train, val, straddling = dataset.chronological_split(examples, cutoff)
+    others = _market_examples(ws, market or {}, cutoff)
+    train += others
     if not train:
         raise StockToolError(f"no training window ends before the validation cutoff {cutoff:%Y-%m-%d}")
     if len(val) > data.max_val_examples:  # an even spread over the held-out period, not a shuffle
@@ -68,6 +73,9 @@ def build(ws: Workspace, companies: list[Company], prices: dict[str, pd.DataFram
         "fields": list(ws.fields),
         "answer_format": data.answer_format,
         "companies": [c.code for c in companies],
+        "universe": ws.data.universe,
+        "market_stocks": len({e["meta"]["code"] for e in others}),
+        "market_train_examples": len(others),
         "train_examples": len(train),
         "val_examples": len(val),
         "dropped_straddling_cutoff": straddling,
@@ -109,6 +117,22 @@ def _all_examples(ws: Workspace, companies: list[Company], prices: dict[str, pd.
             f"--fields {fields_text(ws.fields)}; start earlier with --year/--month or use shorter --windows"
         )
     return examples, skipped
+
+
+def _market_examples(ws: Workspace, market: dict, cutoff: pd.Timestamp) -> list[dict]:
+    """The training windows of the market's other stocks (`market`: {code: (Company, frame)}) whose targets
+    end before `cutoff`, every --universe-stride trading days; prices only (no news or signals for them)."""
+    from tqdm import tqdm
+
+    style = dataset.ExampleStyle(ws.data.universe_stride, None, ws.examples.answer_format)
+    kept = []
+    for company, frame in tqdm(market.values(), desc="market examples", unit="stock", disable=len(market) < 3):
+        frame = frame.loc[frame.index < cutoff]
+        for window in ws.windows:
+            if len(frame) >= window.past + window.future:
+                built, _ = dataset.build_examples(frame, company.name_zh, company.code, window, ws.fields, style)
+                kept += built
+    return kept
 
 
 def _count_by(examples: list[dict], key: str) -> dict[str, int]:

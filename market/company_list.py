@@ -46,6 +46,13 @@ def _code_table() -> dict[str, object]:
     return codes
 
 
+def listed_common_stock(code: str) -> Company | None:
+    """The Company of a listed common stock by its code (twstock's table), or None (an ETF, a warrant, a code the
+    table does not have)."""
+    row = _code_table().get(code)
+    return _company_from_row(row) if row is not None and row.type == "股票" else None
+
+
 def _parse_listing_date(text: str) -> dt.date | None:
     try:
         return dt.datetime.strptime(text, "%Y/%m/%d").date()

@@ -93,6 +93,13 @@ class Workspace:
             self._market_prices = market_prices
         return chosen
 
+    def market_stocks(self, exclude) -> dict:
+        """{code: (Company, frame)} of every other listed common stock over the period (`--universe market`)."""
+        from market import universe
+
+        client = None if self.data.offline or self.data.market_csv else self.client()
+        return universe.market_stocks(self.data, self.date_range(), exclude, client, self.store_dir("market"))
+
     # ----------------------------------------------------------------- where files go
 
     def store_dir(self, name: str) -> Path:

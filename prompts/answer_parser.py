@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 
 import pandas as pd
@@ -28,13 +29,22 @@ _CHANGE = r"[+-]\d+(?:\.\d+)?%"
 _WICK = r"\d+(?:\.\d+)?%"
 
 
+_SCALED_CHANGE = r"[+-]\d+(?:\.\d+)?"  # the scaled format's units carry no % sign
+
+
+_SCALED_WICK = r"\d+(?:\.\d+)?"
+
+
 def _row_pattern(fields: list[str], anchor: Anchor | None = None) -> tuple[re.Pattern, list[str]]:
     """(the row regex, the name of each of its groups after the date)."""
     parts, names = [r"Date: (\d{4}-\d{2}-\d{2})"], []
     for f in fields:
         if anchor is not None and anchor.candle and f in PRICE_FIELDS:
             if f == next(p for p in fields if p in PRICE_FIELDS):
-                parts += [rf"{label}: ({_CHANGE if label in ('Close', 'Open') else _WICK})" for label in CANDLE_LABELS]
+                signed, unsigned = (_SCALED_CHANGE, _SCALED_WICK) if anchor.scale else (_CHANGE, _WICK)
+                parts += [
+                    rf"{label}: ({signed if label in ('Close', 'Open') else unsigned})" for label in CANDLE_LABELS
+                ]
                 names += list(CANDLE_LABELS)
             continue
         parts.append(rf"{FIELDS[f][0]}: ({_CHANGE if anchor is not None and f in PRICE_FIELDS else _NUMBER})")
@@ -42,9 +52,14 @@ def _row_pattern(fields: list[str], anchor: Anchor | None = None) -> tuple[re.Pa
     return re.compile(r"\s*" + r", ".join(parts) + r"\s*"), names
 
 
-def _candle_prices(values: dict, anchor: float) -> dict:
-    """Open/High/Low/Close of the candle format's four fields (never rounded: rounding could undo low ≤ body)."""
-    o, c = (anchor * (1 + float(values[k].rstrip("%")) / 100) for k in ("Open", "Close"))
+def _candle_prices(values: dict, anchor: Anchor) -> dict:
+    """Open/High/Low/Close of the candle format's four fields (never rounded: rounding could undo low ≤ body);
+    scaled: log changes in units of the anchor's volatility."""
+    if anchor.scale:
+        o, c = (anchor.close * math.exp(float(values[k]) * anchor.scale) for k in ("Open", "Close"))
+        upper, lower = (math.exp(float(values[k]) * anchor.scale) for k in ("Upper", "Lower"))
+        return {"Open": o, "High": max(o, c) * upper, "Low": min(o, c) / lower, "Close": c}
+    o, c = (anchor.close * (1 + float(values[k].rstrip("%")) / 100) for k in ("Open", "Close"))
     upper, lower = (float(values[k].rstrip("%")) / 100 for k in ("Upper", "Lower"))
     return {"Open": o, "High": max(o, c) * (1 + upper), "Low": min(o, c) * (1 - lower), "Close": c}
 
@@ -81,7 +96,7 @@ def parse_answer(text: str, fields: list[str], expected: int | None = None, anch
             raise ForecastParseError(f"row date {match[1]!r} is not a calendar date") from exc
         record, values = {"Date": date}, dict(zip(names, match.groups()[1:], strict=True))
         if anchor is not None and anchor.candle:
-            record |= _candle_prices(values, anchor.close)
+            record |= _candle_prices(values, anchor)
         for name, value in values.items():
             if name in CANDLE_LABELS:
                 continue

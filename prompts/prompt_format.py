@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from config.data_args import ANSWER_FORMATS, FIELDS, PRICE_FIELDS
@@ -19,17 +20,38 @@ from config.defaults import DEFAULT_WINDOWS  # noqa: F401 (the default of --wind
 # "candle": close and open as % changes from the anchor, then the upper and lower wicks as unsigned % distances
 # from the candle's body (high = max(open, close) × (1 + upper), low = min(open, close) × (1 − lower)): every
 # string its grammar allows is a possible candle, so no sampled answer can be an impossible one.
+# "scaled": the candle format scale-free: each price field a log change in units of the stock's daily volatility
+# over the last VOL_DAYS days (stated in the prompt), so one unit is the same move for every stock; any string
+# its grammar allows is still a possible candle (close = anchor × e^(x·σ), high = max(open, close) × e^(u·σ)).
 
 
 CANDLE_LABELS = ("Close", "Open", "Upper", "Lower")  # the candle format's price fields, in this order
 
 
+VOL_DAYS = 20  # daily returns behind a stock's volatility (as the baselines' 20-day lookback)
+
+
+MIN_VOL = 0.002  # a floor for the volatility of a stock that has not moved (0.2% a day)
+
+
 @dataclass(frozen=True)
 class Anchor:
-    """The last known close that a relative format writes prices against; `candle`: the candle format."""
+    """The last known close that a relative format writes prices against; `candle`: the candle format; `scale`
+    (the scaled format): the daily volatility one written unit of log change stands for (0: prices in %)."""
 
     close: float
     candle: bool = False
+    scale: float = 0.0
+
+
+def daily_volatility(history: pd.DataFrame) -> float:
+    """The standard deviation of the last VOL_DAYS daily log returns of `history`'s closes (at least MIN_VOL;
+    MIN_VOL too with fewer than two returns)."""
+    closes = history["Close"].dropna().to_numpy(dtype=float)[-(VOL_DAYS + 1) :]
+    closes = closes[closes > 0]
+    if len(closes) < 3:
+        return MIN_VOL
+    return max(float(np.std(np.diff(np.log(closes)))), MIN_VOL)
 
 
 def _anchor(anchor) -> Anchor | None:
@@ -49,18 +71,33 @@ def format_change(value: float, anchor: float) -> str:
     return f"{change + 0.0:+.2f}%" if round(change, 2) != 0 else "+0.00%"
 
 
-def candle_parts(row: pd.Series, anchor: float) -> list[str]:
-    """The candle format's price fields of one day: close and open as % changes from `anchor`, then the wicks as
-    % distances from the body (a day whose high or low lies inside its body gets a wick of 0.00%)."""
+def candle_parts(row: pd.Series, anchor: Anchor) -> list[str]:
+    """The candle format's price fields of one day: close and open as % changes from the anchor's close, then the
+    wicks as % distances from the body (a day whose high or low lies inside its body gets a wick of 0.00%); with
+    the anchor's `scale`, all four as log changes in units of that volatility, without a % sign."""
     o, h, lo, c = (float(row[k]) for k in ("Open", "High", "Low", "Close"))
+    if anchor.scale:
+        units = [np.log(c / anchor.close), np.log(o / anchor.close), np.log(h / max(o, c)), np.log(min(o, c) / lo)]
+        close, open_, upper, lower = (v / anchor.scale for v in units)
+        return [
+            f"Close: {_signed(close)}",
+            f"Open: {_signed(open_)}",
+            f"Upper: {max(0.0, upper) + 0.0:.2f}",
+            f"Lower: {max(0.0, lower) + 0.0:.2f}",
+        ]
     upper = max(0.0, 100 * (h / max(o, c) - 1))
     lower = max(0.0, 100 * (1 - lo / min(o, c)))
     return [
-        f"Close: {format_change(c, anchor)}",
-        f"Open: {format_change(o, anchor)}",
+        f"Close: {format_change(c, anchor.close)}",
+        f"Open: {format_change(o, anchor.close)}",
         f"Upper: {upper + 0.0:.2f}%",
         f"Lower: {lower + 0.0:.2f}%",
     ]
+
+
+def _signed(value: float) -> str:
+    """+0.47, -2.35, +0.00 (never -0.00)."""
+    return f"{value + 0.0:+.2f}" if round(value, 2) != 0 else "+0.00"
 
 
 def format_row(date: pd.Timestamp | dt.date, row: pd.Series, fields: list[str], anchor=None) -> str:
@@ -72,7 +109,7 @@ def format_row(date: pd.Timestamp | dt.date, row: pd.Series, fields: list[str], 
         label, column, integer = FIELDS[name]
         if anchor is not None and anchor.candle and name in PRICE_FIELDS:
             if name == next(f for f in fields if f in PRICE_FIELDS):
-                parts += candle_parts(row, anchor.close)
+                parts += candle_parts(row, anchor)
         elif anchor is not None and name in PRICE_FIELDS:
             parts.append(f"{label}: {format_change(row[column], anchor.close)}")
         else:
@@ -85,9 +122,15 @@ def format_rows(frame: pd.DataFrame, fields: list[str], anchor=None) -> list[str
     return [format_row(date, row, fields, anchor) for date, row in frame.iterrows()]
 
 
-def anchor_line(close: float, date: pd.Timestamp | dt.date) -> str:
-    """The change format's statement of its anchor, between the title and the rows."""
-    return f"Prices are % changes from the last close, {format_number(close, False)} on {pd.Timestamp(date):%Y-%m-%d}."
+def anchor_line(anchor: Anchor, date: pd.Timestamp | dt.date) -> str:
+    """The relative formats' statement of their anchor (and, scaled, of their unit), between title and rows."""
+    close, day = format_number(anchor.close, False), f"{pd.Timestamp(date):%Y-%m-%d}"
+    if anchor.scale:
+        return (
+            f"Prices are log changes from the last close, {close} on {day}, in units of the stock's daily "
+            f"volatility over {VOL_DAYS} days (1 unit = {100 * anchor.scale:.2f}%)."
+        )
+    return f"Prices are % changes from the last close, {close} on {day}."
 
 
 def user_prompt_lines(name: str, lines: list[str], future: int, context: str = "", anchor: str = "") -> str:
@@ -113,12 +156,16 @@ def _check_format(answer_format: str) -> None:
         raise ValueError(f"answer format {answer_format!r} is not one of {', '.join(ANSWER_FORMATS)}")
 
 
-def anchor_of(past: pd.DataFrame, answer_format: str) -> Anchor | None:
-    """The relative formats' anchor: the window's last known close (None for absolute prices)."""
+def anchor_of(history: pd.DataFrame, answer_format: str) -> Anchor | None:
+    """The relative formats' anchor: the last known close of `history` (every price known at the origin), and
+    for the scaled format its `daily_volatility` (None for absolute prices)."""
     _check_format(answer_format)
     if answer_format == "absolute":
         return None
-    return Anchor(float(past["Close"].iloc[-1]), candle=answer_format == "candle")
+    close = float(history["Close"].iloc[-1])
+    if answer_format == "scaled":
+        return Anchor(close, candle=True, scale=daily_volatility(history))
+    return Anchor(close, candle=answer_format == "candle")
 
 
 def user_prompt(
@@ -127,10 +174,13 @@ def user_prompt(
     future: int,
     fields: list[str],
     context: str = "",
-    answer_format: str = "absolute",
+    answer_format: str | Anchor = "absolute",
 ) -> str:
-    anchor = anchor_of(past, answer_format)
-    header = anchor_line(anchor.close, past.index[-1]) if anchor is not None else ""
+    """The user turn for the window `past`; `answer_format`: a format's name, or the Anchor its prices are written
+    against (`anchor_of` over the longer history: the scaled format's volatility needs more days than a window
+    may show)."""
+    anchor = answer_format if isinstance(answer_format, Anchor) else anchor_of(past, answer_format)
+    header = anchor_line(anchor, past.index[-1]) if anchor is not None else ""
     return user_prompt_lines(name, format_rows(past, fields, anchor), future, context, header)
 
 
@@ -152,10 +202,11 @@ def answer_regex(dates: list, fields: list[str], answer_format: str = "absolute"
         "signed": r"-?[0-9]{1,6}\.[0-9]{1,2}",
         "integer": r"[0-9]{1,12}",
     }
-    candle = answer_format == "candle"
+    candle = answer_format in ("candle", "scaled")
     if candle:  # every string a possible candle: a fall stays above -100%, wicks unsigned, volume positive
         number["integer"] = r"[1-9][0-9]{0,11}"
-        prices = [f"{label}: {_CANDLE_NUMBERS[label]}" for label in CANDLE_LABELS]
+        numbers = _SCALED_NUMBERS if answer_format == "scaled" else _CANDLE_NUMBERS
+        prices = [f"{label}: {numbers[label]}" for label in CANDLE_LABELS]
     rows = []
     for date in dates:
         parts = [f"Date: {pd.Timestamp(date):%Y-%m-%d}"]
@@ -177,6 +228,13 @@ _CANDLE_WICK = r"[0-9]{1,2}\.[0-9]{2}%"
 
 
 _CANDLE_NUMBERS = {"Close": _CANDLE_CHANGE, "Open": _CANDLE_CHANGE, "Upper": _CANDLE_WICK, "Lower": _CANDLE_WICK}
+
+
+# scaled: log changes in volatility units, any of them a positive price (up to ±99.99 units)
+_SCALED_NUMBERS = {"Close": r"[+-][0-9]{1,2}\.[0-9]{2}", "Open": r"[+-][0-9]{1,2}\.[0-9]{2}"} | {
+    "Upper": r"[0-9]{1,2}\.[0-9]{2}",
+    "Lower": r"[0-9]{1,2}\.[0-9]{2}",
+}
 
 
 def answer_token_budget(future: int, fields: list[str]) -> int:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+import numpy as np
 import pytest
 
 import dataset
@@ -354,3 +355,88 @@ def test_choose_stock_offline_needs_market_data(tmp_path):
     predictor = StockPredictor(Settings(data=data))
     with pytest.raises(utils.StockToolError, match="needs --market-csv"):
         predictor.companies()
+
+
+# --------------------------------------------------------------------------- --universe market
+
+
+def _market_csv(path: Path, codes, days: int = 80) -> Path:
+    """A market-wide CSV (code + twstock columns) of `codes`, each rising 0.1 a day from 50 (synthetic)."""
+    import pandas as pd
+
+    dates = pd.bdate_range("2025-01-02", periods=days).strftime("%Y-%m-%d")
+    rows = [
+        {
+            "code": code,
+            "date": d,
+            "capacity": 1000 + i,
+            "turnover": 5e4,
+            "open": 50 + 0.1 * i,
+            "high": 51 + 0.1 * i,
+            "low": 49 + 0.1 * i,
+            "close": 50.05 + 0.1 * i,
+            "change": 0.1,
+            "transaction": 10,
+        }
+        for code in codes
+        for i, d in enumerate(dates)
+    ]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_the_universe_adds_every_other_listed_stock_as_training_windows_only(tmp_path, capsys):
+    """2330 is the company list's (its own windows, its validation); 1101 and 2603 are other listed common stocks
+    (windows every --universe-stride days, all ending before the cutoff); 0050 (an ETF) is left out."""
+    from llm import sft_data
+
+    market = _market_csv(tmp_path / "market.csv", ["2330", "1101", "2603", "0050"], days=100)
+    data = DataConfig(
+        data_dir=str(tmp_path),
+        output_dir=str(tmp_path / "out"),
+        offline=True,
+        year=2025,
+        month=1,
+        end_date="2025-05-30",
+        market_csv=str(market),
+        universe="market",
+        universe_stride=10,
+    )
+    predictor = StockPredictor(Settings(data=data, examples=data_args.ExamplesConfig(windows="5:5")))
+    ws = predictor.workspace
+    companies = [Company("2330", "台積電", "twse")]
+    prices = {"2330": daily_reports.market_frames(daily_reports.read_market_csv(market))["2330"]}
+    others = ws.market_stocks({"2330"})
+    assert sorted(others) == ["1101", "2603"] and others["1101"][0].name_zh == "台泥"
+    assert "universe: 2 listed common stocks besides the company list" in capsys.readouterr().out
+    train, val, record = sft_data.build(ws, companies, prices, others)
+    cutoff = record["cutoff"]
+    theirs = [e for e in train if e["meta"]["code"] == "1101"]
+    assert record["universe"] == "market" and record["market_stocks"] == 2
+    assert record["market_train_examples"] == len(theirs) * 2 and {e["meta"]["code"] for e in val} == {"2330"}
+    assert all(e["meta"]["target_end"] < cutoff for e in theirs)
+    starts = [dt.date.fromisoformat(e["meta"]["input_start"]) for e in theirs]
+    assert len(theirs) >= 5 and all(int(np.busday_count(a, b)) == 10 for a, b in zip(starts, starts[1:], strict=False))
+    ours = [e for e in train if e["meta"]["code"] == "2330"]
+    assert len(ours) > 5 * len(theirs)  # the company list keeps every window (--stride 1)
+
+
+def test_the_universe_offline_needs_a_market_csv(tmp_path):
+    data = DataConfig(data_dir=str(tmp_path), offline=True, universe="market")
+    with pytest.raises(utils.StockToolError, match="--universe market with --offline needs --market-csv"):
+        StockPredictor(Settings(data=data)).workspace.market_stocks(set())
+
+
+def test_the_universe_of_the_real_market(broad, tmp_path, capsys):
+    data = DataConfig(
+        data_dir=str(tmp_path),
+        offline=True,
+        year=2025,
+        month=1,
+        end_date="2026-02-27",
+        market_csv=str(broad),
+        universe="market",
+    )
+    others = StockPredictor(Settings(data=data)).workspace.market_stocks({"2330", "2317"})
+    assert 1700 <= len(others) <= 1970 and "2330" not in others and "0050" not in others
+    assert all(f.index[-1] <= dt.datetime(2026, 2, 27) for _, f in others.values())

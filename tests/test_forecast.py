@@ -20,6 +20,7 @@ from config import data_args, model_args, training_args
 from config.cli import parse
 from config.data_args import WindowType
 from config.inference_args import InferenceConfig
+from conftest import candles
 from evaluation import baselines, forecast_windows, metrics
 from forecasting import reading
 from forecasting.forecast_files import write_forecast_files
@@ -395,6 +396,38 @@ def test_the_candle_format_writes_wicks_and_parses_back_to_the_same_candles():
     assert row.startswith("Date: 2026-04-30, Turnover: 1000000, Close: +2.99%") and row.endswith("Transaction: 42")
 
 
+def test_the_scaled_format_writes_volatility_units_and_parses_back_to_the_same_candles():
+    """Log changes in units of the 20-day volatility: 2026-04-30's close 103.5 against 100.5 is ln(1.0299) / σ."""
+    history = candles([100.0, 101.0, 99.5, 100.5])
+    anchor = prompt_format.anchor_of(history, "scaled")
+    sigma = float(np.std(np.diff(np.log([100.0, 101.0, 99.5, 100.5]))))
+    assert anchor == prompt_format.Anchor(100.5, candle=True, scale=pytest.approx(sigma))
+    answer = prompt_format.answer_text(FRAME.iloc[3:], OHLCV, anchor=anchor)
+    row = answer.splitlines()[1]
+    assert row.startswith(f"Date: 2026-04-30, Close: +{np.log(103.5 / 100.5) / sigma:.2f}, Open: +") and "%" not in row
+    assert re.fullmatch(prompt_format.answer_regex(DAYS[3:], OHLCV, "scaled"), answer)
+    parsed = answer_parser.parse_answer(answer, OHLCV, expected=2, anchor=anchor)
+    # two decimals of a unit: within 0.005 σ of log price
+    assert np.allclose(
+        np.log(parsed[["Open", "High", "Low", "Close"]].to_numpy(float)),
+        np.log(FRAME.iloc[3:][["Open", "High", "Low", "Close"]].to_numpy(float)),
+        atol=0.0051 * sigma,
+    )
+    prompt = prompt_format.user_prompt("巨大", FRAME.iloc[2:3], 2, OHLCV, answer_format=anchor)
+    assert f"in units of the stock's daily volatility over 20 days (1 unit = {100 * sigma:.2f}%)" in prompt
+    assert prompt_format.daily_volatility(candles([50.0] * 30)) == prompt_format.MIN_VOL
+    # training examples: each window's unit from the prices up to its own last day, and the answer reads back
+    long = candles(list(100 * np.exp(np.cumsum(np.random.default_rng(2).normal(0, 0.02, 40)))))
+    examples, _ = dataset.build_examples(
+        long, "巨大", "9921", WindowType(5, 5), OHLCV, dataset.ExampleStyle(answer_format="scaled")
+    )
+    last = examples[-1]
+    assert "(1 unit = " in last["prompt"][0]["content"]
+    unit = prompt_format.anchor_of(long.iloc[:35], "scaled")
+    back = answer_parser.parse_answer(last["completion"][0]["content"], OHLCV, expected=5, anchor=unit)
+    assert np.allclose(back["Close"], long["Close"].iloc[35:], rtol=0.01 * unit.scale)
+
+
 @pytest.mark.parametrize("fields", ["ohlcv", "all"])
 def test_every_string_of_the_candle_grammar_is_a_possible_candle(fields):
     """Random strings of the grammar (each free character drawn at random, the extremes forced in) all parse
@@ -452,12 +485,14 @@ def test_every_string_of_the_candle_grammar_is_a_possible_candle(fields):
         assert not answer_parser.validate_forecast(parsed, DAYS[2]), text
 
 
-def test_random_token_paths_of_the_candle_automaton_are_possible_candles(tokenizer):
-    """Walk the real tokenizer's automaton of the candle grammar with random allowed tokens until it may end:
-    every answer it can produce parses into possible candles (what K sampled answers are drawn from)."""
+@pytest.mark.parametrize("answer_format", ["candle", "scaled"])
+def test_random_token_paths_of_the_candle_automaton_are_possible_candles(tokenizer, answer_format):
+    """Walk the real tokenizer's automaton of the candle grammar (and of its scaled form) with random allowed
+    tokens until it may end: every answer it can produce parses into possible candles (what K sampled answers
+    are drawn from)."""
     grammars = token_automaton.Grammars(tokenizer)
-    automaton = grammars.compile(prompt_format.answer_regex(DAYS[3:], OHLCV, "candle"))
-    anchor = prompt_format.Anchor(8.0, candle=True)
+    automaton = grammars.compile(prompt_format.answer_regex(DAYS[3:], OHLCV, answer_format))
+    anchor = prompt_format.Anchor(8.0, candle=True, scale=0.02 if answer_format == "scaled" else 0.0)
     rng = np.random.default_rng(1)
     for _ in range(200):
         state, ids = automaton.initial, []
