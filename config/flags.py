@@ -94,7 +94,7 @@ def settle(config) -> None:
             choices = meta.get("choices")
             allowed = list(choices.values()) if isinstance(choices, dict) else choices
             if allowed is not None and value not in allowed:
-                raise StockToolError(f"{flag_name(f)} {_shown(f, value)!r}: choose {', '.join(map(str, choices))}")
+                raise StockToolError(f"{flag_name(f)} {shown(f, value)!r}: choose {', '.join(map(str, choices))}")
             _check_rule(f, value)
         _check_number(flag_name(f), value)
 
@@ -107,7 +107,7 @@ def _check_rule(f, value) -> None:
         except (TypeError, ValueError):
             raise StockToolError(f"{flag_name(f)} {value!r} is not a date YYYY-MM-DD") from None
     elif rule is not None and not rule[1](value):
-        raise StockToolError(f"{flag_name(f)} {_shown(f, value)}: must be {rule[0]}")
+        raise StockToolError(f"{flag_name(f)} {shown(f, value)}: must be {rule[0]}")
 
 
 def _check_number(flag: str, value) -> None:
@@ -223,17 +223,18 @@ def default_text(f):
     value = f.default
     if f.metadata.get("text") and value not in (None, MISSING):
         return f.metadata["text"](value)
-    return _shown(f, value)
+    return shown(f, value)
 
 
 def _help(f) -> str:
     meta, text = f.metadata, f.metadata["help"]
     if meta["cpu"] is not NO_CPU:
-        return f"{text} (default: GPU {default_text(f)}, CPU demo {_shown(f, meta['cpu'])})"
+        return f"{text} (default: GPU {default_text(f)}, CPU demo {shown(f, meta['cpu'])})"
     return text
 
 
-def _shown(f, value):
+def shown(f, value):
+    """A value as its flag's choice is written."""
     choices = f.metadata.get("choices")
     if isinstance(choices, dict):
         return next((text for text, v in choices.items() if v == value), value)
@@ -254,7 +255,7 @@ def add_arguments(parser: argparse.ArgumentParser, groups: dict, classes, skip=f
             kwargs = {"help": _help(f), "dest": dest(f)}
             device = meta["cpu"] is not NO_CPU or meta["auto"]
             if isinstance(meta["choices"], dict):
-                kwargs |= {"choices": list(meta["choices"]), "default": None if device else _shown(f, f.default)}
+                kwargs |= {"choices": list(meta["choices"]), "default": None if device else shown(f, f.default)}
             elif meta["switch"]:
                 kwargs |= {"action": "store_true"}
             else:

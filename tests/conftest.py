@@ -14,6 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 
 
+# Fixtures that make a test slow (`-m "not slow"` leaves their tests out; the README's command runs them all): the
+# real SmolLM2 tokenizer, and every model built on it, and the whole market's daily candles of ../shared/data/broad.
+SLOW_FIXTURES = {"tokenizer", "broad"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Converted models go to one cache per test session, never to the user's ~/.cache."""
@@ -167,6 +178,33 @@ def tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(checkpoints.gguf_to_hf(gguf)))
+
+
+def tiny_llama(tokenizer, seed: int = 0):
+    """A two-layer Llama with random weights and SmolLM2's vocabulary: fast, and its logits have no ties."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def argv(line: str, **values) -> list[str]:
+    """A command line written as one string, split on spaces, each {name} filled with str(values[name]):
+    argv("--data-dir {tmp_path} --output-dir {tmp_path}/out", tmp_path=tmp_path)."""
+    return [part.format(**{name: str(value) for name, value in values.items()}) for part in line.split()]
 
 
 def fake_pool(**generators):

@@ -14,7 +14,7 @@ import main as cli
 import model
 from config import data_args
 from config.cli import parse
-from conftest import ROOT, WordTokenizer, candles, write_price_csv
+from conftest import ROOT, WordTokenizer, argv, candles, write_price_csv
 from forecasting.reading import Question, read_forecast
 from llm import generation
 from market import trading_calendar
@@ -124,25 +124,11 @@ def test_a_live_forecast_is_dated_on_the_exchanges_sessions(tmp_path, monkeypatc
     write_price_csv(tmp_path / "prices", "2330", frame)
     seen: dict = {}
     fake_model(monkeypatch, seen)
-    args = [
-        "--train",
-        "0",
-        "--code",
-        "2330",
-        "--past",
-        "3",
-        "--future",
-        "2",
-        "--data-dir",
-        str(tmp_path),
-        "--offline",
-        "--end-date",
-        "2026-04-30",
-        "--output-dir",
-        str(tmp_path / "out"),
-        "--model-dir",
-        str(tmp_path / "a"),
-    ]
+    args = argv(
+        "--train 0 --code 2330 --past 3 --future 2 --data-dir {tmp_path} --offline --end-date "
+        "2026-04-30 --output-dir {tmp_path}/out --model-dir {tmp_path}/a",
+        tmp_path=tmp_path,
+    )
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     regex = seen["regexes"][0]

@@ -13,6 +13,7 @@ import pytest
 import main as cli
 import model
 from config import cli as parsing
+from conftest import argv
 from market.exchanges import ExchangeClient, Throttle
 from stock_predictor import DataConfig, Settings, StockPredictor
 from utils import StockToolError
@@ -167,21 +168,13 @@ def test_too_little_history(shared_data, tmp_path, capsys):
     companies = tmp_path / "c.json"
     companies.write_text('[{"code": "2330"}]')
     code, _, err = run(
-        [
-            "--train",
-            "1",
-            "--company-list-file",
-            str(companies),
-            "--data-dir",
-            str(shared_data / "prices"),
-            "--offline",
-            "--end-date",
-            "2026-04-30",
-            "--windows",
-            "300:200",
-            "--output-dir",
-            str(tmp_path),
-        ],
+        argv(
+            "--train 1 --company-list-file {companies} --data-dir {shared_data}/prices --offline "
+            "--end-date 2026-04-30 --windows 300:200 --output-dir {tmp_path}",
+            companies=companies,
+            shared_data=shared_data,
+            tmp_path=tmp_path,
+        ),
         capsys,
     )
     assert code == 2 and "too little history" in err

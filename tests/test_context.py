@@ -15,7 +15,7 @@ import dataset
 import utils
 from config import data_args
 from config.context_args import ContextConfig
-from conftest import LocalServer
+from conftest import LocalServer, argv
 from market import daily_reports, exchanges, news, price_files, twstock_signals
 from market.company_list import Company
 from stock_predictor import DataConfig, Settings, StockPredictor
@@ -279,21 +279,7 @@ def test_tpex_daily_report_parses_its_documented_shape():
                     "成交金額(元)",
                     "成交筆數 ",
                 ],
-                "data": [
-                    [
-                        "6569",
-                        "醫揚",
-                        "101.50",
-                        "-1.50",
-                        "103.00",
-                        "103.50",
-                        "101.00",
-                        "102.1",
-                        "123,000",
-                        "12,558,300",
-                        "150",
-                    ]
-                ],
+                "data": [argv("6569 醫揚 101.50 -1.50 103.00 103.50 101.00 102.1 123,000 12,558,300 150")],
             }
         ],
     }

@@ -174,6 +174,7 @@ def test_split_leaks_no_target(shared_data):
     assert all(e["meta"]["input_start"] > max(train_targets) for e in val)
 
 
+@pytest.mark.slow
 def test_the_answer_token_budget_fits_a_real_answer_in_smollm2_tokens(shared_data):
     """A cut answer cannot parse: the budget must hold the longest row set the spec asks for (60:20)."""
     from llm import checkpoints

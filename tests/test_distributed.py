@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import argv
 from llm import distributed
 from utils import StockToolError
 
@@ -205,19 +206,11 @@ def test_two_processes_train_and_evaluate_as_one_does(work):
 def test_a_refusal_on_rank_0_stops_every_process(work):
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     (work / "bad.json").write_text('[{"code": "9999"}]', encoding="utf-8")
-    args = [
-        "--train",
-        "1",
-        "--company-list-file",
-        str(work / "bad.json"),
-        "--data-dir",
-        str(work),
-        "--offline",
-        "--output-dir",
-        str(work / "out"),
-        "--model-dir",
-        str(work / "adapter"),
-    ]
+    args = argv(
+        "--train 1 --company-list-file {work}/bad.json --data-dir {work} --offline --output-dir "
+        "{work}/out --model-dir {work}/adapter",
+        work=work,
+    )
     result = torchrun(args, 2, env)
     assert result.returncode != 0
     assert result.stderr.count("unknown stock code '9999'") == 1  # said once, by rank 0

@@ -14,8 +14,8 @@ from config import data_args
 from config.data_args import WindowType
 from config.evaluation_args import EvalConfig
 from config.inference_args import InferenceConfig
+from conftest import argv, fake_pool, write_price_csv
 from conftest import candles as frame_of
-from conftest import fake_pool, write_price_csv
 from evaluation import backtest, baselines, forecast_windows
 from evaluation import metrics as metrics_
 from evaluation.reference_forecasters import training_windows
@@ -310,19 +310,12 @@ def test_evaluation_run_scores_llms_lstm_and_baselines_and_writes_a_report(price
 
 def test_evaluation_refuses_a_test_period_the_adapter_has_seen(price_dir, tmp_path, capsys):
     fake_adapter_dir(tmp_path / "out" / "adapter", last_date="2026-03-31")
-    args = [
-        "--train",
-        "0",
-        "--evaluate",
-        "1",
-        "--data-dir",
-        str(price_dir / "prices"),
-        "--offline",
-        "--output-dir",
-        str(tmp_path / "out"),
-        "--model-dir",
-        str(tmp_path / "out" / "adapter"),
-    ]
+    args = argv(
+        "--train 0 --evaluate 1 --data-dir {price_dir}/prices --offline --output-dir {tmp_path}/out "
+        "--model-dir {tmp_path}/out/adapter",
+        price_dir=price_dir,
+        tmp_path=tmp_path,
+    )
     assert cli.main([*args, "--test-start", "2026-03-20"]) == 2
     assert "trained on prices up to 2026-03-31" in capsys.readouterr().err
     assert cli.main([*args, "--test-start", "2026-04-01", "--test-end", "2026-03-01"]) == 2
@@ -333,33 +326,14 @@ def test_evaluation_refuses_a_test_period_the_adapter_has_seen(price_dir, tmp_pa
 
 
 def test_evaluation_without_an_adapter(price_dir, tmp_path, capsys):
-    args = [
-        "--train",
-        "0",
-        "--evaluate",
+    args = argv(
+        "--train 0 --evaluate 1 --data-dir {price_dir}/prices --offline --output-dir {tmp_path}/out "
+        "--model-dir {tmp_path}/none --year 2026 --month 1 --end-date 2026-04-30 "
+        "--company-list-file {price_dir}/companies.json --windows 1:1 --bootstrap 20 --lstm-epochs "
         "1",
-        "--data-dir",
-        str(price_dir / "prices"),
-        "--offline",
-        "--output-dir",
-        str(tmp_path / "out"),
-        "--model-dir",
-        str(tmp_path / "none"),
-        "--year",
-        "2026",
-        "--month",
-        "1",
-        "--end-date",
-        "2026-04-30",
-        "--company-list-file",
-        str(price_dir / "companies.json"),
-        "--windows",
-        "1:1",
-        "--bootstrap",
-        "20",
-        "--lstm-epochs",
-        "1",
-    ]
+        price_dir=price_dir,
+        tmp_path=tmp_path,
+    )
     assert cli.main(args) == 2
     assert "no trained adapter in" in capsys.readouterr().err
     assert cli.main([*args, "--eval-models", "lstm"]) == 2

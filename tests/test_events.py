@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import main as cli
+from conftest import argv
 from instruct import events_db
 from market import daily_reports
 from utils import TAIPEI, StockToolError
@@ -104,25 +105,11 @@ def test_fmtqik_gives_taiex_closes(shared_data):
 def test_build_events_from_real_headlines_and_prices(shared_data, tmp_path, capsys):
     shutil.copytree(shared_data / "prices", tmp_path / "prices")
     (tmp_path / "c.json").write_text(json.dumps([{"code": "2330"}, {"code": "2317"}]))
-    args = [
-        "--train",
-        "0",
-        "--build-events",
-        "1",
-        "--data-dir",
-        str(tmp_path),
-        "--offline",
-        "--company-list-file",
-        str(tmp_path / "c.json"),
-        "--year",
-        "2024",
-        "--month",
-        "1",
-        "--end-date",
-        "2026-04-30",
-        "--instruct-rows",
-        "100",
-    ]
+    args = argv(
+        "--train 0 --build-events 1 --data-dir {tmp_path} --offline --company-list-file "
+        "{tmp_path}/c.json --year 2024 --month 1 --end-date 2026-04-30 --instruct-rows 100",
+        tmp_path=tmp_path,
+    )
     assert cli.main(args) == 2
     assert "no stored news" in capsys.readouterr().err
     args += ["--news-csv", str(shared_data / "news" / "headlines_2024-01.csv")]

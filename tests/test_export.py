@@ -29,6 +29,8 @@ FRAME = pd.DataFrame(
     index=pd.DatetimeIndex(["2026-04-27", "2026-04-28", "2026-04-29"], name="Date"),
 )
 
+pytestmark = pytest.mark.slow  # every test exports an adapter of the real SmolLM2
+
 
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory) -> Path:

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 import main as cli
-from conftest import LocalServer
+from conftest import LocalServer, argv
 from instruct import instruction_data, scorers
 
 
@@ -79,33 +79,15 @@ def test_dataset_from_real_prices_and_headlines_with_resume(shared_data, tmp_pat
     monkeypatch.setattr("instruct.teacher.time.sleep", lambda s: None)
     shutil.copytree(shared_data / "prices", tmp_path / "prices")
     (tmp_path / "c.json").write_text(json.dumps([{"code": "2330"}, {"code": "2317"}]))
-    args = [
-        "--train",
-        "0",
-        "--build-forecaster",
-        "1",
-        "--teacher-url",
-        teacher.url,
-        "--teacher-model",
-        "t",
-        "--data-dir",
-        str(tmp_path),
-        "--offline",
-        "--company-list-file",
-        str(tmp_path / "c.json"),
-        "--year",
-        "2024",
-        "--month",
-        "1",
-        "--end-date",
-        "2024-03-29",
-        "--forecaster-weeks",
-        "2",
-        "--forecaster-samples",
-        "12",
-        "--news-csv",
-        str(shared_data / "news" / "headlines_2024-01.csv"),
-    ]
+    args = argv(
+        "--train 0 --build-forecaster 1 --teacher-url {teacher_url} --teacher-model t --data-dir "
+        "{tmp_path} --offline --company-list-file {tmp_path}/c.json --year 2024 --month 1 "
+        "--end-date 2024-03-29 --forecaster-weeks 2 --forecaster-samples 12 --news-csv "
+        "{shared_data}/news/headlines_2024-01.csv",
+        teacher_url=teacher.url,
+        tmp_path=tmp_path,
+        shared_data=shared_data,
+    )
     teacher.fail_after = 5  # the endpoint dies after five answers (each later call fails, with retries)
     assert cli.main(args) == 2
     assert "no dataset was written: rerun to resume" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import pytest
 
 import model
 from config import data_args, inference_args, model_args
+from conftest import tiny_llama
 from llm import checkpoints, generation, jump_forward, token_automaton
 from llm.generation import Sampling
 from market import price_files
@@ -97,24 +98,7 @@ def test_the_real_answer_grammar_forces_the_dates_and_the_labels_colons(tokenize
 
 @pytest.fixture(scope="module")
 def tiny(tokenizer):
-    """A two-layer Llama with random weights and SmolLM2's vocabulary: fast, and its logits have no ties."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.eos_token_id,
-    )
-    return model.LoadedModel(LlamaForCausalLM(config).eval(), tokenizer, cuda=False)
+    return model.LoadedModel(tiny_llama(tokenizer), tokenizer, cuda=False)
 
 
 def literal_windows(future: int, past: int, names=("巨大", "台積電股份有限公司", "2330")):

@@ -16,7 +16,7 @@ import main as cli
 import model
 from config import data_args
 from config.data_args import DataConfig, ExamplesConfig
-from conftest import WordTokenizer, candles
+from conftest import WordTokenizer, argv, candles
 from llm import generation
 from market import company_list, exchanges, price_files
 from market.company_list import Company
@@ -181,29 +181,11 @@ def test_another_markets_stock_is_forecast_on_its_exchanges_calendar(tmp_path, m
     frame = candles([190.0 + i for i in range(6)], start="2025-06-26")  # 2025-06-26 → 2025-07-03
     write(tmp_path / "prices" / "AAPL.csv", common_text(frame))
     prompts = fake_model(monkeypatch)
-    args = [
-        "--train",
-        "0",
-        "--code",
-        "AAPL",
-        "--past",
-        "3",
-        "--future",
-        "2",
-        "--data-dir",
-        str(tmp_path),
-        "--offline",
-        "--year",
-        "2025",
-        "--month",
-        "6",
-        "--end-date",
-        "2025-07-03",
-        "--output-dir",
-        str(tmp_path / "out"),
-        "--model-dir",
-        str(tmp_path / "adapter"),
-    ]
+    args = argv(
+        "--train 0 --code AAPL --past 3 --future 2 --data-dir {tmp_path} --offline --year 2025 "
+        "--month 6 --end-date 2025-07-03 --output-dir {tmp_path}/out --model-dir {tmp_path}/adapter",
+        tmp_path=tmp_path,
+    )
     assert cli.main([*args, "--calendar", "XNYS"]) == 0
     out = capsys.readouterr().out
     assert prompts[0].startswith("Here is past 3 day stock price of AAPL company.")
@@ -214,27 +196,11 @@ def test_another_markets_stock_is_forecast_on_its_exchanges_calendar(tmp_path, m
 def test_an_adapter_whose_fields_the_file_lacks_and_a_bad_file_are_one_line(tmp_path, monkeypatch, capsys):
     frame = candles([190.0 + i for i in range(6)], start="2025-06-26")
     write(tmp_path / "prices" / "AAPL.csv", common_text(frame))
-    args = [
-        "--train",
-        "0",
-        "--code",
-        "AAPL",
-        "--past",
-        "3",
-        "--future",
-        "2",
-        "--data-dir",
-        str(tmp_path),
-        "--offline",
-        "--end-date",
-        "2025-07-03",
-        "--output-dir",
-        str(tmp_path / "out"),
-        "--model-dir",
-        str(tmp_path / "adapter"),
-        "--calendar",
-        "XNYS",
-    ]
+    args = argv(
+        "--train 0 --code AAPL --past 3 --future 2 --data-dir {tmp_path} --offline --end-date "
+        "2025-07-03 --output-dir {tmp_path}/out --model-dir {tmp_path}/adapter --calendar XNYS",
+        tmp_path=tmp_path,
+    )
     fake_model(monkeypatch, fields=data_args.parse_fields("all"))
     assert cli.main(args) == 2
     err = capsys.readouterr().err
@@ -282,25 +248,11 @@ def test_a_forecast_is_the_same_from_either_layout(two_layouts, monkeypatch, cap
     outputs = []
     for work in two_layouts:
         prompts = fake_model(monkeypatch)
-        args = [
-            "--train",
-            "0",
-            "--code",
-            "2330",
-            "--past",
-            "5",
-            "--future",
-            "3",
-            "--data-dir",
-            str(work),
-            "--offline",
-            "--end-date",
-            "2026-04-30",
-            "--output-dir",
-            str(work / "out"),
-            "--model-dir",
-            str(work / "adapter"),
-        ]
+        args = argv(
+            "--train 0 --code 2330 --past 5 --future 3 --data-dir {work} --offline --end-date "
+            "2026-04-30 --output-dir {work}/out --model-dir {work}/adapter",
+            work=work,
+        )
         assert cli.main(args) == 0
         capsys.readouterr()
         (csv,) = (work / "out" / "forecasts").glob("2330_*.csv")

@@ -20,7 +20,7 @@ from config import data_args
 from config.evaluation_args import EvalConfig
 from config.inference_args import InferenceConfig
 from config.model_args import ModelConfig
-from conftest import WordTokenizer, candles, fake_pool, write_price_csv
+from conftest import WordTokenizer, argv, candles, fake_pool, write_price_csv
 from forecasting import calibrated, chart, forecast_page
 from forecasting import html as html_
 from llm import generation
@@ -28,16 +28,10 @@ from prompts import prompt_format
 from stock_predictor import DataConfig, Settings, StockPredictor
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM_ARGS = argv(
+    "--headless --no-sandbox --disable-gpu --disable-quic --no-first-run "
+    "--disable-background-networking --disable-component-update --disable-sync"
+)
 VIEWPORTS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "height": 900}}
 OHLCV = data_args.FIELD_SETS["ohlcv"]
 PNG_1PX = base64.b64decode(
@@ -302,6 +296,7 @@ def look(browser, path: Path, shots: Path) -> list[str]:
     return problems
 
 
+@pytest.mark.slow
 def test_both_pages_show_in_a_real_browser(made, tmp_path):
     paths = [made["report"]["page"], *(made[run][0].page for run in ("sampled", "greedy", "weighed"))]
     with _browser() as p:

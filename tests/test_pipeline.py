@@ -14,7 +14,7 @@ import pytest
 import main as cli
 import model
 from config import data_args
-from conftest import WordTokenizer
+from conftest import WordTokenizer, argv
 from llm import generation
 from market import price_files
 from prompts import prompt_format
@@ -33,17 +33,10 @@ def workdir(shared_data, tmp_path):
 
 
 def common(work: Path) -> list[str]:
-    return [
-        "--data-dir",
-        str(work),
-        "--offline",
-        "--end-date",
-        "2026-04-30",
-        "--output-dir",
-        str(work / "out"),
-        "--model-dir",
-        str(work / "adapter"),
-    ]
+    return argv(
+        "--data-dir {work} --offline --end-date 2026-04-30 --output-dir {work}/out --model-dir {work}/adapter",
+        work=work,
+    )
 
 
 def fake_adapter(monkeypatch, answer_for):

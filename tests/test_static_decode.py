@@ -14,32 +14,13 @@ import pytest
 
 import model
 from config import data_args
+from conftest import tiny_llama
 from llm import generation, static_decode, token_automaton
 from llm.generation import Sampling
 from prompts import prompt_format
 from utils import StockToolError
 
 OHLCV = data_args.FIELD_SETS["ohlcv"]
-
-
-def tiny_llama(tokenizer, seed: int = 0):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.eos_token_id,
-    )
-    return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="module")

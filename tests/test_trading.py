@@ -21,7 +21,7 @@ import main as cli
 import model
 import stock_api
 from config import data_args
-from conftest import LocalServer, WordTokenizer, candles, write_price_csv
+from conftest import LocalServer, WordTokenizer, argv, candles, write_price_csv
 from llm import generation
 from prompts import prompt_format
 from trading import trade_rules
@@ -267,25 +267,11 @@ def work(tmp_path, monkeypatch, server):
 
 
 def trade_args(work: Path) -> list[str]:
-    return [
-        "--train",
-        "0",
-        "--trade",
-        "1",
-        "--data-dir",
-        str(work / "prices"),
-        "--offline",
-        "--end-date",
-        "2026-04-24",
-        "--company-list-file",
-        str(work / "companies.json"),
-        "--output-dir",
-        str(work / "out"),
-        "--past",
-        "5",
-        "--future",
-        "1",
-    ]
+    return argv(
+        "--train 0 --trade 1 --data-dir {work}/prices --offline --end-date 2026-04-24 "
+        "--company-list-file {work}/companies.json --output-dir {work}/out --past 5 --future 1",
+        work=work,
+    )
 
 
 def journal_lines(work: Path) -> list[dict]:
