@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from config import export_args, flags
+from config import settings as settings_module
 from config.context_args import ContextConfig
 from config.data_args import DataConfig, ExamplesConfig
 from config.evaluation_args import EvalConfig
@@ -352,6 +353,8 @@ def check(invocation: Invocation) -> None:
         raise StockToolError("export: give --export merged or --export gguf")
     if settings.export.kind and settings.export.export_dir is not None:
         export_args.check_target(Path(settings.export.export_dir))
+    if "train" in invocation.steps and "evaluate" in invocation.steps:
+        settings_module.check_days_after_training(settings)
 
 
 def device_notes(invocation: Invocation, settings: Settings, cuda: bool) -> list[str]:

@@ -29,7 +29,7 @@ field's default on a CUDA machine and the one a CPU demonstration takes when the
 
 
 def _cell(value) -> str:
-    text = " ".join(str(value).split()).replace("%%", "%").replace("|", "\\|")
+    text = " ".join(str(value).split()).replace("%%", "%").replace("|", "\\|").replace("<", "&lt;")
     return text if value not in (None, "") else ""
 
 
@@ -55,6 +55,8 @@ def _default(f) -> str:
     meta = f.metadata
     if f.default is MISSING:
         return "required"
+    if meta["auto"]:
+        return "from the other flags (see its text)"
     gpu = "unset" if f.default is None else f"`{_text(f, flags.default_text(f))}`"
     if meta["cpu"] is not flags.NO_CPU:
         cpu = "unset" if meta["cpu"] is None else f"`{_text(f, flags.shown(f, meta['cpu']))}`"

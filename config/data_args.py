@@ -208,7 +208,7 @@ class ExamplesConfig:
     )
     answer_format: str = option(
         "change",
-        "how prompts and answers write prices: change (%% from the last close, measured better: README), "
+        "how prompts and answers write prices: change (%% from the last close, measured better: docs/measured.md), "
         "candle (close and open as %% changes, then unsigned wicks: every answer a possible candle), "
         "scaled (the candle format as log changes in units of the stock's 20-day daily volatility: one unit the "
         "same move for every stock) or absolute (the spec's NTD prices)",

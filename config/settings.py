@@ -14,6 +14,7 @@ from config.instruct_args import InstructConfig, InstructDataConfig
 from config.model_args import LoraConfig, ModelConfig
 from config.trading_args import TradeConfig
 from config.training_args import TrainConfig
+from utils import StockToolError
 
 GROUPS_OF_SETTINGS = {
     "data": DataConfig,
@@ -49,3 +50,18 @@ class Settings:
     instruct: InstructConfig = field(default_factory=InstructConfig)
     instruct_data: InstructDataConfig = field(default_factory=InstructDataConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+
+
+def check_days_after_training(settings: Settings) -> None:
+    """Training then evaluating scores the days after the training data: refuse, before training, a test period
+    that ends on or before the training's last day (it would hold no day)."""
+    from utils import taipei_today
+
+    last = settings.data.end_date or taipei_today().isoformat()
+    end = settings.evaluation.test_end
+    if end is None or end <= last:
+        given = f"--test-end {end}" if end else "no --test-end"
+        raise StockToolError(
+            f"--evaluate 1 after training scores the days after the training data (to {last}); with {given} "
+            "there are none: give a later --test-end"
+        )

@@ -58,7 +58,7 @@ def fold_gqa_decode(sdpa):
     takes that combination (flash takes no mask; memory-efficient and cuDNN no grouped heads: pytorch/pytorch#181528,
     Comfy-Org/ComfyUI#15135), so it runs on the math kernel, which repeats the cached keys and values for every
     query head. On the H100 the step then grew with batch × cache length: 140 ms at 1,024 five-day prompts,
-    16.6 ms folded (README, "Generation speed"). Folded, the same attention has as many query as key heads and
+    16.6 ms folded (docs/measured.md, "Generation speed"). Folded, the same attention has as many query as key heads and
     takes the memory-efficient kernel. The result is the same attention (not bit for bit: another kernel sums
     in another order). Everything else goes to `sdpa` unchanged."""
 
@@ -110,7 +110,7 @@ def patch_varlen_gqa() -> str:
     unsloth runs a padding-free batch's attention as one varlen flash call only when torch's `varlen_attn` takes
     `enable_gqa` (torch 2.12); on 2.11 (the GPU machine's) it falls back to one SDPA call per sequence of the
     batch, per layer. Giving 2.11's function that argument (`varlen_with_gqa`) before unsloth is imported puts
-    it on the one-call path; whether that is faster is measured by `benchmarks/train_speed.py` (README). Does
+    it on the one-call path; whether that is faster is measured by `benchmarks/train_speed.py` (docs/measured.md). Does
     nothing without CUDA, without torch's varlen attention or flash kernel, on a torch that already takes
     `enable_gqa`. Returns what it did, for the log."""
     import inspect

@@ -4,7 +4,7 @@ outlines-core (the Rust engine of Outlines) compiles a regex against the tokeniz
 index: for every state, the tokens allowed next and the state each leads to. We flatten that index into
 two small tables (state × allowed-token slot), so that masking a whole batch is two gathers and a
 scatter on the GPU per generated token, with no Python per sequence. Why outlines-core and not
-xgrammar or lm-format-enforcer: see `benchmarks/constrained_speed.py` and the README.
+xgrammar or lm-format-enforcer: see `benchmarks/constrained_speed.py` and docs/forecasting.md.
 
 No torch here: the tables are numpy arrays; `model.py` moves them to the device.
 """

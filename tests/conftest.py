@@ -203,7 +203,8 @@ def tiny_llama(tokenizer, seed: int = 0):
 
 def argv(line: str, **values) -> list[str]:
     """A command line written as one string, split on spaces, each {name} filled with str(values[name]):
-    argv("--data-dir {tmp_path} --output-dir {tmp_path}/out", tmp_path=tmp_path)."""
+    argv("--data-dir {tmp_path} --output-dir {tmp_path}/out", tmp_path=tmp_path). A token cannot hold a space or a
+    brace of its own: write such a command line as a list."""
     return [part.format(**{name: str(value) for name, value in values.items()}) for part in line.split()]
 
 

@@ -82,6 +82,11 @@ def run(work: Path, extra: list[str], capsys) -> tuple[int, str]:
         (["--train", "0", "--trade", "1", "--trade-threshold", "inf"], "--trade-threshold inf: must be from 0 up to"),
         (["--train", "0", "--evaluate", "1", "--brokerage=-inf"], "--brokerage -inf: must be from 0 up to 1"),
         (["--train", "0", "--execute"], "--execute only applies to --trade 1"),
+        (["--train", "1", "--end-date", "2026-02-27", "--evaluate", "1"], "--evaluate 1 after training scores the d"),
+        (
+            ["--train", "1", "--end-date", "2026-02-27", "--evaluate", "1", "--test-end", "2026-02-27"],
+            "--evaluate 1 after training scores the days after the training data (to 2026-02-27); with --test-end 2",
+        ),
         # paths: empty, missing, a folder where a file belongs and the other way round, a file that is no GGUF
         (["--train", "1", "--output-dir", ""], "--output-dir '': give a path"),
         (["--train", "1", "--output-dir", "{work}/companies.json"], "--output-dir {work}/companies.json is a file,"),

@@ -220,3 +220,11 @@ def test_the_point_forecast_is_weighted_by_default_and_as_generated_when_asked()
     with pytest.raises(SystemExit) as exit_info:
         parsing.parse(["--train", "0", "--point", "median"])
     assert exit_info.value.code == 2
+
+
+def test_training_then_evaluating_needs_days_after_the_training_data():
+    later = parsing.parse("--train 1 --end-date 2026-02-27 --evaluate 1 --test-end 2026-04-30".split())
+    parsing.check(later)  # the days after the training data: no refusal
+    for argv_ in ("--end-date 2026-02-27", "--end-date 2026-02-27 --test-end 2026-02-27"):
+        with pytest.raises(StockToolError, match="give a later --test-end"):
+            parsing.check(parsing.parse(f"--train 1 --evaluate 1 {argv_}".split()))

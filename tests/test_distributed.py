@@ -161,7 +161,7 @@ def test_two_processes_train_and_evaluate_as_one_does(work):
     assert info["useful_tokens"] == single["useful_tokens"]  # both processes' tokens counted
     assert info["train_loss"] == pytest.approx(single["train_loss"], abs=1e-4)
 
-    # transformers cannot resume several CPU processes (the GPU path is measured on two H100s: README)
+    # transformers cannot resume several CPU processes (the GPU path is measured on two H100s: docs/gpu.md)
     resumed = torchrun([*train_args("two", 1, steps=3), "--resume"], 2, env)
     assert resumed.returncode != 0 and "--resume with several processes needs CUDA GPUs" in resumed.stderr
     assert json.loads((work / "adapter-two" / "training_info.json").read_text())["global_step"] == 2  # kept

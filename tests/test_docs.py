@@ -5,6 +5,7 @@ numbers anywhere in the project (say what was measured instead)."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 import subprocess
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FILE_TYPES = {"json", "jsonl", "csv", "md", "png", "html", "py", "txt", "gguf", "sqlite", "safetensors"}
-ISSUE = re.compile(r"(?i)\bissues? ?#?\d+\b")
+ISSUE = re.compile(r"(?i)\bissues?[ -]?#?\d+\b")
 
 
 def missing_paths(page: Path) -> list[str]:
@@ -29,29 +30,44 @@ def missing_paths(page: Path) -> list[str]:
 def missing_modules(page: Path) -> list[str]:
     """Backticked dotted names that start with one of the project's folders (`forecasting.chart.plot_forecast`)
     and do not resolve to a module and an attribute."""
-    folders = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
+    units = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()} | {p.stem for p in ROOT.glob("*.py")}
     found = []
-    for name in re.findall(r"`([a-z_]+(?:\.[A-Za-z_]+)+)`", page.read_text(encoding="utf-8")):
-        if name.split(".")[0] not in folders or name.rsplit(".", 1)[1] in FILE_TYPES:  # `config.json` is a file
+    for name in re.findall(r"`(?:python3 -m )?([a-z_]\w*(?:\.[A-Za-z_]\w*)+)", page.read_text(encoding="utf-8")):
+        if name.split(".")[0] not in units or name.rsplit(".", 1)[1] in FILE_TYPES:  # `config.json` is a file
             continue
-        module, _, attribute = name.rpartition(".")
-        try:
-            resolved = hasattr(importlib.import_module(module), attribute)
-        except ImportError:
-            resolved = False
-        if not resolved:
+        if not resolves(name):
             found.append(name)
     return found
+
+
+def resolves(name: str) -> bool:
+    """A dotted name is a module of the project, or an attribute of one."""
+    try:
+        if importlib.util.find_spec(name) is not None:
+            return True
+    except (ImportError, ValueError):
+        pass
+    module, _, attribute = name.rpartition(".")
+    try:
+        return hasattr(importlib.import_module(module), attribute)
+    except Exception:  # a module that does not import is a name that does not resolve
+        return False
 
 
 def test_the_checks_find_a_dead_path_a_dead_link_and_a_wrong_module(tmp_path):
     page = tmp_path / "page.md"
     page.write_text(
         "`llm/generation.py` `llm/nothing.py` [a](nowhere.md) [b](https://x.org/y.md) "
-        "`forecasting.chart.plot_forecast` `forecasting.chart.no_such` `forecasting.nothing.x`"
+        "`forecasting.chart.plot_forecast` `forecasting.chart.no_such` `forecasting.nothing.x` `utils.no_such` "
+        "`llm.generation` `python3 -m benchmarks.generate_speed` `python3 -m benchmarks.no_such` `config.json`"
     )
     assert missing_paths(page) == ["llm/nothing.py", "nowhere.md"]
-    assert missing_modules(page) == ["forecasting.chart.no_such", "forecasting.nothing.x"]
+    assert missing_modules(page) == [
+        "forecasting.chart.no_such",
+        "forecasting.nothing.x",
+        "utils.no_such",
+        "benchmarks.no_such",
+    ]
     assert ISSUE.search("as " + "issue" + " 10 asked") and not ISSUE.search("the issues of 2025")
 
 
@@ -79,4 +95,4 @@ def test_the_readme_is_short_and_its_test_command_is_what_ci_runs():
     assert len(readme.splitlines()) <= 300
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
     assert ci[-1] == "python3 -m pytest -q"
-    assert "bash setup.sh && python3 -m pytest -q " in readme
+    assert re.search(r"^bash setup.sh && python3 -m pytest -q +# the tests$", readme, re.M)

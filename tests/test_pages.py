@@ -314,6 +314,7 @@ def test_both_pages_show_in_a_real_browser(made, tmp_path):
     print(f"browser: {time.monotonic() - started:.1f} s for 4 pages × 2 viewports; screenshots in {tmp_path}")
 
 
+@pytest.mark.slow
 def test_a_broken_page_is_caught(tmp_path):
     """The browser check itself: a broken image, an empty table and a script error are each reported."""
     (tmp_path / "x" / "y").mkdir(parents=True)

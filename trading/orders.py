@@ -1,6 +1,6 @@
 """Forecasts → buy / sell / hold decisions, and the trade journal that keeps an order from being sent twice.
 
-The rule (documented in the README, pure functions here):
+The rule (documented in docs/trading.md, pure functions here):
 - expected return = the forecast's last close / the last known close − 1;
 - BUY when it is above `threshold`, the stock is not held and fewer than `max_positions` are held:
   `max_lots` lots at a limit of the forecast's first open (never above the +10% daily limit), rounded
