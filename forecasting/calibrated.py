@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 
 from forecasting import risk_models
-from prompts.prompt_format import MIN_VOL, VOL_DAYS  # noqa: F401 (a forecast's volatility, as prompts state it)
 from prompts.prompt_format import daily_volatility as volatility
 from utils import atomic_write_text
 

@@ -174,7 +174,7 @@ def test_a_calibration_weighs_each_window_and_keeps_the_weighted_forecasts_error
     as_generated = calibrate.fit(tests, doubled, decoding="k1", point="model")
     assert as_generated.weights == {} and as_generated.weight("1:1") == 1.0
     # a history of one unchanged close has the floor's volatility: errors in units of it
-    expected = [((100 + m) / (100 + 2 * m) - 1) / calibrated.MIN_VOL for m in moves]
+    expected = [((100 + m) / (100 + 2 * m) - 1) / prompt_format.MIN_VOL for m in moves]
     assert as_generated.errors["1:1"][0] == pytest.approx(expected)
     assert calibrated.load(cal.save(tmp_path / calibrated.FILE)) == cal
 
@@ -262,8 +262,8 @@ def test_a_forecast_uses_the_adapters_calibration_only_when_made_for_its_point_a
 def test_errors_are_kept_in_units_of_the_origins_volatility_and_bands_scale_with_it():
     calm, wild = [100.0, 101.0] * 11, [100.0, 110.0] * 11  # 21 daily returns of ±1% and of ±10%
     assert calibrated.volatility(candles(calm)) == pytest.approx(np.std(np.diff(np.log(calm[-21:]))))
-    assert calibrated.volatility(candles([50.0] * 30)) == calibrated.MIN_VOL  # a stock that has not moved
-    assert calibrated.volatility(candles([50.0])) == calibrated.MIN_VOL  # no return yet
+    assert calibrated.volatility(candles([50.0] * 30)) == prompt_format.MIN_VOL  # a stock that has not moved
+    assert calibrated.volatility(candles([50.0])) == prompt_format.MIN_VOL  # no return yet
     window = WindowType(22, 1)
     tests = []
     for i, closes in enumerate([calm, wild] * 20):  # every forecast 2% too low, after a calm or a wild month

@@ -371,23 +371,27 @@ def _market_csv(path: Path, codes, days: int = 80) -> Path:
     return path
 
 
+def _universe(tmp_path, market_csv, end_date: str, **more) -> DataConfig:
+    """Offline data settings from 2025-01 to `end_date` with --universe market over `market_csv`."""
+    return DataConfig(
+        data_dir=str(tmp_path),
+        offline=True,
+        year=2025,
+        month=1,
+        end_date=end_date,
+        market_csv=str(market_csv),
+        universe="market",
+        **more,
+    )
+
+
 def test_the_universe_adds_every_other_listed_stock_as_training_windows_only(tmp_path, capsys):
     """2330 is the company list's (its own windows, its validation); 1101 and 2603 are other listed common stocks
     (windows every --universe-stride days, all ending before the cutoff); 0050 (an ETF) is left out."""
     from llm import sft_data
 
     market = _market_csv(tmp_path / "market.csv", ["2330", "1101", "2603", "0050"], days=100)
-    data = DataConfig(
-        data_dir=str(tmp_path),
-        output_dir=str(tmp_path / "out"),
-        offline=True,
-        year=2025,
-        month=1,
-        end_date="2025-05-30",
-        market_csv=str(market),
-        universe="market",
-        universe_stride=10,
-    )
+    data = _universe(tmp_path, market, "2025-05-30", output_dir=str(tmp_path / "out"), universe_stride=10)
     predictor = StockPredictor(Settings(data=data, examples=data_args.ExamplesConfig(windows="5:5")))
     ws = predictor.workspace
     companies = [Company("2330", "台積電", "twse")]
@@ -414,15 +418,7 @@ def test_the_universe_offline_needs_a_market_csv(tmp_path):
 
 
 def test_the_universe_of_the_real_market(broad, tmp_path, capsys):
-    data = DataConfig(
-        data_dir=str(tmp_path),
-        offline=True,
-        year=2025,
-        month=1,
-        end_date="2026-02-27",
-        market_csv=str(broad),
-        universe="market",
-    )
+    data = _universe(tmp_path, broad, "2026-02-27")
     others = StockPredictor(Settings(data=data)).workspace.market_stocks({"2330", "2317"})
     assert 1700 <= len(others) <= 1970 and "2330" not in others and "0050" not in others
     assert all(f.index[-1] <= dt.datetime(2026, 2, 27) for _, f in others.values())
